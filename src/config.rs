@@ -1,0 +1,290 @@
+//! Server settings: defaults < TOML file (`--config`) < `SWITCHBOARD_*` environment <
+//! command-line flags, validated once into one [`Config`].
+//!
+//! Flags and environment variables are parsed by clap into [`ServeArgs`] (every field
+//! optional, so "not given" is visible); the same struct is read from the TOML file;
+//! [`ServeArgs::over`] layers them and [`Config::from_args`] fills defaults and checks.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A duration written as `30s`, `500ms`, `2m`, `1h` or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let value: f64 = number.parse().map_err(|_| {
+            format!("{text:?} is not a duration; write e.g. 30s, 500ms, 2m or a number of seconds")
+        })?;
+        let seconds = match unit.trim() {
+            "" | "s" => value,
+            "ms" => value / 1000.0,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            other => {
+                return Err(format!(
+                    "unknown duration unit {other:?}; use ms, s, m or h"
+                ))
+            }
+        };
+        Ok(Seconds(Duration::from_secs_f64(seconds)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(seconds) if seconds >= 0.0 => Ok(Seconds(Duration::from_secs_f64(seconds))),
+            Raw::Number(_) => Err(serde::de::Error::custom("a duration cannot be negative")),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `switchboard serve` flags. Each can also come from `SWITCHBOARD_<NAME>` or from the
+/// TOML file given with `--config` (keys are the flag names with `_` for `-`).
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings (keys like `max_line_bytes = 4096`).
+    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Plain-text line door (netcat, telnet, seed clients) [default: 0.0.0.0:9999].
+    #[arg(long, env = "SWITCHBOARD_LINE", value_name = "ADDR")]
+    pub line: Option<SocketAddr>,
+
+    /// Room every client joins once named [default: #general].
+    #[arg(long, env = "SWITCHBOARD_DEFAULT_ROOM", value_name = "ROOM")]
+    pub default_room: Option<String>,
+
+    /// Longest accepted input line in bytes; longer lines are discarded with an error [default: 4096].
+    #[arg(long, env = "SWITCHBOARD_MAX_LINE_BYTES", value_name = "BYTES")]
+    pub max_line_bytes: Option<usize>,
+
+    /// Per-client bound on unsent output; a client over it is disconnected as a slow consumer [default: 1048576].
+    #[arg(long, env = "SWITCHBOARD_MAX_QUEUE_BYTES", value_name = "BYTES")]
+    pub max_queue_bytes: Option<usize>,
+
+    /// Most simultaneous connections over all doors [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_MAX_CLIENTS", value_name = "N")]
+    pub max_clients: Option<usize>,
+
+    /// Most simultaneous connections from one IP address [default: 64].
+    #[arg(long, env = "SWITCHBOARD_MAX_CLIENTS_PER_IP", value_name = "N")]
+    pub max_clients_per_ip: Option<usize>,
+
+    /// Disconnect a connection that has not chosen a name after this long [default: 60s].
+    #[arg(long, env = "SWITCHBOARD_REGISTER_TIMEOUT", value_name = "DURATION")]
+    pub register_timeout: Option<Seconds>,
+
+    /// How long shutdown waits for goodbyes to be flushed before closing anyway [default: 3s].
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", value_name = "DURATION")]
+    pub shutdown_grace: Option<Seconds>,
+}
+
+impl ServeArgs {
+    /// Layer `self` (flags and environment) over `lower` (the file): set fields win.
+    pub fn over(self, lower: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            config: self.config.or(lower.config),
+            line: self.line.or(lower.line),
+            default_room: self.default_room.or(lower.default_room),
+            max_line_bytes: self.max_line_bytes.or(lower.max_line_bytes),
+            max_queue_bytes: self.max_queue_bytes.or(lower.max_queue_bytes),
+            max_clients: self.max_clients.or(lower.max_clients),
+            max_clients_per_ip: self.max_clients_per_ip.or(lower.max_clients_per_ip),
+            register_timeout: self.register_timeout.or(lower.register_timeout),
+            shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+        }
+    }
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub line: SocketAddr,
+    pub default_room: String,
+    pub max_line_bytes: usize,
+    pub max_queue_bytes: usize,
+    pub max_clients: usize,
+    pub max_clients_per_ip: usize,
+    pub register_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// A setting that cannot be used, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{setting} {problem}")]
+    Invalid {
+        setting: &'static str,
+        problem: String,
+    },
+}
+
+fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.into(),
+        message: error.to_string(),
+    })
+}
+
+fn at_least(setting: &'static str, value: usize, min: usize) -> Result<usize, ConfigError> {
+    if value < min {
+        return Err(ConfigError::Invalid {
+            setting,
+            problem: format!("must be at least {min} (got {value})"),
+        });
+    }
+    Ok(value)
+}
+
+impl Config {
+    /// Read the config file named by `args` (if any), layer, fill defaults, validate.
+    pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => ServeArgs::default(),
+        };
+        let merged = args.over(file);
+        let default_room = merged.default_room.unwrap_or_else(|| "#general".into());
+        let default_room =
+            crate::text::normalize_room(&default_room).map_err(|error| ConfigError::Invalid {
+                setting: "--default-room",
+                problem: error.to_string(),
+            })?;
+        Ok(Config {
+            line: merged
+                .line
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9999))),
+            default_room,
+            max_line_bytes: at_least(
+                "--max-line-bytes",
+                merged.max_line_bytes.unwrap_or(4096),
+                16,
+            )?,
+            max_queue_bytes: at_least(
+                "--max-queue-bytes",
+                merged.max_queue_bytes.unwrap_or(1 << 20),
+                1024,
+            )?,
+            max_clients: at_least("--max-clients", merged.max_clients.unwrap_or(10_000), 1)?,
+            max_clients_per_ip: at_least(
+                "--max-clients-per-ip",
+                merged.max_clients_per_ip.unwrap_or(64),
+                1,
+            )?,
+            register_timeout: merged
+                .register_timeout
+                .map_or(Duration::from_secs(60), |s| s.0),
+            shutdown_grace: merged
+                .shutdown_grace
+                .map_or(Duration::from_secs(3), |s| s.0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!("30s".parse::<Seconds>().unwrap().0, Duration::from_secs(30));
+        assert_eq!(
+            "250ms".parse::<Seconds>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!("2m".parse::<Seconds>().unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            "1.5".parse::<Seconds>().unwrap().0,
+            Duration::from_millis(1500)
+        );
+        assert!("soon".parse::<Seconds>().is_err());
+        assert!("3 days".parse::<Seconds>().is_err());
+    }
+
+    #[test]
+    fn flags_win_over_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchboard.toml");
+        std::fs::write(
+            &path,
+            "max_line_bytes = 100\nmax_clients = 5\nregister_timeout = \"5s\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            max_clients: Some(7),
+            ..Default::default()
+        };
+        let config = Config::from_args(args).unwrap();
+        assert_eq!(config.max_line_bytes, 100);
+        assert_eq!(config.max_clients, 7);
+        assert_eq!(config.register_timeout, Duration::from_secs(5));
+        assert_eq!(config.line.port(), 9999);
+        assert_eq!(config.default_room, "#general");
+    }
+
+    #[test]
+    fn bad_files_and_values_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "max_line_byte = 100\n").unwrap();
+        let error = Config::from_args(ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("bad.toml") && error.to_string().contains("max_line_byte"),
+            "{error}"
+        );
+        let missing = Config::from_args(ServeArgs {
+            config: Some(dir.path().join("nope.toml")),
+            ..Default::default()
+        });
+        assert!(missing.unwrap_err().to_string().contains("nope.toml"));
+        let tiny = Config::from_args(ServeArgs {
+            max_line_bytes: Some(1),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            tiny.to_string()
+                .contains("--max-line-bytes must be at least"),
+            "{tiny}"
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! The I/O pump for one stream connection (plain TCP or TLS): reads arrive as chunks,
+//! the connection's [`Outbox`] is drained with coalesced vectored writes, and the close
+//! is flushed, half-closed and lingered so the goodbye reaches the peer.
+//!
+//! One task drives both directions through [`Conn::next`], so an idle connection costs
+//! one small future and no buffers: the read buffer lives on the stack only while
+//! `poll_read` runs, and the write batch is empty unless output is pending.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::hub::outbox::{Outbox, Take};
+use crate::hub::CloseReason;
+
+/// Bytes read per `poll_read`; lives on the stack, never in the connection.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+/// After the outbox closes: how long to keep trying to flush and to wait for the peer's
+/// EOF (so unread input does not turn our close into a reset that eats the goodbye).
+pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What happened on the connection.
+#[derive(Debug)]
+pub enum Input {
+    /// Bytes from the peer.
+    Data(Bytes),
+    /// The peer closed its sending side. Output still flows until the outbox closes.
+    Eof,
+    /// Reading failed (reset and the like). Output may still flow.
+    ReadFailed(io::Error),
+    /// The deadline set with [`Conn::set_deadline`] passed.
+    Deadline,
+    /// The outbox was closed and everything was flushed (or could not be): the
+    /// connection is finished, for this reason.
+    Finished(CloseReason),
+}
+
+enum Closing {
+    Open,
+    /// Outbox closed: flushing what is left.
+    Flushing(CloseReason),
+    /// Write side shut down: reading until EOF so the close is graceful.
+    Lingering(CloseReason),
+}
+
+pub struct Conn<S> {
+    io: S,
+    outbox: Arc<Outbox>,
+    /// Buffers taken from the outbox and not yet fully written; the front may be partly written.
+    batch: VecDeque<Bytes>,
+    read_open: bool,
+    closing: Closing,
+    deadline: Option<Pin<Box<Sleep>>>,
+    close_deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    pub fn new(io: S, outbox: Arc<Outbox>) -> Self {
+        Conn {
+            io,
+            outbox,
+            batch: VecDeque::new(),
+            read_open: true,
+            closing: Closing::Open,
+            deadline: None,
+            close_deadline: None,
+        }
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Arm (or with `None`, disarm) the one caller-defined deadline.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        match (deadline, &mut self.deadline) {
+            (None, slot) => *slot = None,
+            (Some(at), Some(sleep)) => sleep.as_mut().reset(at),
+            (Some(at), slot) => *slot = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// Wait for the next thing that happens on this connection, writing queued output
+    /// meanwhile.
+    pub async fn next(&mut self) -> Input {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Input> {
+        if let Poll::Ready(reason) = self.poll_output(cx) {
+            return Poll::Ready(Input::Finished(reason));
+        }
+        if self.read_open && matches!(self.closing, Closing::Open) {
+            let mut chunk = [0u8; READ_CHUNK_BYTES];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    self.read_open = false;
+                    return Poll::Ready(Input::Eof);
+                }
+                Poll::Ready(Ok(())) => {
+                    return Poll::Ready(Input::Data(Bytes::copy_from_slice(buf.filled())))
+                }
+                Poll::Ready(Err(error)) => {
+                    self.read_open = false;
+                    return Poll::Ready(Input::ReadFailed(error));
+                }
+                Poll::Pending => {}
+            }
+        }
+        if let Some(deadline) = &mut self.deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
+                self.deadline = None;
+                return Poll::Ready(Input::Deadline);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Drive the write side. Ready only when the connection is finished.
+    fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        loop {
+            match self.closing {
+                Closing::Open | Closing::Flushing(_) => {}
+                Closing::Lingering(reason) => return self.poll_linger(cx, reason),
+            }
+            if let Closing::Flushing(reason) = self.closing {
+                if self.close_deadline_passed(cx) {
+                    return Poll::Ready(reason);
+                }
+            }
+            if self.batch.is_empty() {
+                match self.outbox.poll_take(cx, &mut self.batch) {
+                    Poll::Ready(Take::Data) => {}
+                    Poll::Ready(Take::Closed(reason)) => {
+                        if self.outbox.is_discarding() {
+                            // A slow consumer gets no flush: it was not reading anyway.
+                            self.batch.clear();
+                            return Poll::Ready(reason);
+                        }
+                        if matches!(self.closing, Closing::Open) {
+                            self.closing = Closing::Flushing(reason);
+                            continue;
+                        }
+                        // Flushed: half-close, then linger for the peer's EOF.
+                        match Pin::new(&mut self.io).poll_shutdown(cx) {
+                            Poll::Ready(Ok(())) if self.read_open => {
+                                self.closing = Closing::Lingering(reason);
+                                continue;
+                            }
+                            Poll::Ready(_) => return Poll::Ready(reason),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            match self.poll_write_batch(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => {
+                    // The peer is gone; nothing queued can reach it.
+                    self.batch.clear();
+                    self.outbox.close(CloseReason::PeerReset);
+                    return Poll::Ready(
+                        self.outbox.close_reason().unwrap_or(CloseReason::PeerReset),
+                    );
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// One vectored write of as much of the batch as fits. Ready(Ok) after progress.
+    fn poll_write_batch(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = self.batch.len().min(MAX_IOVECS);
+        for (slot, bytes) in slices.iter_mut().zip(self.batch.iter()) {
+            *slot = IoSlice::new(bytes);
+        }
+        let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(written)) => written,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => return Poll::Pending,
+        };
+        let mut remaining = written;
+        while remaining > 0 {
+            let front = self
+                .batch
+                .front_mut()
+                .expect("wrote no more than the batch holds");
+            if front.len() <= remaining {
+                remaining -= front.len();
+                self.batch.pop_front();
+            } else {
+                front.advance(remaining);
+                remaining = 0;
+            }
+        }
+        self.outbox.written(written);
+        if self.batch.is_empty() {
+            // Release the batch's storage so an idle connection holds none.
+            self.batch = VecDeque::new();
+            // Encrypted transports buffer internally; push it out.
+            let _ = Pin::new(&mut self.io).poll_flush(cx);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_linger(&mut self, cx: &mut Context<'_>, reason: CloseReason) -> Poll<CloseReason> {
+        loop {
+            if self.close_deadline_passed(cx) {
+                return Poll::Ready(reason);
+            }
+            let mut chunk = [0u8; READ_CHUNK_BYTES];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(_) => {
+                    self.read_open = false;
+                    return Poll::Ready(reason);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn close_deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self
+            .close_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_FLUSH_TIMEOUT)));
+        deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn writes_queued_output_and_reads_input() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let mut conn = Conn::new(ours, outbox.clone());
+        outbox.push(Bytes::from_static(b"hello "));
+        outbox.push(Bytes::from_static(b"world\n"));
+        theirs.write_all(b"ping").await.unwrap();
+        match conn.next().await {
+            Input::Data(data) => assert_eq!(&data[..], b"ping"),
+            other => panic!("expected data, got {other:?}"),
+        }
+        let mut received = [0u8; 12];
+        theirs.read_exact(&mut received).await.unwrap();
+        assert_eq!(&received, b"hello world\n");
+        assert_eq!(outbox.pending_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn close_flushes_then_finishes_with_the_reason() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let mut conn = Conn::new(ours, outbox.clone());
+        outbox.push(Bytes::from_static(b"goodbye\n"));
+        outbox.close(CloseReason::Shutdown);
+        let peer = tokio::spawn(async move {
+            let mut all = Vec::new();
+            theirs.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        match conn.next().await {
+            Input::Finished(reason) => assert_eq!(reason, CloseReason::Shutdown),
+            other => panic!("expected finish, got {other:?}"),
+        }
+        drop(conn);
+        assert_eq!(peer.await.unwrap(), b"goodbye\n");
+    }
+
+    #[tokio::test]
+    async fn reports_eof_and_deadline() {
+        let (ours, theirs) = tokio::io::duplex(64);
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let mut conn = Conn::new(ours, outbox);
+        conn.set_deadline(Some(Instant::now() + Duration::from_millis(10)));
+        assert!(matches!(conn.next().await, Input::Deadline));
+        drop(theirs);
+        assert!(matches!(conn.next().await, Input::Eof));
+    }
+}

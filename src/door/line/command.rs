@@ -1,0 +1,248 @@
+//! Parsing what a line-protocol user typed into hub requests, pure. IRC-like slash
+//! commands; anything else is text for the current room.
+
+use crate::hub::Request;
+
+/// What one typed line means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineInput {
+    /// A hub request.
+    Request(Request),
+    /// `/help`: answered by the door itself.
+    Help,
+    /// Blank line: ignored.
+    Nothing,
+    /// Not understood: tell the user why.
+    Invalid(String),
+}
+
+/// The `/help` text, one command a line.
+pub const HELP: &[(&str, &str)] = &[
+    ("text", "say text to your current room"),
+    ("/me action", "say it as an action: * you action"),
+    ("/msg NAME text", "private message to NAME"),
+    (
+        "/join #room",
+        "join (or create) a room; it becomes your current room",
+    ),
+    (
+        "/part [#room] [reason]",
+        "leave a room (default: the current one)",
+    ),
+    ("/rooms", "list rooms and how many are in each"),
+    ("/who [#room]", "list a room's members"),
+    (
+        "/whois NAME",
+        "who NAME is: client id, rooms, how connected",
+    ),
+    ("/nick NEW", "change your name"),
+    ("/ping", "check the server answers"),
+    ("/quit [reason], /q, end", "leave"),
+    ("//text", "say text that starts with a slash"),
+];
+
+fn optional(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// Split `rest` into its first word and the remainder (trimmed).
+fn first_word(rest: &str) -> (&str, &str) {
+    let rest = rest.trim_start();
+    match rest.split_once(char::is_whitespace) {
+        Some((word, tail)) => (word, tail.trim_start()),
+        None => (rest, ""),
+    }
+}
+
+pub fn parse(line: &str) -> LineInput {
+    if line.trim().is_empty() {
+        return LineInput::Nothing;
+    }
+    if line == "end" {
+        return LineInput::Request(Request::Quit { reason: None });
+    }
+    if let Some(literal) = line.strip_prefix("//") {
+        return say(format!("/{literal}"), false);
+    }
+    let Some(command_line) = line.strip_prefix('/') else {
+        return say(line.to_owned(), false);
+    };
+    let (command, rest) = first_word(command_line);
+    let usage = |text: &str| LineInput::Invalid(format!("usage: {text}"));
+    match command.to_ascii_lowercase().as_str() {
+        "help" | "h" | "?" => LineInput::Help,
+        "q" | "quit" | "exit" => LineInput::Request(Request::Quit { reason: optional(rest) }),
+        "me" => match optional(rest) {
+            Some(action) => say(action, true),
+            None => usage("/me action"),
+        },
+        "msg" | "m" | "tell" | "whisper" => {
+            let (to, text) = first_word(rest);
+            if to.is_empty() || text.is_empty() {
+                return usage("/msg NAME text");
+            }
+            LineInput::Request(Request::Whisper { to: to.to_owned(), text: text.to_owned(), data: None, action: false })
+        }
+        "join" | "j" => match first_word(rest) {
+            ("", _) => usage("/join #room"),
+            (room, _) => LineInput::Request(Request::Join { room: room.to_owned() }),
+        },
+        "part" | "leave" => {
+            let (first, tail) = first_word(rest);
+            if first.starts_with('#') {
+                LineInput::Request(Request::Part { room: Some(first.to_owned()), reason: optional(tail) })
+            } else {
+                LineInput::Request(Request::Part { room: None, reason: optional(rest) })
+            }
+        }
+        "rooms" | "list" => LineInput::Request(Request::Rooms),
+        "who" | "names" => LineInput::Request(Request::Who { room: optional(rest).map(|r| first_word(&r).0.to_owned()) }),
+        "whois" => match first_word(rest) {
+            ("", _) => usage("/whois NAME"),
+            (nick, _) => LineInput::Request(Request::Whois { nick: nick.to_owned() }),
+        },
+        "nick" => match first_word(rest) {
+            ("", _) => usage("/nick NEW"),
+            (nick, "") => LineInput::Request(Request::Nick { nick: nick.to_owned() }),
+            _ => LineInput::Invalid("a name cannot contain spaces".into()),
+        },
+        "ping" => LineInput::Request(Request::Ping),
+        "" => LineInput::Invalid("empty command; /help lists the commands, //text sends a line starting with /".into()),
+        other => LineInput::Invalid(format!(
+            "unknown command /{other}; /help lists the commands, //text sends a line starting with /"
+        )),
+    }
+}
+
+fn say(text: String, action: bool) -> LineInput {
+    LineInput::Request(Request::Say {
+        room: None,
+        text,
+        data: None,
+        action,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(input: &str) -> Request {
+        match parse(input) {
+            LineInput::Request(request) => request,
+            other => panic!("{input:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_text_is_said_to_the_current_room() {
+        assert_eq!(
+            request("hello there"),
+            Request::Say {
+                room: None,
+                text: "hello there".into(),
+                data: None,
+                action: false
+            }
+        );
+        assert_eq!(
+            request("//etc/passwd"),
+            Request::Say {
+                room: None,
+                text: "/etc/passwd".into(),
+                data: None,
+                action: false
+            }
+        );
+    }
+
+    #[test]
+    fn quit_words() {
+        assert_eq!(request("end"), Request::Quit { reason: None });
+        assert_eq!(request("/q"), Request::Quit { reason: None });
+        assert_eq!(
+            request("/quit gone fishing"),
+            Request::Quit {
+                reason: Some("gone fishing".into())
+            }
+        );
+        // Only the exact word leaves: "end" inside a sentence is text.
+        assert!(matches!(request("the end"), Request::Say { .. }));
+    }
+
+    #[test]
+    fn commands_with_arguments() {
+        assert_eq!(
+            request("/msg bob hi there"),
+            Request::Whisper {
+                to: "bob".into(),
+                text: "hi there".into(),
+                data: None,
+                action: false
+            }
+        );
+        assert_eq!(
+            request("/join #rust"),
+            Request::Join {
+                room: "#rust".into()
+            }
+        );
+        assert_eq!(
+            request("/part #rust bye all"),
+            Request::Part {
+                room: Some("#rust".into()),
+                reason: Some("bye all".into())
+            }
+        );
+        assert_eq!(
+            request("/part see you"),
+            Request::Part {
+                room: None,
+                reason: Some("see you".into())
+            }
+        );
+        assert_eq!(request("/who"), Request::Who { room: None });
+        assert_eq!(
+            request("/who #rust"),
+            Request::Who {
+                room: Some("#rust".into())
+            }
+        );
+        assert_eq!(
+            request("/whois alice"),
+            Request::Whois {
+                nick: "alice".into()
+            }
+        );
+        assert_eq!(
+            request("/nick alice2"),
+            Request::Nick {
+                nick: "alice2".into()
+            }
+        );
+        assert_eq!(
+            request("/me waves"),
+            Request::Say {
+                room: None,
+                text: "waves".into(),
+                data: None,
+                action: true
+            }
+        );
+        assert_eq!(request("/ROOMS"), Request::Rooms);
+    }
+
+    #[test]
+    fn mistakes_get_explanations() {
+        assert_eq!(parse("/help"), LineInput::Help);
+        assert_eq!(parse("   "), LineInput::Nothing);
+        assert!(
+            matches!(parse("/frobnicate"), LineInput::Invalid(text) if text.contains("unknown command /frobnicate"))
+        );
+        assert!(matches!(parse("/msg bob"), LineInput::Invalid(text) if text.contains("usage")));
+        assert!(matches!(parse("/join"), LineInput::Invalid(_)));
+        assert!(matches!(parse("/nick two words"), LineInput::Invalid(_)));
+        assert!(matches!(parse("/me"), LineInput::Invalid(_)));
+    }
+}

@@ -1,0 +1,127 @@
+//! Front doors: each turns one wire format into hub commands and renders hub events
+//! back. Shared here: the stream connection pump and the connection limits.
+
+pub mod conn;
+pub mod line;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Counts live connections across every door, globally and per address, so a flood of
+/// connections is refused at accept instead of exhausting memory or descriptors.
+#[derive(Debug)]
+pub struct ConnectionSlots {
+    max_total: usize,
+    max_per_ip: usize,
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    ServerFull { max: usize },
+    TooManyFromAddress { max: usize },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::ServerFull { max } => {
+                write!(f, "server full ({max} clients); try again later")
+            }
+            Refusal::TooManyFromAddress { max } => {
+                write!(
+                    f,
+                    "too many connections from your address (limit {max}); close one and retry"
+                )
+            }
+        }
+    }
+}
+
+/// Held by a connection for its lifetime; frees the slot on drop.
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<ConnectionSlots>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.total.fetch_sub(1, Ordering::AcqRel);
+        let mut per_ip = self.slots.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnectionSlots {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(ConnectionSlots {
+            max_total,
+            max_per_ip,
+            total: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Take a slot for a connection from `peer`, or say why not.
+    pub fn acquire(self: &Arc<Self>, peer: SocketAddr) -> Result<Slot, Refusal> {
+        let ip = peer.ip();
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if self.total.load(Ordering::Acquire) >= self.max_total {
+            return Err(Refusal::ServerFull {
+                max: self.max_total,
+            });
+        }
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= self.max_per_ip {
+            return Err(Refusal::TooManyFromAddress {
+                max: self.max_per_ip,
+            });
+        }
+        *count += 1;
+        self.total.fetch_add(1, Ordering::AcqRel);
+        Ok(Slot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_total_and_per_address_and_frees_on_drop() {
+        let slots = ConnectionSlots::new(3, 2);
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        let first = slots.acquire(a).unwrap();
+        let _second = slots.acquire(a).unwrap();
+        assert_eq!(
+            slots.acquire(a).unwrap_err(),
+            Refusal::TooManyFromAddress { max: 2 }
+        );
+        let _third = slots.acquire(b).unwrap();
+        assert_eq!(
+            slots.acquire(b).unwrap_err(),
+            Refusal::ServerFull { max: 3 }
+        );
+        drop(first);
+        assert_eq!(slots.in_use(), 2);
+        assert!(slots.acquire(a).is_ok());
+    }
+}

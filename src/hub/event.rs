@@ -1,0 +1,306 @@
+//! What flows through the hub: commands from front doors, events back to clients, and
+//! the named reasons a connection ends. No wire format appears here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::oneshot;
+
+use super::outbox::Outbox;
+use super::Render;
+use crate::text::NickError;
+
+/// Unique for the life of the process; assigned at connect, before a name is chosen.
+pub type ClientId = u64;
+
+/// A client-chosen request id (JSON's `id`), carried back on the reply or error.
+pub type Tag = Arc<str>;
+
+/// Structured payload a message may carry beside its text (device commands, telemetry).
+pub type Data = Arc<serde_json::Value>;
+
+/// Why a connection ended. Every connection ends with exactly one, logged once by the
+/// task that owns the connection and counted by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// `/quit`, `end`, `/q`, or the JSON quit request.
+    ClientQuit,
+    /// The peer closed its side (EOF).
+    PeerClosed,
+    /// Reset or another I/O error on the socket.
+    PeerReset,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client's outbound queue went over its byte bound.
+    SlowConsumer,
+    /// Flood control gave up on a client that kept flooding.
+    Flood,
+    /// A line or frame over the size cap (on doors where that ends the connection).
+    LineTooLong,
+    /// Input that cannot be made sense of (e.g. HTTP on the line port).
+    BadInput,
+    /// Never chose a name within the register timeout.
+    RegisterTimeout,
+    /// Nothing received within the idle timeout.
+    IdleTimeout,
+    /// Refused at accept: the global or per-address connection limit.
+    ServerFull,
+}
+
+impl CloseReason {
+    /// Stable snake_case name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientQuit => "client_quit",
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::PeerReset => "peer_reset",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Flood => "flood",
+            CloseReason::LineTooLong => "line_too_long",
+            CloseReason::BadInput => "bad_input",
+            CloseReason::RegisterTimeout => "register_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::ServerFull => "server_full",
+        }
+    }
+
+    /// Words for people: shown in leave notices.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CloseReason::ClientQuit => "quit",
+            CloseReason::PeerClosed => "connection closed",
+            CloseReason::PeerReset => "connection reset",
+            CloseReason::Shutdown => "server shutting down",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::Flood => "flooding",
+            CloseReason::LineTooLong => "line too long",
+            CloseReason::BadInput => "bad input",
+            CloseReason::RegisterTimeout => "no name chosen in time",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::ServerFull => "server full",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// A front door's message to the hub.
+pub enum Command {
+    /// A new connection: the hub can reach it from now on (shutdown notices included).
+    Connect(Box<Connection>),
+    /// Choose the first nickname; answered on `reply` so the door knows which state it is in.
+    Register {
+        client: ClientId,
+        nick: String,
+        reply: oneshot::Sender<Result<(), NickError>>,
+    },
+    /// Anything a registered client asks for.
+    Request {
+        client: ClientId,
+        tag: Option<Tag>,
+        request: Request,
+    },
+    /// Door-rendered bytes for one client (help text, parse errors), queued through the
+    /// hub so they keep their place among the client's other output.
+    Deliver {
+        client: ClientId,
+        bytes: bytes::Bytes,
+    },
+    /// The connection is over (or going): remove the client, announce it, close its outbox.
+    Disconnect {
+        client: ClientId,
+        reason: CloseReason,
+    },
+    /// Tell everyone, close every outbox, stop.
+    Shutdown,
+}
+
+/// A connection as the hub sees it.
+pub struct Connection {
+    pub client: ClientId,
+    pub peer: SocketAddr,
+    /// Which front door it came through ("line", "json", "ws", ...).
+    pub door: &'static str,
+    pub outbox: Arc<Outbox>,
+    pub render: Arc<dyn Render>,
+}
+
+/// What a registered client can ask of the hub.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Say something in a room (`None`: the client's current room).
+    Say {
+        room: Option<String>,
+        text: String,
+        data: Option<Data>,
+        action: bool,
+    },
+    /// A private message to one nickname.
+    Whisper {
+        to: String,
+        text: String,
+        data: Option<Data>,
+        action: bool,
+    },
+    Join {
+        room: String,
+    },
+    /// Leave a room (`None`: the current room).
+    Part {
+        room: Option<String>,
+        reason: Option<String>,
+    },
+    Nick {
+        nick: String,
+    },
+    Rooms,
+    /// Members of a room (`None`: the current room).
+    Who {
+        room: Option<String>,
+    },
+    Whois {
+        nick: String,
+    },
+    Ping,
+    Quit {
+        reason: Option<String>,
+    },
+}
+
+/// A chat message, room or private, shared by every recipient.
+#[derive(Debug, Clone)]
+pub struct ChatMessage {
+    /// Per-room sequence for room messages; per-process sequence for private ones.
+    pub id: u64,
+    pub time: SystemTime,
+    pub target: Target,
+    pub from: Arc<str>,
+    pub from_client: ClientId,
+    pub text: Arc<str>,
+    pub data: Option<Data>,
+    /// `/me`: an action rather than speech.
+    pub action: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Room(Arc<str>),
+    /// A private message to this nickname.
+    Private(Arc<str>),
+}
+
+/// One room in a `/rooms` listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub name: Arc<str>,
+    pub members: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct WhoisInfo {
+    pub nick: Arc<str>,
+    pub client: ClientId,
+    pub door: &'static str,
+    pub rooms: Vec<Arc<str>>,
+    pub connected_for_secs: u64,
+}
+
+/// Stable, machine-readable error codes (the JSON door sends them as strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    NickInvalid,
+    NickTaken,
+    NoSuchNick,
+    NoSuchRoom,
+    RoomInvalid,
+    NotInRoom,
+    NotRegistered,
+    AlreadyRegistered,
+    UnknownCommand,
+    BadRequest,
+    LineTooLong,
+    Flood,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NickInvalid => "nick_invalid",
+            ErrorCode::NickTaken => "nick_taken",
+            ErrorCode::NoSuchNick => "no_such_nick",
+            ErrorCode::NoSuchRoom => "no_such_room",
+            ErrorCode::RoomInvalid => "room_invalid",
+            ErrorCode::NotInRoom => "not_in_room",
+            ErrorCode::NotRegistered => "not_registered",
+            ErrorCode::AlreadyRegistered => "already_registered",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::LineTooLong => "line_too_long",
+            ErrorCode::Flood => "flood",
+        }
+    }
+}
+
+/// Answers to one client's request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The request was done; nothing more to say (JSON acknowledges it).
+    Done,
+    Rooms(Vec<RoomSummary>),
+    Who {
+        room: Arc<str>,
+        members: Vec<Arc<str>>,
+    },
+    Whois(WhoisInfo),
+    Pong,
+}
+
+/// What the hub sends to clients. Rendered once per wire format for a broadcast.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// To the client alone, right after it registered.
+    Welcome {
+        client: ClientId,
+        nick: Arc<str>,
+    },
+    /// To the room, the joiner included.
+    Joined {
+        room: Arc<str>,
+        nick: Arc<str>,
+        client: ClientId,
+    },
+    /// To the room, the leaver included when it is still connected.
+    Left {
+        room: Arc<str>,
+        nick: Arc<str>,
+        client: ClientId,
+        reason: Option<Arc<str>>,
+    },
+    Message(Arc<ChatMessage>),
+    /// To everyone who shares a room with the client, and the client.
+    NickChanged {
+        old: Arc<str>,
+        new: Arc<str>,
+        client: ClientId,
+    },
+    /// A notice from the server itself (e.g. "server shutting down").
+    Notice {
+        text: Arc<str>,
+    },
+    /// The answer to one request.
+    Reply {
+        tag: Option<Tag>,
+        reply: Reply,
+    },
+    Error {
+        tag: Option<Tag>,
+        code: ErrorCode,
+        text: Arc<str>,
+    },
+}

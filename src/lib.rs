@@ -1,0 +1,32 @@
+//! Switchboard: a real-time chat hub and socket toolkit.
+//!
+//! One hub, several front doors: plain text lines over TCP (netcat, telnet, the seed
+//! clients), and more to come (JSON, WebSocket, IRC), all leading to the same rooms.
+//!
+//! # Layout
+//!
+//! - [`hub`]: the chat core. One task owns rooms, nicknames and clients; it receives
+//!   [`hub::Command`]s and fans [`hub::Event`]s out to bounded per-client outboxes.
+//!   It knows events, not bytes.
+//! - [`door`]: front doors. Each turns its wire format into hub commands and renders
+//!   events back ([`hub::Render`]); [`door::conn`] is the shared connection pump.
+//! - [`text`]: nickname, room-name and message-text rules, shared by every door.
+//! - [`config`]: settings from defaults, file, environment and flags.
+//! - [`server`]: binds listeners and runs hub and doors inside one shutdown scope.
+//! - [`client`]: the `chat` terminal client.
+//! - [`services`]: echo, uppercase and random-reply services over TCP and UDP.
+//! - [`send`]: the one-shot `send` client.
+//! - [`cli`]: command-line definitions.
+//!
+//! `docs/ARCHITECTURE.md` tells the concurrency story: who owns what, which queues
+//! exist and how big they are, how shutdown propagates.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod door;
+pub mod hub;
+pub mod send;
+pub mod server;
+pub mod services;
+pub mod text;

@@ -1,0 +1,51 @@
+//! The `switchboard` binary: parse the command line, set up logging, run the chosen
+//! command from the library, and turn errors into a message and an exit code.
+
+use clap::Parser;
+use switchboard::cli::{Cli, Command};
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => {
+                let config = switchboard::config::Config::from_args(args)?;
+                switchboard::server::serve(config).await
+            }
+            Command::Chat(args) => switchboard::client::run(args).await,
+            Command::Echo(args) => switchboard::services::run(args).await,
+            Command::Send(args) => switchboard::send::run(args).await,
+        }
+    });
+    // Do not wait for blocked stdin readers and the like.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Wiring for `switchboard serve`: bind every listener, start the hub and the doors
+//! inside one shutdown scope, and on shutdown stop accepting, let the hub say goodbye
+//! and close every outbox, then wait (bounded) for every connection task to finish.
+
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::door::line::{LineDoor, LineSettings};
+use crate::door::ConnectionSlots;
+use crate::hub::{self, Command, HubConfig};
+
+/// A listener could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for the {door} door: {source}{hint}")]
+pub struct BindError {
+    pub door: &'static str,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+    hint: String,
+}
+
+async fn bind(
+    door: &'static str,
+    flag: &'static str,
+    addr: SocketAddr,
+) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|source| {
+        let hint = match source.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another program uses it; stop it or pick another address with "
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need privileges; pick another with "
+            }
+            std::io::ErrorKind::AddrNotAvailable => " (no such local address; pick another with ",
+            _ => " (pick another address with ",
+        };
+        BindError {
+            door,
+            addr,
+            source,
+            hint: format!("{hint}{flag} ADDR)"),
+        }
+    })
+}
+
+/// A server with its listeners bound, ready to run.
+pub struct Server {
+    config: Config,
+    line: TcpListener,
+}
+
+impl Server {
+    /// Bind every configured listener; nothing is served until [`Server::run`].
+    pub async fn bind(config: Config) -> Result<Server, BindError> {
+        let line = bind("line", "--line", config.line).await?;
+        Ok(Server { config, line })
+    }
+
+    /// Each door's name and the address it really listens on (port 0 resolved).
+    pub fn listening(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut doors = Vec::new();
+        if let Ok(addr) = self.line.local_addr() {
+            doors.push(("line", addr));
+        }
+        doors
+    }
+
+    /// Serve until `shutdown` is cancelled, then shut down gracefully.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let config = self.config;
+        let tracker = TaskTracker::new();
+        let hub = hub::spawn(
+            HubConfig {
+                default_room: config.default_room.clone(),
+                ..HubConfig::default()
+            },
+            &tracker,
+        );
+        let slots = ConnectionSlots::new(config.max_clients, config.max_clients_per_ip);
+        let line_door = LineDoor::new(
+            hub.clone(),
+            slots.clone(),
+            LineSettings {
+                max_line_bytes: config.max_line_bytes,
+                max_queue_bytes: config.max_queue_bytes,
+                register_timeout: config.register_timeout,
+                default_room: config.default_room.clone(),
+            },
+        );
+        tracker.spawn(line_door.serve(self.line, shutdown.clone(), tracker.clone()));
+
+        shutdown.cancelled().await;
+        tracing::info!(
+            connections = slots.in_use(),
+            "shutting down: telling every client"
+        );
+        // The hub sends the goodbye notice and closes every outbox; each connection
+        // task flushes its goodbye and closes.
+        let _ = hub.send(Command::Shutdown).await;
+        drop(hub);
+        tracker.close();
+        if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = slots.in_use(),
+                "shutdown grace of {:?} over; closing the remaining connections",
+                config.shutdown_grace
+            );
+        }
+    }
+}
+
+/// Raise the soft open-files limit to the hard limit so the server can hold as many
+/// connections as the system allows. Returns (before, after) when it changed.
+pub fn raise_fd_limit() -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return None;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return None;
+        }
+        Some((before, limit.rlim_cur))
+    }
+}
+
+/// Resolve when the process gets SIGINT (Ctrl+C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Run the server as the `serve` command does: print where each door listens, serve
+/// until a signal, shut down.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    if let Some((before, after)) = raise_fd_limit() {
+        println!("switchboard: raised the open-files limit from {before} to {after}");
+    }
+    let server = Server::bind(config).await?;
+    for (door, addr) in server.listening() {
+        println!("{door}: listening on {addr}");
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    server.run(shutdown).await;
+    println!("switchboard: stopped");
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! Text rules shared by every front door: nickname and room-name validation, and
+//! neutralising message text so no client can inject lines, forge prefixes or restyle
+//! other users' terminals. Pure functions, no I/O.
+
+use std::fmt;
+
+/// Longest nickname, in characters.
+pub const MAX_NICK_CHARS: usize = 32;
+/// Longest room name, in characters, including the leading `#`.
+pub const MAX_ROOM_CHARS: usize = 50;
+
+/// Why a nickname was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NickError {
+    Empty,
+    TooLong {
+        max: usize,
+    },
+    Whitespace,
+    /// Control, invisible or formatting characters (bidi overrides, zero-width, ...).
+    Invisible,
+    /// A character outside letters, digits and `- _ . ' | ^ { } \``.
+    Disallowed(char),
+    /// Not valid UTF-8.
+    NotUtf8,
+    /// Already used by another client (compared case-insensitively).
+    Taken,
+}
+
+impl fmt::Display for NickError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NickError::Empty => write!(f, "the name is empty"),
+            NickError::TooLong { max } => write!(f, "the name is longer than {max} characters"),
+            NickError::Whitespace => write!(f, "the name contains whitespace"),
+            NickError::Invisible => {
+                write!(f, "the name contains control or invisible characters")
+            }
+            NickError::Disallowed(c) => write!(
+                f,
+                "the name contains {c:?}; use letters, digits and - _ . ' | ^ {{ }} `"
+            ),
+            NickError::NotUtf8 => write!(f, "the name is not valid UTF-8"),
+            NickError::Taken => write!(f, "the name is already in use"),
+        }
+    }
+}
+
+impl std::error::Error for NickError {}
+
+/// Characters that change how text is displayed without being visible themselves:
+/// bidi controls, zero-width characters, soft hyphen, byte-order mark and friends.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
+/// Bidi embedding/override/isolate controls: neutralised in message text because they
+/// can reorder the rest of a rendered line (including the next user's prefix).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn nick_char_allowed(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '\'' | '|' | '^' | '{' | '}' | '`')
+}
+
+/// Validate a nickname as typed. Returns the nickname to use (surrounding whitespace is
+/// not trimmed: a name with whitespace is refused so the user sees why).
+pub fn validate_nick(raw: &str) -> Result<&str, NickError> {
+    if raw.is_empty() {
+        return Err(NickError::Empty);
+    }
+    if raw.chars().count() > MAX_NICK_CHARS {
+        return Err(NickError::TooLong {
+            max: MAX_NICK_CHARS,
+        });
+    }
+    for c in raw.chars() {
+        if c.is_whitespace() {
+            return Err(NickError::Whitespace);
+        }
+        if c.is_control() || is_invisible(c) {
+            return Err(NickError::Invisible);
+        }
+        if !nick_char_allowed(c) {
+            return Err(NickError::Disallowed(c));
+        }
+    }
+    Ok(raw)
+}
+
+/// The key under which names are compared: case-insensitive (Unicode lowercase).
+pub fn fold_case(name: &str) -> String {
+    name.chars().flat_map(char::to_lowercase).collect()
+}
+
+/// Why a room name was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomNameError(pub String);
+
+impl fmt::Display for RoomNameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RoomNameError {}
+
+/// Normalise a room name: a missing leading `#` is added; the rest follows the
+/// nickname character rules (so room names survive every wire format, IRC included).
+pub fn normalize_room(raw: &str) -> Result<String, RoomNameError> {
+    let body = raw.strip_prefix('#').unwrap_or(raw);
+    if body.is_empty() {
+        return Err(RoomNameError("the room name is empty".into()));
+    }
+    if body.chars().count() + 1 > MAX_ROOM_CHARS {
+        return Err(RoomNameError(format!(
+            "the room name is longer than {MAX_ROOM_CHARS} characters"
+        )));
+    }
+    if let Some(bad) = body
+        .chars()
+        .find(|&c| !nick_char_allowed(c) || is_invisible(c))
+    {
+        return Err(RoomNameError(format!(
+            "the room name contains {bad:?}; use letters, digits and - _ ."
+        )));
+    }
+    Ok(format!("#{body}"))
+}
+
+/// Neutralise message text for every audience: control characters (C0 except tab, DEL,
+/// C1 — so CR, LF, ESC and NUL) become U+FFFD, tab becomes a space, and bidi controls are
+/// removed. Everything else, every script and emoji (zero-width joiners included), passes.
+/// Returns the input unchanged (no allocation) when there is nothing to neutralise.
+pub fn sanitize_text(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs_work = text.chars().any(|c| c.is_control() || is_bidi_control(c));
+    if !needs_work {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut clean = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => clean.push(' '),
+            c if c.is_control() => clean.push('\u{FFFD}'),
+            c if is_bidi_control(c) => {}
+            c => clean.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_names_in_any_script() {
+        for name in ["alice", "Bob_2", "김철수", "straße", "o'neil", "x"] {
+            assert_eq!(validate_nick(name), Ok(name));
+        }
+    }
+
+    #[test]
+    fn refuses_bad_names_with_reasons() {
+        assert_eq!(validate_nick(""), Err(NickError::Empty));
+        assert_eq!(validate_nick("a b"), Err(NickError::Whitespace));
+        assert_eq!(validate_nick("tab\there"), Err(NickError::Whitespace));
+        assert_eq!(validate_nick("nul\0"), Err(NickError::Invisible));
+        assert_eq!(validate_nick("esc\u{1b}[31m"), Err(NickError::Invisible));
+        assert_eq!(validate_nick("ali\u{200B}ce"), Err(NickError::Invisible));
+        assert_eq!(validate_nick("\u{202E}ecila"), Err(NickError::Invisible));
+        assert_eq!(validate_nick("[admin]"), Err(NickError::Disallowed('[')));
+        assert_eq!(validate_nick("#room"), Err(NickError::Disallowed('#')));
+        assert_eq!(
+            validate_nick(&"a".repeat(MAX_NICK_CHARS + 1)),
+            Err(NickError::TooLong {
+                max: MAX_NICK_CHARS
+            })
+        );
+        assert!(validate_nick(&"가".repeat(MAX_NICK_CHARS)).is_ok());
+    }
+
+    #[test]
+    fn folds_case_for_comparison() {
+        assert_eq!(fold_case("Alice"), fold_case("aLICE"));
+        assert_eq!(fold_case("ÄRGER"), "ärger");
+    }
+
+    #[test]
+    fn normalizes_room_names() {
+        assert_eq!(normalize_room("rust").unwrap(), "#rust");
+        assert_eq!(normalize_room("#rust").unwrap(), "#rust");
+        assert!(normalize_room("#").is_err());
+        assert!(normalize_room("a b").is_err());
+        assert!(normalize_room(&"r".repeat(MAX_ROOM_CHARS)).is_err());
+    }
+
+    #[test]
+    fn sanitizes_text_without_losing_scripts() {
+        assert!(matches!(
+            sanitize_text("hello 세계 👨‍👩‍👧"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            sanitize_text("a\r\n[bob] forged"),
+            "a\u{FFFD}\u{FFFD}[bob] forged"
+        );
+        assert_eq!(sanitize_text("\u{1b}[31mred"), "\u{FFFD}[31mred");
+        assert_eq!(sanitize_text("x\0y"), "x\u{FFFD}y");
+        assert_eq!(sanitize_text("a\tb"), "a b");
+        assert_eq!(sanitize_text("\u{202E}txet"), "txet");
+        assert_eq!(sanitize_text("\u{85}next"), "\u{FFFD}next");
+    }
+}
