@@ -297,7 +297,8 @@ fn pipe_mode_carries_lines_both_ways_and_q_exits_zero() {
     bob.send("/q");
     let (status, stderr) = bob.exit();
     assert!(status.success(), "exit {status}, stderr {stderr:?}");
-    alice.expect("*** bob left #general");
+    let left = alice.expect("*** bob left #general");
+    assert_eq!(left.trim_end(), "*** bob left #general (quit)");
 }
 
 #[test]
@@ -312,7 +313,23 @@ fn pipe_mode_takes_the_name_from_the_first_line_and_quits_at_end_of_input() {
     alice.expect("[carol] one line and done");
     let (status, stderr) = carol.exit();
     assert!(status.success(), "exit {status}, stderr {stderr:?}");
-    alice.expect("*** carol left #general");
+    let left = alice.expect("*** carol left #general");
+    assert_eq!(left.trim_end(), "*** carol left #general (quit)");
+}
+
+#[test]
+fn sigterm_in_pipe_mode_quits_politely() {
+    let server = Server::start("127.0.0.1:0").unwrap();
+    let mut alice = Peer::join(server.addr, "alice");
+    let mut henry = Chat::start(&[&server.addr.to_string(), "--nick", "henry"]);
+    henry.expect("*** welcome, henry!");
+    alice.expect("*** henry joined #general");
+    send_signal(&henry.child, libc::SIGTERM);
+    let (status, stderr) = henry.exit();
+    assert!(status.success(), "exit {status}, stderr {stderr:?}");
+    // A quit, not a dropped connection.
+    let left = alice.expect("*** henry left #general");
+    assert_eq!(left.trim_end(), "*** henry left #general (quit)");
 }
 
 #[test]
@@ -371,10 +388,13 @@ fn reconnect_signs_in_again_after_the_server_restarts() {
     frank.expect("*** frank is now known as franky");
     server.stop();
     frank.expect_stderr("*** connection lost: the server closed the connection; reconnecting in");
+    // Piped lines wait while the client is away, and go out once it is back.
+    frank.send("written while away");
 
     let server = Server::restart_on(addr);
     // Signed in again under the current name.
     frank.expect("*** welcome, franky!");
+    frank.expect("[franky] written while away");
     frank.expect_stderr(&format!("*** connected to {addr}"));
     let mut grace = Peer::join(server.addr, "grace");
     frank.send("back again");
@@ -541,7 +561,8 @@ fn terminal_mode_shows_incoming_lines_while_the_user_types() {
     pty.type_keys("\x04");
     let status = wait_exit(&mut client);
     assert!(status.success(), "exit {status}; screen {:?}", pty.text());
-    alice.expect("*** typist left #general");
+    let left = alice.expect("*** typist left #general");
+    assert_eq!(left.trim_end(), "*** typist left #general (quit)");
     assert!(pty.cooked(), "the terminal was restored");
 }
 

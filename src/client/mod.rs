@@ -128,12 +128,13 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let signals = Signals::new().context("cannot install signal handlers")?;
     let ui = if interactive {
-        Ui::Terminal(TerminalUi::start(signals).context("cannot set up the terminal")?)
+        Ui::Terminal(TerminalUi::start().context("cannot set up the terminal")?)
     } else {
-        Ui::Pipe(PipeUi::start(signals))
+        Ui::Pipe(PipeUi::start())
     };
     let mut client = Client {
         ui,
+        signals,
         address,
         nick: args.nick,
         reconnect: args.reconnect,
@@ -213,6 +214,9 @@ enum Outcome {
 
 struct Client {
     ui: Ui,
+    /// Polled beside everything else: once handlers are installed, SIGINT no longer
+    /// ends the process by itself.
+    signals: Signals,
     address: String,
     /// The name to sign in with; updated by the welcome and by nick changes, so a
     /// reconnect uses the current one. None: ask the user.
@@ -259,7 +263,11 @@ impl Session {
 impl Client {
     async fn run(&mut self) -> anyhow::Result<()> {
         if self.nick.is_none() && !self.ui.interactive() {
-            match self.ui.next_input().await {
+            let input = tokio::select! {
+                input = self.ui.next_input() => input,
+                () = self.signals.recv() => return Ok(()),
+            };
+            match input {
                 UserInput::Line(line) if is_quit(&line) => return Ok(()),
                 UserInput::Line(line) => self.nick = Some(line),
                 UserInput::Quit => {
@@ -308,7 +316,9 @@ impl Client {
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => return true,
-                input = self.ui.next_input() => match input {
+                () = self.signals.recv() => return false,
+                // In pipe mode stdin waits, so its lines are sent after reconnecting.
+                input = self.ui.next_input(), if self.ui.interactive() => match input {
                     UserInput::Quit => return false,
                     UserInput::Line(line) if is_quit(&line) => return false,
                     UserInput::Line(_) => {
@@ -331,6 +341,7 @@ impl Client {
                     Ok(Err(error)) => return Ok(Outcome::CannotConnect(error.to_string())),
                     Err(_) => return Ok(Outcome::CannotConnect("timed out".into())),
                 },
+                () = self.signals.recv() => return Ok(Outcome::Quit),
                 // In pipe mode stdin waits (lines are kept for later); on a terminal the
                 // user may quit while a slow connect is under way.
                 input = self.ui.next_input(), if self.ui.interactive() => match input {
@@ -381,6 +392,7 @@ impl Client {
                     }
                 }
                 input = self.ui.next_input(), if take_input => self.handle_input(&mut session, input),
+                () = self.signals.recv(), if session.quitting.is_none() => session.quit("/quit"),
                 () = tokio::time::sleep_until(quit_by), if session.quitting.is_some() => {
                     return Ok(Outcome::Quit);
                 }

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
-use super::{Signals, UserInput};
+use super::UserInput;
 
 /// Longest stdin line passed on; longer ones are dropped with a notice (the server
 /// would refuse them anyway).
@@ -15,7 +15,6 @@ pub const MAX_STDIN_LINE_BYTES: usize = 64 * 1024;
 
 pub struct PipeUi {
     lines: mpsc::Receiver<StdinLine>,
-    signals: Signals,
     stdin_done: bool,
 }
 
@@ -26,29 +25,23 @@ enum StdinLine {
 }
 
 impl PipeUi {
-    pub fn start(signals: Signals) -> Self {
+    pub fn start() -> Self {
         // A small queue: stdin is read only as fast as lines are sent.
         let (sender, lines) = mpsc::channel(8);
         tokio::spawn(read_lines(tokio::io::stdin(), sender));
         PipeUi {
             lines,
-            signals,
             stdin_done: false,
         }
     }
 
-    /// The next stdin line, or Quit at end of input or on SIGINT/SIGTERM/SIGHUP.
-    /// Cancel-safe.
+    /// The next stdin line, or Quit at end of input. Cancel-safe.
     pub async fn next_input(&mut self) -> UserInput {
         loop {
             if self.stdin_done {
                 return UserInput::Quit;
             }
-            let line = tokio::select! {
-                line = self.lines.recv() => line,
-                () = self.signals.recv() => return UserInput::Quit,
-            };
-            match line {
+            match self.lines.recv().await {
                 Some(StdinLine::Line(line)) => return UserInput::Line(line),
                 Some(StdinLine::TooLong) => self.notice(&format!(
                     "*** input line longer than {MAX_STDIN_LINE_BYTES} bytes was not sent"

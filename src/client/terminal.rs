@@ -12,7 +12,7 @@ use crossterm::QueueableCommand as _;
 use futures_util::StreamExt as _;
 
 use super::editor::{str_width, Edit, LineEditor};
-use super::{Signals, UserInput};
+use super::UserInput;
 
 /// Leaves raw mode when dropped, however the client ends.
 struct RawMode;
@@ -59,20 +59,18 @@ pub struct TerminalUi {
     prompt: String,
     /// The next submitted line is a name (not kept in the input history).
     asking_name: bool,
-    signals: Signals,
     stdout: io::Stdout,
     _raw: RawMode,
 }
 
 impl TerminalUi {
-    pub fn start(signals: Signals) -> io::Result<Self> {
+    pub fn start() -> io::Result<Self> {
         let raw = RawMode::enable()?;
         let mut ui = TerminalUi {
             events: EventStream::new(),
             editor: LineEditor::new(),
             prompt: String::new(),
             asking_name: false,
-            signals,
             stdout: io::stdout(),
             _raw: raw,
         };
@@ -91,11 +89,7 @@ impl TerminalUi {
     /// way. Cancel-safe: all state lives in `self` between events.
     pub async fn next_input(&mut self) -> UserInput {
         loop {
-            let event = tokio::select! {
-                event = self.events.next() => event,
-                () = self.signals.recv() => return UserInput::Quit,
-            };
-            let event = match event {
+            let event = match self.events.next().await {
                 Some(Ok(event)) => event,
                 // The terminal went away (hangup) or cannot be read.
                 Some(Err(_)) | None => return UserInput::Quit,
