@@ -583,3 +583,19 @@ fn terminal_mode_refused_name_lets_the_user_type_another() {
     assert!(status.success(), "exit {status}; screen {:?}", pty.text());
     assert!(pty.cooked());
 }
+
+#[test]
+fn terminal_mode_reports_a_lost_connection_after_restoring_the_terminal() {
+    let mut server = Server::start("127.0.0.1:0").unwrap();
+    let mut pty = Pty::open();
+    let mut client = pty.spawn(&[&server.addr.to_string(), "--nick", "ivy"]);
+    let at = pty.expect(0, "*** welcome, ivy!");
+    pty.type_keys("unsent draft");
+    let at = pty.expect(at, "unsent draft");
+    server.stop();
+    let at = pty.expect(at, "*** server shutting down; goodbye");
+    pty.expect(at, &format!("error: connection to {} lost", server.addr));
+    let status = wait_exit(&mut client);
+    assert!(!status.success(), "exit {status}; screen {:?}", pty.text());
+    assert!(pty.cooked(), "the terminal was restored");
+}
