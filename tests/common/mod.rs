@@ -1,7 +1,7 @@
 //! Shared harness for integration tests: start the real `switchboard` binary on
 //! 127.0.0.1 port 0, learn its addresses from what it prints, talk to it over real
 //! sockets, signal it, and always stop it (by PID) when the test ends.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
