@@ -97,6 +97,24 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_REGISTER_TIMEOUT", value_name = "DURATION")]
     pub register_timeout: Option<Seconds>,
 
+    /// Close a connection that sends nothing for this long; 0 = never (half-open peers
+    /// are found by TCP keepalive instead) [default: 0].
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<Seconds>,
+
+    /// Messages per second a client may send in the long run; over it its input is
+    /// delayed; 0 turns flood control off (benchmarks) [default: 10].
+    #[arg(long, env = "SWITCHBOARD_FLOOD_RATE", value_name = "PER_SECOND")]
+    pub flood_rate: Option<f64>,
+
+    /// Messages a client may send in one burst before flood control delays it [default: 20].
+    #[arg(long, env = "SWITCHBOARD_FLOOD_BURST", value_name = "N")]
+    pub flood_burst: Option<u32>,
+
+    /// A client throttled without pause for this long is disconnected for flooding [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_FLOOD_PATIENCE", value_name = "DURATION")]
+    pub flood_patience: Option<Seconds>,
+
     /// How long shutdown waits for goodbyes to be flushed before closing anyway [default: 3s].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<Seconds>,
@@ -115,6 +133,10 @@ impl ServeArgs {
             max_clients_per_ip: self.max_clients_per_ip.or(lower.max_clients_per_ip),
             register_timeout: self.register_timeout.or(lower.register_timeout),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            flood_rate: self.flood_rate.or(lower.flood_rate),
+            flood_burst: self.flood_burst.or(lower.flood_burst),
+            flood_patience: self.flood_patience.or(lower.flood_patience),
         }
     }
 }
@@ -130,6 +152,9 @@ pub struct Config {
     pub max_clients_per_ip: usize,
     pub register_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// `None`: no idle timeout.
+    pub idle_timeout: Option<Duration>,
+    pub flood: crate::door::flood::FloodSettings,
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -168,6 +193,16 @@ fn at_least(setting: &'static str, value: usize, min: usize) -> Result<usize, Co
         });
     }
     Ok(value)
+}
+
+fn flood_rate(rate: f64) -> Result<f64, ConfigError> {
+    if rate.is_finite() && rate >= 0.0 {
+        return Ok(rate);
+    }
+    Err(ConfigError::Invalid {
+        setting: "--flood-rate",
+        problem: format!("must be a number of messages per second, 0 or more (got {rate})"),
+    })
 }
 
 impl Config {
@@ -211,6 +246,14 @@ impl Config {
             shutdown_grace: merged
                 .shutdown_grace
                 .map_or(Duration::from_secs(3), |s| s.0),
+            idle_timeout: merged.idle_timeout.map(|s| s.0).filter(|d| !d.is_zero()),
+            flood: crate::door::flood::FloodSettings {
+                rate: flood_rate(merged.flood_rate.unwrap_or(10.0))?,
+                burst: merged.flood_burst.unwrap_or(20).max(1),
+                patience: merged
+                    .flood_patience
+                    .map_or(Duration::from_secs(10), |s| s.0),
+            },
         })
     }
 }

@@ -88,6 +88,8 @@ impl Server {
                 max_line_bytes: config.max_line_bytes,
                 max_queue_bytes: config.max_queue_bytes,
                 register_timeout: config.register_timeout,
+                idle_timeout: config.idle_timeout,
+                flood: config.flood,
                 default_room: config.default_room.clone(),
             },
         );
@@ -138,26 +140,49 @@ pub fn raise_fd_limit() -> Option<(u64, u64)> {
     }
 }
 
+/// SIGINT (Ctrl+C) and SIGTERM handlers, installed when this is created so a signal
+/// that arrives right after startup is never missed (or fatal).
+pub struct ShutdownSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(ShutdownSignals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
+    }
+
+    /// Resolve at the first SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// Resolve when the process gets SIGINT (Ctrl+C) or SIGTERM.
 pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    match ShutdownSignals::install() {
+        Ok(mut signals) => signals.recv().await,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// Run the server as the `serve` command does: print where each door listens, serve
@@ -166,6 +191,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some((before, after)) = raise_fd_limit() {
         println!("switchboard: raised the open-files limit from {before} to {after}");
     }
+    let mut signals = ShutdownSignals::install()?;
     let server = Server::bind(config).await?;
     for (door, addr) in server.listening() {
         println!("{door}: listening on {addr}");
@@ -175,7 +201,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.recv().await;
         signal.cancel();
     });
     server.run(shutdown).await;

@@ -59,6 +59,8 @@ pub struct Conn<S> {
     /// Buffers taken from the outbox and not yet fully written; the front may be partly written.
     batch: VecDeque<Bytes>,
     read_open: bool,
+    /// Reading is paused (flood control): input waits in the kernel's buffers.
+    read_paused: bool,
     closing: Closing,
     deadline: Option<Pin<Box<Sleep>>>,
     close_deadline: Option<Pin<Box<Sleep>>>,
@@ -71,6 +73,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             outbox,
             batch: VecDeque::new(),
             read_open: true,
+            read_paused: false,
             closing: Closing::Open,
             deadline: None,
             close_deadline: None,
@@ -79,6 +82,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
+    }
+
+    /// Pause or resume reading; output keeps flowing either way.
+    pub fn set_reading(&mut self, reading: bool) {
+        self.read_paused = !reading;
     }
 
     /// Arm (or with `None`, disarm) the one caller-defined deadline.
@@ -100,7 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if let Poll::Ready(reason) = self.poll_output(cx) {
             return Poll::Ready(Input::Finished(reason));
         }
-        if self.read_open && matches!(self.closing, Closing::Open) {
+        if self.read_open && !self.read_paused && matches!(self.closing, Closing::Open) {
             let mut chunk = [0u8; READ_CHUNK_BYTES];
             let mut buf = ReadBuf::new(&mut chunk);
             match Pin::new(&mut self.io).poll_read(cx, &mut buf) {

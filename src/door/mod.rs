@@ -2,6 +2,7 @@
 //! back. Shared here: the stream connection pump and the connection limits.
 
 pub mod conn;
+pub mod flood;
 pub mod line;
 
 use std::collections::HashMap;

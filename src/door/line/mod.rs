@@ -6,6 +6,7 @@ pub mod command;
 pub mod framing;
 pub mod render;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use self::command::{LineInput, HELP};
 use self::framing::{Frame, LineFramer};
 use self::render::LineRender;
 use super::conn::{Conn, Input};
+use super::flood::{FloodSettings, TokenBucket, Verdict};
 use super::ConnectionSlots;
 use crate::hub::{CloseReason, Command, Connection, HubGone, HubHandle, Outbox};
 
@@ -38,6 +40,10 @@ pub struct LineSettings {
     pub max_line_bytes: usize,
     pub max_queue_bytes: usize,
     pub register_timeout: Duration,
+    /// Close a connection that sends nothing for this long (`None`: never; half-open
+    /// peers are found by TCP keepalive instead, so idle humans are not kicked).
+    pub idle_timeout: Option<Duration>,
+    pub flood: FloodSettings,
     pub default_room: String,
 }
 
@@ -107,6 +113,12 @@ impl LineDoor {
         };
         // Chat lines are small and latency matters; writes are already coalesced.
         let _ = stream.set_nodelay(true);
+        // Find half-open peers (crashed hosts, pulled cables) without kicking idle users.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10))
+            .with_retries(3);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         self.run(stream, peer).await;
         drop(slot);
     }
@@ -131,31 +143,34 @@ impl LineDoor {
             return;
         }
         outbox.push(Bytes::from_static(NAME_PROMPT.as_bytes()));
+        let now = Instant::now();
         let mut session = Session {
             door: self,
             client,
             framer: LineFramer::new(self.settings.max_line_bytes),
+            pending: VecDeque::new(),
+            bucket: TokenBucket::new(self.settings.flood, now),
+            throttled_until: None,
             registered: false,
             leaving: false,
-            register_deadline: Instant::now() + self.settings.register_timeout,
+            peer_done: false,
+            register_deadline: now + self.settings.register_timeout,
+            last_input: now,
         };
         let mut conn = Conn::new(stream, outbox);
-        let mut frames = Vec::new();
         conn.set_deadline(session.next_deadline());
         let reason = loop {
-            let input = conn.next().await;
-            let outcome = match input {
+            let outcome = match conn.next().await {
                 Input::Data(chunk) => {
-                    session.framer.push(&chunk, &mut frames);
-                    session.handle_frames(&mut frames).await
+                    session.last_input = Instant::now();
+                    session.push_input(&chunk);
+                    session.process().await
                 }
-                Input::Deadline => session.on_deadline(&mut frames).await,
+                Input::Deadline => session.on_deadline().await,
                 Input::Eof => {
-                    session.framer.finish(&mut frames);
-                    match session.handle_frames(&mut frames).await {
-                        Ok(()) => session.leave(CloseReason::PeerClosed).await,
-                        gone => gone,
-                    }
+                    session.peer_done = true;
+                    session.finish_input();
+                    session.process().await
                 }
                 Input::ReadFailed(error) => {
                     tracing::debug!(client, %peer, %error, "line: read failed");
@@ -167,6 +182,8 @@ impl LineDoor {
                 // The hub is gone (shutdown finished): close on our own.
                 conn.outbox().close(CloseReason::Shutdown);
             }
+            // Throttled input waits in the peer's socket buffers, not in our memory.
+            conn.set_reading(session.pending.is_empty());
             conn.set_deadline(session.next_deadline());
         };
         // Make sure the hub forgets us, whoever closed (no-op if it already did).
@@ -185,36 +202,119 @@ struct Session<'door> {
     door: &'door LineDoor,
     client: u64,
     framer: LineFramer,
+    /// Frames received and not yet handled (waiting for flood-control tokens).
+    pending: VecDeque<Frame>,
+    bucket: TokenBucket,
+    throttled_until: Option<Instant>,
     registered: bool,
     /// Quit or disconnect sent: ignore further input.
     leaving: bool,
+    /// The peer closed its side: leave once pending input is handled.
+    peer_done: bool,
     register_deadline: Instant,
+    last_input: Instant,
 }
 
 impl Session<'_> {
     fn next_deadline(&self) -> Option<Instant> {
+        if self.leaving {
+            return None;
+        }
         let burst = self
             .framer
             .awaiting_burst_end()
             .then(|| Instant::now() + BURST_GAP);
-        let register = (!self.registered && !self.leaving).then_some(self.register_deadline);
-        match (burst, register) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let register = (!self.registered).then_some(self.register_deadline);
+        let idle = self
+            .door
+            .settings
+            .idle_timeout
+            .map(|idle| self.last_input + idle);
+        [burst, register, idle, self.throttled_until]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    async fn on_deadline(&mut self, frames: &mut Vec<Frame>) -> Result<(), HubGone> {
-        if !self.registered && !self.leaving && Instant::now() >= self.register_deadline {
-            let limit = self.door.settings.register_timeout.as_secs();
+    fn push_input(&mut self, chunk: &Bytes) {
+        let mut frames = Vec::new();
+        self.framer.push(chunk, &mut frames);
+        self.pending.extend(frames);
+    }
+
+    fn finish_input(&mut self) {
+        let mut frames = Vec::new();
+        self.framer.finish(&mut frames);
+        self.pending.extend(frames);
+    }
+
+    async fn on_deadline(&mut self) -> Result<(), HubGone> {
+        let now = Instant::now();
+        if self.leaving {
+            return Ok(());
+        }
+        if !self.registered && now >= self.register_deadline {
+            let limit = self.door.settings.register_timeout.as_secs_f64();
             self.deliver(format!(
                 "\nerror: no name chosen within {limit}s; goodbye\n"
             ))
             .await?;
             return self.leave(CloseReason::RegisterTimeout).await;
         }
-        self.framer.end_burst(frames);
-        self.handle_frames(frames).await
+        if let Some(idle) = self.door.settings.idle_timeout {
+            if now >= self.last_input + idle {
+                let limit = idle.as_secs_f64();
+                self.deliver(format!("error: nothing received for {limit}s; goodbye\n"))
+                    .await?;
+                return self.leave(CloseReason::IdleTimeout).await;
+            }
+        }
+        if self.throttled_until.is_some_and(|until| now >= until) {
+            self.throttled_until = None;
+        }
+        let mut frames = Vec::new();
+        self.framer.end_burst(&mut frames);
+        self.pending.extend(frames);
+        self.process().await
+    }
+
+    /// Handle pending frames as flood control allows; leave after the last one if the
+    /// peer has closed.
+    async fn process(&mut self) -> Result<(), HubGone> {
+        while !self.leaving && self.throttled_until.is_none() && !self.pending.is_empty() {
+            match self.bucket.take(Instant::now()) {
+                Verdict::Allow => {
+                    if let Some(frame) = self.pending.pop_front() {
+                        self.handle_frame(frame).await?;
+                    }
+                }
+                Verdict::Wait { until, first } => {
+                    self.throttled_until = Some(until);
+                    if first {
+                        let rate = self.door.settings.flood.rate;
+                        self.deliver(format!(
+                            "*** slow down: over {rate} messages per second; your messages are delayed\n"
+                        ))
+                        .await?;
+                    }
+                }
+                Verdict::Kick => {
+                    self.deliver("error: disconnected for flooding\n").await?;
+                    self.pending.clear();
+                    return self.leave(CloseReason::Flood).await;
+                }
+            }
+        }
+        if self.leaving {
+            self.pending.clear();
+        }
+        if self.pending.is_empty() {
+            self.bucket.caught_up();
+            if self.peer_done {
+                return self.leave(CloseReason::PeerClosed).await;
+            }
+        }
+        Ok(())
     }
 
     async fn leave(&mut self, reason: CloseReason) -> Result<(), HubGone> {
@@ -236,30 +336,28 @@ impl Session<'_> {
         self.door.hub.send(Command::Deliver { client, bytes }).await
     }
 
-    async fn handle_frames(&mut self, frames: &mut Vec<Frame>) -> Result<(), HubGone> {
-        for frame in frames.drain(..) {
-            if self.leaving {
-                continue;
+    async fn handle_frame(&mut self, frame: Frame) -> Result<(), HubGone> {
+        match frame {
+            Frame::TooLong => {
+                let max = self.door.settings.max_line_bytes;
+                let prompt = if self.registered { "" } else { NAME_PROMPT };
+                self.deliver(format!(
+                    "error: line too long (limit {max} bytes); it was discarded\n{prompt}"
+                ))
+                .await
             }
-            match frame {
-                Frame::TooLong => {
-                    let max = self.door.settings.max_line_bytes;
-                    let prompt = if self.registered { "" } else { NAME_PROMPT };
-                    self.deliver(format!(
-                        "error: line too long (limit {max} bytes); it was discarded\n{prompt}"
-                    ))
-                    .await?;
-                }
-                Frame::Line(line) if self.registered => {
-                    self.handle_line(&String::from_utf8_lossy(&line)).await?
-                }
-                Frame::Line(line) => self.handle_name(&line).await?,
+            Frame::Line(line) if self.registered => {
+                self.handle_line(&String::from_utf8_lossy(&line)).await
             }
+            Frame::Line(line) => self.handle_name(&line).await,
         }
-        Ok(())
     }
 
     async fn handle_name(&mut self, line: &[u8]) -> Result<(), HubGone> {
+        if let Some(why) = wrong_protocol(line) {
+            self.deliver(format!("error: {why}\n")).await?;
+            return self.leave(CloseReason::BadInput).await;
+        }
         let Ok(name) = std::str::from_utf8(line) else {
             let why = crate::text::NickError::NotUtf8;
             return self.deliver(format!("error: {why}\n{NAME_PROMPT}")).await;
@@ -290,5 +388,40 @@ impl Session<'_> {
                 self.door.hub.request(self.client, None, request).await
             }
         }
+    }
+}
+
+/// Recognise another protocol spoken at the line port (a browser, curl, a TLS client)
+/// from the first line, so it gets an explanation instead of a name refusal.
+fn wrong_protocol(first_line: &[u8]) -> Option<&'static str> {
+    if first_line.starts_with(&[0x16, 0x03]) {
+        return Some("this is Switchboard's plain-text chat port; it does not speak TLS");
+    }
+    let text = std::str::from_utf8(first_line).ok()?;
+    let mut words = text.split(' ');
+    let method = words.next()?;
+    let _target = words.next()?;
+    let version = words.next()?;
+    let is_method = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+    if is_method && version.starts_with("HTTP/") && words.next().is_none() {
+        return Some(
+            "this is Switchboard's plain-text chat port, not HTTP; connect with nc or telnet, or open the web door",
+        );
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrong_protocol;
+
+    #[test]
+    fn recognises_http_and_tls_but_not_names() {
+        assert!(wrong_protocol(b"GET / HTTP/1.1").is_some());
+        assert!(wrong_protocol(b"POST /ws HTTP/1.0").is_some());
+        assert!(wrong_protocol(&[0x16, 0x03, 0x01, 0x02, 0x00]).is_some());
+        assert!(wrong_protocol(b"alice").is_none());
+        assert!(wrong_protocol(b"GET").is_none());
+        assert!(wrong_protocol(b"get lost HTTP/1.1").is_none());
     }
 }
