@@ -107,7 +107,7 @@ async fn resolve(target: &str, timeout: Duration) -> anyhow::Result<Vec<SocketAd
     let lookup = tokio::net::lookup_host(target);
     let addrs: Vec<SocketAddr> = match tokio::time::timeout(timeout, lookup).await {
         Err(_) => bail!(
-            "timed out after {} resolving {host:?}",
+            "cannot resolve host {host:?}: timed out after {}",
             show_duration(timeout)
         ),
         Ok(Err(error)) => bail!("cannot resolve host {host:?}: {error}"),
