@@ -23,8 +23,16 @@ pub const MAX_UDP_PAYLOAD: usize = 65_507;
 /// Bytes read from the socket or standard input per call.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+const SEND_AFTER_HELP: &str = "\
+TCP: after everything is sent the write side is half-closed, and the reply is printed
+byte for byte until the server closes, or, once the reply has started, until the server
+has been quiet for --wait (for servers that never close, like echo). Exits non-zero on a
+refused connection, a host that does not resolve, or no reply within --timeout.
+Example: printf 'GET / HTTP/1.0\\r\\n\\r\\n' | switchboard send 127.0.0.1:8080";
+
 /// `switchboard send` flags.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = SEND_AFTER_HELP)]
 pub struct SendArgs {
     /// Server to talk to: HOST:PORT, where HOST is a name or an address ([::1]:7 for IPv6).
     #[arg(value_name = "HOST:PORT")]

@@ -28,8 +28,17 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+const ECHO_AFTER_HELP: &str = "\
+Messages on TCP: echo has none, bytes come back as they arrive. upper and random answer
+each newline-terminated line (the reply ends with a newline) and, for clients that never
+send a newline (the seed clients), each burst of bytes followed by a 40 ms pause (the
+reply has no newline added). On UDP every datagram is one message and gets one datagram
+back. At startup one line per socket is printed, e.g. `echo tcp: listening on
+127.0.0.1:7777`. Ctrl+C or SIGTERM stops cleanly (exit 0).";
+
 /// `switchboard echo` flags.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = ECHO_AFTER_HELP)]
 pub struct EchoArgs {
     /// Serve TCP on this address (port 0 picks a free port) [default: 127.0.0.1:7777 when
     /// neither --tcp nor --udp is given; giving only --udp turns TCP off].
@@ -41,8 +50,7 @@ pub struct EchoArgs {
     #[arg(long, value_name = "ADDR")]
     pub udp: Option<SocketAddr>,
 
-    /// echo: every byte back as received (RFC 862); upper: UTF-8 text uppercased;
-    /// random: a random reply line for each message.
+    /// What each message is answered with.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     pub mode: Mode,
 
