@@ -280,7 +280,15 @@ async fn read_datagram_from_stdin() -> anyhow::Result<Vec<u8>> {
     Ok(payload)
 }
 
-/// Send one datagram to the first address and wait for one back.
+/// Why one UDP exchange failed: a refusal lets the next resolved address be tried.
+enum UdpFailure {
+    Refused(SocketAddr),
+    Other(anyhow::Error),
+}
+
+/// Send one datagram and wait for one back, trying each resolved address in turn
+/// while they refuse (a name like `localhost` may list `::1` first); all within
+/// `timeout`.
 async fn udp_exchange(
     addrs: &[SocketAddr],
     payload: &[u8],
@@ -289,44 +297,63 @@ async fn udp_exchange(
     if payload.len() > MAX_UDP_PAYLOAD {
         bail!("the message is over {MAX_UDP_PAYLOAD} bytes, the most one UDP datagram holds");
     }
-    let addr = addrs[0];
+    let deadline = Instant::now() + timeout;
+    let mut refused = Vec::new();
+    for addr in addrs {
+        match tokio::time::timeout_at(deadline, udp_exchange_with(*addr, payload)).await {
+            Err(_) => bail!(
+                "timed out: no reply from UDP {addr} within {}",
+                show_duration(timeout)
+            ),
+            Ok(Ok(reply)) => return Ok(reply),
+            Ok(Err(UdpFailure::Refused(addr))) => refused.push(addr.to_string()),
+            Ok(Err(UdpFailure::Other(error))) => return Err(error),
+        }
+    }
+    bail!(
+        "connection refused: nothing listening on UDP {}",
+        refused.join(" or ")
+    )
+}
+
+async fn udp_exchange_with(addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, UdpFailure> {
+    let other = |context: String| {
+        move |error: std::io::Error| UdpFailure::Other(anyhow!(error).context(context))
+    };
     let local: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse()?
+        SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
-        "[::]:0".parse()?
+        SocketAddr::from(([0u16; 8], 0))
     };
     let socket = UdpSocket::bind(local)
         .await
-        .context("cannot open a UDP socket")?;
+        .map_err(other("cannot open a UDP socket".to_owned()))?;
     // Connected: only the server's replies are accepted, and "port unreachable"
     // comes back as a refused error.
     socket
         .connect(addr)
         .await
-        .with_context(|| format!("cannot reach {addr}"))?;
-    let refused = |error: &std::io::Error| error.kind() == std::io::ErrorKind::ConnectionRefused;
-    match socket.send(payload).await {
-        Ok(_) => {}
-        Err(error) if refused(&error) => {
-            bail!("connection refused: nothing listening on UDP {addr}")
+        .map_err(other(format!("cannot reach {addr}")))?;
+    let classify = |context: String| {
+        move |error: std::io::Error| {
+            if error.kind() == std::io::ErrorKind::ConnectionRefused {
+                UdpFailure::Refused(addr)
+            } else {
+                UdpFailure::Other(anyhow!(error).context(context))
+            }
         }
-        Err(error) => return Err(anyhow!(error).context(format!("cannot send to {addr}"))),
-    }
+    };
+    socket
+        .send(payload)
+        .await
+        .map_err(classify(format!("cannot send to {addr}")))?;
     let mut buffer = vec![0u8; 65_536];
-    match tokio::time::timeout(timeout, socket.recv(&mut buffer)).await {
-        Err(_) => bail!(
-            "timed out: no reply from UDP {addr} within {}",
-            show_duration(timeout)
-        ),
-        Ok(Err(error)) if refused(&error) => {
-            bail!("connection refused: nothing listening on UDP {addr}")
-        }
-        Ok(Err(error)) => Err(anyhow!(error).context(format!("cannot receive from {addr}"))),
-        Ok(Ok(length)) => {
-            buffer.truncate(length);
-            Ok(buffer)
-        }
-    }
+    let length = socket
+        .recv(&mut buffer)
+        .await
+        .map_err(classify(format!("cannot receive from {addr}")))?;
+    buffer.truncate(length);
+    Ok(buffer)
 }
 
 async fn sleep_until_or_never(deadline: Option<Instant>) {

@@ -503,7 +503,10 @@ fn sigint_and_sigterm_stop_the_services_cleanly() {
         let status = service.wait();
         assert_eq!(status.code(), Some(0), "signal {signal}: {status:?}");
         assert_eq!(read_to_close(&mut open), b"");
-        thread::sleep(Duration::from_millis(50));
-        assert!(service.stdout.lock().unwrap().contains("echo: stopped"));
+        let started = Instant::now();
+        while !service.stdout.lock().unwrap().contains("echo: stopped") {
+            assert!(started.elapsed() < HANG_GUARD, "no stop message");
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
