@@ -33,9 +33,10 @@ impl FromStr for Seconds {
             "ms" => value / 1000.0,
             "m" => value * 60.0,
             "h" => value * 3600.0,
+            "d" => value * 86400.0,
             other => {
                 return Err(format!(
-                    "unknown duration unit {other:?}; use ms, s, m or h"
+                    "unknown duration unit {other:?}; use ms, s, m, h or d"
                 ))
             }
         };
@@ -100,6 +101,26 @@ pub struct ServeArgs {
     /// How long shutdown waits for goodbyes to be flushed before closing anyway [default: 3s].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<Seconds>,
+
+    /// Directory for the history database (created if missing) [default: ./switchboard-data].
+    #[arg(long, env = "SWITCHBOARD_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// Keep history in memory only (bounded, lost on exit) instead of on disk under --data.
+    #[arg(long, env = "SWITCHBOARD_MEMORY", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub memory: Option<bool>,
+
+    /// Messages replayed to a client when it joins a room; 0 disables replay [default: 20].
+    #[arg(long, env = "SWITCHBOARD_REPLAY", value_name = "N")]
+    pub replay: Option<usize>,
+
+    /// Keep at most this many messages per room and per private conversation [default: unlimited].
+    #[arg(long, env = "SWITCHBOARD_RETAIN_MESSAGES", value_name = "N")]
+    pub retain_messages: Option<usize>,
+
+    /// Delete messages older than this, e.g. 30d or 12h [default: unlimited].
+    #[arg(long, env = "SWITCHBOARD_RETAIN_AGE", value_name = "DURATION")]
+    pub retain_age: Option<Seconds>,
 }
 
 impl ServeArgs {
@@ -115,6 +136,11 @@ impl ServeArgs {
             max_clients_per_ip: self.max_clients_per_ip.or(lower.max_clients_per_ip),
             register_timeout: self.register_timeout.or(lower.register_timeout),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+            data: self.data.or(lower.data),
+            memory: self.memory.or(lower.memory),
+            replay: self.replay.or(lower.replay),
+            retain_messages: self.retain_messages.or(lower.retain_messages),
+            retain_age: self.retain_age.or(lower.retain_age),
         }
     }
 }
@@ -130,6 +156,11 @@ pub struct Config {
     pub max_clients_per_ip: usize,
     pub register_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// History directory; `None` with `--memory` (history in RAM only).
+    pub data: Option<PathBuf>,
+    /// Messages replayed on join (0: none).
+    pub replay: usize,
+    pub retention: crate::store::Retention,
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -211,6 +242,32 @@ impl Config {
             shutdown_grace: merged
                 .shutdown_grace
                 .map_or(Duration::from_secs(3), |s| s.0),
+            data: if merged.memory.unwrap_or(false) {
+                None
+            } else {
+                Some(
+                    merged
+                        .data
+                        .unwrap_or_else(|| PathBuf::from("switchboard-data")),
+                )
+            },
+            replay: merged.replay.unwrap_or(20),
+            retention: crate::store::Retention {
+                max_messages: match merged.retain_messages {
+                    Some(n) => Some(at_least("--retain-messages", n, 1)?),
+                    None => None,
+                },
+                max_age: match merged.retain_age {
+                    Some(age) if age.0.is_zero() => {
+                        return Err(ConfigError::Invalid {
+                            setting: "--retain-age",
+                            problem: "must be longer than 0".into(),
+                        })
+                    }
+                    Some(age) => Some(age.0),
+                    None => None,
+                },
+            },
         })
     }
 }
