@@ -80,7 +80,12 @@ pub(super) fn open(path: &Path) -> rusqlite::Result<Connection> {
         ));
     }
     connection.execute_batch(SCHEMA)?;
-    connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    if version != SCHEMA_VERSION {
+        connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    // Take the write lock once now: a database another program keeps locked is a
+    // startup error, not a surprise at the first message.
+    connection.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
     Ok(connection)
 }
 
