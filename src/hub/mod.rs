@@ -6,6 +6,12 @@
 //! cheap `Bytes` handle onto each recipient's [`Outbox`]. The hub never awaits anything
 //! but its own inbox, so no client can slow it down; a client whose outbox overflows is
 //! removed as a slow consumer and everyone else carries on.
+//!
+//! History ([`history`]): with a stored history a message is handed to the store's
+//! writer thread and fanned out only when it reports the batch committed
+//! ([`Command::Persisted`]), so whatever anyone received survives a crash; with
+//! `--memory` it is kept in RAM and fanned out at once. Joins replay the room's last
+//! messages from an in-memory tail, never from disk.
 
 mod event;
 pub mod history;

@@ -314,3 +314,127 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         .open(&lock)
         .map_err(|source| StoreError::Lock { lock, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{HistoryPage, HistoryScope, Target};
+    use std::time::SystemTime;
+
+    fn message(id: u64, target: Target, from: &str, text: &str) -> ChatMessage {
+        ChatMessage {
+            id,
+            time: SystemTime::now(),
+            target,
+            from: from.into(),
+            from_client: 7,
+            text: text.into(),
+            data: (id == 2).then(|| Arc::new(serde_json::json!({"n": 2}))),
+            action: id == 3,
+        }
+    }
+
+    fn room_query(before: Option<u64>, after: Option<u64>, limit: usize) -> Query {
+        Query {
+            conversation: Conversation::Room("#r".into()),
+            scope: HistoryScope::Room("#R".into()),
+            before,
+            after,
+            limit,
+        }
+    }
+
+    #[test]
+    fn appends_page_and_reload_with_ids_and_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Retention::default(), 3).unwrap();
+        assert!(store.take_loaded().rooms.is_empty());
+        let room = Conversation::Room("#r".into());
+        let private = Conversation::Private(private_pair("Alice", "bob"));
+        let messages: Vec<ChatMessage> = (1..=5)
+            .map(|id| message(id, Target::Room("#R".into()), "alice", &format!("m{id}")))
+            .collect();
+        let whisper = message(9, Target::Private("bob".into()), "Alice", "psst");
+        let mut batch: Vec<sqlite::Append<'_>> = messages
+            .iter()
+            .map(|message| sqlite::Append {
+                conversation: &room,
+                message,
+            })
+            .collect();
+        batch.push(sqlite::Append {
+            conversation: &private,
+            message: &whisper,
+        });
+        sqlite::append_batch(&mut store.connection, &batch, Retention::default()).unwrap();
+
+        let ids = |page: &HistoryPage| page.messages.iter().map(|m| m.id).collect::<Vec<_>>();
+        let last = sqlite::query(
+            &store.connection,
+            &room_query(None, None, 2),
+            Retention::default(),
+        )
+        .unwrap();
+        assert_eq!((ids(&last), last.more), (vec![4, 5], true));
+        let older = sqlite::query(
+            &store.connection,
+            &room_query(Some(4), None, 9),
+            Retention::default(),
+        )
+        .unwrap();
+        assert_eq!((ids(&older), older.more), (vec![1, 2, 3], false));
+        assert_eq!(
+            older.messages[1].data.as_deref(),
+            Some(&serde_json::json!({"n": 2}))
+        );
+        assert!(older.messages[2].action);
+        let newer = sqlite::query(
+            &store.connection,
+            &room_query(None, Some(1), 2),
+            Retention::default(),
+        )
+        .unwrap();
+        assert_eq!((ids(&newer), newer.more), (vec![2, 3], true));
+        let private_page = sqlite::query(
+            &store.connection,
+            &Query {
+                conversation: Conversation::Private(private_pair("BOB", "alice")),
+                scope: HistoryScope::Private("alice".into()),
+                before: None,
+                after: None,
+                limit: 10,
+            },
+            Retention::default(),
+        )
+        .unwrap();
+        assert_eq!(private_page.messages[0].text.as_ref(), "psst");
+        drop(store);
+
+        // Reopened with a count limit: the tail and ids come back; the sweep trims.
+        let retention = Retention {
+            max_messages: Some(2),
+            max_age: None,
+        };
+        let mut store = Store::open(dir.path(), retention, 3).unwrap();
+        let loaded = store.take_loaded();
+        assert_eq!(loaded.last_private_id, 9);
+        assert_eq!(loaded.rooms.len(), 1);
+        assert_eq!(loaded.rooms[0].last_id, 5);
+        let tail: Vec<u64> = loaded.rooms[0].tail.iter().map(|m| m.id).collect();
+        assert_eq!(tail, [3, 4, 5]);
+        while sqlite::retention_step(&mut store.connection, retention, 1).unwrap() > 0 {}
+        let left =
+            sqlite::query(&store.connection, &room_query(None, None, 10), retention).unwrap();
+        assert_eq!(ids(&left), [4, 5]);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path(), Retention::default(), 1).unwrap();
+        let error = Store::open(dir.path(), Retention::default(), 1)
+            .err()
+            .expect("refused");
+        assert!(matches!(error, StoreError::InUse { .. }), "{error}");
+    }
+}

@@ -46,10 +46,9 @@ pub(super) fn run(mut store: Store, queue: Receiver<Job>, hub: Sender<Command>, 
     let retention_on = store.retention.max_age.is_some() || store.retention.max_messages.is_some();
     // Sweep soon after startup: limits may have been lowered since the last run.
     let mut next_sweep = Instant::now();
-    let mut sweeping = retention_on;
     let mut jobs = Vec::with_capacity(super::MAX_BATCH);
     loop {
-        let wait = if sweeping {
+        let wait = if retention_on {
             next_sweep.saturating_duration_since(Instant::now())
         } else {
             Duration::from_secs(3600)
@@ -68,7 +67,6 @@ pub(super) fn run(mut store: Store, queue: Receiver<Job>, hub: Sender<Command>, 
         }
         process(&mut store, &mut jobs, &hub);
         if retention_on && Instant::now() >= next_sweep {
-            sweeping = true;
             match sqlite::retention_step(&mut store.connection, store.retention, RETENTION_CHUNK) {
                 // More to delete: go again right after the next batch (or at once).
                 Ok(deleted) if deleted > 0 => next_sweep = Instant::now(),
