@@ -315,6 +315,35 @@ mod tests {
     }
 
     #[test]
+    fn history_settings() {
+        let config = Config::from_args(ServeArgs::default()).unwrap();
+        assert_eq!(config.data, Some(PathBuf::from("switchboard-data")));
+        assert_eq!(config.replay, 20);
+        assert_eq!(config.retention, crate::store::Retention::default());
+        let config = Config::from_args(ServeArgs {
+            data: Some("/somewhere".into()),
+            memory: Some(true),
+            replay: Some(0),
+            retain_messages: Some(100),
+            retain_age: Some("30d".parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.data, None);
+        assert_eq!(config.replay, 0);
+        assert_eq!(config.retention.max_messages, Some(100));
+        assert_eq!(
+            config.retention.max_age,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        let zero = Config::from_args(ServeArgs {
+            retain_messages: Some(0),
+            ..Default::default()
+        });
+        assert!(zero.unwrap_err().to_string().contains("--retain-messages"));
+    }
+
+    #[test]
     fn bad_files_and_values_say_what_is_wrong() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");

@@ -52,8 +52,8 @@ pub(super) enum Recorded {
     Now(Pending),
     /// Handed to the store: it is delivered when the store reports it committed.
     Pending,
-    /// The store's queue is full; the message was not taken.
-    Busy,
+    /// The store could not take the message (full queue, or stopped).
+    Busy(StoreBusy),
 }
 
 struct RoomHistory {
@@ -157,15 +157,16 @@ impl History {
     ) -> Recorded {
         let message = Arc::new(message);
         if let Some(store) = &self.store {
-            let conversation = match (&delivery, &message.target) {
-                (Delivery::Room(key), _) => Conversation::Room(key.clone()),
-                (Delivery::Private { .. }, Target::Private(to)) => {
+            let conversation = match &delivery {
+                Delivery::Room(key) => Conversation::Room(key.clone()),
+                // A private message's target is the recipient's nickname.
+                Delivery::Private { .. } => {
+                    let (Target::Private(to) | Target::Room(to)) = &message.target;
                     Conversation::Private(store::private_pair(&message.from, to))
                 }
-                (Delivery::Private { .. }, Target::Room(_)) => return Recorded::Busy,
             };
-            if let Err(StoreBusy) = store.try_append(self.next_seq, conversation, message.clone()) {
-                return Recorded::Busy;
+            if let Err(busy) = store.try_append(self.next_seq, conversation, message.clone()) {
+                return Recorded::Busy(busy);
             }
             self.take_id(&delivery, message.id);
             self.pending.push_back(Pending {

@@ -318,12 +318,9 @@ impl Hub {
         match self.history.record(message, delivery, sender, tag.clone()) {
             Recorded::Pending => {}
             Recorded::Now(pending) => self.deliver_committed(pending),
-            Recorded::Busy => self.error(
-                sender,
-                tag,
-                ErrorCode::HistoryUnavailable,
-                "message not sent: the history store is not keeping up; try again shortly",
-            ),
+            Recorded::Busy(busy) => {
+                self.error(sender, tag, ErrorCode::HistoryUnavailable, busy.describe())
+            }
         }
     }
 

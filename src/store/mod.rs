@@ -175,9 +175,28 @@ pub struct StoreSender {
     jobs: std::sync::mpsc::SyncSender<Job>,
 }
 
-/// The writer's queue is full: the disk is not keeping up.
-#[derive(Debug)]
-pub struct StoreBusy;
+/// The writer cannot take more work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreBusy {
+    /// Its queue is full: the disk is not keeping up.
+    Full,
+    /// The writer thread has stopped (it panicked); nothing can be saved any more.
+    Stopped,
+}
+
+impl StoreBusy {
+    /// Why a message was not sent, for its sender.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StoreBusy::Full => {
+                "message not sent: the history store is not keeping up; try again shortly"
+            }
+            StoreBusy::Stopped => {
+                "message not sent: the history store has stopped; the server cannot save messages"
+            }
+        }
+    }
+}
 
 impl StoreSender {
     pub fn try_append(
@@ -203,7 +222,13 @@ impl StoreSender {
     }
 
     fn try_send(&self, job: Job) -> Result<(), StoreBusy> {
-        self.jobs.try_send(job).map_err(|_| StoreBusy)
+        self.jobs.try_send(job).map_err(|error| match error {
+            std::sync::mpsc::TrySendError::Full(_) => StoreBusy::Full,
+            std::sync::mpsc::TrySendError::Disconnected(_) => {
+                tracing::error!("the history writer thread has stopped; refusing messages");
+                StoreBusy::Stopped
+            }
+        })
     }
 }
 
