@@ -33,9 +33,10 @@ impl FromStr for Seconds {
             "ms" => value / 1000.0,
             "m" => value * 60.0,
             "h" => value * 3600.0,
+            "d" => value * 86400.0,
             other => {
                 return Err(format!(
-                    "unknown duration unit {other:?}; use ms, s, m or h"
+                    "unknown duration unit {other:?}; use ms, s, m, h or d"
                 ))
             }
         };
@@ -118,6 +119,26 @@ pub struct ServeArgs {
     /// How long shutdown waits for goodbyes to be flushed before closing anyway [default: 3s].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<Seconds>,
+
+    /// Directory for the history database (created if missing) [default: ./switchboard-data].
+    #[arg(long, env = "SWITCHBOARD_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// Keep history in memory only (bounded, lost on exit) instead of on disk under --data.
+    #[arg(long, env = "SWITCHBOARD_MEMORY", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub memory: Option<bool>,
+
+    /// Messages replayed to a client when it joins a room; 0 disables replay [default: 20].
+    #[arg(long, env = "SWITCHBOARD_REPLAY", value_name = "N")]
+    pub replay: Option<usize>,
+
+    /// Keep at most this many messages per room and per private conversation [default: unlimited].
+    #[arg(long, env = "SWITCHBOARD_RETAIN_MESSAGES", value_name = "N")]
+    pub retain_messages: Option<usize>,
+
+    /// Delete messages older than this, e.g. 30d or 12h [default: unlimited].
+    #[arg(long, env = "SWITCHBOARD_RETAIN_AGE", value_name = "DURATION")]
+    pub retain_age: Option<Seconds>,
 }
 
 impl ServeArgs {
@@ -137,6 +158,11 @@ impl ServeArgs {
             flood_rate: self.flood_rate.or(lower.flood_rate),
             flood_burst: self.flood_burst.or(lower.flood_burst),
             flood_patience: self.flood_patience.or(lower.flood_patience),
+            data: self.data.or(lower.data),
+            memory: self.memory.or(lower.memory),
+            replay: self.replay.or(lower.replay),
+            retain_messages: self.retain_messages.or(lower.retain_messages),
+            retain_age: self.retain_age.or(lower.retain_age),
         }
     }
 }
@@ -155,6 +181,11 @@ pub struct Config {
     /// `None`: no idle timeout.
     pub idle_timeout: Option<Duration>,
     pub flood: crate::door::flood::FloodSettings,
+    /// History directory; `None` with `--memory` (history in RAM only).
+    pub data: Option<PathBuf>,
+    /// Messages replayed on join (0: none).
+    pub replay: usize,
+    pub retention: crate::store::Retention,
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -254,6 +285,32 @@ impl Config {
                     .flood_patience
                     .map_or(Duration::from_secs(10), |s| s.0),
             },
+            data: if merged.memory.unwrap_or(false) {
+                None
+            } else {
+                Some(
+                    merged
+                        .data
+                        .unwrap_or_else(|| PathBuf::from("switchboard-data")),
+                )
+            },
+            replay: merged.replay.unwrap_or(20),
+            retention: crate::store::Retention {
+                max_messages: match merged.retain_messages {
+                    Some(n) => Some(at_least("--retain-messages", n, 1)?),
+                    None => None,
+                },
+                max_age: match merged.retain_age {
+                    Some(age) if age.0.is_zero() => {
+                        return Err(ConfigError::Invalid {
+                            setting: "--retain-age",
+                            problem: "must be longer than 0".into(),
+                        })
+                    }
+                    Some(age) => Some(age.0),
+                    None => None,
+                },
+            },
         })
     }
 }
@@ -298,6 +355,35 @@ mod tests {
         assert_eq!(config.register_timeout, Duration::from_secs(5));
         assert_eq!(config.line.port(), 9999);
         assert_eq!(config.default_room, "#general");
+    }
+
+    #[test]
+    fn history_settings() {
+        let config = Config::from_args(ServeArgs::default()).unwrap();
+        assert_eq!(config.data, Some(PathBuf::from("switchboard-data")));
+        assert_eq!(config.replay, 20);
+        assert_eq!(config.retention, crate::store::Retention::default());
+        let config = Config::from_args(ServeArgs {
+            data: Some("/somewhere".into()),
+            memory: Some(true),
+            replay: Some(0),
+            retain_messages: Some(100),
+            retain_age: Some("30d".parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.data, None);
+        assert_eq!(config.replay, 0);
+        assert_eq!(config.retention.max_messages, Some(100));
+        assert_eq!(
+            config.retention.max_age,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        let zero = Config::from_args(ServeArgs {
+            retain_messages: Some(0),
+            ..Default::default()
+        });
+        assert!(zero.unwrap_err().to_string().contains("--retain-messages"));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   It knows events, not bytes.
 //! - [`door`]: front doors. Each turns its wire format into hub commands and renders
 //!   events back ([`hub::Render`]); [`door::conn`] is the shared connection pump.
+//! - [`store`]: durable history: a SQLite file written by one thread in batched
+//!   transactions; the hub delivers a message only once it is committed.
 //! - [`text`]: nickname, room-name and message-text rules, shared by every door.
 //! - [`config`]: settings from defaults, file, environment and flags.
 //! - [`server`]: binds listeners and runs hub and doors inside one shutdown scope.
@@ -29,4 +31,5 @@ pub mod hub;
 pub mod send;
 pub mod server;
 pub mod services;
+pub mod store;
 pub mod text;

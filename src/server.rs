@@ -10,7 +10,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::door::line::{LineDoor, LineSettings};
 use crate::door::ConnectionSlots;
-use crate::hub::{self, Command, HubConfig};
+use crate::hub::{self, Command, HistoryBackend, HubConfig};
+use crate::store::{Store, StoreDone, StoreError};
 
 /// A listener could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +52,51 @@ async fn bind(
 pub struct Server {
     config: Config,
     line: TcpListener,
+    /// The opened history database (`None` with `--memory`).
+    store: Option<Store>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    History(#[from] StoreError),
+}
+
+/// Open the history database named by `config`, off the async threads (it reads the
+/// recent tail of every room). `None` with `--memory`.
+pub async fn open_history(config: &Config) -> Result<Option<Store>, StoreError> {
+    let Some(dir) = config.data.clone() else {
+        return Ok(None);
+    };
+    let retention = config.retention;
+    let tail = hub::history::tail_per_room(config.replay, true);
+    tokio::task::spawn_blocking(move || Store::open(&dir, retention, tail))
+        .await
+        .unwrap_or_else(|join| {
+            Err(StoreError::Database {
+                path: config.data.clone().unwrap_or_default(),
+                cause: format!("opening it panicked: {join}"),
+                hint: "",
+            })
+        })
+        .map(Some)
 }
 
 impl Server {
-    /// Bind every configured listener; nothing is served until [`Server::run`].
-    pub async fn bind(config: Config) -> Result<Server, BindError> {
+    /// Open the history, then bind every configured listener; nothing is served until
+    /// [`Server::run`]. History comes first so a server that cannot keep its history
+    /// never appears to be listening.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let store = open_history(&config).await?;
         let line = bind("line", "--line", config.line).await?;
-        Ok(Server { config, line })
+        Ok(Server {
+            config,
+            line,
+            store,
+        })
     }
 
     /// Each door's name and the address it really listens on (port 0 resolved).
@@ -70,16 +109,32 @@ impl Server {
     }
 
     /// Serve until `shutdown` is cancelled, then shut down gracefully.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
         let config = self.config;
         let tracker = TaskTracker::new();
+        let (history, store_done): (HistoryBackend, Option<StoreDone>) = match self.store {
+            Some(store) => {
+                let (done, store_done) = crate::store::done_pair();
+                (
+                    HistoryBackend::Stored {
+                        store: Box::new(store),
+                        done,
+                    },
+                    Some(store_done),
+                )
+            }
+            None => (HistoryBackend::Memory, None),
+        };
         let hub = hub::spawn(
             HubConfig {
                 default_room: config.default_room.clone(),
+                replay: config.replay,
+                retention: config.retention,
                 ..HubConfig::default()
             },
+            history,
             &tracker,
-        );
+        )?;
         let slots = ConnectionSlots::new(config.max_clients, config.max_clients_per_ip);
         let line_door = LineDoor::new(
             hub.clone(),
@@ -115,8 +170,26 @@ impl Server {
                 config.shutdown_grace
             );
         }
+        // The hub has stopped and dropped its end of the store: the writer commits what
+        // it still holds, then stops. Messages delivered are already on disk; this
+        // keeps the ones that were in flight.
+        if let Some(store_done) = store_done {
+            if tokio::time::timeout(STORE_CLOSE_TIMEOUT, store_done.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    "the history writer did not finish within {STORE_CLOSE_TIMEOUT:?}; \
+                     messages still in flight (never delivered) may be lost"
+                );
+            }
+        }
+        Ok(())
     }
 }
+
+/// How long shutdown waits for the history writer to commit what it holds.
+const STORE_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Raise the soft open-files limit to the hard limit so the server can hold as many
 /// connections as the system allows. Returns (before, after) when it changed.
@@ -193,6 +266,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let mut signals = ShutdownSignals::install()?;
     let server = Server::bind(config).await?;
+    if let Some(store) = &server.store {
+        println!("history: {}", store.path().display());
+    } else {
+        println!("history: in memory only (--memory)");
+    }
     for (door, addr) in server.listening() {
         println!("{door}: listening on {addr}");
     }
@@ -204,7 +282,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         signals.recv().await;
         signal.cancel();
     });
-    server.run(shutdown).await;
+    server.run(shutdown).await?;
     println!("switchboard: stopped");
     Ok(())
 }

@@ -58,7 +58,7 @@ struct Server {
 impl Server {
     fn start(listen: &str) -> Result<Server, String> {
         let mut child = binary()
-            .args(["serve", "--line", listen])
+            .args(["serve", "--memory", "--line", listen])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

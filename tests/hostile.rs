@@ -15,12 +15,21 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 #[test]
 fn a_flooder_is_throttled_then_disconnected_while_others_chat_on() {
-    let server = Server::start(&["--flood-rate", "20", "--flood-burst", "5", "--flood-patience", "1s"]);
+    let server = Server::start(&[
+        "--flood-rate",
+        "20",
+        "--flood-burst",
+        "5",
+        "--flood-patience",
+        "1s",
+    ]);
     let mut watcher = server.join("watcher");
     let mut flooder = server.join("flooder");
     watcher.expect("*** flooder joined #general\n");
@@ -51,7 +60,10 @@ fn a_flooder_is_throttled_then_disconnected_while_others_chat_on() {
     });
     let left = watcher.lines_until("*** flooder left");
     assert_eq!(left.last().unwrap(), "*** flooder left #general (flooding)");
-    assert!(flood.join().unwrap().contains("error: disconnected for flooding"));
+    assert!(flood
+        .join()
+        .unwrap()
+        .contains("error: disconnected for flooding"));
     watcher.send_line("after the flood");
     watcher.expect("[watcher] after the flood\n");
 }
@@ -77,7 +89,10 @@ fn an_endless_line_is_discarded_with_bounded_memory() {
     writer.join().unwrap();
     assert_eq!(watcher.line(), "[streamer] back to normal");
     let after = rss_kib(pid);
-    assert!(after < before + 20 * 1024, "server memory grew from {before} KiB to {after} KiB");
+    assert!(
+        after < before + 20 * 1024,
+        "server memory grew from {before} KiB to {after} KiB"
+    );
 }
 
 #[test]
@@ -86,8 +101,15 @@ fn http_or_tls_at_the_line_port_gets_an_explanation_and_a_close() {
     let mut browser = server.connect();
     browser.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let said = browser.expect_closed();
-    assert!(said.contains("error: this is Switchboard's plain-text chat port, not HTTP"), "{said}");
-    assert_eq!(said.matches("error:").count(), 1, "one explanation, not one per header: {said}");
+    assert!(
+        said.contains("error: this is Switchboard's plain-text chat port, not HTTP"),
+        "{said}"
+    );
+    assert_eq!(
+        said.matches("error:").count(),
+        1,
+        "one explanation, not one per header: {said}"
+    );
     let mut tls = server.connect();
     tls.send(&[0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00]);
     let said = tls.expect_closed();
@@ -99,7 +121,9 @@ fn idle_and_nameless_connections_are_closed_with_a_reason() {
     let server = Server::start(&["--idle-timeout", "500ms", "--register-timeout", "300ms"]);
     let mut nameless = server.connect();
     let mut idle = server.join("idler");
-    assert!(nameless.expect_closed().contains("error: no name chosen within 0.3s"));
+    assert!(nameless
+        .expect_closed()
+        .contains("error: no name chosen within 0.3s"));
     let said = idle.expect_closed();
     assert!(said.contains("error: nothing received for 0.5s"), "{said}");
 }
@@ -164,9 +188,17 @@ fn connect_disconnect_churn_leaks_no_descriptors_or_memory() {
     watcher.lines_until("*** churn299 left");
     let deadline = Instant::now() + PATIENCE;
     while open_fds(pid) > fds_before {
-        assert!(Instant::now() < deadline, "descriptors leaked: {} before, {} after", fds_before, open_fds(pid));
+        assert!(
+            Instant::now() < deadline,
+            "descriptors leaked: {} before, {} after",
+            fds_before,
+            open_fds(pid)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let rss_after = rss_kib(pid);
-    assert!(rss_after < rss_before + 8 * 1024, "memory grew from {rss_before} KiB to {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
 }

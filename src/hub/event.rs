@@ -119,6 +119,18 @@ pub enum Command {
     },
     /// Tell everyone, close every outbox, stop.
     Shutdown,
+    /// From the history store's writer: every message handed to it up to and including
+    /// `upto` (the hub's hand-off sequence) is committed; deliver them now.
+    Persisted { upto: u64 },
+    /// From the history store's writer: the messages up to `upto` could not be saved;
+    /// they are not delivered and each sender gets an error naming `cause`.
+    PersistFailed { upto: u64, cause: Arc<str> },
+    /// From the history store's reader: the answer to a history query the hub passed on.
+    HistoryAnswer {
+        client: ClientId,
+        tag: Option<Tag>,
+        answer: Result<Reply, Arc<str>>,
+    },
 }
 
 /// A connection as the hub sees it.
@@ -171,12 +183,35 @@ pub enum Request {
     Quit {
         reason: Option<String>,
     },
+    /// A page of a room's history (`None`: the current room), oldest first: the last
+    /// `limit` messages, or those with id below `before` and/or above `after` (with
+    /// `after`, the first `limit` after it). `limit` defaults to
+    /// [`DEFAULT_HISTORY_LIMIT`] and is capped at [`MAX_HISTORY_LIMIT`].
+    History {
+        room: Option<String>,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<usize>,
+    },
+    /// The same for the private conversation between the client and nickname `with`.
+    PrivateHistory {
+        with: String,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<usize>,
+    },
 }
+
+/// Messages in a history page when the request names no limit.
+pub const DEFAULT_HISTORY_LIMIT: usize = 20;
+/// Most messages in one history page: bounded output per request.
+pub const MAX_HISTORY_LIMIT: usize = 500;
 
 /// A chat message, room or private, shared by every recipient.
 #[derive(Debug, Clone)]
 pub struct ChatMessage {
-    /// Per-room sequence for room messages; per-process sequence for private ones.
+    /// Per-room sequence for room messages, one sequence for all private ones; both
+    /// increase monotonically and survive restarts when history is stored on disk.
     pub id: u64,
     pub time: SystemTime,
     pub target: Target,
@@ -193,6 +228,26 @@ pub enum Target {
     Room(Arc<str>),
     /// A private message to this nickname.
     Private(Arc<str>),
+}
+
+/// Whose history a page holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryScope {
+    /// A room, by its display name.
+    Room(Arc<str>),
+    /// The private conversation between the asking client and this nickname.
+    Private(Arc<str>),
+}
+
+/// Stored messages, oldest first: a replay on join or the answer to a history request.
+/// Every message in it is history (already said), never live traffic.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub scope: HistoryScope,
+    pub messages: Vec<Arc<ChatMessage>>,
+    /// More stored messages lie beyond this page in the direction asked for (older
+    /// ones for a "last N" or `before` page, newer ones for an `after` page).
+    pub more: bool,
 }
 
 /// One room in a `/rooms` listing.
@@ -226,6 +281,8 @@ pub enum ErrorCode {
     BadRequest,
     LineTooLong,
     Flood,
+    /// The history store could not save or read messages (disk full, I/O error, busy).
+    HistoryUnavailable,
 }
 
 impl ErrorCode {
@@ -243,6 +300,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::LineTooLong => "line_too_long",
             ErrorCode::Flood => "flood",
+            ErrorCode::HistoryUnavailable => "history_unavailable",
         }
     }
 }
@@ -259,6 +317,8 @@ pub enum Reply {
     },
     Whois(WhoisInfo),
     Pong,
+    /// The answer to [`Request::History`] or [`Request::PrivateHistory`].
+    History(Arc<HistoryPage>),
 }
 
 /// What the hub sends to clients. Rendered once per wire format for a broadcast.
@@ -283,6 +343,9 @@ pub enum Event {
         reason: Option<Arc<str>>,
     },
     Message(Arc<ChatMessage>),
+    /// To a client that just joined a room, right after its `Joined` and before any live
+    /// message of that room: the room's last messages (`--replay N`), marked as history.
+    Replay(Arc<HistoryPage>),
     /// To everyone who shares a room with the client, and the client.
     NickChanged {
         old: Arc<str>,

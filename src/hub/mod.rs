@@ -6,8 +6,15 @@
 //! cheap `Bytes` handle onto each recipient's [`Outbox`]. The hub never awaits anything
 //! but its own inbox, so no client can slow it down; a client whose outbox overflows is
 //! removed as a slow consumer and everyone else carries on.
+//!
+//! History ([`history`]): with a stored history a message is handed to the store's
+//! writer thread and fanned out only when it reports the batch committed
+//! ([`Command::Persisted`]), so whatever anyone received survives a crash; with
+//! `--memory` it is kept in RAM and fanned out at once. Joins replay the room's last
+//! messages from an in-memory tail, never from disk.
 
 mod event;
+pub mod history;
 pub mod outbox;
 
 use std::collections::HashMap;
@@ -21,6 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use event::*;
 pub use outbox::{Outbox, Push};
 
+use self::history::{Delivery, History, PageRequest, Pending, Recorded};
+use crate::store::{self, Retention, StoreError};
 use crate::text::{fold_case, normalize_room, sanitize_text, validate_nick, NickError};
 
 /// Turns hub events into one wire format. One instance per front door, shared by all
@@ -37,6 +46,10 @@ pub struct HubConfig {
     pub default_room: String,
     /// Capacity of the hub's inbox (commands); front doors wait when it is full.
     pub inbox_capacity: usize,
+    /// Messages replayed to a client joining a room (0: none).
+    pub replay: usize,
+    /// How much history is kept (also applied to what is served from memory).
+    pub retention: Retention,
 }
 
 impl Default for HubConfig {
@@ -44,8 +57,22 @@ impl Default for HubConfig {
         HubConfig {
             default_room: "#general".into(),
             inbox_capacity: 8192,
+            replay: 20,
+            retention: Retention::default(),
         }
     }
+}
+
+/// Where the hub keeps history.
+pub enum HistoryBackend {
+    /// In RAM only, bounded; gone when the process ends (`--memory`).
+    Memory,
+    /// On disk: messages are delivered only once committed. `done` fires when the
+    /// store's writer has committed everything and stopped, after the hub stops.
+    Stored {
+        store: Box<store::Store>,
+        done: store::writer::DoneSignal,
+    },
 }
 
 /// A cloneable handle front doors use to reach the hub.
@@ -102,16 +129,33 @@ impl HubHandle {
     }
 }
 
-/// Start the hub task. It runs until it has processed [`Command::Shutdown`] (or every
-/// handle is dropped).
-pub fn spawn(config: HubConfig, tracker: &tokio_util::task::TaskTracker) -> HubHandle {
+/// Start the hub task (and, with a stored history, the store's writer thread). It runs
+/// until it has processed [`Command::Shutdown`] (or every handle is dropped).
+pub fn spawn(
+    config: HubConfig,
+    history: HistoryBackend,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Result<HubHandle, StoreError> {
     let (inbox, commands) = mpsc::channel(config.inbox_capacity);
-    let hub = Hub::new(config);
+    let history = match history {
+        HistoryBackend::Memory => History::new(
+            None,
+            store::Loaded::default(),
+            config.replay,
+            config.retention,
+        ),
+        HistoryBackend::Stored { mut store, done } => {
+            let loaded = store.take_loaded();
+            let sender = store.start(inbox.clone(), done)?;
+            History::new(Some(sender), loaded, config.replay, config.retention)
+        }
+    };
+    let hub = Hub::new(config, history);
     tracker.spawn(hub.run(commands));
-    HubHandle {
+    Ok(HubHandle {
         inbox,
         next_client_id: Arc::new(AtomicU64::new(1)),
-    }
+    })
 }
 
 struct Client {
@@ -133,7 +177,6 @@ struct Member {
 struct Room {
     name: Arc<str>,
     members: Vec<Member>,
-    next_message_id: u64,
 }
 
 struct Hub {
@@ -143,7 +186,8 @@ struct Hub {
     nicks: HashMap<String, ClientId>,
     /// Folded room name → room. A room exists while it has members.
     rooms: HashMap<String, Room>,
-    next_private_id: u64,
+    /// Message ids, recent messages, messages waiting to be committed.
+    history: History,
     /// Clients whose outbox overflowed during the current command.
     overflowed: Vec<ClientId>,
     shutting_down: bool,
@@ -169,13 +213,13 @@ impl RenderOnce {
 }
 
 impl Hub {
-    fn new(config: HubConfig) -> Self {
+    fn new(config: HubConfig, history: History) -> Self {
         Hub {
             config,
             clients: HashMap::new(),
             nicks: HashMap::new(),
             rooms: HashMap::new(),
-            next_private_id: 1,
+            history,
             overflowed: Vec::new(),
             shutting_down: false,
         }
@@ -219,6 +263,64 @@ impl Hub {
             }
             Command::Disconnect { client, reason } => self.disconnect(client, reason, None),
             Command::Shutdown => self.shutdown(),
+            Command::Persisted { upto } => {
+                for pending in self.history.committed(upto) {
+                    self.deliver_committed(pending);
+                }
+            }
+            Command::PersistFailed { upto, cause } => {
+                for pending in self.history.failed(upto) {
+                    let text = format!("message not sent: the server could not save it ({cause})");
+                    self.error(
+                        pending.sender,
+                        pending.tag,
+                        ErrorCode::HistoryUnavailable,
+                        &text,
+                    );
+                }
+            }
+            Command::HistoryAnswer {
+                client,
+                tag,
+                answer,
+            } => match answer {
+                Ok(reply) => self.reply(client, tag, reply),
+                Err(cause) => self.error(client, tag, ErrorCode::HistoryUnavailable, &cause),
+            },
+        }
+    }
+
+    /// A message the store has committed: now everyone may see it.
+    fn deliver_committed(&mut self, pending: Pending) {
+        let event = Event::Message(pending.message);
+        match pending.delivery {
+            Delivery::Room(key) => self.broadcast(&key, &event),
+            Delivery::Private { to } => {
+                self.send_to(to, &event);
+                if to != pending.sender {
+                    self.send_to(pending.sender, &event);
+                }
+            }
+        }
+        if pending.tag.is_some() {
+            self.reply(pending.sender, pending.tag, Reply::Done);
+        }
+    }
+
+    /// Hand a new message to history; deliver it now (memory) or once committed.
+    fn record_and_deliver(
+        &mut self,
+        message: ChatMessage,
+        delivery: Delivery,
+        sender: ClientId,
+        tag: Option<Tag>,
+    ) {
+        match self.history.record(message, delivery, sender, tag.clone()) {
+            Recorded::Pending => {}
+            Recorded::Now(pending) => self.deliver_committed(pending),
+            Recorded::Busy(busy) => {
+                self.error(sender, tag, ErrorCode::HistoryUnavailable, busy.describe())
+            }
         }
     }
 
@@ -338,10 +440,122 @@ impl Hub {
                 self.reply(id, tag, Reply::Whois(info));
             }
             Request::Ping => self.reply(id, tag, Reply::Pong),
+            Request::History {
+                room,
+                before,
+                after,
+                limit,
+            } => self.room_history(id, tag, room, PageRequest::new(before, after, limit)),
+            Request::PrivateHistory {
+                with,
+                before,
+                after,
+                limit,
+            } => self.private_history(id, tag, &with, PageRequest::new(before, after, limit)),
             Request::Quit { reason } => {
                 let reason = reason.map(|r| sanitize_text(&r).into_owned());
                 self.disconnect(id, CloseReason::ClientQuit, reason.as_deref());
             }
+        }
+    }
+
+    fn room_history(
+        &mut self,
+        id: ClientId,
+        tag: Option<Tag>,
+        room: Option<String>,
+        request: PageRequest,
+    ) {
+        // Any room's history may be read, also one nobody is in right now.
+        let (key, name): (String, Arc<str>) = match room {
+            Some(name) => match normalize_room(&name) {
+                Ok(name) => (fold_case(&name), name.into()),
+                Err(error) => {
+                    self.error(id, tag, ErrorCode::RoomInvalid, &error.to_string());
+                    return;
+                }
+            },
+            None => match self.clients[&id].rooms.last() {
+                Some(key) => (key.clone(), self.rooms[key].name.clone()),
+                None => {
+                    self.error(
+                        id,
+                        tag,
+                        ErrorCode::NotInRoom,
+                        "you are not in any room; name one: /history #room",
+                    );
+                    return;
+                }
+            },
+        };
+        let name = self.rooms.get(&key).map_or(name, |room| room.name.clone());
+        if let Some(page) = self
+            .history
+            .room_page_from_tail(&key, &name, request, false)
+        {
+            self.reply(id, tag, Reply::History(Arc::new(page)));
+            return;
+        }
+        let query = store::Query {
+            conversation: store::Conversation::Room(key),
+            scope: HistoryScope::Room(name),
+            before: request.before,
+            after: request.after,
+            limit: request.limit,
+        };
+        self.query_store(id, tag, query);
+    }
+
+    fn private_history(
+        &mut self,
+        id: ClientId,
+        tag: Option<Tag>,
+        with: &str,
+        request: PageRequest,
+    ) {
+        let Ok(with) = validate_nick(with) else {
+            self.error(
+                id,
+                tag,
+                ErrorCode::NickInvalid,
+                &format!("{with:?} is not a name"),
+            );
+            return;
+        };
+        // The conversation between the names as they are now: nicknames are not
+        // accounts, so whoever holds a name reads that name's private history.
+        let me = self.clients[&id].nick.clone().unwrap_or_default();
+        let pair = store::private_pair(&me, with);
+        let with: Arc<str> = with.into();
+        if self.history.store().is_none() {
+            let page = self.history.private_page_from_memory(&pair, &with, request);
+            self.reply(id, tag, Reply::History(Arc::new(page)));
+            return;
+        }
+        let query = store::Query {
+            conversation: store::Conversation::Private(pair),
+            scope: HistoryScope::Private(with),
+            before: request.before,
+            after: request.after,
+            limit: request.limit,
+        };
+        self.query_store(id, tag, query);
+    }
+
+    /// A history page the memory tail cannot answer: the store thread answers it
+    /// through the inbox ([`Command::HistoryAnswer`]).
+    fn query_store(&mut self, id: ClientId, tag: Option<Tag>, query: store::Query) {
+        let sent = match self.history.store() {
+            Some(store) => store.try_query(id, tag.clone(), query).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.error(
+                id,
+                tag,
+                ErrorCode::HistoryUnavailable,
+                "the history store is busy; try again shortly",
+            );
         }
     }
 
@@ -409,22 +623,18 @@ impl Hub {
             return;
         }
         let from = self.clients[&id].nick.clone().unwrap_or_default();
-        let room = self.rooms.get_mut(&key).expect("resolved room exists");
         let message = ChatMessage {
-            id: room.next_message_id,
+            id: self.history.next_room_id(&key),
             time: SystemTime::now(),
-            target: Target::Room(room.name.clone()),
+            target: Target::Room(self.rooms[&key].name.clone()),
             from,
             from_client: id,
             text: sanitize_text(text).into(),
             data,
             action,
         };
-        room.next_message_id += 1;
-        self.broadcast(&key, &Event::Message(Arc::new(message)));
-        if tag.is_some() {
-            self.reply(id, tag, Reply::Done);
-        }
+        // Delivered (and acknowledged) once it is in the history.
+        self.record_and_deliver(message, Delivery::Room(key), id, tag);
     }
 
     fn whisper(
@@ -446,7 +656,7 @@ impl Hub {
             return;
         };
         let message = ChatMessage {
-            id: self.next_private_id,
+            id: self.history.next_private_id(),
             time: SystemTime::now(),
             target: Target::Private(self.clients[&target].nick.clone().unwrap_or_default()),
             from: self.clients[&id].nick.clone().unwrap_or_default(),
@@ -455,15 +665,7 @@ impl Hub {
             data,
             action,
         };
-        self.next_private_id += 1;
-        let event = Event::Message(Arc::new(message));
-        self.send_to(target, &event);
-        if target != id {
-            self.send_to(id, &event);
-        }
-        if tag.is_some() {
-            self.reply(id, tag, Reply::Done);
-        }
+        self.record_and_deliver(message, Delivery::Private { to: target }, id, tag);
     }
 
     fn join(&mut self, id: ClientId, tag: Option<Tag>, room: &str) {
@@ -498,15 +700,19 @@ impl Hub {
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
             name: name.as_str().into(),
             members: Vec::new(),
-            next_message_id: 1,
         });
         room.members.push(member);
+        let name = room.name.clone();
         let event = Event::Joined {
-            room: room.name.clone(),
+            room: name.clone(),
             nick,
             client: id,
         };
         self.broadcast(&key, &event);
+        // Before any live message of the room: those are delivered by later commands.
+        if let Some(page) = self.history.replay(&key, &name) {
+            self.send_to(id, &Event::Replay(Arc::new(page)));
+        }
         if tag.is_some() {
             self.reply(id, tag, Reply::Done);
         }

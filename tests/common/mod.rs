@@ -43,13 +43,18 @@ impl Server {
         Self::start_with_env(args, &[])
     }
 
+    /// As [`Server::start`], with extra environment. History stays in memory unless the
+    /// test names a data directory, so parallel tests never share one.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(binary());
-        command
-            .arg("serve")
-            .arg("--line")
-            .arg("127.0.0.1:0")
-            .args(args);
+        command.arg("serve").arg("--line").arg("127.0.0.1:0");
+        if !args
+            .iter()
+            .any(|arg| *arg == "--data" || *arg == "--memory")
+        {
+            command.arg("--memory");
+        }
+        command.args(args);
         Self::spawn(command, env, &["line"])
     }
 

@@ -36,6 +36,14 @@ pub const HELP: &[(&str, &str)] = &[
         "who NAME is: client id, rooms, how connected",
     ),
     ("/nick NEW", "change your name"),
+    (
+        "/history [#room|NAME] [N]",
+        "last N messages of a room (default: current) or of your private talk with NAME",
+    ),
+    (
+        "/history ... before|after ID",
+        "page back or forward from message ID (ids are shown after each page)",
+    ),
     ("/ping", "check the server answers"),
     ("/quit [reason], /q, end", "leave"),
     ("//text", "say text that starts with a slash"),
@@ -108,11 +116,63 @@ pub fn parse(line: &str) -> LineInput {
             _ => LineInput::Invalid("a name cannot contain spaces".into()),
         },
         "ping" => LineInput::Request(Request::Ping),
+        "history" | "hist" => history(rest),
         "" => LineInput::Invalid("empty command; /help lists the commands, //text sends a line starting with /".into()),
         other => LineInput::Invalid(format!(
             "unknown command /{other}; /help lists the commands, //text sends a line starting with /"
         )),
     }
+}
+
+/// `/history [#room|NAME] [N] [before ID|after ID]`, words in any order.
+fn history(rest: &str) -> LineInput {
+    const USAGE: &str = "usage: /history [#room|NAME] [N] [before ID|after ID]";
+    let mut room = None;
+    let mut with = None;
+    let mut limit = None;
+    let mut before = None;
+    let mut after = None;
+    let mut words = rest.split_whitespace();
+    while let Some(word) = words.next() {
+        let lower = word.to_ascii_lowercase();
+        if lower == "before" || lower == "after" {
+            let Some(id) = words.next().and_then(|id| id.parse::<u64>().ok()) else {
+                return LineInput::Invalid(format!("{USAGE} ({lower} needs a message id)"));
+            };
+            let slot = if lower == "before" {
+                &mut before
+            } else {
+                &mut after
+            };
+            if slot.replace(id).is_some() {
+                return LineInput::Invalid(format!("{USAGE} ({lower} given twice)"));
+            }
+        } else if let Ok(n) = word.parse::<usize>() {
+            if limit.replace(n).is_some() {
+                return LineInput::Invalid(format!("{USAGE} (two counts given)"));
+            }
+        } else if word.starts_with('#') && room.is_none() && with.is_none() {
+            room = Some(word.to_owned());
+        } else if room.is_none() && with.is_none() {
+            with = Some(word.to_owned());
+        } else {
+            return LineInput::Invalid(format!("{USAGE} (did not understand {word:?})"));
+        }
+    }
+    LineInput::Request(match with {
+        Some(with) => Request::PrivateHistory {
+            with,
+            before,
+            after,
+            limit,
+        },
+        None => Request::History {
+            room,
+            before,
+            after,
+            limit,
+        },
+    })
 }
 
 fn say(text: String, action: bool) -> LineInput {
@@ -231,6 +291,48 @@ mod tests {
             }
         );
         assert_eq!(request("/ROOMS"), Request::Rooms);
+    }
+
+    #[test]
+    fn history_pages() {
+        let room = |room: Option<&str>, before, after, limit| Request::History {
+            room: room.map(str::to_owned),
+            before,
+            after,
+            limit,
+        };
+        assert_eq!(request("/history"), room(None, None, None, None));
+        assert_eq!(request("/history 50"), room(None, None, None, Some(50)));
+        assert_eq!(
+            request("/history #rust 10 before 99"),
+            room(Some("#rust"), Some(99), None, Some(10))
+        );
+        assert_eq!(
+            request("/HISTORY after 7 #rust"),
+            room(Some("#rust"), None, Some(7), None)
+        );
+        assert_eq!(
+            request("/history bob 5 after 3"),
+            Request::PrivateHistory {
+                with: "bob".into(),
+                before: None,
+                after: Some(3),
+                limit: Some(5)
+            }
+        );
+        for bad in [
+            "/history before",
+            "/history before x",
+            "/history 1 2",
+            "/history #a #b",
+            "/history bob carol",
+            "/history after 1 after 2",
+        ] {
+            assert!(
+                matches!(parse(bad), LineInput::Invalid(text) if text.contains("usage: /history")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

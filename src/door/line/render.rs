@@ -1,12 +1,15 @@
 //! How hub events look on the plain-text door: the seed's `[name] text` for the
-//! default room, `#room [name] text` elsewhere, `*** ` for notices, `error: ` for errors.
+//! default room, `#room [name] text` elsewhere, `*** ` for notices, `error: ` for errors,
+//! and history (replay on join, `/history`) as `[history HH:MM:SS] ` + the message line.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use bytes::Bytes;
 
-use crate::hub::{Event, Reply, Target};
+use crate::hub::{ChatMessage, Event, HistoryPage, HistoryScope, Reply, Target};
 use crate::text::fold_case;
 
 /// Renders events for netcat, telnet, the seed clients and `switchboard chat`.
@@ -26,6 +29,83 @@ impl LineRender {
         if fold_case(room) != self.default_room_key {
             out.push_str(room);
             out.push(' ');
+        }
+    }
+
+    fn write_message(&self, out: &mut String, message: &ChatMessage) {
+        match &message.target {
+            Target::Room(room) => {
+                self.room_prefix(out, room);
+                if message.action {
+                    let _ = write!(out, "* {} {}", message.from, message.text);
+                } else {
+                    let _ = write!(out, "[{}] {}", message.from, message.text);
+                }
+            }
+            Target::Private(to) => {
+                if message.action {
+                    let _ = write!(
+                        out,
+                        "[{} -> {}] * {} {}",
+                        message.from, to, message.from, message.text
+                    );
+                } else {
+                    let _ = write!(out, "[{} -> {}] {}", message.from, to, message.text);
+                }
+            }
+        }
+        if let Some(data) = &message.data {
+            // serde_json escapes control characters, so this cannot start a new line.
+            if !message.text.is_empty() {
+                out.push(' ');
+            }
+            let _ = write!(out, "{data}");
+        }
+    }
+
+    /// One line per message, each marked `[history TIME] `; an explicit `/history` also
+    /// gets a closing line that says how to page on.
+    fn write_history(&self, out: &mut String, page: &HistoryPage, explicit: bool) {
+        let today = utc_day(SystemTime::now());
+        for (index, message) in page.messages.iter().enumerate() {
+            if index > 0 {
+                out.push('\n');
+            }
+            out.push_str("[history ");
+            write_utc(out, message.time, today);
+            out.push_str("] ");
+            self.write_message(out, message);
+        }
+        if !explicit {
+            return;
+        }
+        if !page.messages.is_empty() {
+            out.push('\n');
+        }
+        let (what, selector) = match &page.scope {
+            HistoryScope::Room(room) => (format!("{room}"), format!("{room}")),
+            HistoryScope::Private(with) => {
+                (format!("private messages with {with}"), format!("{with}"))
+            }
+        };
+        match (page.messages.first(), page.messages.last()) {
+            (Some(first), Some(last)) => {
+                let count = page.messages.len();
+                let _ = write!(
+                    out,
+                    "*** history of {what}: {count} message{} (ids {}-{})",
+                    if count == 1 { "" } else { "s" },
+                    first.id,
+                    last.id
+                );
+                if page.more {
+                    let _ = write!(out, "; more: /history {selector} before {}", first.id);
+                }
+                let _ = write!(out, "; newer: /history {selector} after {}", last.id);
+            }
+            _ => {
+                let _ = write!(out, "*** history of {what}: no messages there");
+            }
         }
     }
 
@@ -49,35 +129,12 @@ impl LineRender {
                     let _ = write!(out, " ({reason})");
                 }
             }
-            Event::Message(message) => {
-                match &message.target {
-                    Target::Room(room) => {
-                        self.room_prefix(out, room);
-                        if message.action {
-                            let _ = write!(out, "* {} {}", message.from, message.text);
-                        } else {
-                            let _ = write!(out, "[{}] {}", message.from, message.text);
-                        }
-                    }
-                    Target::Private(to) => {
-                        if message.action {
-                            let _ = write!(
-                                out,
-                                "[{} -> {}] * {} {}",
-                                message.from, to, message.from, message.text
-                            );
-                        } else {
-                            let _ = write!(out, "[{} -> {}] {}", message.from, to, message.text);
-                        }
-                    }
+            Event::Message(message) => self.write_message(out, message),
+            Event::Replay(page) => {
+                if page.messages.is_empty() {
+                    return false;
                 }
-                if let Some(data) = &message.data {
-                    // serde_json escapes control characters, so this cannot start a new line.
-                    if !message.text.is_empty() {
-                        out.push(' ');
-                    }
-                    let _ = write!(out, "{data}");
-                }
+                self.write_history(out, page, false);
             }
             Event::NickChanged { old, new, .. } => {
                 let _ = write!(out, "*** {old} is now known as {new}");
@@ -87,6 +144,7 @@ impl LineRender {
             }
             Event::Reply { reply, .. } => match reply {
                 Reply::Done => return false,
+                Reply::History(page) => self.write_history(out, page, true),
                 Reply::Pong => out.push_str("*** pong"),
                 Reply::Rooms(rooms) => {
                     out.push_str("*** rooms:");
@@ -130,6 +188,47 @@ impl LineRender {
         }
         true
     }
+}
+
+fn utc_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn utc_day(time: SystemTime) -> u64 {
+    utc_seconds(time) / 86_400
+}
+
+/// `HH:MM:SS` in UTC, preceded by `YYYY-MM-DD ` when not on `today` (a UTC day number).
+fn write_utc(out: &mut String, time: SystemTime, today: u64) {
+    let seconds = utc_seconds(time);
+    let day = seconds / 86_400;
+    if day != today {
+        let (year, month, date) = civil_from_days(day);
+        let _ = write!(out, "{year:04}-{month:02}-{date:02} ");
+    }
+    let of_day = seconds % 86_400;
+    let _ = write!(
+        out,
+        "{:02}:{:02}:{:02}",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    );
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let date = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, date)
 }
 
 impl crate::hub::Render for LineRender {
@@ -226,6 +325,74 @@ mod tests {
             text(event),
             "[drone1] {\"cmd\":\"land\",\"note\":\"a\\nb\"}\n"
         );
+    }
+
+    fn at(id: u64, time: SystemTime, room: &str) -> Arc<ChatMessage> {
+        Arc::new(ChatMessage {
+            id,
+            time,
+            target: Target::Room(room.into()),
+            from: "alice".into(),
+            from_client: 1,
+            text: format!("m{id}").into(),
+            data: None,
+            action: false,
+        })
+    }
+
+    #[test]
+    fn history_is_marked_with_its_time() {
+        // 2021-03-04 05:06:07 UTC: an old day gets its date.
+        let old = UNIX_EPOCH + std::time::Duration::from_secs(1_614_834_367);
+        let now = SystemTime::now();
+        let today = utc_seconds(now) % 86_400;
+        let page = HistoryPage {
+            scope: HistoryScope::Room("#rust".into()),
+            messages: vec![at(4, old, "#rust"), at(5, now, "#rust")],
+            more: true,
+        };
+        let replay = text(Event::Replay(Arc::new(page.clone())));
+        let expected_now = format!(
+            "[history {:02}:{:02}:{:02}] #rust [alice] m5\n",
+            today / 3600,
+            today / 60 % 60,
+            today % 60
+        );
+        assert_eq!(
+            replay,
+            format!("[history 2021-03-04 05:06:07] #rust [alice] m4\n{expected_now}")
+        );
+        let answer = text(Event::Reply {
+            tag: None,
+            reply: Reply::History(Arc::new(page)),
+        });
+        assert!(answer.starts_with(&replay), "{answer}");
+        assert!(
+            answer.ends_with("*** history of #rust: 2 messages (ids 4-5); more: /history #rust before 4; newer: /history #rust after 5\n"),
+            "{answer}"
+        );
+        let empty = HistoryPage {
+            scope: HistoryScope::Private("bob".into()),
+            messages: vec![],
+            more: false,
+        };
+        assert!(LineRender::new("#general")
+            .render(&Event::Replay(Arc::new(empty.clone())))
+            .is_none());
+        assert_eq!(
+            text(Event::Reply {
+                tag: None,
+                reply: Reply::History(Arc::new(empty))
+            }),
+            "*** history of private messages with bob: no messages there\n"
+        );
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(18_690), (2021, 3, 4));
     }
 
     #[test]

@@ -1,0 +1,477 @@
+//! The hub's side of history: per-room id counters, a bounded tail of recent messages
+//! per room (replay on join and shallow paging without touching disk), the queue of
+//! messages handed to the store and not yet committed, and (with `--memory`) the
+//! in-RAM history itself. Pure bookkeeping: it never blocks and never renders.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{ChatMessage, ClientId, HistoryPage, HistoryScope, Tag, Target};
+use crate::store::{self, Conversation, Loaded, Retention, StoreBusy, StoreSender};
+
+/// Recent messages kept per room in memory when history is on disk (at least the
+/// replay count): joins and shallow paging are served from here.
+pub const STORED_TAIL_PER_ROOM: usize = 200;
+/// With `--memory` the tail is all the history there is: this much per room.
+pub const MEMORY_TAIL_PER_ROOM: usize = 1000;
+/// With `--memory`: private messages kept, over all conversations.
+pub const MEMORY_PRIVATE_MESSAGES: usize = 10_000;
+
+/// How many recent messages per room the hub keeps in memory (and the store loads at
+/// startup) for a given replay count.
+pub fn tail_per_room(replay: usize, stored: bool) -> usize {
+    let base = if stored {
+        STORED_TAIL_PER_ROOM
+    } else {
+        MEMORY_TAIL_PER_ROOM
+    };
+    base.max(replay)
+}
+
+/// Where a committed message goes.
+pub(super) enum Delivery {
+    /// Everyone in the room (folded key) at the time it is committed.
+    Room(String),
+    /// The recipient and the sender.
+    Private { to: ClientId },
+}
+
+/// A message handed to the store and not yet reported committed.
+pub(super) struct Pending {
+    seq: u64,
+    pub message: Arc<ChatMessage>,
+    pub delivery: Delivery,
+    pub sender: ClientId,
+    pub tag: Option<Tag>,
+}
+
+/// What became of a message handed to [`History::record`].
+pub(super) enum Recorded {
+    /// Kept in memory (`--memory`): deliver it now.
+    Now(Pending),
+    /// Handed to the store: it is delivered when the store reports it committed.
+    Pending,
+    /// The store could not take the message (full queue, or stopped).
+    Busy(StoreBusy),
+}
+
+struct RoomHistory {
+    /// The highest id handed out in this room (committed or pending).
+    last_id: u64,
+    /// Committed messages, oldest first, at most `History::tail_cap`.
+    tail: VecDeque<Arc<ChatMessage>>,
+    /// The tail holds every stored message of the room (nothing older on disk).
+    complete: bool,
+}
+
+pub(super) struct History {
+    store: Option<StoreSender>,
+    replay: usize,
+    tail_cap: usize,
+    retention: Retention,
+    /// Keyed by folded room name; outlives the room so ids never repeat in a run.
+    rooms: HashMap<String, RoomHistory>,
+    /// `--memory` only: recent private messages.
+    private: VecDeque<Arc<ChatMessage>>,
+    last_private_id: u64,
+    pending: VecDeque<Pending>,
+    next_seq: u64,
+}
+
+/// Which part of a conversation a page request wants.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PageRequest {
+    pub before: Option<u64>,
+    pub after: Option<u64>,
+    pub limit: usize,
+}
+
+impl PageRequest {
+    /// Fill the default limit and clamp it to the maximum.
+    pub fn new(before: Option<u64>, after: Option<u64>, limit: Option<usize>) -> Self {
+        PageRequest {
+            before,
+            after,
+            limit: limit
+                .unwrap_or(super::DEFAULT_HISTORY_LIMIT)
+                .clamp(1, super::MAX_HISTORY_LIMIT),
+        }
+    }
+}
+
+impl History {
+    pub fn new(
+        store: Option<StoreSender>,
+        loaded: Loaded,
+        replay: usize,
+        retention: Retention,
+    ) -> Self {
+        let tail_cap = tail_per_room(replay, store.is_some())
+            .min(retention.max_messages.unwrap_or(usize::MAX))
+            .max(1);
+        let rooms = loaded
+            .rooms
+            .into_iter()
+            .map(|room| {
+                let complete = room.tail.len() < tail_cap;
+                let history = RoomHistory {
+                    last_id: room.last_id,
+                    tail: room.tail.into(),
+                    complete,
+                };
+                (room.key, history)
+            })
+            .collect();
+        History {
+            store,
+            replay,
+            tail_cap,
+            retention,
+            rooms,
+            private: VecDeque::new(),
+            last_private_id: loaded.last_private_id,
+            pending: VecDeque::new(),
+            next_seq: 1,
+        }
+    }
+
+    /// The id the next message in room `key` will get.
+    pub fn next_room_id(&self, key: &str) -> u64 {
+        self.rooms.get(key).map_or(0, |room| room.last_id) + 1
+    }
+
+    pub fn next_private_id(&self) -> u64 {
+        self.last_private_id + 1
+    }
+
+    /// Take a message whose id came from [`History::next_room_id`] or
+    /// [`History::next_private_id`]. With a store it is handed to the writer and
+    /// [`Recorded::Pending`]; in memory it is kept and returned for delivery now.
+    pub fn record(
+        &mut self,
+        message: ChatMessage,
+        delivery: Delivery,
+        sender: ClientId,
+        tag: Option<Tag>,
+    ) -> Recorded {
+        let message = Arc::new(message);
+        if let Some(store) = &self.store {
+            let conversation = match &delivery {
+                Delivery::Room(key) => Conversation::Room(key.clone()),
+                // A private message's target is the recipient's nickname.
+                Delivery::Private { .. } => {
+                    let (Target::Private(to) | Target::Room(to)) = &message.target;
+                    Conversation::Private(store::private_pair(&message.from, to))
+                }
+            };
+            if let Err(busy) = store.try_append(self.next_seq, conversation, message.clone()) {
+                return Recorded::Busy(busy);
+            }
+            self.take_id(&delivery, message.id);
+            self.pending.push_back(Pending {
+                seq: self.next_seq,
+                message,
+                delivery,
+                sender,
+                tag,
+            });
+            self.next_seq += 1;
+            return Recorded::Pending;
+        }
+        self.take_id(&delivery, message.id);
+        self.keep(&delivery, message.clone());
+        Recorded::Now(Pending {
+            seq: 0,
+            message,
+            delivery,
+            sender,
+            tag,
+        })
+    }
+
+    fn take_id(&mut self, delivery: &Delivery, id: u64) {
+        match delivery {
+            Delivery::Room(key) => {
+                let tail_cap = self.tail_cap;
+                let room = self
+                    .rooms
+                    .entry(key.clone())
+                    .or_insert_with(|| RoomHistory {
+                        last_id: 0,
+                        tail: VecDeque::with_capacity(tail_cap.min(64)),
+                        complete: true,
+                    });
+                room.last_id = room.last_id.max(id);
+            }
+            Delivery::Private { .. } => self.last_private_id = self.last_private_id.max(id),
+        }
+    }
+
+    /// Add a committed message to the in-memory tail.
+    fn keep(&mut self, delivery: &Delivery, message: Arc<ChatMessage>) {
+        match delivery {
+            Delivery::Room(key) => {
+                let Some(room) = self.rooms.get_mut(key) else {
+                    return;
+                };
+                room.tail.push_back(message);
+                if room.tail.len() > self.tail_cap {
+                    room.tail.pop_front();
+                    // On disk there is now more than the tail holds, unless retention
+                    // deletes exactly what falls off it.
+                    let retained_all = self
+                        .retention
+                        .max_messages
+                        .is_some_and(|keep| keep <= self.tail_cap);
+                    if self.store.is_some() && !retained_all {
+                        room.complete = false;
+                    }
+                }
+            }
+            Delivery::Private { .. } => {
+                if self.store.is_none() {
+                    self.private.push_back(message);
+                    if self.private.len() > MEMORY_PRIVATE_MESSAGES {
+                        self.private.pop_front();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The store committed everything up to `upto`: those messages, in order, ready to
+    /// deliver (already added to the tails).
+    pub fn committed(&mut self, upto: u64) -> Vec<Pending> {
+        let mut done = Vec::new();
+        while self.pending.front().is_some_and(|p| p.seq <= upto) {
+            if let Some(pending) = self.pending.pop_front() {
+                self.keep(&pending.delivery, pending.message.clone());
+                done.push(pending);
+            }
+        }
+        done
+    }
+
+    /// The store failed to commit everything up to `upto`: those messages, to refuse.
+    pub fn failed(&mut self, upto: u64) -> Vec<Pending> {
+        let mut failed = Vec::new();
+        while self.pending.front().is_some_and(|p| p.seq <= upto) {
+            failed.extend(self.pending.pop_front());
+        }
+        failed
+    }
+
+    fn age_cutoff(&self) -> Option<SystemTime> {
+        self.retention.max_age.map(|age| {
+            SystemTime::now()
+                .checked_sub(age)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        })
+    }
+
+    /// The replay for a client joining room `key`, or `None` when there is nothing to show.
+    pub fn replay(&self, key: &str, name: &Arc<str>) -> Option<HistoryPage> {
+        if self.replay == 0 {
+            return None;
+        }
+        let page = self.room_page_from_tail(
+            key,
+            name,
+            PageRequest {
+                before: None,
+                after: None,
+                limit: self.replay,
+            },
+            true,
+        )?;
+        (!page.messages.is_empty()).then_some(page)
+    }
+
+    /// A page of room history from memory when the tail can answer it exactly; `None`
+    /// when it needs the store. `partial_ok` accepts the tail's best effort (replay).
+    pub fn room_page_from_tail(
+        &self,
+        key: &str,
+        name: &Arc<str>,
+        request: PageRequest,
+        partial_ok: bool,
+    ) -> Option<HistoryPage> {
+        let scope = HistoryScope::Room(name.clone());
+        let Some(room) = self.rooms.get(key) else {
+            // No message was ever stored or said here.
+            return Some(HistoryPage {
+                scope,
+                messages: Vec::new(),
+                more: false,
+            });
+        };
+        let complete = room.complete || self.store.is_none() || partial_ok;
+        let cutoff = self.age_cutoff();
+        let in_range = |message: &&Arc<ChatMessage>| {
+            request.before.is_none_or(|before| message.id < before)
+                && request.after.is_none_or(|after| message.id > after)
+                && cutoff.is_none_or(|cutoff| message.time >= cutoff)
+        };
+        page_of(room.tail.iter(), in_range, request, complete, scope)
+    }
+
+    /// `--memory` only: a page of the private conversation `pair`.
+    pub fn private_page_from_memory(
+        &self,
+        pair: &str,
+        with: &Arc<str>,
+        request: PageRequest,
+    ) -> HistoryPage {
+        let cutoff = self.age_cutoff();
+        let in_range = |message: &&Arc<ChatMessage>| {
+            request.before.is_none_or(|before| message.id < before)
+                && request.after.is_none_or(|after| message.id > after)
+                && cutoff.is_none_or(|cutoff| message.time >= cutoff)
+                && match &message.target {
+                    Target::Private(to) => store::private_pair(&message.from, to) == pair,
+                    Target::Room(_) => false,
+                }
+        };
+        let scope = HistoryScope::Private(with.clone());
+        page_of(self.private.iter(), in_range, request, true, scope).unwrap_or(HistoryPage {
+            scope: HistoryScope::Private(with.clone()),
+            messages: Vec::new(),
+            more: false,
+        })
+    }
+
+    pub fn store(&self) -> Option<&StoreSender> {
+        self.store.as_ref()
+    }
+}
+
+/// Cut a page out of `messages` (oldest first). With `after`, the first `limit` matches
+/// after it; otherwise the last `limit` matches. `complete`: `messages` holds everything
+/// there is, so a short page is the whole answer; otherwise a page that cannot be filled
+/// (or might miss older messages) is `None`.
+fn page_of<'a>(
+    messages: impl DoubleEndedIterator<Item = &'a Arc<ChatMessage>> + Clone,
+    in_range: impl Fn(&&'a Arc<ChatMessage>) -> bool + Copy,
+    request: PageRequest,
+    complete: bool,
+    scope: HistoryScope,
+) -> Option<HistoryPage> {
+    let limit = request.limit;
+    if let Some(after) = request.after {
+        // Everything after `after` is here if the oldest message held is at most the
+        // next id (ids are integers) or nothing older exists.
+        let oldest = messages.clone().next().map(|m| m.id);
+        if !complete && oldest.is_none_or(|oldest| oldest > after.saturating_add(1)) {
+            return None;
+        }
+        let mut page: Vec<_> = messages.filter(in_range).take(limit + 1).cloned().collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        return Some(HistoryPage {
+            scope,
+            messages: page,
+            more,
+        });
+    }
+    let mut page: Vec<_> = messages
+        .rev()
+        .filter(in_range)
+        .take(limit + 1)
+        .cloned()
+        .collect();
+    let more = page.len() > limit;
+    if !more && !complete {
+        return None;
+    }
+    page.truncate(limit);
+    page.reverse();
+    Some(HistoryPage {
+        scope,
+        messages: page,
+        more,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64) -> Arc<ChatMessage> {
+        Arc::new(ChatMessage {
+            id,
+            time: SystemTime::now(),
+            target: Target::Room("#r".into()),
+            from: "a".into(),
+            from_client: 1,
+            text: format!("m{id}").into(),
+            data: None,
+            action: false,
+        })
+    }
+
+    fn ids(page: &HistoryPage) -> Vec<u64> {
+        page.messages.iter().map(|m| m.id).collect()
+    }
+
+    fn page(
+        tail: &[Arc<ChatMessage>],
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: usize,
+        complete: bool,
+    ) -> Option<HistoryPage> {
+        let request = PageRequest {
+            before,
+            after,
+            limit,
+        };
+        let in_range = move |m: &&Arc<ChatMessage>| {
+            before.is_none_or(|b| m.id < b) && after.is_none_or(|a| m.id > a)
+        };
+        page_of(
+            tail.iter(),
+            in_range,
+            request,
+            complete,
+            HistoryScope::Room("#r".into()),
+        )
+    }
+
+    #[test]
+    fn pages_backwards_and_forwards_within_the_tail() {
+        let tail: Vec<_> = (11..=20).map(message).collect();
+        let last = page(&tail, None, None, 3, false).unwrap();
+        assert_eq!(ids(&last), vec![18, 19, 20]);
+        assert!(last.more);
+        let older = page(&tail, Some(18), None, 3, false).unwrap();
+        assert_eq!(ids(&older), vec![15, 16, 17]);
+        let newer = page(&tail, None, Some(15), 3, false).unwrap();
+        assert_eq!(ids(&newer), vec![16, 17, 18]);
+        assert!(newer.more);
+        let end = page(&tail, None, Some(18), 3, false).unwrap();
+        assert_eq!(ids(&end), vec![19, 20]);
+        assert!(!end.more);
+    }
+
+    #[test]
+    fn an_incomplete_tail_sends_deep_pages_to_the_store() {
+        let tail: Vec<_> = (11..=20).map(message).collect();
+        assert!(page(&tail, Some(13), None, 5, false).is_none());
+        assert!(page(&tail, None, Some(5), 5, false).is_none());
+        // The same pages from a complete tail are just short.
+        assert_eq!(
+            ids(&page(&tail, Some(13), None, 5, true).unwrap()),
+            vec![11, 12]
+        );
+        assert_eq!(
+            ids(&page(&tail, None, Some(5), 3, true).unwrap()),
+            vec![11, 12, 13]
+        );
+        // After the message just before the tail: the tail has all of it.
+        assert_eq!(
+            ids(&page(&tail, None, Some(10), 2, false).unwrap()),
+            vec![11, 12]
+        );
+    }
+}
