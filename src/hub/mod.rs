@@ -37,6 +37,8 @@ pub struct HubConfig {
     pub default_room: String,
     /// Capacity of the hub's inbox (commands); front doors wait when it is full.
     pub inbox_capacity: usize,
+    /// Fan-out counters, bumped once per fan-out (not per recipient).
+    pub metrics: crate::metrics::HubMetrics,
 }
 
 impl Default for HubConfig {
@@ -44,6 +46,7 @@ impl Default for HubConfig {
         HubConfig {
             default_room: "#general".into(),
             inbox_capacity: 8192,
+            metrics: Default::default(),
         }
     }
 }
@@ -673,27 +676,43 @@ impl Hub {
             return;
         };
         let mut rendered = RenderOnce::default();
+        let mut delivered = 0;
         for member in &room.members {
             if let Some(bytes) = rendered.get(&member.render, event) {
+                delivered += 1;
                 if member.outbox.push(bytes) == Push::Overflowed {
                     self.overflowed.push(member.client);
                 }
+            }
+        }
+        self.count_deliveries(event, delivered);
+    }
+
+    /// One metrics update per fan-out, never one per recipient.
+    fn count_deliveries(&self, event: &Event, delivered: u64) {
+        if delivered > 0 {
+            self.config.metrics.deliveries.increment(delivered);
+            if matches!(event, Event::Message(_)) {
+                self.config.metrics.messages_out.increment(delivered);
             }
         }
     }
 
     fn send_to_many(&mut self, clients: &[ClientId], event: &Event) {
         let mut rendered = RenderOnce::default();
+        let mut delivered = 0;
         for id in clients {
             let Some(client) = self.clients.get(id) else {
                 continue;
             };
             if let Some(bytes) = rendered.get(&client.render, event) {
+                delivered += 1;
                 if client.outbox.push(bytes) == Push::Overflowed {
                     self.overflowed.push(*id);
                 }
             }
         }
+        self.count_deliveries(event, delivered);
     }
 
     fn send_to(&mut self, id: ClientId, event: &Event) {
@@ -704,6 +723,7 @@ impl Hub {
             if client.outbox.push(bytes) == Push::Overflowed {
                 self.overflowed.push(id);
             }
+            self.count_deliveries(event, 1);
         }
     }
 
