@@ -8,9 +8,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::door::json::{JsonDoor, JsonSettings};
 use crate::door::line::{LineDoor, LineSettings};
+use crate::door::web::ws::WsLimits;
+use crate::door::web::WebDoor;
 use crate::door::ConnectionSlots;
 use crate::hub::{self, Command, HubConfig};
+use crate::metrics::Metrics;
+use tokio_rustls::TlsAcceptor;
 
 /// A listener could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -47,17 +52,45 @@ async fn bind(
     })
 }
 
+async fn bind_optional(
+    door: &'static str,
+    flag: &'static str,
+    addr: Option<SocketAddr>,
+) -> Result<Option<TcpListener>, BindError> {
+    match addr {
+        Some(addr) => bind(door, flag, addr).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 /// A server with its listeners bound, ready to run.
 pub struct Server {
     config: Config,
     line: TcpListener,
+    json: Option<TcpListener>,
+    web: Option<TcpListener>,
+    line_tls: Option<TcpListener>,
+    json_tls: Option<TcpListener>,
+    metrics: Metrics,
 }
 
 impl Server {
     /// Bind every configured listener; nothing is served until [`Server::run`].
     pub async fn bind(config: Config) -> Result<Server, BindError> {
         let line = bind("line", "--line", config.line).await?;
-        Ok(Server { config, line })
+        let json = bind_optional("json", "--json", config.json).await?;
+        let web = bind_optional("web", "--web", config.web).await?;
+        let line_tls = bind_optional("line-tls", "--line-tls", config.line_tls).await?;
+        let json_tls = bind_optional("json-tls", "--json-tls", config.json_tls).await?;
+        Ok(Server {
+            config,
+            line,
+            json,
+            web,
+            line_tls,
+            json_tls,
+            metrics: Metrics::new(),
+        })
     }
 
     /// Each door's name and the address it really listens on (port 0 resolved).
@@ -66,7 +99,33 @@ impl Server {
         if let Ok(addr) = self.line.local_addr() {
             doors.push(("line", addr));
         }
+        let optional = [
+            ("json", &self.json),
+            ("line-tls", &self.line_tls),
+            ("json-tls", &self.json_tls),
+        ];
+        for (door, listener) in optional {
+            if let Some(Ok(addr)) = listener.as_ref().map(TcpListener::local_addr) {
+                doors.push((door, addr));
+            }
+        }
         doors
+    }
+
+    /// The web door's URL (`https` with TLS), with the port it really listens on.
+    pub fn web_url(&self) -> Option<String> {
+        let addr = self.web.as_ref()?.local_addr().ok()?;
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Some(format!("{scheme}://{addr}/"))
+    }
+
+    /// This server's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Serve until `shutdown` is cancelled, then shut down gracefully.
@@ -76,12 +135,13 @@ impl Server {
         let hub = hub::spawn(
             HubConfig {
                 default_room: config.default_room.clone(),
+                metrics: self.metrics.hub(),
                 ..HubConfig::default()
             },
             &tracker,
         );
         let slots = ConnectionSlots::new(config.max_clients, config.max_clients_per_ip);
-        let line_door = LineDoor::new(
+        let line_door = LineDoor::with_metrics(
             hub.clone(),
             slots.clone(),
             LineSettings {
@@ -90,8 +150,44 @@ impl Server {
                 register_timeout: config.register_timeout,
                 default_room: config.default_room.clone(),
             },
+            self.metrics.door("line"),
         );
+        if let (Some(listener), Some(tls)) = (self.line_tls, &config.tls) {
+            let door = line_door.clone();
+            let slots = slots.clone();
+            tracker.spawn(crate::tls::accept_loop(
+                "line-tls",
+                listener,
+                TlsAcceptor::from(tls.streams.clone()),
+                shutdown.clone(),
+                tracker.clone(),
+                move |stream, peer| {
+                    let door = door.clone();
+                    let slots = slots.clone();
+                    async move {
+                        // Refused connections are counted and logged by the plain door.
+                        if let Ok(slot) = slots.acquire(peer) {
+                            door.run(stream, peer).await;
+                            drop(slot);
+                        }
+                    }
+                },
+            ));
+        }
         tracker.spawn(line_door.serve(self.line, shutdown.clone(), tracker.clone()));
+        spawn_json_and_web(
+            JsonAndWeb {
+                json: self.json,
+                json_tls: self.json_tls,
+                web: self.web,
+            },
+            &config,
+            &hub,
+            &slots,
+            &self.metrics,
+            &shutdown,
+            &tracker,
+        );
 
         shutdown.cancelled().await;
         tracing::info!(
@@ -113,6 +209,81 @@ impl Server {
                 config.shutdown_grace
             );
         }
+    }
+}
+
+/// The listeners of the JSON and web doors.
+struct JsonAndWeb {
+    json: Option<TcpListener>,
+    json_tls: Option<TcpListener>,
+    web: Option<TcpListener>,
+}
+
+/// Start the JSON door (plain and TLS) and the web door on `tracker`.
+fn spawn_json_and_web(
+    listeners: JsonAndWeb,
+    config: &Config,
+    hub: &hub::HubHandle,
+    slots: &std::sync::Arc<ConnectionSlots>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let json_settings = JsonSettings {
+        max_message_bytes: config.max_json_bytes,
+        max_queue_bytes: config.max_queue_bytes,
+        register_timeout: config.register_timeout,
+    };
+    let json_door = JsonDoor::new(
+        hub.clone(),
+        slots.clone(),
+        json_settings.clone(),
+        "json",
+        metrics.door("json"),
+    );
+    if let Some(listener) = listeners.json {
+        tracker.spawn(
+            json_door
+                .clone()
+                .serve(listener, shutdown.clone(), tracker.clone()),
+        );
+    }
+    if let (Some(listener), Some(tls)) = (listeners.json_tls, &config.tls) {
+        let door = json_door.clone();
+        tracker.spawn(crate::tls::accept_loop(
+            "json-tls",
+            listener,
+            TlsAcceptor::from(tls.streams.clone()),
+            shutdown.clone(),
+            tracker.clone(),
+            move |stream, peer| door.clone().accept(stream, peer),
+        ));
+    }
+    if let Some(listener) = listeners.web {
+        let ws_door = JsonDoor::new(
+            hub.clone(),
+            slots.clone(),
+            json_settings,
+            "ws",
+            metrics.door("ws"),
+        );
+        let limits = WsLimits {
+            max_message_bytes: config.max_json_bytes,
+            ping_interval: config.ws_ping_interval,
+            idle_timeout: config.ws_ping_interval * 3,
+        };
+        let web = WebDoor::new(
+            ws_door,
+            metrics.clone(),
+            limits,
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::from(tls.web.clone()));
+        tracker.spawn(web.serve(listener, tls));
     }
 }
 
@@ -169,6 +340,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let server = Server::bind(config).await?;
     for (door, addr) in server.listening() {
         println!("{door}: listening on {addr}");
+    }
+    if let Some(url) = server.web_url() {
+        println!("web: listening on {url}");
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

@@ -2,7 +2,9 @@
 //! back. Shared here: the stream connection pump and the connection limits.
 
 pub mod conn;
+pub mod json;
 pub mod line;
+pub mod web;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
