@@ -196,9 +196,9 @@ impl Lines<TcpStream> {
 pub type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
-/// A WebSocket JSON client.
-pub struct Ws {
-    pub stream: WsStream,
+/// A WebSocket JSON client (over plain TCP unless built from another stream).
+pub struct Ws<S = tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+    pub stream: tokio_tungstenite::WebSocketStream<S>,
 }
 
 impl Ws {
@@ -218,7 +218,9 @@ impl Ws {
         ws.of_type("joined").await;
         (ws, welcome)
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Ws<S> {
     pub async fn send(&mut self, value: Value) {
         self.send_text(&value.to_string()).await;
     }
