@@ -1,7 +1,8 @@
 //! End to end in a real browser: Debian's headless Chromium, driven by
 //! `tests/browser/chat.mjs` (playwright-core), opens the page served by the real
 //! binary, picks a nickname, receives a message from a TCP line client and sends one
-//! back. Screenshots land in `test-output/`.
+//! back, then survives a server restart by reconnecting on its own. Screenshots land
+//! in `test-output/`.
 //!
 //! Needs `/usr/bin/chromium` (apt-get install chromium) and
 //! `npm ci --prefix tests/browser`; missing either is a failure, not a skip.
@@ -51,6 +52,33 @@ async fn browser_and_netcat_user_chat_in_general() {
         "[webuser] hello from the browser"
     );
     tcp.send_line("/msg webuser just between us").await;
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("SCREENSHOTS"));
+
+    // Restart the server on the same web address: the page must reconnect on its own.
+    let web = server.addr("web").to_string();
+    drop(tcp);
+    server.stop().await;
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("OFFLINE"));
+    let server = Server::start(&["--web", &web], &["line", "json", "web"]).await;
+    let mut tcp = Lines::line_login(server.addr("line"), "tcpuser").await;
+    // The page may reconnect before or after this client: ask until it is there.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        tcp.send_line("/who").await;
+        if tcp
+            .line_containing("#general has")
+            .await
+            .contains("webuser")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page did not reconnect"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tcp.send_line("back again").await;
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("DONE"));
     let status = tokio::time::timeout(WAIT * 3, node.wait())
         .await

@@ -75,7 +75,20 @@ try {
   await page.waitForTimeout(300); // let the sidebar's slide-in finish for the picture
   await page.screenshot({ path: join(screenshots, 'browser-chat-phone-menu.png') });
 
-  if (problems.length) throw new Error(problems.join('\n'));
+  await page.click('#menu'); // close the sidebar again
+  console.log('SCREENSHOTS');
+
+  // The server restarts: the page shows it is offline, reconnects by itself, names
+  // itself again and receives messages as before.
+  await page.locator('#status.offline').waitFor(WAIT);
+  console.log('OFFLINE');
+  await page.locator('#status.connected').waitFor(WAIT);
+  await page.locator('#messages li.message', { hasText: 'back again' }).waitFor(WAIT);
+  if (await page.locator('#me').textContent() !== 'webuser') throw new Error('name not restored');
+
+  // Connection errors while the server was down are expected; nothing else is.
+  const unexpected = problems.filter((p) => !/WebSocket|ERR_CONNECTION_REFUSED/.test(p));
+  if (unexpected.length) throw new Error(unexpected.join('\n'));
   console.log('DONE');
 } finally {
   await context.close();
