@@ -60,6 +60,32 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
+/// Where a door listens: an address, or `off` to disable the door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if matches!(text, "off" | "none" | "disabled") {
+            return Ok(Listen(None));
+        }
+        text.parse().map(|addr| Listen(Some(addr))).map_err(|_| {
+            format!("{text:?} is not an address; write e.g. 0.0.0.0:9998, 127.0.0.1:0 or off")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// `switchboard serve` flags. Each can also come from `SWITCHBOARD_<NAME>` or from the
 /// TOML file given with `--config` (keys are the flag names with `_` for `-`).
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
@@ -139,6 +165,38 @@ pub struct ServeArgs {
     /// Delete messages older than this, e.g. 30d or 12h [default: unlimited].
     #[arg(long, env = "SWITCHBOARD_RETAIN_AGE", value_name = "DURATION")]
     pub retain_age: Option<Seconds>,
+    /// JSON-lines door for programs, or `off` [default: 0.0.0.0:9998].
+    #[arg(long, env = "SWITCHBOARD_JSON", value_name = "ADDR|off")]
+    pub json: Option<Listen>,
+
+    /// Web door: chat page at /, WebSocket at /ws, /healthz, /metrics; or `off`.
+    /// HTTPS and WSS when --tls-cert is given [default: 0.0.0.0:8080].
+    #[arg(long, env = "SWITCHBOARD_WEB", value_name = "ADDR|off")]
+    pub web: Option<Listen>,
+
+    /// TLS-only line door (needs --tls-cert and --tls-key) [default: off].
+    #[arg(long, env = "SWITCHBOARD_LINE_TLS", value_name = "ADDR")]
+    pub line_tls: Option<SocketAddr>,
+
+    /// TLS-only JSON-lines door (needs --tls-cert and --tls-key) [default: off].
+    #[arg(long, env = "SWITCHBOARD_JSON_TLS", value_name = "ADDR")]
+    pub json_tls: Option<SocketAddr>,
+
+    /// PEM certificate chain (leaf first); turns on TLS with --tls-key.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Largest JSON message (TCP line or WebSocket frame) in bytes; bigger ones are refused [default: 65536].
+    #[arg(long, env = "SWITCHBOARD_MAX_JSON_BYTES", value_name = "BYTES")]
+    pub max_json_bytes: Option<usize>,
+
+    /// WebSocket keepalive ping interval; a socket silent for three intervals is closed [default: 30s].
+    #[arg(long, env = "SWITCHBOARD_WS_PING_INTERVAL", value_name = "DURATION")]
+    pub ws_ping_interval: Option<Seconds>,
 }
 
 impl ServeArgs {
@@ -163,6 +221,14 @@ impl ServeArgs {
             replay: self.replay.or(lower.replay),
             retain_messages: self.retain_messages.or(lower.retain_messages),
             retain_age: self.retain_age.or(lower.retain_age),
+            json: self.json.or(lower.json),
+            web: self.web.or(lower.web),
+            line_tls: self.line_tls.or(lower.line_tls),
+            json_tls: self.json_tls.or(lower.json_tls),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            max_json_bytes: self.max_json_bytes.or(lower.max_json_bytes),
+            ws_ping_interval: self.ws_ping_interval.or(lower.ws_ping_interval),
         }
     }
 }
@@ -186,6 +252,16 @@ pub struct Config {
     /// Messages replayed on join (0: none).
     pub replay: usize,
     pub retention: crate::store::Retention,
+    /// JSON-lines door; `None` when off.
+    pub json: Option<SocketAddr>,
+    /// Web door; `None` when off.
+    pub web: Option<SocketAddr>,
+    pub line_tls: Option<SocketAddr>,
+    pub json_tls: Option<SocketAddr>,
+    /// Loaded certificate and key, when TLS is on.
+    pub tls: Option<crate::tls::TlsSettings>,
+    pub max_json_bytes: usize,
+    pub ws_ping_interval: Duration,
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -198,6 +274,8 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{setting} {problem}")]
     Invalid {
         setting: &'static str,
@@ -236,6 +314,35 @@ fn flood_rate(rate: f64) -> Result<f64, ConfigError> {
     })
 }
 
+/// Load the certificate and key when TLS is asked for, and check that every TLS
+/// listener has them.
+fn tls_settings(merged: &ServeArgs) -> Result<Option<crate::tls::TlsSettings>, ConfigError> {
+    match (&merged.tls_cert, &merged.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsSettings::load(cert, key)?)),
+        (Some(_), None) => Err(ConfigError::Invalid {
+            setting: "--tls-cert",
+            problem: "needs --tls-key too".into(),
+        }),
+        (None, Some(_)) => Err(ConfigError::Invalid {
+            setting: "--tls-key",
+            problem: "needs --tls-cert too".into(),
+        }),
+        (None, None) => {
+            let wants_tls = [
+                ("--line-tls", merged.line_tls),
+                ("--json-tls", merged.json_tls),
+            ];
+            match wants_tls.iter().find(|(_, addr)| addr.is_some()) {
+                Some((setting, _)) => Err(ConfigError::Invalid {
+                    setting,
+                    problem: "needs --tls-cert FILE and --tls-key FILE".into(),
+                }),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
 impl Config {
     /// Read the config file named by `args` (if any), layer, fill defaults, validate.
     pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
@@ -244,6 +351,7 @@ impl Config {
             None => ServeArgs::default(),
         };
         let merged = args.over(file);
+        let tls = tls_settings(&merged)?;
         let default_room = merged.default_room.unwrap_or_else(|| "#general".into());
         let default_room =
             crate::text::normalize_room(&default_room).map_err(|error| ConfigError::Invalid {
@@ -310,6 +418,32 @@ impl Config {
                     Some(age) => Some(age.0),
                     None => None,
                 },
+            },
+            json: merged
+                .json
+                .unwrap_or(Listen(Some(SocketAddr::from(([0, 0, 0, 0], 9998)))))
+                .0,
+            web: merged
+                .web
+                .unwrap_or(Listen(Some(SocketAddr::from(([0, 0, 0, 0], 8080)))))
+                .0,
+            line_tls: merged.line_tls,
+            json_tls: merged.json_tls,
+            tls,
+            max_json_bytes: at_least(
+                "--max-json-bytes",
+                merged.max_json_bytes.unwrap_or(65_536),
+                64,
+            )?,
+            ws_ping_interval: match merged.ws_ping_interval {
+                None => Duration::from_secs(30),
+                Some(Seconds(interval)) if interval >= Duration::from_millis(10) => interval,
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        setting: "--ws-ping-interval",
+                        problem: "must be at least 10ms".into(),
+                    })
+                }
             },
         })
     }

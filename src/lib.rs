@@ -10,6 +10,10 @@
 //!   It knows events, not bytes.
 //! - [`door`]: front doors. Each turns its wire format into hub commands and renders
 //!   events back ([`hub::Render`]); [`door::conn`] is the shared connection pump.
+//!   [`door::json`] is the JSON protocol (over TCP, and over WebSocket in
+//!   [`door::web`], which also serves the chat page, `/healthz` and `/metrics`).
+//! - [`tls`]: PEM certificate loading (rustls, ring provider) and TLS accept loops.
+//! - [`metrics`]: per-server Prometheus metrics.
 //! - [`store`]: durable history: a SQLite file written by one thread in batched
 //!   transactions; the hub delivers a message only once it is committed.
 //! - [`text`]: nickname, room-name and message-text rules, shared by every door.
@@ -28,8 +32,10 @@ pub mod client;
 pub mod config;
 pub mod door;
 pub mod hub;
+pub mod metrics;
 pub mod send;
 pub mod server;
 pub mod services;
 pub mod store;
 pub mod text;
+pub mod tls;

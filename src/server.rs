@@ -8,18 +8,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::door::json::{JsonDoor, JsonSettings};
 use crate::door::line::{LineDoor, LineSettings};
+use crate::door::web::ws::WsLimits;
+use crate::door::web::WebDoor;
 use crate::door::ConnectionSlots;
 use crate::hub::{self, Command, HistoryBackend, HubConfig};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreDone, StoreError};
+use tokio_rustls::TlsAcceptor;
 
 /// A listener could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} for the {door} door: {source}{hint}")]
+#[error("cannot listen on {addr} for the {door} door: {cause}{hint}")]
 pub struct BindError {
     pub door: &'static str,
     pub addr: SocketAddr,
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
     hint: String,
 }
 
@@ -28,8 +33,8 @@ async fn bind(
     flag: &'static str,
     addr: SocketAddr,
 ) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr).await.map_err(|source| {
-        let hint = match source.kind() {
+    TcpListener::bind(addr).await.map_err(|cause| {
+        let hint = match cause.kind() {
             std::io::ErrorKind::AddrInUse => {
                 " (another program uses it; stop it or pick another address with "
             }
@@ -42,16 +47,32 @@ async fn bind(
         BindError {
             door,
             addr,
-            source,
+            cause,
             hint: format!("{hint}{flag} ADDR)"),
         }
     })
+}
+
+async fn bind_optional(
+    door: &'static str,
+    flag: &'static str,
+    addr: Option<SocketAddr>,
+) -> Result<Option<TcpListener>, BindError> {
+    match addr {
+        Some(addr) => bind(door, flag, addr).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// A server with its listeners bound, ready to run.
 pub struct Server {
     config: Config,
     line: TcpListener,
+    json: Option<TcpListener>,
+    web: Option<TcpListener>,
+    line_tls: Option<TcpListener>,
+    json_tls: Option<TcpListener>,
+    metrics: Metrics,
     /// The opened history database (`None` with `--memory`).
     store: Option<Store>,
 }
@@ -92,10 +113,19 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let store = open_history(&config).await?;
         let line = bind("line", "--line", config.line).await?;
+        let json = bind_optional("json", "--json", config.json).await?;
+        let web = bind_optional("web", "--web", config.web).await?;
+        let line_tls = bind_optional("line-tls", "--line-tls", config.line_tls).await?;
+        let json_tls = bind_optional("json-tls", "--json-tls", config.json_tls).await?;
         Ok(Server {
             config,
             line,
             store,
+            json,
+            web,
+            line_tls,
+            json_tls,
+            metrics: Metrics::new(),
         })
     }
 
@@ -105,7 +135,33 @@ impl Server {
         if let Ok(addr) = self.line.local_addr() {
             doors.push(("line", addr));
         }
+        let optional = [
+            ("json", &self.json),
+            ("line-tls", &self.line_tls),
+            ("json-tls", &self.json_tls),
+        ];
+        for (door, listener) in optional {
+            if let Some(Ok(addr)) = listener.as_ref().map(TcpListener::local_addr) {
+                doors.push((door, addr));
+            }
+        }
         doors
+    }
+
+    /// The web door's URL (`https` with TLS), with the port it really listens on.
+    pub fn web_url(&self) -> Option<String> {
+        let addr = self.web.as_ref()?.local_addr().ok()?;
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Some(format!("{scheme}://{addr}/"))
+    }
+
+    /// This server's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Serve until `shutdown` is cancelled, then shut down gracefully.
@@ -130,13 +186,14 @@ impl Server {
                 default_room: config.default_room.clone(),
                 replay: config.replay,
                 retention: config.retention,
+                metrics: self.metrics.hub(),
                 ..HubConfig::default()
             },
             history,
             &tracker,
         )?;
         let slots = ConnectionSlots::new(config.max_clients, config.max_clients_per_ip);
-        let line_door = LineDoor::new(
+        let line_door = LineDoor::with_metrics(
             hub.clone(),
             slots.clone(),
             LineSettings {
@@ -147,8 +204,44 @@ impl Server {
                 flood: config.flood,
                 default_room: config.default_room.clone(),
             },
+            self.metrics.door("line"),
         );
+        if let (Some(listener), Some(tls)) = (self.line_tls, &config.tls) {
+            let door = line_door.clone();
+            let slots = slots.clone();
+            tracker.spawn(crate::tls::accept_loop(
+                "line-tls",
+                listener,
+                TlsAcceptor::from(tls.streams.clone()),
+                shutdown.clone(),
+                tracker.clone(),
+                move |stream, peer| {
+                    let door = door.clone();
+                    let slots = slots.clone();
+                    async move {
+                        // Refused connections are counted and logged by the plain door.
+                        if let Ok(slot) = slots.acquire(peer) {
+                            door.run(stream, peer).await;
+                            drop(slot);
+                        }
+                    }
+                },
+            ));
+        }
         tracker.spawn(line_door.serve(self.line, shutdown.clone(), tracker.clone()));
+        spawn_json_and_web(
+            JsonAndWeb {
+                json: self.json,
+                json_tls: self.json_tls,
+                web: self.web,
+            },
+            &config,
+            &hub,
+            &slots,
+            &self.metrics,
+            &shutdown,
+            &tracker,
+        );
 
         shutdown.cancelled().await;
         tracing::info!(
@@ -190,6 +283,80 @@ impl Server {
 
 /// How long shutdown waits for the history writer to commit what it holds.
 const STORE_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The listeners of the JSON and web doors.
+struct JsonAndWeb {
+    json: Option<TcpListener>,
+    json_tls: Option<TcpListener>,
+    web: Option<TcpListener>,
+}
+
+/// Start the JSON door (plain and TLS) and the web door on `tracker`.
+fn spawn_json_and_web(
+    listeners: JsonAndWeb,
+    config: &Config,
+    hub: &hub::HubHandle,
+    slots: &std::sync::Arc<ConnectionSlots>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let json_settings = JsonSettings {
+        max_message_bytes: config.max_json_bytes,
+        max_queue_bytes: config.max_queue_bytes,
+        register_timeout: config.register_timeout,
+    };
+    let json_door = JsonDoor::new(
+        hub.clone(),
+        slots.clone(),
+        json_settings.clone(),
+        "json",
+        metrics.door("json"),
+    );
+    if let Some(listener) = listeners.json {
+        tracker.spawn(
+            json_door
+                .clone()
+                .serve(listener, shutdown.clone(), tracker.clone()),
+        );
+    }
+    if let (Some(listener), Some(tls)) = (listeners.json_tls, &config.tls) {
+        let door = json_door.clone();
+        tracker.spawn(crate::tls::accept_loop(
+            "json-tls",
+            listener,
+            TlsAcceptor::from(tls.streams.clone()),
+            shutdown.clone(),
+            tracker.clone(),
+            move |stream, peer| door.clone().accept(stream, peer),
+        ));
+    }
+    if let Some(listener) = listeners.web {
+        let ws_door = JsonDoor::new(
+            hub.clone(),
+            slots.clone(),
+            json_settings,
+            "ws",
+            metrics.door("ws"),
+        );
+        let limits = WsLimits {
+            max_message_bytes: config.max_json_bytes,
+            ping_interval: config.ws_ping_interval,
+            idle_timeout: config.ws_ping_interval * 3,
+        };
+        let web = WebDoor::new(
+            ws_door,
+            metrics.clone(),
+            limits,
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::from(tls.web.clone()));
+        tracker.spawn(web.serve(listener, tls));
+    }
+}
 
 /// Raise the soft open-files limit to the hard limit so the server can hold as many
 /// connections as the system allows. Returns (before, after) when it changed.
@@ -273,6 +440,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     for (door, addr) in server.listening() {
         println!("{door}: listening on {addr}");
+    }
+    if let Some(url) = server.web_url() {
+        println!("web: listening on {url}");
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

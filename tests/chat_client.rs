@@ -58,7 +58,9 @@ struct Server {
 impl Server {
     fn start(listen: &str) -> Result<Server, String> {
         let mut child = binary()
-            .args(["serve", "--memory", "--line", listen])
+            .args([
+                "serve", "--memory", "--json", "off", "--web", "off", "--line", listen,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -32,6 +32,7 @@ impl Server {
         // Bulk senders here test durability, not flood control.
         command
             .args(["serve", "--line", "127.0.0.1:0", "--flood-rate", "0"])
+            .args(["--json", "off", "--web", "off"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -88,7 +89,15 @@ impl Drop for Server {
 /// Run the server expecting it to refuse to start: (exit success?, stderr).
 fn start_fails(args: &[&str]) -> (bool, String) {
     let output = Command::new(binary())
-        .args(["serve", "--line", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--line",
+            "127.0.0.1:0",
+            "--json",
+            "off",
+            "--web",
+            "off",
+        ])
         .args(args)
         .output()
         .expect("run the server");

@@ -405,7 +405,9 @@ fn help_documents_every_flag_and_bad_config_is_explained() {
     let server = Server::start(&[]);
     let taken = server.line_addr().to_string();
     let output = Command::new(binary())
-        .args(["serve", "--memory", "--line", &taken])
+        .args([
+            "serve", "--memory", "--json", "off", "--web", "off", "--line", &taken,
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -3,7 +3,9 @@
 
 pub mod conn;
 pub mod flood;
+pub mod json;
 pub mod line;
+pub mod web;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

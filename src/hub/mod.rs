@@ -50,6 +50,8 @@ pub struct HubConfig {
     pub replay: usize,
     /// How much history is kept (also applied to what is served from memory).
     pub retention: Retention,
+    /// Fan-out counters, bumped once per fan-out (not per recipient).
+    pub metrics: crate::metrics::HubMetrics,
 }
 
 impl Default for HubConfig {
@@ -59,6 +61,7 @@ impl Default for HubConfig {
             inbox_capacity: 8192,
             replay: 20,
             retention: Retention::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -879,27 +882,43 @@ impl Hub {
             return;
         };
         let mut rendered = RenderOnce::default();
+        let mut delivered = 0;
         for member in &room.members {
             if let Some(bytes) = rendered.get(&member.render, event) {
+                delivered += 1;
                 if member.outbox.push(bytes) == Push::Overflowed {
                     self.overflowed.push(member.client);
                 }
+            }
+        }
+        self.count_deliveries(event, delivered);
+    }
+
+    /// One metrics update per fan-out, never one per recipient.
+    fn count_deliveries(&self, event: &Event, delivered: u64) {
+        if delivered > 0 {
+            self.config.metrics.deliveries.increment(delivered);
+            if matches!(event, Event::Message(_)) {
+                self.config.metrics.messages_out.increment(delivered);
             }
         }
     }
 
     fn send_to_many(&mut self, clients: &[ClientId], event: &Event) {
         let mut rendered = RenderOnce::default();
+        let mut delivered = 0;
         for id in clients {
             let Some(client) = self.clients.get(id) else {
                 continue;
             };
             if let Some(bytes) = rendered.get(&client.render, event) {
+                delivered += 1;
                 if client.outbox.push(bytes) == Push::Overflowed {
                     self.overflowed.push(*id);
                 }
             }
         }
+        self.count_deliveries(event, delivered);
     }
 
     fn send_to(&mut self, id: ClientId, event: &Event) {
@@ -910,6 +929,7 @@ impl Hub {
             if client.outbox.push(bytes) == Push::Overflowed {
                 self.overflowed.push(id);
             }
+            self.count_deliveries(event, 1);
         }
     }
 

@@ -54,6 +54,12 @@ impl Server {
         {
             command.arg("--memory");
         }
+        // Only the doors a test asks for, so parallel tests never fight over fixed ports.
+        for door in ["--json", "--web"] {
+            if !args.contains(&door) {
+                command.args([door, "off"]);
+            }
+        }
         command.args(args);
         Self::spawn(command, env, &["line"])
     }

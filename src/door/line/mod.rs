@@ -25,6 +25,7 @@ use super::conn::{Conn, Input};
 use super::flood::{FloodSettings, TokenBucket, Verdict};
 use super::ConnectionSlots;
 use crate::hub::{CloseReason, Command, Connection, HubGone, HubHandle, Outbox};
+use crate::metrics::DoorMetrics;
 
 /// The name prompt; the seed's wording, no newline so the cursor waits after it.
 pub const NAME_PROMPT: &str = "Enter your name: ";
@@ -54,10 +55,21 @@ pub struct LineDoor {
     settings: LineSettings,
     render: Arc<LineRender>,
     help: Bytes,
+    metrics: DoorMetrics,
 }
 
 impl LineDoor {
     pub fn new(hub: HubHandle, slots: Arc<ConnectionSlots>, settings: LineSettings) -> Arc<Self> {
+        Self::with_metrics(hub, slots, settings, DoorMetrics::default())
+    }
+
+    /// Like [`LineDoor::new`], counting connections and messages in `metrics`.
+    pub fn with_metrics(
+        hub: HubHandle,
+        slots: Arc<ConnectionSlots>,
+        settings: LineSettings,
+        metrics: DoorMetrics,
+    ) -> Arc<Self> {
         let mut help = String::from("*** commands:\n");
         for (usage, what) in HELP {
             help.push_str(&format!("***   {usage:<26} {what}\n"));
@@ -68,6 +80,7 @@ impl LineDoor {
             slots,
             settings,
             help: Bytes::from(help),
+            metrics,
         })
     }
 
@@ -102,6 +115,7 @@ impl LineDoor {
             Ok(slot) => slot,
             Err(refusal) => {
                 tracing::info!(%peer, reason = CloseReason::ServerFull.as_str(), "line: refused: {refusal}");
+                self.metrics.disconnected(CloseReason::ServerFull);
                 let goodbye = format!("error: {refusal}\n");
                 let _ = tokio::time::timeout(
                     Duration::from_secs(1),
@@ -142,6 +156,7 @@ impl LineDoor {
         {
             return;
         }
+        let _counted = self.metrics.connected(&outbox);
         outbox.push(Bytes::from_static(NAME_PROMPT.as_bytes()));
         let now = Instant::now();
         let mut session = Session {
@@ -188,6 +203,7 @@ impl LineDoor {
         };
         // Make sure the hub forgets us, whoever closed (no-op if it already did).
         let _ = self.hub.send(Command::Disconnect { client, reason }).await;
+        self.metrics.disconnected(reason);
         match reason {
             CloseReason::ClientQuit | CloseReason::PeerClosed | CloseReason::Shutdown => {
                 tracing::debug!(client, %peer, reason = reason.as_str(), "line: connection closed");
@@ -382,8 +398,12 @@ impl Session<'_> {
             LineInput::Help => self.deliver(self.door.help.clone()).await,
             LineInput::Invalid(why) => self.deliver(format!("error: {why}\n")).await,
             LineInput::Request(request) => {
-                if matches!(request, crate::hub::Request::Quit { .. }) {
-                    self.leaving = true;
+                match request {
+                    crate::hub::Request::Quit { .. } => self.leaving = true,
+                    crate::hub::Request::Say { .. } | crate::hub::Request::Whisper { .. } => {
+                        self.door.metrics.message_in()
+                    }
+                    _ => {}
                 }
                 self.door.hub.request(self.client, None, request).await
             }

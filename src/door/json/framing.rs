@@ -1,0 +1,159 @@
+//! JSON-lines framing, pure: bytes in, one frame per newline-terminated message out.
+//! A message over the cap is reported once, with its first bytes kept so its `id` can
+//! still be found, and the rest is discarded up to the next newline: memory stays
+//! bounded whatever the peer sends. Blank lines are skipped.
+
+use bytes::{Bytes, BytesMut};
+
+use super::codec::OVERSIZE_HEAD_BYTES;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonFrame {
+    /// One message, without its line terminator.
+    Message(Bytes),
+    /// A message went over the cap; `head` is its start.
+    TooLong { head: Bytes },
+}
+
+#[derive(Debug)]
+pub struct JsonLineFramer {
+    max_bytes: usize,
+    partial: BytesMut,
+    discarding: bool,
+}
+
+fn trim(line: Bytes) -> Option<Bytes> {
+    let mut line = line;
+    if line.last() == Some(&b'\r') {
+        line.truncate(line.len() - 1);
+    }
+    (!line.iter().all(u8::is_ascii_whitespace)).then_some(line)
+}
+
+impl JsonLineFramer {
+    pub fn new(max_bytes: usize) -> Self {
+        JsonLineFramer {
+            max_bytes,
+            partial: BytesMut::new(),
+            discarding: false,
+        }
+    }
+
+    /// Feed bytes; complete frames are appended to `out`.
+    pub fn push(&mut self, chunk: &Bytes, out: &mut Vec<JsonFrame>) {
+        let mut start = 0;
+        while let Some(offset) = memchr::memchr(b'\n', &chunk[start..]) {
+            let end = start + offset;
+            if self.discarding {
+                self.discarding = false;
+            } else if self.partial.len() + (end - start) > self.max_bytes + 1 {
+                let room = OVERSIZE_HEAD_BYTES.saturating_sub(self.partial.len());
+                self.partial
+                    .extend_from_slice(&chunk[start..end.min(start + room)]);
+                out.push(self.too_long());
+                self.discarding = false;
+            } else {
+                let line = if self.partial.is_empty() {
+                    chunk.slice(start..end)
+                } else {
+                    self.partial.extend_from_slice(&chunk[start..end]);
+                    std::mem::take(&mut self.partial).freeze()
+                };
+                if let Some(line) = trim(line) {
+                    out.push(JsonFrame::Message(line));
+                }
+            }
+            start = end + 1;
+        }
+        let rest = &chunk[start..];
+        if rest.is_empty() || self.discarding {
+            return;
+        }
+        // One byte of slack: a message of exactly the cap may still carry its CR.
+        if self.partial.len() + rest.len() > self.max_bytes + 1 {
+            let room = OVERSIZE_HEAD_BYTES.saturating_sub(self.partial.len());
+            self.partial
+                .extend_from_slice(&rest[..rest.len().min(room)]);
+            out.push(self.too_long());
+        } else {
+            self.partial.extend_from_slice(rest);
+        }
+    }
+
+    /// Report the message in `partial` as too long and start discarding.
+    fn too_long(&mut self) -> JsonFrame {
+        let mut head = std::mem::take(&mut self.partial);
+        head.truncate(OVERSIZE_HEAD_BYTES);
+        self.discarding = true;
+        JsonFrame::TooLong {
+            head: head.freeze(),
+        }
+    }
+
+    /// The peer closed: a last message without a newline still counts.
+    pub fn finish(&mut self, out: &mut Vec<JsonFrame>) {
+        let partial = std::mem::take(&mut self.partial).freeze();
+        if !self.discarding {
+            if let Some(line) = trim(partial) {
+                out.push(JsonFrame::Message(line));
+            }
+        }
+        self.discarding = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames_split_at(input: &[u8], split: usize, max: usize) -> Vec<JsonFrame> {
+        let mut framer = JsonLineFramer::new(max);
+        let mut out = Vec::new();
+        framer.push(&Bytes::copy_from_slice(&input[..split]), &mut out);
+        framer.push(&Bytes::copy_from_slice(&input[split..]), &mut out);
+        framer.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn same_frames_wherever_the_input_is_split() {
+        let long = format!("{{\"id\":1,\"text\":\"{}\"}}", "x".repeat(40));
+        let input = format!("{{\"a\":1}}\r\n\n  \n{long}\n{{\"b\":2}}\n{{\"c\":3}}");
+        let expected = [
+            JsonFrame::Message(Bytes::from_static(b"{\"a\":1}")),
+            JsonFrame::TooLong {
+                head: Bytes::copy_from_slice(&long.as_bytes()[..long.len().min(512)]),
+            },
+            JsonFrame::Message(Bytes::from_static(b"{\"b\":2}")),
+            JsonFrame::Message(Bytes::from_static(b"{\"c\":3}")),
+        ];
+        for split in 0..=input.len() {
+            let got = frames_split_at(input.as_bytes(), split, 20);
+            assert_eq!(got.len(), expected.len(), "split at {split}: {got:?}");
+            assert_eq!(got[0], expected[0], "split at {split}");
+            assert_eq!(&got[2..], &expected[2..], "split at {split}");
+            let JsonFrame::TooLong { head } = &got[1] else {
+                panic!("split at {split}: {got:?}");
+            };
+            // The head is a prefix of the long message, long enough to hold its id.
+            assert!(long.as_bytes().starts_with(head), "split at {split}");
+            assert!(head.len() >= 8, "split at {split}: {head:?}");
+        }
+    }
+
+    #[test]
+    fn memory_stays_bounded_while_discarding() {
+        let mut framer = JsonLineFramer::new(16);
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            framer.push(&Bytes::from(vec![b'x'; 1000]), &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        assert!(framer.partial.capacity() <= OVERSIZE_HEAD_BYTES * 2);
+        framer.push(&Bytes::from_static(b"\n{}\n"), &mut out);
+        assert_eq!(
+            out.last(),
+            Some(&JsonFrame::Message(Bytes::from_static(b"{}")))
+        );
+    }
+}

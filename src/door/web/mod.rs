@@ -1,0 +1,311 @@
+//! The web front door: one HTTP listener (plain, or HTTPS with `--tls-cert`) serving
+//! the chat page embedded from `web/`, the JSON protocol over WebSocket at `/ws`,
+//! `/healthz` and `/metrics`. Connections are accepted (and TLS-handshaken) by our own
+//! task and handed to axum through a channel, so a slow handshake blocks nobody and
+//! every task stays inside the server's shutdown scope.
+
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::json::JsonDoor;
+use crate::metrics::Metrics;
+use ws::WsLimits;
+
+const INDEX_HTML: &str = include_str!("../../../web/index.html");
+const APP_JS: &str = include_str!("../../../web/app.js");
+const STYLE_CSS: &str = include_str!("../../../web/style.css");
+
+/// After shutdown starts, HTTP keeps answering (with `/healthz` saying 503) this long
+/// on connections already open, so a load balancer sees the drain.
+pub const HEALTH_DRAIN: Duration = Duration::from_millis(300);
+/// Accepted connections waiting for axum to pick them up.
+const ACCEPT_QUEUE: usize = 64;
+
+/// A byte stream axum can serve: plain TCP or TLS over TCP.
+pub trait WebStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebStream for T {}
+
+/// The remote address of an HTTP connection (axum's `ConnectInfo`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// Hands connections accepted by [`accept_loop`] to axum.
+pub struct WebListener {
+    incoming: mpsc::Receiver<(Box<dyn WebStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for WebListener {
+    type Io = Box<dyn WebStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.incoming.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+impl Connected<axum::serve::IncomingStream<'_, WebListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, WebListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+struct WebState {
+    door: Arc<JsonDoor>,
+    metrics: Metrics,
+    limits: WsLimits,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// The web door, ready to serve.
+pub struct WebDoor {
+    state: WebState,
+}
+
+impl WebDoor {
+    pub fn new(
+        door: Arc<JsonDoor>,
+        metrics: Metrics,
+        limits: WsLimits,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        WebDoor {
+            state: WebState {
+                door,
+                metrics,
+                limits,
+                tracker,
+                shutdown,
+            },
+        }
+    }
+
+    /// The routes, for serving or for calling directly in tests.
+    fn router(&self) -> Router {
+        Router::new()
+            .route("/", get(index))
+            .route("/app.js", get(app_js))
+            .route("/style.css", get(style_css))
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .route("/ws", get(upgrade))
+            .with_state(self.state.clone())
+    }
+
+    /// Serve `listener` (with TLS when `tls` is given) until shutdown.
+    pub async fn serve(self, listener: TcpListener, tls: Option<TlsAcceptor>) {
+        let local = match listener.local_addr() {
+            Ok(local) => local,
+            Err(error) => {
+                tracing::error!(%error, "web: listener has no address");
+                return;
+            }
+        };
+        let (queue, incoming) = mpsc::channel(ACCEPT_QUEUE);
+        let state = &self.state;
+        state.tracker.spawn(accept_loop(
+            listener,
+            tls,
+            queue,
+            state.shutdown.clone(),
+            state.tracker.clone(),
+        ));
+        let app = self.router().into_make_service_with_connect_info::<Peer>();
+        let shutdown = state.shutdown.clone();
+        let served = axum::serve(WebListener { incoming, local }, app)
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(HEALTH_DRAIN).await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "web: server failed");
+        }
+    }
+}
+
+/// Accept TCP connections (handshaking TLS in a task per connection) and queue them
+/// for axum, until shutdown.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    queue: mpsc::Sender<(Box<dyn WebStream>, SocketAddr)>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "web: accept failed; retrying shortly");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match &tls {
+            None => {
+                if queue.send((Box::new(stream), peer)).await.is_err() {
+                    break;
+                }
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let queue = queue.clone();
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        crate::tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        done = handshake => match done {
+                            Ok(Ok(stream)) => {
+                                let _ = queue.send((Box::new(stream), peer)).await;
+                            }
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "web: TLS handshake failed");
+                            }
+                            Err(_) => tracing::debug!(%peer, "web: TLS handshake timed out"),
+                        },
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'self'; img-src 'self' data:; connect-src 'self'; \
+                     frame-ancestors 'none'; base-uri 'none'",
+                ),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn style_css() -> Response {
+    asset("text/css; charset=utf-8", STYLE_CSS)
+}
+
+async fn healthz(State(state): State<WebState>) -> Response {
+    health(&state.shutdown)
+}
+
+/// 200 while serving, 503 once shutdown has begun.
+fn health(shutdown: &CancellationToken) -> Response {
+    if shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<WebState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn upgrade(
+    State(state): State<WebState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let slot = match state.door.acquire(peer) {
+        Ok(slot) => slot,
+        Err(_) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections; try again later\n",
+            )
+                .into_response()
+        }
+    };
+    let limits = state.limits.clone();
+    let door = state.door.clone();
+    let tracker = state.tracker.clone();
+    limits
+        .configure(upgrade)
+        .on_failed_upgrade(move |error| tracing::debug!(%peer, %error, "ws: upgrade failed"))
+        .on_upgrade(move |socket| {
+            // Upgraded sockets live outside axum's graceful shutdown: track them ourselves.
+            tracker.track_future(ws::run(door, socket, peer, slot, limits))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_turns_503_when_shutdown_begins() {
+        let shutdown = CancellationToken::new();
+        assert_eq!(health(&shutdown).status(), StatusCode::OK);
+        shutdown.cancel();
+        assert_eq!(health(&shutdown).status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -1,0 +1,291 @@
+//! One WebSocket connection speaking the JSON protocol: one object per text frame.
+//!
+//! Two halves run in one task: the writer drains the connection's [`Outbox`] (one
+//! frame per queued event), sends keepalive pings and, when the outbox closes, sends
+//! the remaining events and a close frame (1001 "going away" on shutdown); the reader
+//! feeds frames to the [`JsonSession`]. Limits are set explicitly, not left at
+//! axum's defaults: message and frame size, bounded buffers, no compression.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::Instant;
+
+use super::super::conn::CLOSE_FLUSH_TIMEOUT;
+use super::super::json::codec::OVERSIZE_HEAD_BYTES;
+use super::super::json::{JsonDoor, JsonSession};
+use super::super::Slot;
+use crate::hub::outbox::Take;
+use crate::hub::{CloseReason, HubGone, Outbox};
+
+/// WebSocket limits and keepalive.
+#[derive(Debug, Clone)]
+pub struct WsLimits {
+    /// Messages over this are refused with `line_too_long`; the connection stays.
+    pub max_message_bytes: usize,
+    /// A ping goes out this often when the server has nothing else to send.
+    pub ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl WsLimits {
+    /// Frames up to twice the message cap are read whole, so an over-cap message can
+    /// still be answered with its id; beyond that the socket is closed with 1009.
+    fn hard_max(&self) -> usize {
+        self.max_message_bytes.saturating_mul(2).max(1024)
+    }
+
+    /// Apply the limits to an upgrade (axum's defaults: 64 MiB messages, 16 MiB frames,
+    /// unbounded write buffer, 128 KiB buffers per idle connection).
+    pub fn configure(&self, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+        let hard_max = self.hard_max();
+        upgrade
+            .max_message_size(hard_max)
+            .max_frame_size(hard_max)
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(16 * 1024)
+            .max_write_buffer_size(16 * 1024 + 2 * hard_max)
+    }
+}
+
+/// A close frame's code for a reason.
+fn close_code_for(reason: CloseReason) -> u16 {
+    match reason {
+        CloseReason::ClientQuit | CloseReason::PeerClosed => close_code::NORMAL,
+        CloseReason::Shutdown | CloseReason::IdleTimeout | CloseReason::RegisterTimeout => {
+            close_code::AWAY
+        }
+        CloseReason::LineTooLong => close_code::SIZE,
+        CloseReason::BadInput => close_code::INVALID,
+        CloseReason::PeerReset => close_code::ERROR,
+        CloseReason::SlowConsumer | CloseReason::Flood => close_code::POLICY,
+        CloseReason::ServerFull => close_code::AGAIN,
+    }
+}
+
+/// Drive one upgraded WebSocket from connect to close.
+pub async fn run(
+    door: Arc<JsonDoor>,
+    mut socket: WebSocket,
+    peer: SocketAddr,
+    slot: Slot,
+    limits: WsLimits,
+) {
+    let Some((client, outbox)) = door.open(peer).await else {
+        let _ = socket.send(close_frame(CloseReason::Shutdown)).await;
+        return;
+    };
+    let _counted = door.metrics().connected(&outbox);
+    let mut session = door.session(client);
+    let (mut sink, mut stream) = socket.split();
+    // Milliseconds since `start` when the peer last sent anything; shared by the halves.
+    let start = Instant::now();
+    let last_heard = AtomicU64::new(0);
+    let writer_first = {
+        let writer = write_loop(&mut sink, &outbox, &limits, start, &last_heard);
+        let reader = read_loop(
+            &mut stream,
+            &mut session,
+            &outbox,
+            &limits,
+            start,
+            &last_heard,
+        );
+        tokio::pin!(writer, reader);
+        tokio::select! {
+            reason = &mut writer => Ok(reason),
+            () = &mut reader => Err(()),
+        }
+    };
+    let reason = match writer_first {
+        Ok(reason) => {
+            // Our close frame is out: read until the peer's answering close (bounded),
+            // so the TCP close is clean.
+            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
+                while let Some(Ok(message)) = stream.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+            reason
+        }
+        // The reader told the hub it is going; send what is left and the close frame.
+        Err(()) => tokio::time::timeout(
+            CLOSE_FLUSH_TIMEOUT,
+            write_loop(&mut sink, &outbox, &limits, start, &last_heard),
+        )
+        .await
+        .unwrap_or_else(|_| outbox.close_reason().unwrap_or(CloseReason::PeerReset)),
+    };
+    door.closed(client, peer, reason).await;
+    drop(slot);
+}
+
+fn close_frame(reason: CloseReason) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: close_code_for(reason),
+        reason: Utf8Bytes::from_static(reason.describe()),
+    }))
+}
+
+fn millis_since(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+/// Send queued events (one frame each), keepalive pings, and finally the close frame.
+/// Returns the reason the outbox closed.
+async fn write_loop(
+    sink: &mut SplitSink<WebSocket, Message>,
+    outbox: &Arc<Outbox>,
+    limits: &WsLimits,
+    start: Instant,
+    last_heard: &AtomicU64,
+) -> CloseReason {
+    let mut batch: VecDeque<Bytes> = VecDeque::new();
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    loop {
+        let taken = tokio::select! {
+            taken = poll_fn(|cx| outbox.poll_take(cx, &mut batch)) => taken,
+            _ = ping.tick() => {
+                let quiet = millis_since(start)
+                    .saturating_sub(last_heard.load(Ordering::Relaxed));
+                if quiet > limits.idle_timeout.as_millis() as u64 {
+                    outbox.close(CloseReason::IdleTimeout);
+                } else if tokio::time::timeout(
+                    limits.idle_timeout,
+                    sink.send(Message::Ping(Bytes::new())),
+                )
+                .await
+                .map_or(true, |sent| sent.is_err())
+                {
+                    outbox.close(CloseReason::PeerReset);
+                }
+                continue;
+            }
+        };
+        match taken {
+            Take::Data => {
+                let mut written = 0;
+                let sent = tokio::time::timeout(limits.idle_timeout, async {
+                    for mut event in batch.drain(..) {
+                        written += event.len();
+                        // Each event is one JSON line; the frame carries it without the newline.
+                        if event.last() == Some(&b'\n') {
+                            event.truncate(event.len() - 1);
+                        }
+                        let Ok(text) = Utf8Bytes::try_from(event) else {
+                            continue;
+                        };
+                        sink.feed(Message::Text(text)).await?;
+                    }
+                    sink.flush().await
+                })
+                .await;
+                batch.clear();
+                outbox.written(written);
+                match sent {
+                    Ok(Ok(())) => {}
+                    // The peer is gone, or has not taken a byte for the whole idle timeout.
+                    Ok(Err(_)) => outbox.close(CloseReason::PeerReset),
+                    Err(_) => outbox.close(CloseReason::SlowConsumer),
+                }
+            }
+            Take::Closed(reason) => {
+                if !outbox.is_discarding() {
+                    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
+                        let _ = sink.send(close_frame(reason)).await;
+                        let _ = sink.flush().await;
+                    })
+                    .await;
+                }
+                return reason;
+            }
+        }
+    }
+}
+
+/// Read frames into the session until the peer closes or fails; then tell the hub.
+async fn read_loop(
+    stream: &mut SplitStream<WebSocket>,
+    session: &mut JsonSession<'_>,
+    outbox: &Outbox,
+    limits: &WsLimits,
+    start: Instant,
+    last_heard: &AtomicU64,
+) {
+    loop {
+        let register_deadline = session.register_deadline();
+        let outcome: Result<(), HubGone> = tokio::select! {
+            message = stream.next() => {
+                last_heard.store(millis_since(start), Ordering::Relaxed);
+                match message {
+                    Some(Ok(Message::Text(text))) => {
+                        handle(session, limits, text.as_bytes()).await
+                    }
+                    Some(Ok(Message::Binary(bytes))) => handle(session, limits, &bytes).await,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                    Some(Ok(Message::Close(_))) | None => {
+                        let _ = session.leave(CloseReason::PeerClosed).await;
+                        return;
+                    }
+                    Some(Err(error)) => {
+                        let reason = if is_capacity(&error) {
+                            CloseReason::LineTooLong
+                        } else {
+                            CloseReason::PeerReset
+                        };
+                        if session.leave(reason).await.is_err() {
+                            outbox.close(reason);
+                        }
+                        return;
+                    }
+                }
+            }
+            _ = sleep_until(register_deadline) => session.register_timed_out().await,
+        };
+        if outcome.is_err() {
+            // The hub is gone (shutdown finished): close on our own.
+            outbox.close(CloseReason::Shutdown);
+            return;
+        }
+    }
+}
+
+/// Whether a WebSocket read failed on our size limits.
+fn is_capacity(error: &axum::Error) -> bool {
+    // tungstenite's `Error::Capacity`, seen through axum's opaque error.
+    error.to_string().contains("Space limit exceeded")
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn handle(
+    session: &mut JsonSession<'_>,
+    limits: &WsLimits,
+    bytes: &[u8],
+) -> Result<(), HubGone> {
+    if bytes.len() > limits.max_message_bytes {
+        session
+            .handle_too_long(&bytes[..bytes.len().min(OVERSIZE_HEAD_BYTES)])
+            .await
+    } else {
+        session.handle_message(bytes).await
+    }
+}

@@ -1,0 +1,292 @@
+//! Server metrics in Prometheus text format: one recorder per server (never a global
+//! one, so several servers in one test process keep separate counts), cheap pre-made
+//! handles for the hot counters, and the queue-bytes gauge computed at scrape time.
+//!
+//! Hot paths hold [`metrics::Counter`] handles made once; a broadcast adds its whole
+//! delivery count with one `increment(n)`. Rare events (connects, disconnects) look
+//! their handle up through the recorder each time.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use metrics::{Counter, Gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::hub::{CloseReason, Outbox};
+
+/// Connections opened, by door (`line`, `json`, `ws`).
+pub const CONNECTIONS: &str = "switchboard_connections_total";
+/// Connections open right now, by door.
+pub const CONNECTIONS_OPEN: &str = "switchboard_connections_open";
+/// Chat messages (say, action, private) received from clients, by door.
+pub const MESSAGES_IN: &str = "switchboard_messages_in_total";
+/// Chat messages queued to recipients (one per recipient).
+pub const MESSAGES_OUT: &str = "switchboard_messages_out_total";
+/// Events of any kind queued to recipients (one per recipient).
+pub const DELIVERIES: &str = "switchboard_deliveries_total";
+/// Bytes waiting in every client's outbound queue, at scrape time.
+pub const QUEUE_BYTES: &str = "switchboard_queue_bytes";
+/// Connections ended, by door and reason ([`CloseReason::as_str`]).
+pub const DISCONNECTS: &str = "switchboard_disconnects_total";
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    queue_bytes: Gauge,
+    /// Live outboxes, so queue bytes can be summed when scraped instead of on every push.
+    outboxes: Mutex<HashMap<u64, Weak<Outbox>>>,
+    next_outbox: AtomicU64,
+}
+
+/// One server's metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let queue_bytes = metrics::with_local_recorder(&recorder, || {
+            metrics::describe_counter!(CONNECTIONS, "Connections opened, by front door.");
+            metrics::describe_gauge!(CONNECTIONS_OPEN, "Connections open now, by front door.");
+            metrics::describe_counter!(MESSAGES_IN, "Chat messages received from clients.");
+            metrics::describe_counter!(MESSAGES_OUT, "Chat messages queued to recipients.");
+            metrics::describe_counter!(DELIVERIES, "Events of any kind queued to recipients.");
+            metrics::describe_gauge!(QUEUE_BYTES, "Bytes waiting in outbound queues.");
+            metrics::describe_counter!(DISCONNECTS, "Connections ended, by door and reason.");
+            metrics::gauge!(QUEUE_BYTES)
+        });
+        Metrics {
+            inner: Arc::new(Inner {
+                recorder,
+                handle,
+                queue_bytes,
+                outboxes: Mutex::new(HashMap::new()),
+                next_outbox: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.inner.recorder, f)
+    }
+
+    /// Handles for one front door.
+    pub fn door(&self, door: &'static str) -> DoorMetrics {
+        let (messages_in, connections, open) = self.with(|| {
+            (
+                metrics::counter!(MESSAGES_IN, "door" => door),
+                metrics::counter!(CONNECTIONS, "door" => door),
+                metrics::gauge!(CONNECTIONS_OPEN, "door" => door),
+            )
+        });
+        DoorMetrics {
+            door,
+            metrics: Some(self.clone()),
+            messages_in,
+            connections,
+            open,
+        }
+    }
+
+    /// Handles for the hub's fan-out.
+    pub fn hub(&self) -> HubMetrics {
+        self.with(|| HubMetrics {
+            messages_out: metrics::counter!(MESSAGES_OUT),
+            deliveries: metrics::counter!(DELIVERIES),
+        })
+    }
+
+    /// Prometheus text exposition of everything recorded so far.
+    pub fn render(&self) -> String {
+        let total: usize = {
+            let mut outboxes = self
+                .inner
+                .outboxes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            outboxes.retain(|_, outbox| outbox.strong_count() > 0);
+            outboxes
+                .values()
+                .filter_map(Weak::upgrade)
+                .map(|outbox| outbox.pending_bytes())
+                .sum()
+        };
+        self.inner.queue_bytes.set(total as f64);
+        self.inner.handle.render()
+    }
+
+    fn track(&self, outbox: &Arc<Outbox>) -> u64 {
+        let key = self.inner.next_outbox.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .outboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, Arc::downgrade(outbox));
+        key
+    }
+
+    fn untrack(&self, key: u64) {
+        self.inner
+            .outboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+}
+
+/// Metric handles for one front door. `Default` records nothing (for doors built
+/// without a server, e.g. in unit tests).
+#[derive(Clone, Debug)]
+pub struct DoorMetrics {
+    door: &'static str,
+    metrics: Option<Metrics>,
+    messages_in: Counter,
+    connections: Counter,
+    open: Gauge,
+}
+
+impl Default for DoorMetrics {
+    fn default() -> Self {
+        DoorMetrics {
+            door: "none",
+            metrics: None,
+            messages_in: Counter::noop(),
+            connections: Counter::noop(),
+            open: Gauge::noop(),
+        }
+    }
+}
+
+impl DoorMetrics {
+    /// A connection opened on this door; the guard counts it closed and stops tracking
+    /// its queue when dropped.
+    pub fn connected(&self, outbox: &Arc<Outbox>) -> ConnectionGuard {
+        self.connections.increment(1);
+        self.open.increment(1.0);
+        let key = self.metrics.as_ref().map(|m| m.track(outbox));
+        ConnectionGuard {
+            door: self.clone(),
+            key,
+        }
+    }
+
+    /// A chat message arrived from a client on this door.
+    pub fn message_in(&self) {
+        self.messages_in.increment(1);
+    }
+
+    /// A connection on this door ended for `reason`.
+    pub fn disconnected(&self, reason: CloseReason) {
+        if let Some(metrics) = &self.metrics {
+            let door = self.door;
+            metrics
+                .with(
+                    || metrics::counter!(DISCONNECTS, "door" => door, "reason" => reason.as_str()),
+                )
+                .increment(1);
+        }
+    }
+}
+
+/// Held for a connection's lifetime; see [`DoorMetrics::connected`].
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    door: DoorMetrics,
+    key: Option<u64>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.door.open.decrement(1.0);
+        if let (Some(metrics), Some(key)) = (&self.door.metrics, self.key) {
+            metrics.untrack(key);
+        }
+    }
+}
+
+/// The hub's fan-out counters. `Default` records nothing.
+#[derive(Clone, Debug)]
+pub struct HubMetrics {
+    /// Chat messages queued, one per recipient.
+    pub messages_out: Counter,
+    /// Events of any kind queued, one per recipient.
+    pub deliveries: Counter,
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        HubMetrics {
+            messages_out: Counter::noop(),
+            deliveries: Counter::noop(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn two_servers_in_one_process_count_separately() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        let outbox = Arc::new(Outbox::new(1024));
+        let door = a.door("json");
+        let guard = door.connected(&outbox);
+        door.message_in();
+        door.message_in();
+        outbox.push(bytes::Bytes::from_static(b"12345"));
+        a.hub().deliveries.increment(3);
+        let text = a.render();
+        assert_eq!(
+            value(&text, "switchboard_messages_in_total{door=\"json\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, "switchboard_connections_open{door=\"json\"}"),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "switchboard_queue_bytes"), Some(5.0));
+        assert_eq!(value(&text, "switchboard_deliveries_total"), Some(3.0));
+        drop(guard);
+        door.disconnected(CloseReason::SlowConsumer);
+        let text = a.render();
+        assert_eq!(
+            value(&text, "switchboard_connections_open{door=\"json\"}"),
+            Some(0.0)
+        );
+        assert_eq!(value(&text, "switchboard_queue_bytes"), Some(0.0));
+        assert_eq!(
+            value(
+                &text,
+                "switchboard_disconnects_total{door=\"json\",reason=\"slow_consumer\"}"
+            ),
+            Some(1.0)
+        );
+        assert!(!b.render().contains("switchboard_messages_in_total{"));
+    }
+}

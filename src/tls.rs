@@ -1,0 +1,192 @@
+//! TLS for the front doors: load a PEM certificate chain and key into a rustls
+//! `ServerConfig` built on the ring provider (never a process-wide default), and the
+//! accept loop for TLS-only stream listeners (`--line-tls`, `--json-tls`) that
+//! handshakes each connection in its own task so a slow handshake blocks nobody.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A handshake that has not finished by then is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A certificate or key file that cannot be used, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read TLS certificate file {path}: {message}")]
+    Cert { path: PathBuf, message: String },
+    #[error("cannot read TLS key file {path}: {message}")]
+    Key { path: PathBuf, message: String },
+    #[error("TLS certificate {cert} and key {key} do not make a usable pair: {message}")]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        message: String,
+    },
+}
+
+fn describe(error: rustls_pki_types::pem::Error, what: &str) -> String {
+    match error {
+        rustls_pki_types::pem::Error::NoItemsFound => format!("no PEM {what} found in it"),
+        rustls_pki_types::pem::Error::Io(error) => error.to_string(),
+        other => format!("not valid PEM ({other})"),
+    }
+}
+
+/// The loaded certificate and key, as server configs for the stream doors and for
+/// the web door (which offers `http/1.1` by ALPN).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub streams: Arc<ServerConfig>,
+    pub web: Arc<ServerConfig>,
+}
+
+impl TlsSettings {
+    pub fn load(cert: &Path, key: &Path) -> Result<TlsSettings, TlsError> {
+        Ok(TlsSettings {
+            cert: cert.into(),
+            key: key.into(),
+            streams: load_server_config(cert, key, &[])?,
+            web: load_server_config(cert, key, &[b"http/1.1"])?,
+        })
+    }
+}
+
+/// Load `cert` (PEM chain, leaf first) and `key` (PEM PKCS#8, PKCS#1 or SEC1) into a
+/// server config using the ring provider. `alpn` lists protocols to offer (e.g.
+/// `http/1.1` for the web door; empty for the line and JSON doors).
+pub fn load_server_config(
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| TlsError::Cert {
+            path: cert.into(),
+            message: describe(e, "certificate"),
+        })?
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Cert {
+            path: cert.into(),
+            message: describe(e, "certificate"),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Cert {
+            path: cert.into(),
+            message: "no PEM certificate found in it".into(),
+        });
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.into(),
+        message: describe(e, "private key"),
+    })?;
+    let pair_error = |message: String| TlsError::Pair {
+        cert: cert.into(),
+        key: key.into(),
+        message,
+    };
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| pair_error(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, private_key)
+            .map_err(|e| pair_error(e.to_string()))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// Accept TCP connections on `listener` until `shutdown`, handshake each in its own
+/// task (bounded by [`HANDSHAKE_TIMEOUT`]) and hand the encrypted stream to `serve`.
+/// Every task runs on `tracker`, inside the server's shutdown scope.
+pub async fn accept_loop<F, Fut>(
+    door: &'static str,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    serve: F,
+) where
+    F: Fn(TlsStream<TcpStream>, SocketAddr) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let acceptor = acceptor.clone();
+                let serve = serve.clone();
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let stream = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        done = handshake => match done {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "{door}: TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "{door}: TLS handshake timed out");
+                                return;
+                            }
+                        },
+                    };
+                    serve(stream, peer).await;
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "{door}: accept failed; retrying shortly");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let missing = load_server_config(&cert, &key, &[]).unwrap_err();
+        assert!(missing.to_string().contains("cert.pem"), "{missing}");
+        std::fs::write(&cert, "not a certificate\n").unwrap();
+        let garbage = load_server_config(&cert, &key, &[]).unwrap_err();
+        assert!(
+            garbage.to_string().contains("cert.pem")
+                && garbage.to_string().contains("no PEM certificate"),
+            "{garbage}"
+        );
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, "nothing here\n").unwrap();
+        let bad_key = load_server_config(&cert, &key, &[]).unwrap_err();
+        assert!(bad_key.to_string().contains("key.pem"), "{bad_key}");
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        let config = load_server_config(&cert, &key, &[b"http/1.1"]).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+}

@@ -1,0 +1,100 @@
+//! End to end in a real browser: Debian's headless Chromium, driven by
+//! `tests/browser/chat.mjs` (playwright-core), opens the page served by the real
+//! binary, picks a nickname, receives a message from a TCP line client and sends one
+//! back, then survives a server restart by reconnecting on its own. Screenshots land
+//! in `test-output/`.
+//!
+//! Needs `/usr/bin/chromium` (apt-get install chromium) and
+//! `npm ci --prefix tests/browser`; missing either is a failure, not a skip.
+
+mod web_support;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use web_support::{Lines, Server, WAIT};
+
+#[tokio::test]
+async fn browser_and_netcat_user_chat_in_general() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script_dir = root.join("tests/browser");
+    assert!(
+        script_dir.join("node_modules/playwright-core").is_dir(),
+        "browser test dependencies are missing: run `npm ci --prefix tests/browser`"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "Chromium is missing: run `apt-get install -y --no-install-recommends chromium`"
+    );
+
+    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let mut tcp = Lines::line_login(server.addr("line"), "tcpuser").await;
+
+    let mut node = tokio::process::Command::new("node")
+        .arg(script_dir.join("chat.mjs"))
+        .arg(server.url("web"))
+        .arg(root.join("test-output"))
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start node (is Node.js installed?)");
+    let mut steps = BufReader::new(node.stdout.take().unwrap()).lines();
+
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("READY"));
+    tcp.line_containing("webuser joined").await;
+    tcp.send_line("hello from tcp").await;
+    tcp.send_line("<img src=x onerror=alert(1)>").await;
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("SENT"));
+    assert_eq!(
+        tcp.line_containing("[webuser]").await,
+        "[webuser] hello from the browser"
+    );
+    tcp.send_line("/msg webuser just between us").await;
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("SCREENSHOTS"));
+
+    // Restart the server on the same web address: the page must reconnect on its own.
+    let web = server.addr("web").to_string();
+    drop(tcp);
+    server.stop().await;
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("OFFLINE"));
+    let server = Server::start(&["--web", &web], &["line", "json", "web"]).await;
+    let mut tcp = Lines::line_login(server.addr("line"), "tcpuser").await;
+    // The page may reconnect before or after this client: ask until it is there.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        tcp.send_line("/who").await;
+        if tcp
+            .line_containing("#general has")
+            .await
+            .contains("webuser")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page did not reconnect"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tcp.send_line("back again").await;
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("DONE"));
+    let status = tokio::time::timeout(WAIT * 3, node.wait())
+        .await
+        .expect("the browser script finished in time")
+        .unwrap();
+    assert!(status.success(), "browser script failed: {status}");
+    assert!(root.join("test-output/browser-chat.png").is_file());
+    server.stop().await;
+}
+
+/// The next line the browser script prints (READY, SENT, DONE).
+async fn next_step(
+    steps: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> Option<String> {
+    tokio::time::timeout(WAIT * 6, steps.next_line())
+        .await
+        .expect("the browser script moved on in time")
+        .unwrap()
+}

@@ -1,0 +1,291 @@
+//! The web door against the real binary: the JSON protocol over WebSocket, delivery
+//! across line, JSON and WebSocket doors, the page, /healthz, /metrics, keepalive and
+//! the shutdown close frame.
+
+mod web_support;
+
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use web_support::{http_get, metric, Lines, Server, Ws};
+
+fn ws_url(server: &Server) -> String {
+    format!("ws://{}/ws", server.addr("web"))
+}
+
+async fn get(server: &Server, path: &str) -> (u16, String) {
+    let addr = server.addr("web");
+    http_get(
+        TcpStream::connect(addr).await.unwrap(),
+        &addr.to_string(),
+        path,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn messages_cross_every_door_in_both_directions() {
+    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let mut netcat = Lines::line_login(server.addr("line"), "nc").await;
+    let (mut program, _) = Lines::json_login(server.addr("json"), "prog").await;
+    let (mut browser, welcome) = Ws::login(&ws_url(&server), "web").await;
+    assert_eq!(welcome["protocol"], 1);
+    netcat.line_containing("web joined").await;
+    program.json_of_type("joined").await; // web
+
+    netcat.send_line("from the line door").await;
+    let seen = browser.of_type("message").await;
+    assert_eq!(
+        (seen["from"].clone(), seen["text"].clone()),
+        (json!("nc"), json!("from the line door"))
+    );
+    assert_eq!(
+        program.json_of_type("message").await["text"],
+        "from the line door"
+    );
+
+    browser
+        .send(json!({"type": "say", "text": "from the browser", "id": "b1"}))
+        .await;
+    assert_eq!(
+        netcat.line_containing("[web]").await,
+        "[web] from the browser"
+    );
+    assert_eq!(program.json_of_type("message").await["from"], "web");
+    assert_eq!(browser.of_type("ok").await["id"], "b1");
+
+    program
+        .send_json(json!({"type": "say", "text": "from a program"}))
+        .await;
+    assert_eq!(
+        netcat.line_containing("[prog]").await,
+        "[prog] from a program"
+    );
+    assert_eq!(browser.of_type("message").await["text"], "from a program");
+
+    // Private messages across doors, and whois names the door.
+    netcat.send_line("/msg web psst").await;
+    let private = browser.of_type("message").await;
+    assert_eq!(
+        (private["to"].clone(), private["text"].clone()),
+        (json!("web"), json!("psst"))
+    );
+    browser
+        .send(json!({"type": "msg", "to": "nc", "text": "hi back"}))
+        .await;
+    assert_eq!(
+        netcat.line_containing("[web -> nc]").await,
+        "[web -> nc] hi back"
+    );
+    browser
+        .send(json!({"type": "whois", "nick": "prog", "id": 1}))
+        .await;
+    let whois = browser.of_type("whois").await;
+    assert_eq!(
+        (whois["door"].clone(), whois["id"].clone()),
+        (json!("json"), json!(1))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_errors_carry_ids_and_the_socket_stays_open() {
+    let server = Server::start(&["--max-json-bytes", "256"], &["line", "json", "web"]).await;
+    let url = ws_url(&server);
+    let (_taken, _) = Ws::login(&url, "taken").await;
+    let mut ws = Ws::connect(&url).await;
+    ws.send(json!({"type": "join", "room": "#x", "id": "early"}))
+        .await;
+    let error = ws.of_type("error").await;
+    assert_eq!(
+        (error["code"].clone(), error["id"].clone()),
+        (json!("not_registered"), json!("early"))
+    );
+    ws.send(json!({"type": "nick", "nick": "Taken", "id": "n1"}))
+        .await;
+    let error = ws.of_type("error").await;
+    assert_eq!(
+        (error["code"].clone(), error["id"].clone()),
+        (json!("nick_taken"), json!("n1"))
+    );
+    ws.send(json!({"type": "nick", "nick": "bad\u{202e}name", "id": "n2"}))
+        .await;
+    assert_eq!(ws.of_type("error").await["code"], "nick_invalid");
+    ws.send(json!({"type": "nick", "nick": "fresh"})).await;
+    ws.of_type("welcome").await;
+
+    ws.send_text("not json at all").await;
+    let error = ws.of_type("error").await;
+    assert_eq!(error["code"], "bad_request");
+    ws.send(json!({"type": "fly", "id": "u"})).await;
+    let error = ws.of_type("error").await;
+    assert_eq!(
+        (error["code"].clone(), error["id"].clone()),
+        (json!("unknown_command"), json!("u"))
+    );
+    ws.send(json!({"type": "msg", "text": "x", "id": "m"}))
+        .await;
+    let error = ws.of_type("error").await;
+    assert_eq!(
+        (error["code"].clone(), error["id"].clone()),
+        (json!("bad_request"), json!("m"))
+    );
+    ws.send(json!({"type": "msg", "to": "ghost", "text": "x", "id": "g"}))
+        .await;
+    let error = ws.of_type("error").await;
+    assert_eq!(
+        (error["code"].clone(), error["id"].clone()),
+        (json!("no_such_nick"), json!("g"))
+    );
+    ws.send(json!({"type": "part", "room": "#elsewhere", "id": "p"}))
+        .await;
+    assert_eq!(ws.of_type("error").await["id"], "p");
+
+    // Over the cap but under the hard frame limit: refused with its id, socket stays.
+    let big = json!({"id": "big", "type": "say", "text": "y".repeat(300)});
+    ws.send(big).await;
+    let error = ws.of_type("error").await;
+    assert_eq!(
+        (error["code"].clone(), error["id"].clone()),
+        (json!("line_too_long"), json!("big"))
+    );
+    ws.send(json!({"type": "ping", "id": "still"})).await;
+    assert_eq!(ws.of_type("pong").await["id"], "still");
+
+    // Far over the hard limit: the socket is closed with 1009 (message too big).
+    ws.send_text(&"z".repeat(64 * 1024)).await;
+    let close = loop {
+        match ws.message().await {
+            Some(Message::Close(frame)) => break frame,
+            Some(_) => continue,
+            None => panic!("stream ended without a close frame"),
+        }
+    };
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Size));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn page_health_and_metrics_are_served() {
+    let server = Server::start(&[], &["line", "json", "web"]).await;
+    assert!(server.url("web").starts_with("http://127.0.0.1:"));
+    let (status, page) = get(&server, "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<script src=\"app.js\">"), "{page}");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no CDN"
+    );
+    let (status, script) = get(&server, "/app.js").await;
+    assert_eq!(status, 200);
+    assert!(script.contains("location.host") && !script.contains("innerHTML"));
+    assert_eq!(get(&server, "/style.css").await.0, 200);
+    assert_eq!(get(&server, "/nope").await.0, 404);
+    assert_eq!(get(&server, "/healthz").await, (200, "ok\n".into()));
+
+    let (_, before) = get(&server, "/metrics").await;
+    let mut netcat = Lines::line_login(server.addr("line"), "nc").await;
+    let (mut browser, _) = Ws::login(&ws_url(&server), "web").await;
+    netcat.send_line("one").await;
+    browser.send(json!({"type": "say", "text": "two"})).await;
+    browser.of_type("message").await;
+    browser.of_type("message").await;
+    let (status, after) = get(&server, "/metrics").await;
+    assert_eq!(status, 200);
+    let grew = |series: &str| metric(&after, series) - metric(&before, series);
+    assert_eq!(
+        grew("switchboard_connections_total{door=\"line\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        grew("switchboard_connections_total{door=\"ws\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "switchboard_connections_open{door=\"ws\"}"),
+        1.0
+    );
+    assert_eq!(grew("switchboard_messages_in_total{door=\"line\"}"), 1.0);
+    assert_eq!(grew("switchboard_messages_in_total{door=\"ws\"}"), 1.0);
+    // Two messages, each to both members.
+    assert_eq!(grew("switchboard_messages_out_total"), 4.0, "{after}");
+    assert!(grew("switchboard_deliveries_total") >= 4.0);
+    assert!(after.contains("switchboard_queue_bytes"));
+
+    netcat.send_line("/quit").await;
+    while netcat.line().await.is_some() {}
+    drop(netcat);
+    browser.of_type("left").await;
+    // The connection task counts its close once the socket is done: poll for it.
+    let series = "switchboard_disconnects_total{door=\"line\",reason=\"client_quit\"}";
+    let deadline = tokio::time::Instant::now() + web_support::WAIT;
+    loop {
+        let (_, later) = get(&server, "/metrics").await;
+        if metric(&later, series) == 1.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{later}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_the_goodbye_then_a_1001_close_frame() {
+    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let (mut ws, _) = Ws::login(&ws_url(&server), "stayer").await;
+    let stopping = tokio::spawn(server.stop());
+    let mut saw_notice = false;
+    let close = loop {
+        match ws.message().await {
+            Some(Message::Text(text)) => {
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                saw_notice |= value["type"] == "notice";
+            }
+            Some(Message::Close(frame)) => break frame,
+            Some(_) => continue,
+            None => panic!("stream ended without a close frame"),
+        }
+    };
+    assert!(
+        saw_notice,
+        "the goodbye notice comes before the close frame"
+    );
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_socket_that_never_answers_pings_is_closed_as_idle() {
+    let server = Server::start(&["--ws-ping-interval", "100ms"], &["line", "json", "web"]).await;
+    let mut watcher = Lines::line_login(server.addr("line"), "watcher").await;
+    let (mut ws, _) = Ws::login(&ws_url(&server), "sleepy").await;
+    // Not reading means not answering pings: after three silent intervals, it is closed.
+    let left = watcher.line_containing("sleepy left").await;
+    assert!(left.contains("idle timeout"), "{left}");
+    // Its close frame may be lost to the reset caused by the late pongs it now sends.
+    loop {
+        match ws.message().await {
+            Some(Message::Close(frame)) => {
+                assert_eq!(frame.map(|f| f.code), Some(CloseCode::Away));
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    // A socket that reads (and so answers pings) stays.
+    let (mut awake, _) = Ws::login(&ws_url(&server), "awake").await;
+    let mut pings = 0;
+    while pings < 5 {
+        if let Some(Message::Ping(_)) = awake.message().await {
+            pings += 1;
+        }
+    }
+    awake.send(json!({"type": "ping", "id": 1})).await;
+    assert_eq!(awake.of_type("pong").await["id"], 1);
+    server.stop().await;
+}

@@ -1,0 +1,481 @@
+// Switchboard web chat: speaks the JSON protocol (docs/protocol.md) over a WebSocket
+// at /ws on the page's own host. Every piece of user text is rendered with
+// textContent, never as HTML.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    status: $('status'), me: $('me'), currentRoom: $('current-room'), menu: $('menu'),
+    rooms: $('rooms'), privates: $('privates'), members: $('members'), membersTitle: $('members-title'),
+    joinForm: $('join-form'), joinInput: $('join-input'),
+    messages: $('messages'), sayForm: $('say-form'), sayInput: $('say-input'), sayButton: $('say-button'),
+    nickDialog: $('nick-dialog'), nickForm: $('nick-form'), nickInput: $('nick-input'),
+    nickError: $('nick-error'), nickButton: $('nick-button'),
+  };
+
+  const MAX_KEPT_MESSAGES = 500;
+  const wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
+
+  let socket = null;
+  let attempts = 0;
+  let reconnectTimer = null;
+  let nextId = 1;
+  const pending = new Map(); // request id -> what it was for
+  let wantedNick = '';
+  let myClient = null;
+  let myNick = '';
+  const joined = new Set(); // folded room names we are in
+  const conversations = new Map(); // key -> { key, title, kind, items, unread }
+  let roomList = []; // from the last "rooms" reply
+  let current = null;
+
+  const fold = (name) => name.toLowerCase();
+  const roomKey = (room) => fold(room);
+  const privateKey = (nick) => '@' + fold(nick);
+
+  function setStatus(kind, text) {
+    ui.status.className = 'status ' + kind;
+    ui.status.textContent = text;
+  }
+
+  function send(message, purpose) {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return null;
+    const id = String(nextId++);
+    message.id = id;
+    pending.set(id, purpose || message.type);
+    socket.send(JSON.stringify(message));
+    return id;
+  }
+
+  // ---- connection -------------------------------------------------------------------
+
+  function connect() {
+    reconnectTimer = null;
+    setStatus('connecting', attempts ? 'reconnecting…' : 'connecting…');
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl);
+    } catch (error) {
+      scheduleReconnect();
+      return;
+    }
+    socket = ws;
+    ws.addEventListener('open', () => {
+      setStatus('connected', 'connected');
+      if (wantedNick) send({ type: 'nick', nick: wantedNick }, 'register');
+      else showNickDialog('');
+    });
+    ws.addEventListener('message', (event) => {
+      let message;
+      try { message = JSON.parse(event.data); } catch (error) { return; }
+      handle(message);
+    });
+    ws.addEventListener('close', (event) => {
+      if (socket !== ws) return;
+      socket = null;
+      myClient = null;
+      pending.clear();
+      setInputEnabled(false);
+      if (event.code === 1001 && current) addNotice(current, 'server going away; reconnecting');
+      scheduleReconnect();
+    });
+  }
+
+  function scheduleReconnect() {
+    if (reconnectTimer) return;
+    attempts += 1;
+    // Exponential backoff with jitter, 0.5 s up to 30 s.
+    const delay = Math.min(30000, 500 * 2 ** Math.min(attempts - 1, 6)) * (0.75 + Math.random() / 2);
+    const until = Date.now() + delay;
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+      setStatus('offline', 'offline — retrying in ' + left + 's');
+    };
+    tick();
+    const countdown = setInterval(tick, 1000);
+    reconnectTimer = setTimeout(() => { clearInterval(countdown); connect(); }, delay);
+  }
+
+  // ---- incoming ---------------------------------------------------------------------
+
+  function handle(message) {
+    const purpose = message.id !== undefined ? pending.get(String(message.id)) : undefined;
+    if (message.id !== undefined) pending.delete(String(message.id));
+    switch (message.type) {
+      case 'welcome': return onWelcome(message);
+      case 'joined': return onJoined(message);
+      case 'left': return onLeft(message);
+      case 'message': return onMessage(message);
+      case 'history': return (message.messages || []).forEach(onMessage);
+      case 'nick': return onNick(message);
+      case 'notice': return addNotice(current, message.text);
+      case 'rooms': roomList = message.rooms || []; return renderSidebar();
+      case 'members': return renderMembers(message.room, message.members || []);
+      case 'whois': {
+        const rooms = (message.rooms || []).join(' ') || 'no rooms';
+        return addNotice(current, `${message.nick} is client ${message.client}, via ${message.door}, in ${rooms}`);
+      }
+      case 'error': return onError(message, purpose);
+      default: return undefined; // ok, pong, and anything newer than this page
+    }
+  }
+
+  function onWelcome(message) {
+    myClient = message.client;
+    myNick = message.nick;
+    wantedNick = message.nick;
+    attempts = 0;
+    ui.me.textContent = myNick;
+    hideNickDialog();
+    setInputEnabled(true);
+    // Rejoin the rooms we were in before a reconnect (the default room comes by itself).
+    for (const conversation of conversations.values()) {
+      if (conversation.kind === 'room' && conversation.wanted) {
+        send({ type: 'join', room: conversation.title });
+      }
+    }
+    refreshRooms();
+  }
+
+  function onJoined(message) {
+    const key = roomKey(message.room);
+    const conversation = conversationFor(key, message.room, 'room');
+    if (message.client === myClient) {
+      joined.add(key);
+      conversation.wanted = true;
+      if (!current || conversation.justAsked || !joined.has(current)) switchTo(key);
+      conversation.justAsked = false;
+    }
+    addNotice(key, `${message.nick} joined ${message.room}`);
+    if (key === current) refreshMembers();
+    refreshRooms();
+  }
+
+  function onLeft(message) {
+    const key = roomKey(message.room);
+    const reason = message.reason ? ` (${message.reason})` : '';
+    addNotice(key, `${message.nick} left ${message.room}${reason}`);
+    if (message.client === myClient) {
+      joined.delete(key);
+      const conversation = conversations.get(key);
+      if (conversation) conversation.wanted = false;
+      if (current === key) {
+        const next = [...joined][0];
+        if (next) switchTo(next); else renderSidebar();
+      }
+    } else if (key === current) {
+      refreshMembers();
+    }
+    refreshRooms();
+  }
+
+  function onMessage(message) {
+    let key;
+    if (message.room !== undefined) {
+      key = roomKey(message.room);
+      conversationFor(key, message.room, 'room');
+    } else {
+      const other = message.from_client === myClient ? message.to : message.from;
+      key = privateKey(other);
+      conversationFor(key, other, 'private');
+    }
+    // History (replayed on join, again after a reconnect) is shown once per message.
+    const conversation = conversations.get(key);
+    if (message.history && conversation.items.some((item) => item.message && item.message.id === message.id)) return;
+    addItem(key, { kind: 'message', message });
+  }
+
+  function onNick(message) {
+    if (message.client === myClient) {
+      myNick = message.new;
+      wantedNick = message.new;
+      ui.me.textContent = myNick;
+    }
+    addNotice(current, `${message.old} is now known as ${message.new}`);
+    refreshMembers();
+  }
+
+  function onError(message, purpose) {
+    if (purpose === 'register') {
+      // Our name was refused: ask again, saying why, right in the dialog.
+      showNickDialog(message.text);
+      return;
+    }
+    addItem(current, { kind: 'error', text: message.text });
+  }
+
+  // ---- conversations ----------------------------------------------------------------
+
+  function conversationFor(key, title, kind) {
+    let conversation = conversations.get(key);
+    if (!conversation) {
+      conversation = { key, title, kind, items: [], unread: 0, wanted: false, justAsked: false };
+      conversations.set(key, conversation);
+      renderSidebar();
+    }
+    return conversation;
+  }
+
+  function addNotice(key, text) {
+    addItem(key, { kind: 'notice', text });
+  }
+
+  function addItem(key, item) {
+    const conversation = key && conversations.get(key);
+    if (!conversation) return;
+    item.time = item.message ? item.message.time : Date.now();
+    conversation.items.push(item);
+    if (conversation.items.length > MAX_KEPT_MESSAGES) conversation.items.shift();
+    if (key === current) {
+      const stick = ui.messages.scrollHeight - ui.messages.scrollTop - ui.messages.clientHeight < 40;
+      ui.messages.appendChild(renderItem(item));
+      while (ui.messages.childElementCount > MAX_KEPT_MESSAGES) ui.messages.firstElementChild.remove();
+      if (stick) ui.messages.scrollTop = ui.messages.scrollHeight;
+    } else if (item.kind === 'message' && !item.message.history) {
+      conversation.unread += 1;
+      renderSidebar();
+    }
+  }
+
+  function span(className, text) {
+    const element = document.createElement('span');
+    element.className = className;
+    element.textContent = text;
+    return element;
+  }
+
+  function renderItem(item) {
+    const li = document.createElement('li');
+    const time = new Date(item.time);
+    li.appendChild(span('time', time.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })));
+    if (item.kind === 'message') {
+      const m = item.message;
+      li.className = 'message' + (m.action ? ' action' : '') + (m.history ? ' history' : '');
+      const mine = m.from_client === myClient;
+      if (m.action) {
+        li.appendChild(span('from' + (mine ? ' mine' : ''), '* ' + m.from));
+      } else {
+        li.appendChild(span('from' + (mine ? ' mine' : ''), m.from));
+      }
+      if (m.text) li.appendChild(span('text', m.text));
+      if (m.data !== undefined) {
+        if (m.text) li.appendChild(document.createTextNode(' '));
+        li.appendChild(span('data', JSON.stringify(m.data)));
+      }
+    } else {
+      li.className = item.kind;
+      li.appendChild(span('text', item.text));
+    }
+    return li;
+  }
+
+  function switchTo(key) {
+    const conversation = conversations.get(key);
+    if (!conversation) return;
+    current = key;
+    conversation.unread = 0;
+    ui.currentRoom.textContent = conversation.kind === 'room' ? conversation.title : '@' + conversation.title;
+    ui.messages.replaceChildren(...conversation.items.map(renderItem));
+    ui.messages.scrollTop = ui.messages.scrollHeight;
+    document.body.classList.remove('sidebar-open');
+    ui.menu.setAttribute('aria-expanded', 'false');
+    renderSidebar();
+    refreshMembers();
+    focusInput();
+  }
+
+  // ---- sidebar ----------------------------------------------------------------------
+
+  function refreshRooms() { send({ type: 'rooms' }); }
+
+  function refreshMembers() {
+    const conversation = current && conversations.get(current);
+    if (conversation && conversation.kind === 'room' && joined.has(current)) {
+      send({ type: 'members', room: conversation.title });
+    } else {
+      renderMembers(null, []);
+    }
+  }
+
+  function renderMembers(room, members) {
+    const conversation = current && conversations.get(current);
+    if (room !== null && (!conversation || roomKey(room) !== current)) return;
+    ui.membersTitle.textContent = room ? `Members (${members.length})` : 'Members';
+    ui.members.replaceChildren(...members.map((nick) => {
+      const li = document.createElement('li');
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'name';
+      button.textContent = nick;
+      button.title = 'Private message ' + nick;
+      button.addEventListener('click', () => {
+        if (fold(nick) === fold(myNick)) return;
+        conversationFor(privateKey(nick), nick, 'private');
+        switchTo(privateKey(nick));
+      });
+      li.appendChild(button);
+      return li;
+    }));
+  }
+
+  function sidebarEntry(conversation, count, onOpen, onPart) {
+    const li = document.createElement('li');
+    if (conversation && conversation.key === current) li.className = 'active';
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'name';
+    button.textContent = conversation.title;
+    button.addEventListener('click', onOpen);
+    li.appendChild(button);
+    if (conversation.unread) li.appendChild(span('unread', String(conversation.unread)));
+    if (count !== null) li.appendChild(span('count', String(count)));
+    if (onPart) {
+      const part = document.createElement('button');
+      part.type = 'button';
+      part.className = 'part';
+      part.textContent = '×';
+      part.title = 'Leave ' + conversation.title;
+      part.addEventListener('click', onPart);
+      li.appendChild(part);
+    }
+    return li;
+  }
+
+  function renderSidebar() {
+    const counts = new Map(roomList.map((room) => [roomKey(room.name), room]));
+    const keys = new Set([...joined, ...counts.keys()]);
+    const rooms = [...keys].sort().map((key) => {
+      const known = counts.get(key);
+      const conversation = conversations.get(key) || { key, title: known ? known.name : key, unread: 0 };
+      const inRoom = joined.has(key);
+      return sidebarEntry(
+        conversation,
+        known ? known.members : null,
+        () => (inRoom ? switchTo(key) : joinRoom(conversation.title)),
+        inRoom ? () => send({ type: 'part', room: conversation.title }) : null,
+      );
+    });
+    ui.rooms.replaceChildren(...rooms);
+    const privates = [...conversations.values()].filter((c) => c.kind === 'private')
+      .map((conversation) => sidebarEntry(conversation, null, () => switchTo(conversation.key), null));
+    ui.privates.replaceChildren(...privates);
+  }
+
+  function joinRoom(name) {
+    let room = name.trim();
+    if (!room) return;
+    if (!room.startsWith('#')) room = '#' + room;
+    const key = roomKey(room);
+    if (joined.has(key)) { switchTo(key); return; }
+    conversationFor(key, room, 'room').justAsked = true;
+    send({ type: 'join', room });
+  }
+
+  // ---- typing -----------------------------------------------------------------------
+
+  function setInputEnabled(enabled) {
+    ui.sayInput.disabled = !enabled;
+    ui.sayButton.disabled = !enabled;
+    if (enabled) focusInput();
+  }
+
+  function focusInput() {
+    if (!ui.sayInput.disabled && ui.nickDialog.hidden) ui.sayInput.focus();
+  }
+
+  function showNickDialog(error) {
+    ui.nickDialog.hidden = false;
+    ui.nickError.textContent = error || '';
+    ui.nickInput.value = ui.nickInput.value || wantedNick;
+    ui.nickInput.focus();
+    ui.nickInput.select();
+  }
+
+  function hideNickDialog() {
+    ui.nickDialog.hidden = true;
+    ui.nickError.textContent = '';
+  }
+
+  function target() {
+    const conversation = current && conversations.get(current);
+    return conversation || null;
+  }
+
+  function say(text) {
+    const conversation = target();
+    if (!conversation) return;
+    if (conversation.kind === 'private') send({ type: 'msg', to: conversation.title, text });
+    else send({ type: 'say', room: conversation.title, text });
+  }
+
+  function command(line) {
+    const [word, ...restWords] = line.slice(1).split(' ');
+    const rest = restWords.join(' ').trim();
+    const conversation = target();
+    switch (word.toLowerCase()) {
+      case 'me':
+        if (!conversation || !rest) return;
+        if (conversation.kind === 'private') send({ type: 'action', to: conversation.title, text: rest });
+        else send({ type: 'action', room: conversation.title, text: rest });
+        return;
+      case 'msg': case 'query': {
+        const [to, ...words] = rest.split(' ');
+        if (!to) return;
+        conversationFor(privateKey(to), to, 'private');
+        switchTo(privateKey(to));
+        if (words.length) send({ type: 'msg', to, text: words.join(' ') });
+        return;
+      }
+      case 'join': joinRoom(rest); return;
+      case 'part': send({ type: 'part', room: rest || (conversation && conversation.title) }); return;
+      case 'nick': if (rest) send({ type: 'nick', nick: rest }); return;
+      case 'whois': if (rest) send({ type: 'whois', nick: rest }); return;
+      case 'rooms': refreshRooms(); return;
+      default:
+        addItem(current, { kind: 'error', text: `unknown command /${word}; try /me, /msg, /join, /part, /nick, /whois` });
+    }
+  }
+
+  ui.sayForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const line = ui.sayInput.value;
+    if (!line.trim()) return;
+    if (line.startsWith('//')) say(line.slice(1));
+    else if (line.startsWith('/')) command(line);
+    else say(line);
+    ui.sayInput.value = '';
+    focusInput();
+  });
+
+  ui.nickForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const nick = ui.nickInput.value.trim();
+    if (!nick) { ui.nickError.textContent = 'type a name first'; return; }
+    wantedNick = nick;
+    ui.nickError.textContent = '';
+    if (socket && socket.readyState === WebSocket.OPEN) send({ type: 'nick', nick }, 'register');
+    else ui.nickError.textContent = 'not connected yet; your name will be sent once connected';
+  });
+
+  ui.joinForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    joinRoom(ui.joinInput.value);
+    ui.joinInput.value = '';
+  });
+
+  ui.menu.addEventListener('click', () => {
+    const open = document.body.classList.toggle('sidebar-open');
+    ui.menu.setAttribute('aria-expanded', String(open));
+  });
+
+  // Typing anywhere goes to the message box (unless another field has focus).
+  document.addEventListener('keydown', (event) => {
+    const active = document.activeElement;
+    if (active && (active.tagName === 'INPUT' || active.tagName === 'TEXTAREA')) return;
+    if (event.ctrlKey || event.metaKey || event.altKey || event.key.length !== 1) return;
+    focusInput();
+  });
+
+  connect();
+})();
