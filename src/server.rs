@@ -304,6 +304,7 @@ fn spawn_json_and_web(
         max_message_bytes: config.max_json_bytes,
         max_queue_bytes: config.max_queue_bytes,
         register_timeout: config.register_timeout,
+        flood: config.flood,
     };
     let json_door = JsonDoor::new(
         hub.clone(),

@@ -124,7 +124,12 @@ async fn every_request_type_works_and_is_acknowledged_by_id() {
 
 #[tokio::test]
 async fn every_error_carries_its_code_and_request_id_and_the_connection_stays_usable() {
-    let server = Server::start(&["--max-json-bytes", "256"], &["line", "json", "web"]).await;
+    // Many requests back to back: flood control would (rightly) slow them down.
+    let server = Server::start(
+        &["--max-json-bytes", "256", "--flood-rate", "0"],
+        &["line", "json", "web"],
+    )
+    .await;
     let json = server.addr("json");
     let (mut bob, _) = Lines::json_login(json, "bob").await;
     bob.send_json(json!({"type": "join", "room": "#private", "id": "j"}))
@@ -339,4 +344,60 @@ async fn history_is_replayed_on_join_and_paged_by_id() {
         .map(|m| m["id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids, [newest - 1, newest]);
+}
+
+#[tokio::test]
+async fn a_json_flooder_is_slowed_then_disconnected_and_others_carry_on() {
+    let server = Server::start(
+        &[
+            "--flood-rate",
+            "20",
+            "--flood-burst",
+            "5",
+            "--flood-patience",
+            "1s",
+        ],
+        &["line", "json", "web"],
+    )
+    .await;
+    let json = server.addr("json");
+    let (mut watcher, _) = Lines::json_login(json, "watcher").await;
+    let (mut flooder, _) = Lines::json_login(json, "flooder").await;
+    watcher.json_of_type("joined").await;
+    // Over the burst: told once to slow down, and every message still arrives.
+    for n in 0..10 {
+        flooder
+            .send_json(json!({"type": "say", "text": format!("burst {n}")}))
+            .await;
+    }
+    let slow = flooder.json_of_type("error").await;
+    assert_eq!(slow["code"], "flood");
+    assert!(slow["text"].as_str().unwrap().contains("slow down"));
+    for n in 0..10 {
+        assert_eq!(
+            watcher.json_of_type("message").await["text"],
+            format!("burst {n}")
+        );
+    }
+    // Flooding on past the patience ends with a stated reason.
+    let line = format!("{}\n", json!({"type": "say", "text": "flood"})).repeat(50);
+    let flood = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(20)
+            && flooder.try_send_raw(line.as_bytes()).await
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    loop {
+        let event = watcher.json().await;
+        if event["type"] == "left" {
+            assert_eq!(event["nick"], "flooder");
+            assert_eq!(event["reason"], "flooding");
+            break;
+        }
+    }
+    flood.abort();
+    watcher.send_json(json!({"type": "ping", "id": "p"})).await;
+    assert_eq!(watcher.json_of_type("pong").await["id"], "p");
 }

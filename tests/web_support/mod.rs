@@ -129,6 +129,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
         self.reader.get_mut().flush().await.unwrap();
     }
 
+    /// Send without panicking; false once the server has closed the connection.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
+        self.reader.get_mut().write_all(bytes).await.is_ok()
+    }
+
     pub async fn send_line(&mut self, line: &str) {
         self.send_raw(format!("{line}\n").as_bytes()).await;
     }

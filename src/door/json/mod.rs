@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use self::codec::{decode, sniff_id, ClientMessage, JsonRender};
 use self::framing::{JsonFrame, JsonLineFramer};
 use super::conn::{Conn, Input};
+use super::flood::{FloodSettings, TokenBucket, Verdict};
 use super::{ConnectionSlots, Slot};
 use crate::hub::{
     ClientId, CloseReason, Command, Connection, ErrorCode, Event, HubGone, HubHandle, Outbox,
@@ -35,6 +36,7 @@ pub struct JsonSettings {
     pub max_message_bytes: usize,
     pub max_queue_bytes: usize,
     pub register_timeout: Duration,
+    pub flood: FloodSettings,
 }
 
 /// Everything a JSON connection needs, shared by all of a door's connections.
@@ -163,6 +165,7 @@ impl JsonDoor {
             registered: false,
             leaving: false,
             register_deadline: Instant::now() + self.settings.register_timeout,
+            bucket: TokenBucket::new(self.settings.flood, Instant::now()),
         }
     }
 
@@ -230,6 +233,7 @@ pub struct JsonSession<'door> {
     /// Quit or disconnect sent: further input is ignored.
     leaving: bool,
     register_deadline: Instant,
+    bucket: TokenBucket,
 }
 
 impl JsonSession<'_> {
@@ -313,9 +317,45 @@ impl JsonSession<'_> {
         .await
     }
 
+    /// Flood control: wait for a token before handling a message. While it waits the
+    /// session reads nothing more from this client, so the excess stays in the
+    /// client's own buffers. Returns false when the client was disconnected instead.
+    async fn admit(&mut self) -> Result<bool, HubGone> {
+        let mut waited = false;
+        loop {
+            match self.bucket.take(Instant::now()) {
+                Verdict::Allow => {
+                    if !waited {
+                        self.bucket.caught_up();
+                    }
+                    return Ok(true);
+                }
+                Verdict::Wait { until, first } => {
+                    if first {
+                        let rate = self.door.settings.flood.rate;
+                        self.error(
+                            None,
+                            ErrorCode::Flood,
+                            format!("slow down: over {rate} messages per second; your messages are delayed"),
+                        )
+                        .await?;
+                    }
+                    waited = true;
+                    tokio::time::sleep_until(until).await;
+                }
+                Verdict::Kick => {
+                    self.error(None, ErrorCode::Flood, "disconnected for flooding")
+                        .await?;
+                    self.leave(CloseReason::Flood).await?;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
     /// One complete message.
     pub async fn handle_message(&mut self, bytes: &[u8]) -> Result<(), HubGone> {
-        if self.leaving {
+        if self.leaving || !self.admit().await? {
             return Ok(());
         }
         let decoded = decode(bytes);
