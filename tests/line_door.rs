@@ -138,7 +138,13 @@ fn rooms_are_separate_and_listed_with_counts() {
     alice.send_line("/part #rust bye");
     assert_eq!(alice.line(), "*** alice left #rust (bye)");
     assert_eq!(bob.line(), "*** bob joined #rust");
-    assert_eq!(bob.line(), "#rust [alice] borrowck is my friend".replace("#rust [alice] borrowck is my friend", "*** alice left #rust (bye)"));
+    assert_eq!(
+        bob.line(),
+        "#rust [alice] borrowck is my friend".replace(
+            "#rust [alice] borrowck is my friend",
+            "*** alice left #rust (bye)"
+        )
+    );
     alice.send_line("back in general");
     assert_eq!(alice.line(), "[alice] back in general");
     alice.send_line("/join #bad room");
@@ -153,10 +159,22 @@ fn commands_whois_nick_help_and_errors() {
     alice.expect("*** bob joined #general\n");
     alice.send_line("/whois bob");
     let whois = alice.line();
-    assert!(whois.starts_with("*** bob is client ") && whois.contains("via line") && whois.ends_with("in #general"), "{whois}");
+    assert!(
+        whois.starts_with("*** bob is client ")
+            && whois.contains("via line")
+            && whois.ends_with("in #general"),
+        "{whois}"
+    );
     alice.send_line("/whois alice");
     let mine = alice.line();
-    let id = |line: &str| line.split_whitespace().nth(4).unwrap().trim_end_matches(',').parse::<u64>().unwrap();
+    let id = |line: &str| {
+        line.split_whitespace()
+            .nth(4)
+            .unwrap()
+            .trim_end_matches(',')
+            .parse::<u64>()
+            .unwrap()
+    };
     assert_ne!(id(&whois), id(&mine), "client ids are unique");
     bob.send_line("/nick Robert");
     assert_eq!(alice.line(), "*** bob is now known as Robert");
@@ -170,9 +188,16 @@ fn commands_whois_nick_help_and_errors() {
     bob.expect("[Robert] /etc/motd\n");
     bob.send_line("/help");
     let help = bob.lines_until("/quit");
-    assert!(help.iter().any(|line| line.contains("/msg NAME text")), "{help:?}");
+    assert!(
+        help.iter().any(|line| line.contains("/msg NAME text")),
+        "{help:?}"
+    );
     bob.send_line("/ping");
-    assert!(bob.lines_until("pong").last().unwrap().ends_with("*** pong"));
+    assert!(bob
+        .lines_until("pong")
+        .last()
+        .unwrap()
+        .ends_with("*** pong"));
 }
 
 #[test]
@@ -182,7 +207,10 @@ fn overlong_lines_get_an_error_and_the_connection_keeps_working() {
     let mut bob = server.join("bob");
     alice.expect("*** bob joined #general\n");
     bob.send_line(&"x".repeat(101));
-    assert_eq!(bob.line(), "error: line too long (limit 100 bytes); it was discarded");
+    assert_eq!(
+        bob.line(),
+        "error: line too long (limit 100 bytes); it was discarded"
+    );
     // An endless line without a newline is discarded as it streams.
     for _ in 0..64 {
         bob.send(&[b'y'; 16 * 1024]);
@@ -200,7 +228,10 @@ fn control_characters_cannot_forge_lines() {
     let mut mallory = server.join("mallory");
     alice.expect("*** mallory joined #general\n");
     mallory.send(b"hi\r[alice] I owe mallory money\x1b[2J\n");
-    assert_eq!(alice.line(), "[mallory] hi\u{FFFD}[alice] I owe mallory money\u{FFFD}[2J");
+    assert_eq!(
+        alice.line(),
+        "[mallory] hi\u{FFFD}[alice] I owe mallory money\u{FFFD}[2J"
+    );
     mallory.send(b"bad \xff\xfe utf8\n");
     assert_eq!(alice.line(), "[mallory] bad \u{FFFD}\u{FFFD} utf8");
 }
@@ -231,7 +262,10 @@ fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer() {
                 seen_leave = true;
                 got = reader.line();
             }
-            assert!(got.starts_with(&format!("[talker] {n} ")), "message {n} out of order or lost: {got:.40}");
+            assert!(
+                got.starts_with(&format!("[talker] {n} ")),
+                "message {n} out of order or lost: {got:.40}"
+            );
         }
         seen_leave
     });
@@ -245,11 +279,17 @@ fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer() {
         // Closed loop: stay within two windows of the slower of talker and reader.
         let deadline = std::time::Instant::now() + PATIENCE;
         while reader_progress.load(std::sync::atomic::Ordering::Acquire) + 2 * window < start {
-            assert!(!reading.is_finished() && std::time::Instant::now() < deadline, "the reader stopped");
+            assert!(
+                !reading.is_finished() && std::time::Instant::now() < deadline,
+                "the reader stopped"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    assert!(reading.join().unwrap(), "the slow reader was never disconnected");
+    assert!(
+        reading.join().unwrap(),
+        "the slow reader was never disconnected"
+    );
     // The server closed the sleeper's connection: after what the kernel buffered, EOF.
     sleeper.expect_closed();
 }
@@ -313,7 +353,10 @@ fn settings_come_from_file_then_environment_then_flags() {
     let server = Server::start_with_env(&["--config", file], &[("SWITCHBOARD_MAX_CLIENTS", "2")]);
     assert!(refusal(&server).contains("(2 clients)"));
     // Flag over environment.
-    let server = Server::start_with_env(&["--config", file, "--max-clients", "3"], &[("SWITCHBOARD_MAX_CLIENTS", "2")]);
+    let server = Server::start_with_env(
+        &["--config", file, "--max-clients", "3"],
+        &[("SWITCHBOARD_MAX_CLIENTS", "2")],
+    );
     assert!(refusal(&server).contains("(3 clients)"));
     // The file's other setting still applies beside a flag.
     let server = Server::start(&["--config", file, "--max-clients", "5"]);
@@ -324,24 +367,47 @@ fn settings_come_from_file_then_environment_then_flags() {
 
 #[test]
 fn help_documents_every_flag_and_bad_config_is_explained() {
-    let output = Command::new(binary()).args(["serve", "--help"]).output().unwrap();
+    let output = Command::new(binary())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     // clap wraps long help lines; compare with whitespace collapsed.
-    let help = String::from_utf8(output.stdout).unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
-    for flag in ["--line", "--config", "--max-line-bytes", "--max-queue-bytes", "--max-clients", "--register-timeout"] {
+    let help = String::from_utf8(output.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for flag in [
+        "--line",
+        "--config",
+        "--max-line-bytes",
+        "--max-queue-bytes",
+        "--max-clients",
+        "--register-timeout",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
     assert!(help.contains("SWITCHBOARD_LINE") && help.contains("default: 0.0.0.0:9999"));
-    let output = Command::new(binary()).args(["serve", "--config", "/nonexistent/switchboard.toml"]).output().unwrap();
+    let output = Command::new(binary())
+        .args(["serve", "--config", "/nonexistent/switchboard.toml"])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("/nonexistent/switchboard.toml"), "{error}");
     // A port already in use names the door and the flag to change it.
     let server = Server::start(&[]);
     let taken = server.line_addr().to_string();
-    let output = Command::new(binary()).args(["serve", "--line", &taken]).output().unwrap();
+    let output = Command::new(binary())
+        .args(["serve", "--line", &taken])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
-    assert!(error.contains("line door") && error.contains("--line"), "{error}");
+    assert!(
+        error.contains("line door") && error.contains("--line"),
+        "{error}"
+    );
 }
 
 /// Run a seed client with `stdin_lines` typed into it; returns its stdout.
@@ -376,7 +442,11 @@ fn the_seed_thread_client_works_unmodified() {
     let mut alice = server.join("alice");
     let port = server.line_addr().port();
     // thread_client.py sends its name and each message with no newline at all.
-    let seed = run_seed("thread_client.py", port, &["bob", "hello from the seed client", "and another", "end"]);
+    let seed = run_seed(
+        "thread_client.py",
+        port,
+        &["bob", "hello from the seed client", "and another", "end"],
+    );
     assert_eq!(alice.line(), "*** bob joined #general");
     assert_eq!(alice.line(), "[bob] hello from the seed client");
     assert_eq!(alice.line(), "[bob] and another");
@@ -384,8 +454,14 @@ fn the_seed_thread_client_works_unmodified() {
     alice.send_line("bye bob");
     let output = seed.wait_with_output().unwrap();
     let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(printed.contains("[bob] hello from the seed client"), "seed client saw: {printed}");
-    assert!(printed.contains("*** alice joined") || printed.contains("welcome, bob"), "{printed}");
+    assert!(
+        printed.contains("[bob] hello from the seed client"),
+        "seed client saw: {printed}"
+    );
+    assert!(
+        printed.contains("*** alice joined") || printed.contains("welcome, bob"),
+        "{printed}"
+    );
 }
 
 #[test]

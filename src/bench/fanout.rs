@@ -263,6 +263,8 @@ async fn send_paced(
 }
 
 pub async fn run(args: FanoutArgs, file_limit: u64) -> anyhow::Result<serde_json::Value> {
+    // The target first: an address off loopback is refused before anything else.
+    let target = Target::resolve(&args.target).await?;
     if args.senders == 0 || args.senders > args.clients {
         anyhow::bail!(
             "--senders must be between 1 and --clients ({})",
@@ -286,7 +288,6 @@ pub async fn run(args: FanoutArgs, file_limit: u64) -> anyhow::Result<serde_json
         anyhow::bail!("--warmup + --duration + --drain must stay under --hard-cap");
     }
     check_file_limit(args.clients, file_limit)?;
-    let target = Target::resolve(&args.target).await?;
     let echoes = target.door.echoes();
     let receivers_per_message = if echoes {
         args.clients

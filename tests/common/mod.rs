@@ -20,7 +20,11 @@ pub fn binary() -> &'static str {
 
 pub fn seeds_dir() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seeds");
-    assert!(dir.join("README.md").exists(), "the seed programs are expected at {}", dir.display());
+    assert!(
+        dir.join("README.md").exists(),
+        "the seed programs are expected at {}",
+        dir.display()
+    );
     dir
 }
 
@@ -41,7 +45,11 @@ impl Server {
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(binary());
-        command.arg("serve").arg("--line").arg("127.0.0.1:0").args(args);
+        command
+            .arg("serve")
+            .arg("--line")
+            .arg("127.0.0.1:0")
+            .args(args);
         Self::spawn(command, env, &["line"])
     }
 
@@ -79,14 +87,21 @@ impl Server {
                 }
             };
             if let Some((door, rest)) = line.split_once(": listening on ") {
-                let addr = rest.trim().trim_start_matches("http://").trim_start_matches("https://");
+                let addr = rest
+                    .trim()
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://");
                 let addr = addr.trim_end_matches('/');
                 if let Ok(addr) = addr.parse() {
                     found.insert(door.to_string(), addr);
                 }
             }
         }
-        Server { child, doors: found, stdout: receiver }
+        Server {
+            child,
+            doors: found,
+            stdout: receiver,
+        }
     }
 
     pub fn line_addr(&self) -> SocketAddr {
@@ -145,8 +160,13 @@ pub struct LineClient {
 impl LineClient {
     pub fn connect(addr: SocketAddr) -> LineClient {
         let stream = TcpStream::connect(addr).expect("connect to the line door");
-        stream.set_read_timeout(Some(Duration::from_millis(100))).expect("read timeout");
-        LineClient { stream, buffer: Vec::new() }
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        LineClient {
+            stream,
+            buffer: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -166,7 +186,14 @@ impl LineClient {
                 self.buffer.extend_from_slice(&chunk[..n]);
                 true
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                true
+            }
             Err(_) => false,
         }
     }
@@ -188,7 +215,11 @@ impl LineClient {
             if !open || Instant::now() > deadline {
                 panic!(
                     "expected {needle:?}; {} and got {:?}",
-                    if open { "timed out" } else { "connection closed" },
+                    if open {
+                        "timed out"
+                    } else {
+                        "connection closed"
+                    },
                     String::from_utf8_lossy(&self.buffer)
                 );
             }
@@ -240,7 +271,11 @@ impl LineClient {
         while Instant::now() < until {
             self.fill();
         }
-        assert!(self.buffer.is_empty(), "unexpected output: {:?}", String::from_utf8_lossy(&self.buffer));
+        assert!(
+            self.buffer.is_empty(),
+            "unexpected output: {:?}",
+            String::from_utf8_lossy(&self.buffer)
+        );
     }
 
     pub fn close_write(&self) {
