@@ -32,4 +32,6 @@ pub enum Command {
     Echo(crate::services::EchoArgs),
     /// One-shot client: send one message over TCP or UDP, print the reply.
     Send(crate::send::SendArgs),
+    /// Load generator for the chat doors (and other line chat servers), loopback only.
+    Bench(crate::bench::BenchArgs),
 }

@@ -22,11 +22,13 @@
 //! - [`client`]: the `chat` terminal client.
 //! - [`services`]: echo, uppercase and random-reply services over TCP and UDP.
 //! - [`send`]: the one-shot `send` client.
+//! - [`bench`]: the `bench` load generator (fan-out, idle memory, connect rate).
 //! - [`cli`]: command-line definitions.
 //!
 //! `docs/ARCHITECTURE.md` tells the concurrency story: who owns what, which queues
 //! exist and how big they are, how shutdown propagates.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

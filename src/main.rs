@@ -37,6 +37,7 @@ fn main() -> std::process::ExitCode {
             Command::Chat(args) => switchboard::client::run(args).await,
             Command::Echo(args) => switchboard::services::run(args).await,
             Command::Send(args) => switchboard::send::run(args).await,
+            Command::Bench(args) => switchboard::bench::run(args).await,
         }
     });
     // Do not wait for blocked stdin readers and the like.

@@ -1,0 +1,167 @@
+//! `switchboard bench` end to end: the real bench binary against a real server on
+//! 127.0.0.1 port 0, small sizes, its one-line JSON summary checked; and the refusal
+//! of targets that are not on loopback.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+/// Run `switchboard bench ARGS...`, bounded by the bench's own hard cap.
+fn bench(args: &[&str]) -> Output {
+    Command::new(binary())
+        .arg("bench")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run switchboard bench")
+}
+
+/// The one JSON line on stdout of a successful run.
+fn summary(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {}\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one summary line, got {stdout:?}");
+    serde_json::from_str(lines[0]).expect("the summary is JSON")
+}
+
+fn start_server() -> Server {
+    // A load generator floods by design: flood control off, as the benchmark docs say.
+    Server::start(&["--max-clients-per-ip", "1000", "--flood-rate", "0"])
+}
+
+#[test]
+fn fanout_delivers_everything_in_order_and_reports_it() {
+    let server = start_server();
+    let addr = server.line_addr().to_string();
+    let pid = server.child.id().to_string();
+    let output = bench(&[
+        "fanout",
+        "--addr",
+        &addr,
+        "--clients",
+        "12",
+        "--senders",
+        "3",
+        "--warmup",
+        "0.5s",
+        "--duration",
+        "2s",
+        "--server-pid",
+        &pid,
+        "--hard-cap",
+        "60s",
+    ]);
+    let summary = summary(&output);
+    assert_eq!(summary["scenario"], "fanout");
+    assert_eq!(summary["target"], "switchboard");
+    assert_eq!(summary["mode"], "closed-loop");
+    assert!(summary["deliveries"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        summary["deliveries_per_s"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+    assert_eq!(summary["lost"], 0, "{summary}");
+    assert_eq!(summary["reordered"], 0, "{summary}");
+    assert_eq!(summary["duplicated"], 0, "{summary}");
+    assert_eq!(summary["disconnected"], 0, "{summary}");
+    // Every message was echoed to all 12 clients, so deliveries are a multiple of sends
+    // only over the whole run; in the window, latency percentiles must be ordered.
+    let latency = &summary["latency_us"];
+    assert!(latency["p50"].as_f64().unwrap() <= latency["p99"].as_f64().unwrap());
+    assert!(latency["p99"].as_f64().unwrap() <= latency["max"].as_f64().unwrap());
+    assert!(summary["server_cpu_s"].is_number(), "{summary}");
+}
+
+#[test]
+fn paced_fanout_sends_about_the_rate_asked() {
+    let server = start_server();
+    let addr = server.line_addr().to_string();
+    let output = bench(&[
+        "fanout", "--addr", &addr, "-n", "5", "-s", "2", "--rate", "200", "--warmup", "0.2s", "-d",
+        "2s",
+    ]);
+    let summary = summary(&output);
+    assert_eq!(summary["mode"], "paced");
+    assert_eq!(summary["lost"], 0, "{summary}");
+    assert_eq!(summary["reordered"], 0, "{summary}");
+    let sent = summary["sent"].as_u64().unwrap();
+    // 2.2 s at 200/s: 440 planned; generous bounds, only to catch a pacing bug.
+    assert!((200..=700).contains(&sent), "{summary}");
+}
+
+#[test]
+fn idle_and_connect_scenarios_report_their_numbers() {
+    let server = start_server();
+    let addr = server.line_addr().to_string();
+    let pid = server.child.id().to_string();
+    let idle = summary(&bench(&[
+        "idle",
+        "--addr",
+        &addr,
+        "--connections",
+        "50",
+        "--server-pid",
+        &pid,
+    ]));
+    assert_eq!(idle["connections"], 50);
+    assert_eq!(idle["still_open"], 50, "{idle}");
+    assert!(
+        idle["server_rss_after_bytes"].as_u64().unwrap() > 0,
+        "{idle}"
+    );
+    assert!(idle["server_bytes_per_connection"].is_number(), "{idle}");
+
+    let connect = summary(&bench(&[
+        "connect",
+        "--addr",
+        &addr,
+        "--concurrency",
+        "4",
+        "--warmup",
+        "0.2s",
+        "-d",
+        "1s",
+    ]));
+    assert!(connect["connects"].as_u64().unwrap() > 0, "{connect}");
+    assert_eq!(connect["failed"], 0, "{connect}");
+    // The server is still serving after thousands of resets.
+    let mut client = server.join("after");
+    client.send_line("still here");
+    client.expect("[after] still here\n");
+}
+
+#[test]
+fn targets_off_loopback_are_refused_before_connecting() {
+    for addr in ["192.0.2.1:9999", "10.1.2.3:7000", "[2001:db8::1]:9999"] {
+        for scenario in ["fanout", "idle", "connect"] {
+            let output = bench(&[scenario, "--addr", addr, "--hard-cap", "10s"]);
+            assert!(!output.status.success(), "{scenario} {addr} was accepted");
+            assert!(output.stdout.is_empty());
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("refusing to benchmark") && stderr.contains("loopback"),
+                "{scenario} {addr}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_registration_the_server_refuses_is_reported_clearly() {
+    // The default per-IP limit is far below 100 connections from one address.
+    let server = Server::start(&["--max-clients-per-ip", "5"]);
+    let addr = server.line_addr().to_string();
+    let output = bench(&["idle", "--addr", &addr, "--connections", "20"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("failed"), "{stderr}");
+    assert!(stderr.contains("--max-clients-per-ip"), "{stderr}");
+}
