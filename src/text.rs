@@ -103,6 +103,14 @@ pub fn fold_case(name: &str) -> String {
     name.chars().flat_map(char::to_lowercase).collect()
 }
 
+/// Whether two names are equal case-insensitively (as [`fold_case`] compares them),
+/// without allocating.
+pub fn same_folded(a: &str, b: &str) -> bool {
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .eq(b.chars().flat_map(char::to_lowercase))
+}
+
 /// Why a room name was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomNameError(pub String);
@@ -194,6 +202,13 @@ mod tests {
     fn folds_case_for_comparison() {
         assert_eq!(fold_case("Alice"), fold_case("aLICE"));
         assert_eq!(fold_case("ÄRGER"), "ärger");
+    }
+
+    #[test]
+    fn compares_folded_without_allocating() {
+        assert!(same_folded("#General", "#general"));
+        assert!(same_folded("#ÄRGER", "#ärger"));
+        assert!(!same_folded("#general", "#generals"));
     }
 
     #[test]

@@ -133,7 +133,13 @@ impl Outbox {
             ));
         }
         if !state.queue.is_empty() {
-            batch.extend(state.queue.drain(..));
+            if batch.is_empty() {
+                // Hand over the allocation itself: the queue keeps no capacity from a
+                // past burst, and the writer frees it once the batch is written.
+                std::mem::swap(&mut state.queue, batch);
+            } else {
+                batch.extend(state.queue.drain(..));
+            }
             return Poll::Ready(Take::Data);
         }
         match state.closed {
@@ -180,6 +186,17 @@ mod tests {
         // Taken but unwritten bytes still count against the bound.
         assert_eq!(outbox.pending_bytes(), 7);
         assert_eq!(outbox.push(Bytes::from_static(b"1234")), Push::Overflowed);
+    }
+
+    #[test]
+    fn an_emptied_queue_keeps_no_capacity() {
+        let outbox = Outbox::new(1 << 20);
+        for _ in 0..1000 {
+            outbox.push(Bytes::from_static(b"join notice\n"));
+        }
+        let (_, batch) = take(&outbox);
+        assert_eq!(batch.len(), 1000);
+        assert_eq!(outbox.lock().queue.capacity(), 0);
     }
 
     #[test]

@@ -117,11 +117,8 @@ impl LineDoor {
                 tracing::info!(%peer, reason = CloseReason::ServerFull.as_str(), "line: refused: {refusal}");
                 self.metrics.disconnected(CloseReason::ServerFull);
                 let goodbye = format!("error: {refusal}\n");
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    stream.write_all(goodbye.as_bytes()),
-                )
-                .await;
+                let write = stream.write_all(goodbye.as_bytes());
+                let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), write)).await;
                 return;
             }
         };
@@ -148,12 +145,8 @@ impl LineDoor {
             outbox: outbox.clone(),
             render: self.render.clone(),
         };
-        if self
-            .hub
-            .send(Command::Connect(Box::new(connection)))
-            .await
-            .is_err()
-        {
+        let connect = self.hub.send(Command::Connect(Box::new(connection)));
+        if Box::pin(connect).await.is_err() {
             return;
         }
         let _counted = self.metrics.connected(&outbox);
@@ -174,22 +167,25 @@ impl LineDoor {
         };
         let mut conn = Conn::new(stream, outbox);
         conn.set_deadline(session.next_deadline());
+        // The handling futures are boxed: they are large (nested hub sends) but live only
+        // while input is handled, so an idle connection's task holds just the pump and
+        // the session, not room for them.
         let reason = loop {
             let outcome = match conn.next().await {
                 Input::Data(chunk) => {
                     session.last_input = Instant::now();
                     session.push_input(&chunk);
-                    session.process().await
+                    Box::pin(session.process()).await
                 }
-                Input::Deadline => session.on_deadline().await,
+                Input::Deadline => Box::pin(session.on_deadline()).await,
                 Input::Eof => {
                     session.peer_done = true;
                     session.finish_input();
-                    session.process().await
+                    Box::pin(session.process()).await
                 }
                 Input::ReadFailed(error) => {
                     tracing::debug!(client, %peer, %error, "line: read failed");
-                    session.leave(CloseReason::PeerReset).await
+                    Box::pin(session.leave(CloseReason::PeerReset)).await
                 }
                 Input::Finished(reason) => break reason,
             };
@@ -202,7 +198,7 @@ impl LineDoor {
             conn.set_deadline(session.next_deadline());
         };
         // Make sure the hub forgets us, whoever closed (no-op if it already did).
-        let _ = self.hub.send(Command::Disconnect { client, reason }).await;
+        let _ = Box::pin(self.hub.send(Command::Disconnect { client, reason })).await;
         self.metrics.disconnected(reason);
         match reason {
             CloseReason::ClientQuit | CloseReason::PeerClosed | CloseReason::Shutdown => {

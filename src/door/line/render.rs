@@ -10,23 +10,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::hub::{ChatMessage, Event, HistoryPage, HistoryScope, Reply, Target};
-use crate::text::fold_case;
+use crate::text::same_folded;
 
 /// Renders events for netcat, telnet, the seed clients and `switchboard chat`.
 pub struct LineRender {
     /// Messages in this room keep the seed's bare `[name] text` form.
-    default_room_key: String,
+    default_room: String,
 }
 
 impl LineRender {
     pub fn new(default_room: &str) -> Arc<Self> {
         Arc::new(LineRender {
-            default_room_key: fold_case(default_room),
+            default_room: default_room.to_owned(),
         })
     }
 
     fn room_prefix(&self, out: &mut String, room: &str) {
-        if fold_case(room) != self.default_room_key {
+        if !same_folded(room, &self.default_room) {
             out.push_str(room);
             out.push(' ');
         }
