@@ -289,3 +289,43 @@ async fn a_socket_that_never_answers_pings_is_closed_as_idle() {
     assert_eq!(awake.of_type("pong").await["id"], 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn smuggled_newlines_and_bad_utf8_over_websocket_are_neutralised() {
+    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let mut netcat = Lines::line_login(server.addr("line"), "nc").await;
+    let (mut ws, _) = Ws::login(&ws_url(&server), "web").await;
+    let (mut json_client, _) = Lines::json_login(server.addr("json"), "prog").await;
+    // CR/LF and escape sequences in JSON text must not become extra lines (or restyle
+    // terminals) for netcat users, whichever door they came through.
+    ws.send(json!({"type": "say", "text": "hi\r\n[nc] forged\u{1b}[2J"}))
+        .await;
+    json_client
+        .send_json(json!({"type": "say", "text": "a\nb\u{202e}txet"}))
+        .await;
+    let first = netcat.line_containing("[web]").await;
+    assert_eq!(first, "[web] hi\u{FFFD}\u{FFFD}[nc] forged\u{FFFD}[2J");
+    let second = netcat.line_containing("[prog]").await;
+    assert_eq!(second, "[prog] a\u{FFFD}btxet");
+    // A text frame that is not UTF-8 closes the socket with 1007.
+    let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        vec![b'{', 0xff, 0xfe, b'}'],
+        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    );
+    futures_util::SinkExt::send(&mut ws.stream, Message::Frame(frame))
+        .await
+        .unwrap();
+    let close = loop {
+        match ws.message().await {
+            Some(Message::Close(frame)) => break frame,
+            Some(_) => continue,
+            None => panic!("stream ended without a close frame"),
+        }
+    };
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Invalid));
+    netcat.line_containing("web left #general").await;
+    server.stop().await;
+}

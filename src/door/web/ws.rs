@@ -243,6 +243,9 @@ async fn read_loop(
                     Some(Err(error)) => {
                         let reason = if is_capacity(&error) {
                             CloseReason::LineTooLong
+                        } else if is_bad_utf8(&error) {
+                            // A text frame that is not UTF-8: closed with 1007.
+                            CloseReason::BadInput
                         } else {
                             CloseReason::PeerReset
                         };
@@ -267,6 +270,12 @@ async fn read_loop(
 fn is_capacity(error: &axum::Error) -> bool {
     // tungstenite's `Error::Capacity`, seen through axum's opaque error.
     error.to_string().contains("Space limit exceeded")
+}
+
+/// Whether a WebSocket read failed on a text frame that is not valid UTF-8.
+fn is_bad_utf8(error: &axum::Error) -> bool {
+    // tungstenite's `Error::Utf8`, seen through axum's opaque error.
+    error.to_string().contains("UTF-8")
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
