@@ -303,10 +303,22 @@ async fn smuggled_newlines_and_bad_utf8_over_websocket_are_neutralised() {
     json_client
         .send_json(json!({"type": "say", "text": "a\nb\u{202e}txet"}))
         .await;
-    let first = netcat.line_containing("[web]").await;
-    assert_eq!(first, "[web] hi\u{FFFD}\u{FFFD}[nc] forged\u{FFFD}[2J");
-    let second = netcat.line_containing("[prog]").await;
-    assert_eq!(second, "[prog] a\u{FFFD}btxet");
+    // Two connections: their messages may arrive in either order.
+    let mut said = Vec::new();
+    while said.len() < 2 {
+        let line = netcat.line().await.expect("netcat still connected");
+        if line.starts_with("[web] ") || line.starts_with("[prog] ") {
+            said.push(line);
+        }
+    }
+    said.sort();
+    assert_eq!(
+        said,
+        [
+            "[prog] a\u{FFFD}btxet",
+            "[web] hi\u{FFFD}\u{FFFD}[nc] forged\u{FFFD}[2J"
+        ]
+    );
     // A text frame that is not UTF-8 closes the socket with 1007.
     let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
         vec![b'{', 0xff, 0xfe, b'}'],

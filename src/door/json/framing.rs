@@ -18,8 +18,13 @@ pub enum JsonFrame {
 #[derive(Debug)]
 pub struct JsonLineFramer {
     max_bytes: usize,
+    /// The unfinished message; while discarding, the head of the over-long one.
     partial: BytesMut,
+    /// Inside an over-long message: dropping bytes until its newline.
     discarding: bool,
+    /// The over-long message is not reported yet: its head is still being collected,
+    /// so the head is always the message's first bytes, however reads split it.
+    head_pending: bool,
 }
 
 fn trim(line: Bytes) -> Option<Bytes> {
@@ -36,55 +41,58 @@ impl JsonLineFramer {
             max_bytes,
             partial: BytesMut::new(),
             discarding: false,
+            head_pending: false,
         }
     }
 
     /// Feed bytes; complete frames are appended to `out`.
     pub fn push(&mut self, chunk: &Bytes, out: &mut Vec<JsonFrame>) {
         let mut start = 0;
-        while let Some(offset) = memchr::memchr(b'\n', &chunk[start..]) {
-            let end = start + offset;
-            if self.discarding {
-                self.discarding = false;
-            } else if self.partial.len() + (end - start) > self.max_bytes + 1 {
-                let room = OVERSIZE_HEAD_BYTES.saturating_sub(self.partial.len());
-                self.partial
-                    .extend_from_slice(&chunk[start..end.min(start + room)]);
-                out.push(self.too_long());
-                self.discarding = false;
-            } else {
-                let line = if self.partial.is_empty() {
-                    chunk.slice(start..end)
+        while start < chunk.len() {
+            let newline = memchr::memchr(b'\n', &chunk[start..]).map(|offset| start + offset);
+            let end = newline.unwrap_or(chunk.len());
+            let ended = newline.is_some();
+            if !self.discarding {
+                // One byte of slack: a message of exactly the cap may still carry its CR.
+                if self.partial.len() + (end - start) > self.max_bytes + 1 {
+                    self.discarding = true;
+                    self.head_pending = true;
+                } else if ended {
+                    let line = if self.partial.is_empty() {
+                        chunk.slice(start..end)
+                    } else {
+                        self.partial.extend_from_slice(&chunk[start..end]);
+                        std::mem::take(&mut self.partial).freeze()
+                    };
+                    if let Some(line) = trim(line) {
+                        out.push(JsonFrame::Message(line));
+                    }
                 } else {
                     self.partial.extend_from_slice(&chunk[start..end]);
-                    std::mem::take(&mut self.partial).freeze()
-                };
-                if let Some(line) = trim(line) {
-                    out.push(JsonFrame::Message(line));
                 }
             }
-            start = end + 1;
-        }
-        let rest = &chunk[start..];
-        if rest.is_empty() || self.discarding {
-            return;
-        }
-        // One byte of slack: a message of exactly the cap may still carry its CR.
-        if self.partial.len() + rest.len() > self.max_bytes + 1 {
-            let room = OVERSIZE_HEAD_BYTES.saturating_sub(self.partial.len());
-            self.partial
-                .extend_from_slice(&rest[..rest.len().min(room)]);
-            out.push(self.too_long());
-        } else {
-            self.partial.extend_from_slice(rest);
+            if self.discarding {
+                if self.head_pending {
+                    let room = OVERSIZE_HEAD_BYTES.saturating_sub(self.partial.len());
+                    let take = (end - start).min(room);
+                    self.partial.extend_from_slice(&chunk[start..start + take]);
+                    if ended || self.partial.len() >= OVERSIZE_HEAD_BYTES {
+                        out.push(self.too_long());
+                    }
+                }
+                if ended {
+                    self.discarding = false;
+                }
+            }
+            start = end + usize::from(ended);
         }
     }
 
-    /// Report the message in `partial` as too long and start discarding.
+    /// Report the over-long message whose head is in `partial`.
     fn too_long(&mut self) -> JsonFrame {
         let mut head = std::mem::take(&mut self.partial);
         head.truncate(OVERSIZE_HEAD_BYTES);
-        self.discarding = true;
+        self.head_pending = false;
         JsonFrame::TooLong {
             head: head.freeze(),
         }
@@ -92,12 +100,17 @@ impl JsonLineFramer {
 
     /// The peer closed: a last message without a newline still counts.
     pub fn finish(&mut self, out: &mut Vec<JsonFrame>) {
-        let partial = std::mem::take(&mut self.partial).freeze();
-        if !self.discarding {
+        if self.discarding {
+            if self.head_pending {
+                out.push(self.too_long());
+            }
+        } else {
+            let partial = std::mem::take(&mut self.partial).freeze();
             if let Some(line) = trim(partial) {
                 out.push(JsonFrame::Message(line));
             }
         }
+        self.partial = BytesMut::new();
         self.discarding = false;
     }
 }
@@ -105,6 +118,36 @@ impl JsonLineFramer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the json_protocol fuzz target: the head of an over-long message
+    /// depended on where reads split it.
+    #[test]
+    fn over_long_head_does_not_depend_on_chunking() {
+        let mut input = vec![b'x'; 300];
+        input.extend_from_slice(b"\"id\":7 and more");
+        input.extend(vec![b'y'; 400]);
+        input.push(b'\n');
+        let whole = {
+            let mut framer = JsonLineFramer::new(256);
+            let mut out = Vec::new();
+            framer.push(&Bytes::copy_from_slice(&input), &mut out);
+            out
+        };
+        for step in [1, 7, 256, 257, 300] {
+            let mut framer = JsonLineFramer::new(256);
+            let mut out = Vec::new();
+            for piece in input.chunks(step) {
+                framer.push(&Bytes::copy_from_slice(piece), &mut out);
+            }
+            framer.finish(&mut out);
+            assert_eq!(out, whole, "chunks of {step}");
+        }
+        let JsonFrame::TooLong { head } = &whole[0] else {
+            panic!("{whole:?}")
+        };
+        assert_eq!(head.len(), OVERSIZE_HEAD_BYTES);
+        assert!(head.starts_with(&input[..OVERSIZE_HEAD_BYTES]));
+    }
 
     fn frames_split_at(input: &[u8], split: usize, max: usize) -> Vec<JsonFrame> {
         let mut framer = JsonLineFramer::new(max);
