@@ -194,6 +194,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_MAX_JSON_BYTES", value_name = "BYTES")]
     pub max_json_bytes: Option<usize>,
 
+    /// Each HTTP request head must arrive whole within this, or the connection is closed
+    /// (slowloris defence; WebSockets are exempt once upgraded) [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_HTTP_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub http_header_timeout: Option<Seconds>,
+
     /// WebSocket keepalive ping interval; a socket silent for three intervals is closed [default: 30s].
     #[arg(long, env = "SWITCHBOARD_WS_PING_INTERVAL", value_name = "DURATION")]
     pub ws_ping_interval: Option<Seconds>,
@@ -229,6 +234,7 @@ impl ServeArgs {
             tls_key: self.tls_key.or(lower.tls_key),
             max_json_bytes: self.max_json_bytes.or(lower.max_json_bytes),
             ws_ping_interval: self.ws_ping_interval.or(lower.ws_ping_interval),
+            http_header_timeout: self.http_header_timeout.or(lower.http_header_timeout),
         }
     }
 }
@@ -262,6 +268,7 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsSettings>,
     pub max_json_bytes: usize,
     pub ws_ping_interval: Duration,
+    pub http_header_timeout: Duration,
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -435,6 +442,16 @@ impl Config {
                 merged.max_json_bytes.unwrap_or(65_536),
                 64,
             )?,
+            http_header_timeout: match merged.http_header_timeout {
+                None => Duration::from_secs(10),
+                Some(Seconds(timeout)) if timeout >= Duration::from_millis(10) => timeout,
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        setting: "--http-header-timeout",
+                        problem: "must be at least 10ms".into(),
+                    })
+                }
+            },
             ws_ping_interval: match merged.ws_ping_interval {
                 None => Duration::from_secs(30),
                 Some(Seconds(interval)) if interval >= Duration::from_millis(10) => interval,

@@ -350,6 +350,7 @@ fn spawn_json_and_web(
             limits,
             shutdown.clone(),
             tracker.clone(),
+            config.http_header_timeout,
         );
         let tls = config
             .tls

@@ -341,3 +341,55 @@ async fn smuggled_newlines_and_bad_utf8_over_websocket_are_neutralised() {
     netcat.line_containing("web left #general").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn slowloris_is_cut_off_while_pages_and_websockets_are_served() {
+    let server = Server::start(
+        &["--http-header-timeout", "500ms"],
+        &["line", "json", "web"],
+    )
+    .await;
+    let addr = server.addr("web");
+    // One connection trickles a request head, a header byte every 100 ms; another
+    // opens and sends nothing at all.
+    let mut trickler = TcpStream::connect(addr).await.unwrap();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    trickler.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cut_off = false;
+    for _ in 0..100 {
+        if trickler.write_all(b"X").await.is_err() {
+            cut_off = true;
+            break;
+        }
+        let mut byte = [0u8; 1];
+        if let Ok(read) = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            trickler.read(&mut byte),
+        )
+        .await
+        {
+            // EOF or reset: the server closed the connection.
+            if matches!(read, Ok(0) | Err(_)) {
+                cut_off = true;
+                break;
+            }
+        }
+    }
+    assert!(cut_off, "the trickling connection was never closed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    let mut rest = Vec::new();
+    let silent_read = tokio::time::timeout(web_support::WAIT, silent.read_to_end(&mut rest)).await;
+    assert!(
+        silent_read.is_ok(),
+        "the silent connection was never closed"
+    );
+    // Meanwhile normal requests and a quiet WebSocket are unaffected.
+    assert_eq!(get(&server, "/healthz").await, (200, "ok\n".into()));
+    let (mut ws, _) = Ws::login(&ws_url(&server), "quiet").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    ws.send(json!({"type": "ping", "id": "still"})).await;
+    assert_eq!(ws.of_type("pong").await["id"], "still");
+    server.stop().await;
+}

@@ -4,7 +4,10 @@
 //! task and handed to axum through a channel, so a slow handshake blocks nobody and
 //! every task stays inside the server's shutdown scope.
 
+pub mod head_deadline;
 pub mod ws;
+
+use self::head_deadline::HeadDeadline;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,6 +91,8 @@ struct WebState {
 /// The web door, ready to serve.
 pub struct WebDoor {
     state: WebState,
+    /// Each HTTP request head must arrive whole within this (slowloris defence).
+    header_timeout: Duration,
 }
 
 impl WebDoor {
@@ -97,8 +102,10 @@ impl WebDoor {
         limits: WsLimits,
         shutdown: CancellationToken,
         tracker: TaskTracker,
+        header_timeout: Duration,
     ) -> Self {
         WebDoor {
+            header_timeout,
             state: WebState {
                 door,
                 metrics,
@@ -135,6 +142,7 @@ impl WebDoor {
         state.tracker.spawn(accept_loop(
             listener,
             tls,
+            self.header_timeout,
             queue,
             state.shutdown.clone(),
             state.tracker.clone(),
@@ -158,6 +166,7 @@ impl WebDoor {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    header_timeout: Duration,
     queue: mpsc::Sender<(Box<dyn WebStream>, SocketAddr)>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -178,6 +187,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         match &tls {
             None => {
+                let stream = HeadDeadline::new(stream, header_timeout);
                 if queue.send((Box::new(stream), peer)).await.is_err() {
                     break;
                 }
@@ -195,6 +205,7 @@ async fn accept_loop(
                         _ = shutdown.cancelled() => {}
                         done = handshake => match done {
                             Ok(Ok(stream)) => {
+                                let stream = HeadDeadline::new(stream, header_timeout);
                                 let _ = queue.send((Box::new(stream), peer)).await;
                             }
                             Ok(Err(error)) => {
