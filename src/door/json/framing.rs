@@ -64,9 +64,7 @@ impl JsonLineFramer {
                         self.partial.extend_from_slice(&chunk[start..end]);
                         std::mem::take(&mut self.partial).freeze()
                     };
-                    if let Some(line) = trim(line) {
-                        out.push(JsonFrame::Message(line));
-                    }
+                    self.emit(line, out);
                 } else {
                     self.partial.extend_from_slice(&chunk[start..end]);
                 }
@@ -88,6 +86,18 @@ impl JsonLineFramer {
         }
     }
 
+    /// A complete message: its CR trimmed, blank ones skipped, and the cap checked
+    /// again (the one byte of slack is only for a CR).
+    fn emit(&self, line: Bytes, out: &mut Vec<JsonFrame>) {
+        let Some(line) = trim(line) else { return };
+        if line.len() > self.max_bytes {
+            let head = line.slice(..line.len().min(OVERSIZE_HEAD_BYTES));
+            out.push(JsonFrame::TooLong { head });
+        } else {
+            out.push(JsonFrame::Message(line));
+        }
+    }
+
     /// Report the over-long message whose head is in `partial`.
     fn too_long(&mut self) -> JsonFrame {
         let mut head = std::mem::take(&mut self.partial);
@@ -106,9 +116,7 @@ impl JsonLineFramer {
             }
         } else {
             let partial = std::mem::take(&mut self.partial).freeze();
-            if let Some(line) = trim(partial) {
-                out.push(JsonFrame::Message(line));
-            }
+            self.emit(partial, out);
         }
         self.partial = BytesMut::new();
         self.discarding = false;
@@ -118,6 +126,20 @@ impl JsonLineFramer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the json_protocol fuzz target: one byte over the cap slipped through
+    /// when that byte was not a CR.
+    #[test]
+    fn the_cr_slack_admits_only_a_cr() {
+        let mut framer = JsonLineFramer::new(4);
+        let mut out = Vec::new();
+        framer.push(&Bytes::from_static(b"abcd\r\nabcde\nabcde"), &mut out);
+        framer.finish(&mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0], JsonFrame::Message(Bytes::from_static(b"abcd")));
+        assert!(matches!(out[1], JsonFrame::TooLong { .. }));
+        assert!(matches!(out[2], JsonFrame::TooLong { .. }));
+    }
 
     /// Found by the json_protocol fuzz target: the head of an over-long message
     /// depended on where reads split it.
