@@ -245,6 +245,7 @@ fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer() {
     let mut talker = server.join("talker");
     sleeper.expect("*** talker joined #general\n");
     reader.expect("*** talker joined #general\n");
+    let rss_before = rss_kib(server.child.id());
     // The sleeper never reads again. Push 16 MB, well past its queue bound plus what
     // the kernel buffers on loopback. The talker sends in windows and waits for its
     // own echo, so it and the reader keep up; only the sleeper falls behind.
@@ -291,6 +292,9 @@ fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer() {
         reading.join().unwrap(),
         "the slow reader was never disconnected"
     );
+    // Memory stayed bounded: had the sleeper's 16 MB been queued, it would show.
+    let grown = rss_kib(server.child.id()).saturating_sub(rss_before);
+    assert!(grown < 8 * 1024, "server memory grew by {grown} KiB");
     // The server closed the sleeper's connection: after what the kernel buffered, EOF.
     sleeper.expect_closed();
 }
@@ -416,6 +420,12 @@ fn help_documents_every_flag_and_bad_config_is_explained() {
         error.contains("line door") && error.contains("--line"),
         "{error}"
     );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Run a seed client with `stdin_lines` typed into it; returns its stdout.
