@@ -393,3 +393,48 @@ async fn slowloris_is_cut_off_while_pages_and_websockets_are_served() {
     assert_eq!(ws.of_type("pong").await["id"], "still");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_websocket_ping_flood_is_throttled_then_closed() {
+    let server = Server::start(
+        &[
+            "--flood-rate",
+            "20",
+            "--flood-burst",
+            "5",
+            "--flood-patience",
+            "1s",
+        ],
+        &["line", "json", "web"],
+    )
+    .await;
+    let mut netcat = Lines::line_login(server.addr("line"), "nc").await;
+    let (mut ws, _) = Ws::login(&ws_url(&server), "pinger").await;
+    netcat.line_containing("pinger joined").await;
+    // Pings as fast as the socket takes them, for up to 20 s.
+    let started = std::time::Instant::now();
+    let close = loop {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "never closed"
+        );
+        let sent =
+            futures_util::SinkExt::send(&mut ws.stream, Message::Ping(vec![1; 16].into())).await;
+        if sent.is_err() {
+            break None;
+        }
+        match tokio::time::timeout(std::time::Duration::from_millis(1), ws.message()).await {
+            Ok(Some(Message::Close(frame))) => break frame,
+            Ok(None) => break None,
+            _ => {}
+        }
+    };
+    if let Some(frame) = close {
+        assert_eq!(frame.code, CloseCode::Policy);
+    }
+    assert_eq!(
+        netcat.line_containing("pinger left").await,
+        "*** pinger left #general (flooding)"
+    );
+    server.stop().await;
+}

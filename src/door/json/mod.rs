@@ -353,6 +353,15 @@ impl JsonSession<'_> {
         }
     }
 
+    /// A transport control frame (a WebSocket ping or pong): it carries no request but
+    /// costs a flood-control token, so a ping flood is throttled and cut off like any.
+    pub async fn control_frame(&mut self) -> Result<(), HubGone> {
+        if !self.leaving {
+            self.admit().await?;
+        }
+        Ok(())
+    }
+
     /// One complete message.
     pub async fn handle_message(&mut self, bytes: &[u8]) -> Result<(), HubGone> {
         if self.leaving || !self.admit().await? {

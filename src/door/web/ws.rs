@@ -235,7 +235,7 @@ async fn read_loop(
                         handle(session, limits, text.as_bytes()).await
                     }
                     Some(Ok(Message::Binary(bytes))) => handle(session, limits, &bytes).await,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.control_frame().await,
                     Some(Ok(Message::Close(_))) | None => {
                         let _ = session.leave(CloseReason::PeerClosed).await;
                         return;
