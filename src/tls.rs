@@ -123,43 +123,31 @@ pub async fn accept_loop<F, Fut>(
     F: Fn(TlsStream<TcpStream>, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let acceptor = acceptor.clone();
-                let serve = serve.clone();
-                let shutdown = shutdown.clone();
-                tracker.spawn(async move {
-                    let _ = stream.set_nodelay(true);
-                    let handshake =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                    let stream = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        done = handshake => match done {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(error)) => {
-                                tracing::debug!(%peer, %error, "{door}: TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "{door}: TLS handshake timed out");
-                                return;
-                            }
-                        },
-                    };
-                    serve(stream, peer).await;
-                });
-            }
-            Err(error) => {
-                tracing::warn!(%error, "{door}: accept failed; retrying shortly");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let stop = shutdown.clone();
+    crate::door::accept_loop(door, listener, stop, |stream, peer| {
+        let acceptor = acceptor.clone();
+        let serve = serve.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                done = handshake => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "{door}: TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "{door}: TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            serve(stream, peer).await;
+        });
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -12,6 +12,34 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Accept TCP connections on `listener` until `shutdown`, handing each to `on_accept`
+/// (which spawns its task). Accept errors (out of descriptors and the like) back off
+/// briefly instead of spinning. Shared by every door's listener.
+pub async fn accept_loop(
+    door: &'static str,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut on_accept: impl FnMut(tokio::net::TcpStream, SocketAddr),
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // Chat traffic is small and latency-bound; writes are already coalesced.
+                let _ = stream.set_nodelay(true);
+                on_accept(stream, peer);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "{door}: accept failed; retrying shortly");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Counts live connections across every door, globally and per address, so a flood of
 /// connections is refused at accept instead of exhausting memory or descriptors.
 #[derive(Debug)]

@@ -99,23 +99,10 @@ impl JsonDoor {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let door = self.clone();
-                    tracker.spawn(async move { door.accept(stream, peer).await });
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "{}: accept failed; retrying shortly", self.name);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        super::accept_loop(self.name, listener, shutdown, |stream, peer| {
+            tracker.spawn(self.clone().accept(stream, peer));
+        })
+        .await;
     }
 
     /// Serve one stream connection (plain or TLS), if a slot is free.

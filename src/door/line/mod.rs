@@ -91,23 +91,10 @@ impl LineDoor {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let door = self.clone();
-                    tracker.spawn(async move { door.accept(stream, peer).await });
-                }
-                Err(error) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "line: accept failed; retrying shortly");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        super::accept_loop("line", listener, shutdown, |stream, peer| {
+            tracker.spawn(self.clone().accept(stream, peer));
+        })
+        .await;
     }
 
     async fn accept(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
@@ -122,8 +109,6 @@ impl LineDoor {
                 return;
             }
         };
-        // Chat lines are small and latency matters; writes are already coalesced.
-        let _ = stream.set_nodelay(true);
         // Find half-open peers (crashed hosts, pulled cables) without kicking idle users.
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(Duration::from_secs(60))
