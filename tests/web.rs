@@ -438,3 +438,31 @@ async fn a_websocket_ping_flood_is_throttled_then_closed() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn websocket_compression_is_never_negotiated() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let addr = server.addr("web");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = tokio::time::timeout(web_support::WAIT, stream.read(&mut chunk))
+            .await
+            .expect("upgrade response in time")
+            .unwrap();
+        assert!(read > 0, "closed before the upgrade response");
+        response.extend_from_slice(&chunk[..read]);
+    }
+    let head = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(!head.contains("sec-websocket-extensions"), "{head}");
+    server.stop().await;
+}
