@@ -229,6 +229,7 @@ impl Server {
             ));
         }
         tracker.spawn(line_door.serve(self.line, shutdown.clone(), tracker.clone()));
+        tracker.spawn(return_freed_memory(shutdown.clone()));
         spawn_json_and_web(
             JsonAndWeb {
                 json: self.json,
@@ -357,6 +358,25 @@ fn spawn_json_and_web(
             .as_ref()
             .map(|tls| TlsAcceptor::from(tls.web.clone()));
         tracker.spawn(web.serve(listener, tls));
+    }
+}
+
+/// How often freed heap memory is handed back to the operating system.
+const RETURN_FREED_MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A burst of fan-out (say thousands of clients joining at once, each join queued for
+/// every member) leaves freed memory that glibc's allocator keeps for reuse; an idle
+/// server would then hold several KiB per connection it no longer needs. Hand it back
+/// every few seconds (off the async threads; it takes a few milliseconds).
+async fn return_freed_memory(shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RETURN_FREED_MEMORY_EVERY) => {}
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory the allocator holds.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
     }
 }
 
