@@ -191,8 +191,19 @@ async fn page_health_and_metrics_are_served() {
     browser.send(json!({"type": "say", "text": "two"})).await;
     browser.of_type("message").await;
     browser.of_type("message").await;
-    let (status, after) = get(&server, "/metrics").await;
-    assert_eq!(status, 200);
+    // The netcat user's copy may still be on its way: poll until both deliveries of
+    // both messages are counted (an over-count still fails the exact check below).
+    let deadline = tokio::time::Instant::now() + web_support::WAIT;
+    let after = loop {
+        let (status, after) = get(&server, "/metrics").await;
+        assert_eq!(status, 200);
+        let out = metric(&after, "switchboard_messages_out_total")
+            - metric(&before, "switchboard_messages_out_total");
+        if out >= 4.0 || tokio::time::Instant::now() > deadline {
+            break after;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let grew = |series: &str| metric(&after, series) - metric(&before, series);
     assert_eq!(
         grew("switchboard_connections_total{door=\"line\"}"),
