@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use switchboard::config::{Config, ServeArgs};
+use switchboard::config::{Config, Listen, ServeArgs};
 use switchboard::server::Server;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -49,7 +49,10 @@ async fn connect(addr: SocketAddr, nick: &str) -> anyhow::Result<BufReader<TcpSt
 async fn run(memory: bool, senders: usize, each: usize, receivers: usize) -> anyhow::Result<f64> {
     let data = tempfile::tempdir()?;
     let config = Config::from_args(ServeArgs {
-        line: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        line: Some(Listen(Some(SocketAddr::from(([127, 0, 0, 1], 0))))),
+        // Only the line door, so the run never collides with a server on the defaults.
+        json: Some(Listen(None)),
+        web: Some(Listen(None)),
         data: Some(data.path().to_owned()),
         memory: Some(memory),
         replay: Some(0),

@@ -96,9 +96,9 @@ pub struct ServeArgs {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Plain-text line door (netcat, telnet, seed clients) [default: 0.0.0.0:9999].
-    #[arg(long, env = "SWITCHBOARD_LINE", value_name = "ADDR")]
-    pub line: Option<SocketAddr>,
+    /// Plain-text line door (netcat, telnet, seed clients), or `off` [default: 0.0.0.0:9999].
+    #[arg(long, env = "SWITCHBOARD_LINE", value_name = "ADDR|off")]
+    pub line: Option<Listen>,
 
     /// Room every client joins once named [default: #general].
     #[arg(long, env = "SWITCHBOARD_DEFAULT_ROOM", value_name = "ROOM")]
@@ -242,7 +242,8 @@ impl ServeArgs {
 /// Validated server settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub line: SocketAddr,
+    /// Plain-text line door; `None` when off.
+    pub line: Option<SocketAddr>,
     pub default_room: String,
     pub max_line_bytes: usize,
     pub max_queue_bytes: usize,
@@ -368,7 +369,8 @@ impl Config {
         Ok(Config {
             line: merged
                 .line
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9999))),
+                .unwrap_or(Listen(Some(SocketAddr::from(([0, 0, 0, 0], 9999)))))
+                .0,
             default_room,
             max_line_bytes: at_least(
                 "--max-line-bytes",
@@ -504,7 +506,7 @@ mod tests {
         assert_eq!(config.max_line_bytes, 100);
         assert_eq!(config.max_clients, 7);
         assert_eq!(config.register_timeout, Duration::from_secs(5));
-        assert_eq!(config.line.port(), 9999);
+        assert_eq!(config.line.map(|addr| addr.port()), Some(9999));
         assert_eq!(config.default_room, "#general");
     }
 

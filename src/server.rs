@@ -67,7 +67,7 @@ async fn bind_optional(
 /// A server with its listeners bound, ready to run.
 pub struct Server {
     config: Config,
-    line: TcpListener,
+    line: Option<TcpListener>,
     json: Option<TcpListener>,
     web: Option<TcpListener>,
     line_tls: Option<TcpListener>,
@@ -112,7 +112,7 @@ impl Server {
     /// never appears to be listening.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let store = open_history(&config).await?;
-        let line = bind("line", "--line", config.line).await?;
+        let line = bind_optional("line", "--line", config.line).await?;
         let json = bind_optional("json", "--json", config.json).await?;
         let web = bind_optional("web", "--web", config.web).await?;
         let line_tls = bind_optional("line-tls", "--line-tls", config.line_tls).await?;
@@ -132,10 +132,8 @@ impl Server {
     /// Each door's name and the address it really listens on (port 0 resolved).
     pub fn listening(&self) -> Vec<(&'static str, SocketAddr)> {
         let mut doors = Vec::new();
-        if let Ok(addr) = self.line.local_addr() {
-            doors.push(("line", addr));
-        }
         let optional = [
+            ("line", &self.line),
             ("json", &self.json),
             ("line-tls", &self.line_tls),
             ("json-tls", &self.json_tls),
@@ -228,7 +226,9 @@ impl Server {
                 },
             ));
         }
-        tracker.spawn(line_door.serve(self.line, shutdown.clone(), tracker.clone()));
+        if let Some(listener) = self.line {
+            tracker.spawn(line_door.serve(listener, shutdown.clone(), tracker.clone()));
+        }
         tracker.spawn(return_freed_memory(shutdown.clone()));
         spawn_json_and_web(
             JsonAndWeb {

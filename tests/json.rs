@@ -287,6 +287,13 @@ async fn json_door_can_be_turned_off_and_line_clients_see_json_messages() {
     let off = Server::start(&["--json", "off"], &["line", "web"]).await;
     assert!(!off.doors.contains_key("json"), "{:?}", off.doors);
     off.stop().await;
+
+    // A web-and-JSON-only server: the line door can be turned off too.
+    let web_only = Server::start(&["--line", "off"], &["json", "web"]).await;
+    assert!(!web_only.doors.contains_key("line"), "{:?}", web_only.doors);
+    let (_program, welcome) = Lines::json_login(web_only.addr("json"), "solo").await;
+    assert_eq!(welcome["nick"], "solo");
+    web_only.stop().await;
 }
 
 #[tokio::test]
