@@ -117,6 +117,12 @@ impl HubHandle {
         answer.await.map_err(|_| HubGone)
     }
 
+    /// The connection is over or going: the hub announces it, frees the name and closes
+    /// the outbox with `reason` (a no-op if it already forgot the client).
+    pub async fn disconnect(&self, client: ClientId, reason: CloseReason) -> Result<(), HubGone> {
+        self.send(Command::Disconnect { client, reason }).await
+    }
+
     pub async fn request(
         &self,
         client: ClientId,

@@ -158,7 +158,7 @@ impl JsonDoor {
 
     /// After a connection ends: make sure the hub forgot it, log and count the reason.
     pub async fn closed(&self, client: ClientId, peer: SocketAddr, reason: CloseReason) {
-        let _ = self.hub.send(Command::Disconnect { client, reason }).await;
+        let _ = self.hub.disconnect(client, reason).await;
         self.metrics.disconnected(reason);
         let name = self.name;
         match reason {
@@ -254,11 +254,7 @@ impl JsonSession<'_> {
             return Ok(());
         }
         self.leaving = true;
-        let client = self.client;
-        self.door
-            .hub
-            .send(Command::Disconnect { client, reason })
-            .await
+        self.door.hub.disconnect(self.client, reason).await
     }
 
     /// Queue an event rendered by the door, in order with the client's hub output.

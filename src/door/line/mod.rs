@@ -183,7 +183,7 @@ impl LineDoor {
             conn.set_deadline(session.next_deadline());
         };
         // Make sure the hub forgets us, whoever closed (no-op if it already did).
-        let _ = Box::pin(self.hub.send(Command::Disconnect { client, reason })).await;
+        let _ = Box::pin(self.hub.disconnect(client, reason)).await;
         self.metrics.disconnected(reason);
         match reason {
             CloseReason::ClientQuit | CloseReason::PeerClosed | CloseReason::Shutdown => {
@@ -319,11 +319,7 @@ impl Session<'_> {
             return Ok(());
         }
         self.leaving = true;
-        let client = self.client;
-        self.door
-            .hub
-            .send(Command::Disconnect { client, reason })
-            .await
+        self.door.hub.disconnect(self.client, reason).await
     }
 
     /// Queue door-rendered text for this client, in order with its hub output.
