@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::door::{DeliveryReader, PayloadWriter};
-use super::payload::{encode, Payload, MAX_HEADER_BYTES};
+use super::payload::{encode, this_run, Payload, MAX_HEADER_BYTES};
 use super::progress::Progress;
 use super::stats::{latency_histogram, latency_summary, Arrival, SeqTracker};
 use super::{check_file_limit, ratio, seconds, Clock, Target, TargetArgs};
@@ -189,6 +189,7 @@ async fn send_closed_loop(
             scratch.clear();
             encode(
                 &Payload {
+                    run: this_run(),
                     sender: index as u32,
                     seq,
                     sent_ns: now,
@@ -242,6 +243,7 @@ async fn send_paced(
             scratch.clear();
             encode(
                 &Payload {
+                    run: this_run(),
                     sender: index as u32,
                     seq,
                     sent_ns: intended(seq),

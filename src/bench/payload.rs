@@ -1,6 +1,9 @@
-//! The bench payload, pure: `~b<sender>:<seq>:<nanos>~` padded to a chosen size, and a
-//! scanner that finds every payload anywhere in received text, whatever prefix the
-//! server put in front of it (`[nick] `, `<user5> `, a JSON string...).
+//! The bench payload, pure: `~b<run>:<sender>:<seq>:<nanos>~` padded to a chosen size,
+//! and a scanner that finds every payload of one run anywhere in received text, whatever
+//! prefix the server put in front of it (`[nick] `, `<user5> `, a JSON string...).
+//!
+//! The run number keeps runs apart: a server that replays room history on join hands a
+//! new run the payloads of the last one, which would otherwise count as reordered.
 
 use memchr::memmem;
 
@@ -10,13 +13,14 @@ pub const MARKER: &[u8] = b"~b";
 const END: u8 = b'~';
 /// The padding byte: plain, printable, never part of a number or the marker.
 const PAD: u8 = b'.';
-/// The longest encoded header: marker, three u64s, two separators, the end byte.
-pub const MAX_HEADER_BYTES: usize = 2 + 20 * 3 + 2 + 1;
+/// The longest encoded header: marker, a u32, three u64s, three separators, the end byte.
+pub const MAX_HEADER_BYTES: usize = 2 + 10 + 20 * 3 + 3 + 1;
 
-/// What a payload carries: who sent it, its number in that sender's stream, and when
-/// it was sent (nanoseconds since the bench's clock started).
+/// What a payload carries: which run sent it, who sent it, its number in that sender's
+/// stream, and when it was sent (nanoseconds since the bench's clock started).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Payload {
+    pub run: u32,
     pub sender: u32,
     pub seq: u64,
     pub sent_ns: u64,
@@ -40,6 +44,8 @@ fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
 pub fn encode(payload: &Payload, size: usize, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(MARKER);
+    push_decimal(out, u64::from(payload.run));
+    out.push(b':');
     push_decimal(out, u64::from(payload.sender));
     out.push(b':');
     push_decimal(out, payload.seq);
@@ -71,36 +77,60 @@ fn take_number(bytes: &[u8], stop: u8) -> Option<(u64, &[u8])> {
 
 /// Parse a payload from the bytes right after a [`MARKER`].
 fn parse_after_marker(bytes: &[u8]) -> Option<Payload> {
-    let (sender, rest) = take_number(bytes, b':')?;
+    let (run, rest) = take_number(bytes, b':')?;
+    let (sender, rest) = take_number(rest, b':')?;
     let (seq, rest) = take_number(rest, b':')?;
     let (sent_ns, _) = take_number(rest, END)?;
     Some(Payload {
+        run: u32::try_from(run).ok()?,
         sender: u32::try_from(sender).ok()?,
         seq,
         sent_ns,
     })
 }
 
-/// Finds payloads in text. Holds a prebuilt substring searcher, so make one per reader.
+/// This process's run number: different for every bench run (time and process id), the
+/// same for all of one run's senders and receivers.
+pub fn this_run() -> u32 {
+    static RUN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos() ^ since.as_secs() as u32);
+        nanos ^ std::process::id().rotate_left(16)
+    })
+}
+
+/// Finds one run's payloads in text. Holds a prebuilt substring searcher, so make one
+/// per reader.
 pub struct Scanner {
     finder: memmem::Finder<'static>,
+    run: u32,
 }
 
 impl Default for Scanner {
+    /// A scanner for [`this_run`].
     fn default() -> Self {
-        Scanner {
-            finder: memmem::Finder::new(MARKER),
-        }
+        Scanner::for_run(this_run())
     }
 }
 
 impl Scanner {
-    /// Append every well-formed payload in `text` to `out`, in order. Malformed or cut
-    /// payloads (a peer that split a message) are skipped; they count as lost.
+    pub fn for_run(run: u32) -> Self {
+        Scanner {
+            finder: memmem::Finder::new(MARKER),
+            run,
+        }
+    }
+
+    /// Append every well-formed payload of this scanner's run in `text` to `out`, in
+    /// order. Malformed or cut payloads (a peer that split a message) are skipped; they
+    /// count as lost. Other runs' payloads (history replayed on join) are ignored.
     pub fn scan(&self, text: &[u8], out: &mut Vec<Payload>) {
         for at in self.finder.find_iter(text) {
-            if let Some(payload) = parse_after_marker(&text[at + MARKER.len()..]) {
-                out.push(payload);
+            match parse_after_marker(&text[at + MARKER.len()..]) {
+                Some(payload) if payload.run == self.run => out.push(payload),
+                _ => {}
             }
         }
     }
@@ -119,29 +149,32 @@ mod tests {
     #[test]
     fn round_trips_and_pads() {
         let payload = Payload {
+            run: 5,
             sender: 7,
             seq: 12345,
             sent_ns: 987654321,
         };
         let bytes = encoded(payload, 64);
         assert_eq!(bytes.len(), 64);
-        assert!(bytes.starts_with(b"~b7:12345:987654321~...."));
+        assert!(bytes.starts_with(b"~b5:7:12345:987654321~...."));
         let mut found = Vec::new();
-        Scanner::default().scan(&bytes, &mut found);
+        Scanner::for_run(5).scan(&bytes, &mut found);
         assert_eq!(found, [payload]);
         // Shorter than the header: no padding, nothing cut.
-        assert_eq!(encoded(payload, 0), b"~b7:12345:987654321~");
+        assert_eq!(encoded(payload, 0), b"~b5:7:12345:987654321~");
     }
 
     #[test]
     fn extremes_round_trip() {
         for payload in [
             Payload {
+                run: 0,
                 sender: 0,
                 seq: 0,
                 sent_ns: 0,
             },
             Payload {
+                run: u32::MAX,
                 sender: u32::MAX,
                 seq: u64::MAX,
                 sent_ns: u64::MAX,
@@ -150,17 +183,17 @@ mod tests {
             let bytes = encoded(payload, 0);
             assert!(bytes.len() <= MAX_HEADER_BYTES);
             let mut found = Vec::new();
-            Scanner::default().scan(&bytes, &mut found);
+            Scanner::for_run(payload.run).scan(&bytes, &mut found);
             assert_eq!(found, [payload]);
         }
     }
 
     #[test]
     fn finds_payloads_behind_any_prefix_and_several_per_line() {
-        let text = b"*** b3 joined #general\n[b1] ~b1:2:3~..\n<user5> ~b4:5:6~\
-                     {\"text\":\"~b7:8:9~...\"}\n[x] ~b1:2:3~\n~b9:9:9~";
+        let text = b"*** b3 joined #general\n[b1] ~b0:1:2:3~..\n<user5> ~b0:4:5:6~\
+                     {\"text\":\"~b0:7:8:9~...\"}\n[x] ~b0:1:2:3~\n~b0:9:9:9~";
         let mut found = Vec::new();
-        Scanner::default().scan(text, &mut found);
+        Scanner::for_run(0).scan(text, &mut found);
         let seqs: Vec<(u32, u64)> = found.iter().map(|p| (p.sender, p.seq)).collect();
         assert_eq!(seqs, [(1, 2), (4, 5), (7, 8), (1, 2), (9, 9)]);
     }
@@ -169,18 +202,19 @@ mod tests {
     fn malformed_or_cut_payloads_are_skipped() {
         for bad in [
             &b"~b"[..],
-            b"~b1",
-            b"~b1:2",
-            b"~b1:2:3",
-            b"~b:2:3~",
-            b"~b1::3~",
-            b"~bx:2:3~",
-            b"~b1:2:3x~",
-            b"~b99999999999:1:1~",
-            b"~b1:99999999999999999999999:1~",
+            b"~b0:1",
+            b"~b0:1:2",
+            b"~b0:1:2:3",
+            b"~b0::2:3~",
+            b"~b0:1::3~",
+            b"~b0:x:2:3~",
+            b"~b0:1:2:3x~",
+            b"~b0:99999999999:1:1~",
+            b"~b0:1:99999999999999999999999:1~",
+            b"~b99999999999:1:1:1~",
         ] {
             let mut found = Vec::new();
-            Scanner::default().scan(bad, &mut found);
+            Scanner::for_run(0).scan(bad, &mut found);
             assert!(found.is_empty(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
@@ -188,6 +222,7 @@ mod tests {
     #[test]
     fn a_payload_split_anywhere_is_found_only_when_whole() {
         let payload = Payload {
+            run: 9,
             sender: 3,
             seq: 41,
             sent_ns: 5_000_000,
@@ -200,11 +235,21 @@ mod tests {
         for cut in 0..line.len() {
             let (head, tail) = line.split_at(cut);
             let mut found = Vec::new();
-            let scanner = Scanner::default();
+            let scanner = Scanner::for_run(9);
             scanner.scan(head, &mut found);
             scanner.scan(tail, &mut found);
             // A cut before the end byte loses the payload; never a wrong one.
             assert!(found.is_empty() || found == [payload], "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn other_runs_are_ignored() {
+        // History replayed on join carries the previous run's payloads.
+        let text = b"[b1] ~b1:1:2:3~\n[b1] ~b2:1:0:3~\n[b1] ~b1:1:3:4~\n";
+        let mut found = Vec::new();
+        Scanner::for_run(1).scan(text, &mut found);
+        let seqs: Vec<u64> = found.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, [2, 3]);
     }
 }
