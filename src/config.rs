@@ -146,6 +146,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<Seconds>,
 
+    /// Under load, wake each connection's writer at most once per this interval, so a
+    /// busy room costs one write per member per interval instead of one per message;
+    /// when quiet, output goes at once. 0 writes after every batch [default: 2ms].
+    #[arg(long, env = "SWITCHBOARD_FLUSH_INTERVAL", value_name = "DURATION")]
+    pub flush_interval: Option<Seconds>,
+
     /// Directory for the history database (created if missing) [default: ./switchboard-data].
     #[arg(long, env = "SWITCHBOARD_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
@@ -217,6 +223,7 @@ impl ServeArgs {
             max_clients_per_ip: self.max_clients_per_ip.or(lower.max_clients_per_ip),
             register_timeout: self.register_timeout.or(lower.register_timeout),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+            flush_interval: self.flush_interval.or(lower.flush_interval),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             flood_rate: self.flood_rate.or(lower.flood_rate),
             flood_burst: self.flood_burst.or(lower.flood_burst),
@@ -251,6 +258,7 @@ pub struct Config {
     pub max_clients_per_ip: usize,
     pub register_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub flush_interval: Duration,
     /// `None`: no idle timeout.
     pub idle_timeout: Option<Duration>,
     pub flood: crate::door::flood::FloodSettings,
@@ -394,6 +402,19 @@ impl Config {
             shutdown_grace: merged
                 .shutdown_grace
                 .map_or(Duration::from_secs(3), |s| s.0),
+            flush_interval: match merged.flush_interval {
+                Some(Seconds(interval)) if interval > Duration::from_secs(1) => {
+                    return Err(ConfigError::Invalid {
+                        setting: "--flush-interval",
+                        problem: format!(
+                            "{interval:?} would hold chat lines back for over a second; \
+                             use a few milliseconds (e.g. 2ms), or 0"
+                        ),
+                    })
+                }
+                Some(Seconds(interval)) => interval,
+                None => crate::hub::DEFAULT_FLUSH_INTERVAL,
+            },
             idle_timeout: merged.idle_timeout.map(|s| s.0).filter(|d| !d.is_zero()),
             flood: crate::door::flood::FloodSettings {
                 rate: flood_rate(merged.flood_rate.unwrap_or(10.0))?,

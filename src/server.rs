@@ -185,6 +185,7 @@ impl Server {
                 replay: config.replay,
                 retention: config.retention,
                 metrics: self.metrics.hub(),
+                flush_interval: config.flush_interval,
                 ..HubConfig::default()
             },
             history,

@@ -20,13 +20,13 @@ pub mod outbox;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use event::*;
-pub use outbox::{Outbox, Push};
+pub use outbox::{FlushRound, Outbox, Push};
 
 use self::history::{Delivery, History, PageRequest, Pending, Recorded};
 use crate::store::{self, Retention, StoreError};
@@ -38,6 +38,10 @@ pub trait Render: Send + Sync + 'static {
     /// The bytes to send for `event`, or `None` when this format does not show it.
     fn render(&self, event: &Event) -> Option<Bytes>;
 }
+
+/// See [`HubConfig::flush_interval`]: unnoticeable in a chat, and only reached when a
+/// round of writes is slower than that.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Settings the hub needs.
 #[derive(Debug, Clone)]
@@ -52,6 +56,9 @@ pub struct HubConfig {
     pub retention: Retention,
     /// Fan-out counters, bumped once per fan-out (not per recipient).
     pub metrics: crate::metrics::HubMetrics,
+    /// Longest a flush waits for the previous round of writers (see `Hub::run`);
+    /// zero wakes the writers after every batch of commands.
+    pub flush_interval: Duration,
 }
 
 impl Default for HubConfig {
@@ -62,6 +69,7 @@ impl Default for HubConfig {
             replay: 20,
             retention: Retention::default(),
             metrics: Default::default(),
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
         }
     }
 }
@@ -197,9 +205,36 @@ struct Hub {
     rooms: HashMap<String, Room>,
     /// Message ids, recent messages, messages waiting to be committed.
     history: History,
-    /// Clients whose outbox overflowed during the current command.
-    overflowed: Vec<ClientId>,
+    /// Writers to wake at the next flush, and clients whose outbox overflowed.
+    outgoing: Outgoing,
     shutting_down: bool,
+}
+
+/// What the hub's fan-outs leave to do once the current batch of commands is handled.
+#[derive(Default)]
+struct Outgoing {
+    /// Outboxes that went from empty to non-empty: their writers are woken at the flush.
+    wake: Vec<Arc<Outbox>>,
+    /// Clients whose outbox overflowed: dropped as slow consumers after the command.
+    overflowed: Vec<ClientId>,
+}
+
+impl Outgoing {
+    fn queue(&mut self, client: ClientId, outbox: &Arc<Outbox>, bytes: Bytes) {
+        let (push, owes_wake) = outbox.enqueue(bytes);
+        if owes_wake {
+            self.wake.push(outbox.clone());
+        }
+        if push == Push::Overflowed {
+            self.overflowed.push(client);
+        }
+    }
+
+    fn wake_writers(&mut self, round: &Arc<FlushRound>) {
+        for outbox in self.wake.drain(..) {
+            outbox.wake_writer_in(round);
+        }
+    }
 }
 
 /// Renders one event at most once per wire format. Formats are told apart by the
@@ -229,22 +264,58 @@ impl Hub {
             nicks: HashMap::new(),
             rooms: HashMap::new(),
             history,
-            overflowed: Vec::new(),
+            outgoing: Outgoing::default(),
             shutting_down: false,
         }
     }
 
+    /// Handle commands in batches and wake the writers with output in flush rounds:
+    /// a new round starts once every writer of the last one has taken its output (or
+    /// `flush_interval` after it started, whichever is first). An idle server writes at
+    /// once; a busy room's lines gather while the last round is being written, so a
+    /// room of N costs about N writes per round however many messages it carries (the
+    /// write, not the queueing, is what costs).
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(256);
-        while commands.recv_many(&mut batch, 256).await > 0 {
-            for command in batch.drain(..) {
-                self.handle(command);
-                self.remove_overflowed();
+        let round = Arc::new(FlushRound::default());
+        let interval = self.config.flush_interval;
+        let mut last_flush: Option<Instant> = None;
+        let flush_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(flush_timer);
+        let mut flush_armed = false;
+        loop {
+            tokio::select! {
+                biased;
+                received = commands.recv_many(&mut batch, 256) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for command in batch.drain(..) {
+                        self.handle(command);
+                        self.remove_overflowed();
+                    }
+                }
+                () = round.finished(), if !self.outgoing.wake.is_empty() => {}
+                () = &mut flush_timer, if flush_armed => flush_armed = false,
             }
             if self.shutting_down {
                 break;
             }
+            if self.outgoing.wake.is_empty() {
+                continue;
+            }
+            let now = Instant::now();
+            let due = last_flush.map_or(now, |at| at + interval);
+            if round.outstanding() == 0 || now >= due {
+                self.outgoing.wake_writers(&round);
+                last_flush = Some(now);
+                flush_armed = false;
+            } else if !flush_armed {
+                flush_timer.as_mut().reset(due.into());
+                flush_armed = true;
+            }
         }
+        self.outgoing.wake_writers(&round);
         tracing::debug!("hub stopped");
     }
 
@@ -265,9 +336,7 @@ impl Hub {
             } => self.request(client, tag, request),
             Command::Deliver { client, bytes } => {
                 if let Some(target) = self.clients.get(&client) {
-                    if target.outbox.push(bytes) == Push::Overflowed {
-                        self.overflowed.push(client);
-                    }
+                    self.outgoing.queue(client, &target.outbox, bytes);
                 }
             }
             Command::Disconnect { client, reason } => self.disconnect(client, reason, None),
@@ -877,7 +946,7 @@ impl Hub {
 
     fn remove_overflowed(&mut self) {
         // Removing a slow consumer announces its departure, which can overflow another.
-        while let Some(id) = self.overflowed.pop() {
+        while let Some(id) = self.outgoing.overflowed.pop() {
             self.disconnect(id, CloseReason::SlowConsumer, None);
         }
     }
@@ -892,9 +961,7 @@ impl Hub {
         for member in &room.members {
             if let Some(bytes) = rendered.get(&member.render, event) {
                 delivered += 1;
-                if member.outbox.push(bytes) == Push::Overflowed {
-                    self.overflowed.push(member.client);
-                }
+                self.outgoing.queue(member.client, &member.outbox, bytes);
             }
         }
         self.count_deliveries(event, delivered);
@@ -919,9 +986,7 @@ impl Hub {
             };
             if let Some(bytes) = rendered.get(&client.render, event) {
                 delivered += 1;
-                if client.outbox.push(bytes) == Push::Overflowed {
-                    self.overflowed.push(*id);
-                }
+                self.outgoing.queue(*id, &client.outbox, bytes);
             }
         }
         self.count_deliveries(event, delivered);
@@ -932,9 +997,7 @@ impl Hub {
             return;
         };
         if let Some(bytes) = client.render.render(event) {
-            if client.outbox.push(bytes) == Push::Overflowed {
-                self.overflowed.push(id);
-            }
+            self.outgoing.queue(id, &client.outbox, bytes);
             self.count_deliveries(event, 1);
         }
     }

@@ -8,13 +8,18 @@
 //! waits for a reader, and the slow client is the only one affected.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
 
 use super::CloseReason;
+
+/// Room made in an empty queue at its first push: a burst usually follows.
+const INITIAL_QUEUE_SLOTS: usize = 16;
 
 /// What became of a [`Outbox::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +41,46 @@ struct State {
     closed: Option<CloseReason>,
     /// A slow consumer's queue is discarded rather than flushed.
     discard: bool,
+    /// The writer found nothing to take and is waiting for a wake-up.
+    writer_waiting: bool,
+    /// Held while the writer owes the hub's current flush round its turn.
+    ticket: Option<RoundTicket>,
+}
+
+/// The writers one flush woke. The hub starts the next flush once every one of them
+/// has taken its output, so a busy room's lines gather while the last round is being
+/// written (one write per member per round, whatever the message rate), and a quiet
+/// server's lines go out at once.
+#[derive(Debug, Default)]
+pub struct FlushRound {
+    outstanding: AtomicUsize,
+    finished: Notify,
+}
+
+impl FlushRound {
+    /// Writers woken by the last flush that have not yet taken their output.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
+    }
+
+    /// Completes once the outstanding count has dropped to zero since the last call
+    /// (a finish while nobody waits is remembered).
+    pub async fn finished(&self) {
+        self.finished.notified().await
+    }
+}
+
+/// One woken writer's part in a round: dropped when the writer next looks at its
+/// outbox, or when the outbox itself goes.
+#[derive(Debug)]
+struct RoundTicket(Arc<FlushRound>);
+
+impl Drop for RoundTicket {
+    fn drop(&mut self) {
+        if self.0.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.finished.notify_one();
+        }
+    }
 }
 
 /// A bounded, closable queue of rendered output for one connection.
@@ -63,6 +108,8 @@ impl Outbox {
                 pending_bytes: 0,
                 closed: None,
                 discard: false,
+                writer_waiting: false,
+                ticket: None,
             }),
             writer_waker: AtomicWaker::new(),
             max_pending_bytes,
@@ -76,26 +123,60 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queue `bytes` for the writer. Never blocks beyond a short uncontended lock.
+    /// Queue `bytes` for the writer and wake it. Never blocks beyond a short
+    /// uncontended lock.
     pub fn push(&self, bytes: Bytes) -> Push {
-        let result = {
-            let mut state = self.lock();
-            if state.closed.is_some() {
-                return Push::Closed;
-            }
-            if state.pending_bytes + bytes.len() > self.max_pending_bytes {
-                state.closed = Some(CloseReason::SlowConsumer);
-                state.discard = true;
-                state.queue.clear();
-                Push::Overflowed
-            } else {
-                state.pending_bytes += bytes.len();
-                state.queue.push_back(bytes);
-                Push::Queued
-            }
-        };
-        self.writer_waker.wake();
+        let (result, wake) = self.enqueue(bytes);
+        if wake {
+            self.wake_writer();
+        }
         result
+    }
+
+    /// Queue `bytes` without waking the writer; true in the second place means the
+    /// caller owes it a [`Outbox::wake_writer`]. The hub uses this to wake each writer
+    /// once per flush, after a whole batch of fan-outs, rather than once per message.
+    ///
+    /// Only a push into an empty queue owes a wake: until the writer takes the queue
+    /// it has a wake-up coming already.
+    pub fn enqueue(&self, bytes: Bytes) -> (Push, bool) {
+        let mut state = self.lock();
+        if state.closed.is_some() {
+            return (Push::Closed, false);
+        }
+        if state.pending_bytes + bytes.len() > self.max_pending_bytes {
+            state.closed = Some(CloseReason::SlowConsumer);
+            state.discard = true;
+            state.queue.clear();
+            return (Push::Overflowed, true);
+        }
+        let was_empty = state.queue.is_empty();
+        if state.queue.capacity() == 0 {
+            // The writer took the last allocation; skip the 4-8-16 regrowth.
+            state.queue.reserve(INITIAL_QUEUE_SLOTS);
+        }
+        state.pending_bytes += bytes.len();
+        state.queue.push_back(bytes);
+        (Push::Queued, was_empty)
+    }
+
+    /// Wake the writer so it takes what is queued.
+    pub fn wake_writer(&self) {
+        self.writer_waker.wake();
+    }
+
+    /// Wake the writer as part of `round`: if it is waiting, the round counts it until
+    /// it has taken its output. A writer busy with an earlier batch (a full socket) is
+    /// woken but not counted, so one slow reader never holds a round back.
+    pub fn wake_writer_in(&self, round: &Arc<FlushRound>) {
+        {
+            let mut state = self.lock();
+            if state.writer_waiting && state.ticket.is_none() {
+                round.outstanding.fetch_add(1, Ordering::AcqRel);
+                state.ticket = Some(RoundTicket(round.clone()));
+            }
+        }
+        self.writer_waker.wake();
     }
 
     /// Close the outbox: the writer flushes what is queued (unless the client is being
@@ -126,6 +207,9 @@ impl Outbox {
     pub fn poll_take(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Bytes>) -> Poll<Take> {
         self.writer_waker.register(cx.waker());
         let mut state = self.lock();
+        // Whatever is found, the writer has had its turn in the round.
+        drop(state.ticket.take());
+        state.writer_waiting = false;
         if state.discard {
             batch.clear();
             return Poll::Ready(Take::Closed(
@@ -144,7 +228,10 @@ impl Outbox {
         }
         match state.closed {
             Some(reason) => Poll::Ready(Take::Closed(reason)),
-            None => Poll::Pending,
+            None => {
+                state.writer_waiting = true;
+                Poll::Pending
+            }
         }
     }
 
@@ -231,6 +318,67 @@ mod tests {
         assert_eq!(batch.len(), 1);
         let (poll, _) = take(&outbox);
         assert_eq!(poll, Poll::Ready(Take::Closed(CloseReason::Shutdown)));
+    }
+
+    #[test]
+    fn only_a_push_into_an_empty_queue_wakes_the_writer() {
+        use std::task::Wake;
+        struct Counter(AtomicUsize);
+        impl Wake for Counter {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let outbox = Outbox::new(1 << 20);
+        let mut batch = VecDeque::new();
+        for round in 1..=3 {
+            assert!(outbox.poll_take(&mut cx, &mut batch).is_pending());
+            for _ in 0..10 {
+                outbox.push(Bytes::from_static(b"line\n"));
+            }
+            assert_eq!(counter.0.load(Ordering::SeqCst), round);
+            assert_eq!(
+                outbox.poll_take(&mut cx, &mut batch),
+                Poll::Ready(Take::Data)
+            );
+            assert_eq!(batch.len(), 10);
+            batch.clear();
+        }
+        // A close still wakes a writer that is waiting.
+        outbox.close(CloseReason::Shutdown);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn a_round_waits_for_every_waiting_writer_to_take() {
+        let round = Arc::new(FlushRound::default());
+        let first = Outbox::new(1 << 20);
+        let second = Outbox::new(1 << 20);
+        let busy = Outbox::new(1 << 20);
+        // Two writers waiting for output; a third never asked (busy writing).
+        assert!(take(&first).0.is_pending());
+        assert!(take(&second).0.is_pending());
+        for outbox in [&first, &second, &busy] {
+            outbox.enqueue(Bytes::from_static(b"line\n"));
+            outbox.wake_writer_in(&round);
+        }
+        assert_eq!(round.outstanding(), 2);
+        // Waking twice in one round counts once.
+        first.wake_writer_in(&round);
+        assert_eq!(round.outstanding(), 2);
+        assert_eq!(take(&first).0, Poll::Ready(Take::Data));
+        assert_eq!(round.outstanding(), 1);
+        // An outbox dropped with its ticket (the client left) finishes its part too.
+        drop(second);
+        assert_eq!(round.outstanding(), 0);
+        // The finish was remembered for whoever waits next.
+        use std::future::Future;
+        let mut finished = std::pin::pin!(round.finished());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(finished.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]
