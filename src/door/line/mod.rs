@@ -109,12 +109,7 @@ impl LineDoor {
                 return;
             }
         };
-        // Find half-open peers (crashed hosts, pulled cables) without kicking idle users.
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(60))
-            .with_interval(Duration::from_secs(10))
-            .with_retries(3);
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        // TCP keepalive (half-open peers) comes from the listener: see `door::tune_listener`.
         self.run(stream, peer).await;
         drop(slot);
     }
@@ -306,6 +301,8 @@ impl Session<'_> {
             self.pending.clear();
         }
         if self.pending.is_empty() {
+            // An idle connection keeps no frame queue (~100 bytes each, thousands of them).
+            self.pending = VecDeque::new();
             self.bucket.caught_up();
             if self.peer_done {
                 return self.leave(CloseReason::PeerClosed).await;
