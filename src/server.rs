@@ -33,7 +33,7 @@ async fn bind(
     flag: &'static str,
     addr: SocketAddr,
 ) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr).await.map_err(|cause| {
+    let listener = TcpListener::bind(addr).await.map_err(|cause| {
         let hint = match cause.kind() {
             std::io::ErrorKind::AddrInUse => {
                 " (another program uses it; stop it or pick another address with "
@@ -50,7 +50,11 @@ async fn bind(
             cause,
             hint: format!("{hint}{flag} ADDR)"),
         }
-    })
+    })?;
+    if let Err(error) = crate::door::tune_listener(&listener) {
+        tracing::warn!(%error, "{door}: cannot set TCP_NODELAY/keepalive on {addr}; continuing without");
+    }
+    Ok(listener)
 }
 
 async fn bind_optional(

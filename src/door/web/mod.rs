@@ -184,7 +184,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        // TCP_NODELAY and keepalive come from the listener (`door::tune_listener`).
         match &tls {
             None => {
                 let stream = HeadDeadline::new(stream, header_timeout);
