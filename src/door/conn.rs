@@ -168,13 +168,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             self.closing = Closing::Flushing(reason);
                             continue;
                         }
+                        if !self.read_open {
+                            // The peer has closed already: nothing to linger for, and
+                            // the close that follows sends our FIN.
+                            return Poll::Ready(reason);
+                        }
                         // Flushed: half-close, then linger for the peer's EOF.
                         match Pin::new(&mut self.io).poll_shutdown(cx) {
-                            Poll::Ready(Ok(())) if self.read_open => {
+                            Poll::Ready(Ok(())) => {
                                 self.closing = Closing::Lingering(reason);
                                 continue;
                             }
-                            Poll::Ready(_) => return Poll::Ready(reason),
+                            Poll::Ready(Err(_)) => return Poll::Ready(reason),
                             Poll::Pending => return Poll::Pending,
                         }
                     }
