@@ -110,8 +110,14 @@ fn idle_and_connect_scenarios_report_their_numbers() {
         "50",
         "--server-pid",
         &pid,
+        "--measure-after",
+        "200ms",
     ]));
     assert_eq!(idle["connections"], 50);
+    assert!(
+        idle["server_bytes_per_connection_at_quiet"].is_number(),
+        "{idle}"
+    );
     assert_eq!(idle["still_open"], 50, "{idle}");
     assert!(
         idle["server_rss_after_bytes"].as_u64().unwrap() > 0,

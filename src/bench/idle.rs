@@ -1,6 +1,7 @@
 //! The `idle` scenario: open C registered connections that then say nothing, and
-//! report what they cost the server in resident memory (VmRSS before and after, given
-//! its PID), plus how fast they were opened. Every connection keeps reading, so join
+//! report what they cost the server in resident memory (VmRSS before, once the server
+//! has gone quiet, and `--measure-after` later, given its PID), plus how fast they
+//! were opened. Every connection keeps reading, so join
 //! notices do not sit in the server's queues and count as connection memory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,10 @@ pub struct IdleArgs {
     /// Longest wait for the server to go quiet after the last registration.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub settle: Seconds,
+    /// After the server goes quiet, wait this long before reading its memory: the
+    /// steady state, after Switchboard hands freed memory back (every 5 s).
+    #[arg(long, default_value = "6s", value_name = "DURATION")]
+    pub measure_after: Seconds,
     /// Keep the connections open this long after measuring (e.g. to look around).
     #[arg(long, default_value = "0s", value_name = "DURATION")]
     pub hold: Seconds,
@@ -106,6 +111,14 @@ pub async fn run(args: IdleArgs, file_limit: u64) -> anyhow::Result<serde_json::
         }
     }
     let settled = quiet_since.elapsed() >= QUIET;
+    let rss_at_quiet = match target.server_pid {
+        Some(pid) => Some(system::resident_bytes(pid)?),
+        None => None,
+    };
+    if !args.measure_after.0.is_zero() {
+        progress.show(Box::new(|| (1.0, "waiting to measure".to_string())));
+        tokio::time::sleep(args.measure_after.0).await;
+    }
     let rss_after = match target.server_pid {
         Some(pid) => Some(system::resident_bytes(pid)?),
         None => None,
@@ -132,9 +145,9 @@ pub async fn run(args: IdleArgs, file_limit: u64) -> anyhow::Result<serde_json::
         let _ = task.await;
     }
 
-    let growth = match (rss_before, rss_after) {
-        (Some(before), Some(after)) => Some(after as f64 - before as f64),
-        _ => None,
+    let per_connection = |after: Option<u64>| match (rss_before, after) {
+        (Some(before), Some(after)) => ratio(after as f64 - before as f64, args.connections as f64),
+        _ => serde_json::Value::Null,
     };
     Ok(serde_json::json!({
         "scenario": "idle",
@@ -146,7 +159,10 @@ pub async fn run(args: IdleArgs, file_limit: u64) -> anyhow::Result<serde_json::
         "settled": settled,
         "still_open": still_open,
         "server_rss_before_bytes": rss_before,
+        "server_rss_at_quiet_bytes": rss_at_quiet,
         "server_rss_after_bytes": rss_after,
-        "server_bytes_per_connection": growth.map(|growth| ratio(growth, args.connections as f64)),
+        "measure_after_s": seconds(args.measure_after.0),
+        "server_bytes_per_connection_at_quiet": per_connection(rss_at_quiet),
+        "server_bytes_per_connection": per_connection(rss_after),
     }))
 }
