@@ -146,9 +146,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<Seconds>,
 
-    /// Under load, wake each connection's writer at most once per this interval, so a
-    /// busy room costs one write per member per interval instead of one per message;
-    /// when quiet, output goes at once. 0 writes after every batch [default: 2ms].
+    /// Writers are woken in rounds: the next round starts once the last one is written,
+    /// or after this long at most. A quiet server writes at once; a busy room costs one
+    /// write per member per round instead of one per message. 0 wakes writers after
+    /// every batch of commands [default: 20ms].
     #[arg(long, env = "SWITCHBOARD_FLUSH_INTERVAL", value_name = "DURATION")]
     pub flush_interval: Option<Seconds>,
 
