@@ -591,4 +591,22 @@ mod tests {
             "{tiny}"
         );
     }
+
+    #[test]
+    fn flush_interval_defaults_and_bounds() {
+        let config = Config::from_args(ServeArgs::default()).unwrap();
+        assert_eq!(config.flush_interval, crate::hub::DEFAULT_FLUSH_INTERVAL);
+        let zero = Config::from_args(ServeArgs {
+            flush_interval: Some("0".parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(zero.flush_interval, Duration::ZERO);
+        let long = Config::from_args(ServeArgs {
+            flush_interval: Some("2s".parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(long.to_string().contains("--flush-interval"), "{long}");
+    }
 }
