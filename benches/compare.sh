@@ -15,6 +15,9 @@ SEED=${SEED:-$(dirname "$0")/../../shared/seeds/chat_server2.py}
 PEERS=$(dirname "$0")/peers
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
+# Long enough for what is still queued when sending stops (node ws: ~3 s at N=1000);
+# the drain ends as soon as everything has arrived.
+DRAIN=${DRAIN:-10s}
 SIZES=${SIZES:-"200 1000"}
 ulimit -n "$(ulimit -Hn)"
 PORT=${BASE_PORT:-47400}
@@ -73,7 +76,7 @@ for run in $(seq "$RUNS"); do
     for n in $SIZES; do
       start_server "$kind"
       bench fanout --target "$kind" --clients "$n" --senders 10 --window 16 \
-        --warmup "$WARMUP" --duration "$DURATION" | sed "s/^{/{\"run\":$run,/"
+        --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" | sed "s/^{/{\"run\":$run,/"
       stop_server
     done
     start_server "$kind"
