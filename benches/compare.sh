@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Compare switchboard, `ncat --chat` and the seed chat server with `switchboard bench`.
+# Compare switchboard, `ncat --chat` and the seed chat server with `switchboard bench`,
+# and switchboard's WebSocket door (ws) with a plain Node `ws` broadcast server
+# (ws-broadcast, benches/peers/ws-broadcast.mjs); `json` (the JSON door) on request.
 # Server pinned to CPU 0, generator to CPU 1; each case run RUNS times; prints one JSON
 # summary per run (tagged with the case) on stdout. Usage:
 #   benches/compare.sh [RUNS] > results.jsonl
-# Needs: a release build (cargo build --release), ncat, python3, taskset.
+#   KINDS="ws ws-broadcast" SIZES=1000 RUNS=3 benches/compare.sh
+# Needs: a release build (cargo build --release), ncat, python3, node + npm (for
+# ws-broadcast), taskset.
 set -euo pipefail
 RUNS=${RUNS:-${1:-3}}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/switchboard}
 SEED=${SEED:-$(dirname "$0")/../../shared/seeds/chat_server2.py}
+PEERS=$(dirname "$0")/peers
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
+# Long enough for what is still queued when sending stops (node ws: ~3 s at N=1000);
+# the drain ends as soon as everything has arrived.
+DRAIN=${DRAIN:-10s}
 SIZES=${SIZES:-"200 1000"}
 ulimit -n "$(ulimit -Hn)"
 PORT=${BASE_PORT:-47400}
@@ -30,13 +38,28 @@ wait_port() {
   echo "server on port $1 did not come up" >&2; return 1
 }
 
+# Switchboard with one door open on $PORT (`serve_switchboard line|json|web`).
+serve_switchboard() {
+  local doors=(--line off --json off --web off)
+  case "$1" in
+    line) doors[1]="127.0.0.1:$PORT" ;;
+    json) doors[3]="127.0.0.1:$PORT" ;;
+    web) doors[5]="127.0.0.1:$PORT" ;;
+  esac
+  RUST_LOG=warn taskset -c 0 "$BIN" serve "${doors[@]}" \
+    --memory --flood-rate 0 --max-clients 100000 --max-clients-per-ip 100000 >/dev/null &
+}
+
 # start_server KIND: a fresh server on a fresh port (the seed cannot reuse a port in TIME_WAIT).
 start_server() {
   PORT=$((PORT + 1))
   case "$1" in
-    switchboard)
-      RUST_LOG=warn taskset -c 0 "$BIN" serve --line "127.0.0.1:$PORT" --json off --web off \
-        --memory --flood-rate 0 --max-clients 100000 --max-clients-per-ip 100000 >/dev/null & ;;
+    switchboard) serve_switchboard line ;;
+    json) serve_switchboard json ;;
+    ws) serve_switchboard web ;;
+    ws-broadcast)
+      [[ -d "$PEERS/node_modules/ws" ]] || npm ci --prefix "$PEERS" --silent >&2
+      taskset -c 0 node "$PEERS/ws-broadcast.mjs" "$PORT" 127.0.0.1 >/dev/null & ;;
     ncat-chat)
       taskset -c 0 ncat --chat -l 127.0.0.1 "$PORT" --max-conns 20000 >/dev/null 2>&1 & ;;
     seed-chat)
@@ -49,17 +72,17 @@ start_server() {
 bench() { taskset -c 1 "$BIN" bench "$@" --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID"; }
 
 for run in $(seq "$RUNS"); do
-  for kind in ${KINDS:-switchboard ncat-chat seed-chat}; do
+  for kind in ${KINDS:-switchboard ncat-chat seed-chat ws ws-broadcast}; do
     for n in $SIZES; do
       start_server "$kind"
       bench fanout --target "$kind" --clients "$n" --senders 10 --window 16 \
-        --warmup "$WARMUP" --duration "$DURATION" | sed "s/^{/{\"run\":$run,/"
+        --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" | sed "s/^{/{\"run\":$run,/"
       stop_server
     done
     start_server "$kind"
     bench idle --target "$kind" --connections 1000 | sed "s/^{/{\"run\":$run,/"
     stop_server
-    if [[ "$kind" == switchboard ]]; then
+    if [[ "$kind" == switchboard || "$kind" == json || "$kind" == ws ]]; then
       start_server "$kind"
       bench connect --target "$kind" --concurrency 32 --warmup 1s --duration 5s \
         | sed "s/^{/{\"run\":$run,/"

@@ -1,6 +1,6 @@
 //! `switchboard bench` end to end: the real bench binary against a real server on
-//! 127.0.0.1 port 0, small sizes, its one-line JSON summary checked; and the refusal
-//! of targets that are not on loopback.
+//! 127.0.0.1 port 0 (line, JSON and WebSocket doors), small sizes, its one-line JSON
+//! summary checked; and the refusal of targets that are not on loopback.
 
 mod common;
 
@@ -32,9 +32,33 @@ fn summary(output: &Output) -> serde_json::Value {
     serde_json::from_str(lines[0]).expect("the summary is JSON")
 }
 
+/// A load generator floods by design: flood control off, as the benchmark docs say.
+const BENCH_LIMITS: [&str; 4] = ["--max-clients-per-ip", "1000", "--flood-rate", "0"];
+
 fn start_server() -> Server {
-    // A load generator floods by design: flood control off, as the benchmark docs say.
-    Server::start(&["--max-clients-per-ip", "1000", "--flood-rate", "0"])
+    Server::start(&BENCH_LIMITS)
+}
+
+/// A server with only the JSON and web doors open, on port 0.
+fn start_json_and_web_server() -> Server {
+    let mut command = Command::new(binary());
+    command
+        .args(["serve", "--memory", "--line", "off"])
+        .args(["--json", "127.0.0.1:0", "--web", "127.0.0.1:0"])
+        .args(BENCH_LIMITS);
+    Server::spawn(command, &[], &["json", "web"])
+}
+
+/// Every message reached every receiver, once and in order, and some in the window.
+fn assert_delivered_cleanly(summary: &serde_json::Value) {
+    assert!(summary["deliveries"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        summary["deliveries_per_s"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+    for count in ["lost", "reordered", "duplicated", "disconnected"] {
+        assert_eq!(summary[count], 0, "{count}: {summary}");
+    }
 }
 
 #[test]
@@ -63,21 +87,45 @@ fn fanout_delivers_everything_in_order_and_reports_it() {
     assert_eq!(summary["scenario"], "fanout");
     assert_eq!(summary["target"], "switchboard");
     assert_eq!(summary["mode"], "closed-loop");
-    assert!(summary["deliveries"].as_u64().unwrap() > 0, "{summary}");
-    assert!(
-        summary["deliveries_per_s"].as_f64().unwrap() > 0.0,
-        "{summary}"
-    );
-    assert_eq!(summary["lost"], 0, "{summary}");
-    assert_eq!(summary["reordered"], 0, "{summary}");
-    assert_eq!(summary["duplicated"], 0, "{summary}");
-    assert_eq!(summary["disconnected"], 0, "{summary}");
+    assert_delivered_cleanly(&summary);
     // Every message was echoed to all 12 clients, so deliveries are a multiple of sends
     // only over the whole run; in the window, latency percentiles must be ordered.
     let latency = &summary["latency_us"];
     assert!(latency["p50"].as_f64().unwrap() <= latency["p99"].as_f64().unwrap());
     assert!(latency["p99"].as_f64().unwrap() <= latency["max"].as_f64().unwrap());
     assert!(summary["server_cpu_s"].is_number(), "{summary}");
+}
+
+#[test]
+fn fanout_over_the_json_and_websocket_doors_delivers_everything_in_order() {
+    let server = start_json_and_web_server();
+    let pid = server.child.id().to_string();
+    for (target, door) in [("json", "json"), ("ws", "web")] {
+        let addr = server.doors[door].to_string();
+        let output = bench(&[
+            "fanout",
+            "--target",
+            target,
+            "--addr",
+            &addr,
+            "--clients",
+            "20",
+            "--senders",
+            "3",
+            "--warmup",
+            "0.3s",
+            "--duration",
+            "1s",
+            "--server-pid",
+            &pid,
+            "--hard-cap",
+            "60s",
+        ]);
+        let summary = summary(&output);
+        assert_eq!(summary["target"], target);
+        assert_delivered_cleanly(&summary);
+        assert!(summary["server_cpu_s"].is_number(), "{summary}");
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! `switchboard bench`: a load generator for Switchboard's front doors (and, for
-//! comparison, other line chat servers), loopback only.
+//! `switchboard bench`: a load generator for Switchboard's front doors (line, JSON,
+//! WebSocket) and, for comparison, other chat servers (`ncat --chat`, the seed, a
+//! WebSocket broadcast peer), loopback only.
 //!
 //! Scenarios: [`fanout`] (N clients in one room, S senders, closed loop or paced,
 //! latency and loss accounting), [`idle`] (memory per registered connection) and
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 
 use crate::config::Seconds;
-use door::{Door, LineDoor, LineTarget, Session};
+use door::{Door, Session, TargetKind};
 
 /// `switchboard bench` flags.
 #[derive(Debug, clap::Args)]
@@ -47,12 +48,14 @@ pub enum Scenario {
 /// Flags every scenario shares: what to drive and for how long at most.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArgs {
-    /// Server address, HOST:PORT. Loopback addresses only.
-    #[arg(long, default_value = "127.0.0.1:9999", value_name = "ADDR")]
-    pub addr: String,
+    /// Server address, HOST:PORT, of the door the target names (for `ws`, the web
+    /// listener). Loopback addresses only. Default: Switchboard's port for that door,
+    /// 127.0.0.1:9999 (line), :9998 (json) or :8080 (ws, ws-broadcast).
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<String>,
     /// What kind of server listens there.
     #[arg(long, value_enum, default_value = "switchboard")]
-    pub target: LineTarget,
+    pub target: TargetKind,
     /// The server's process id: its CPU time per delivery (and in `idle`, its memory
     /// per connection) is read from /proc.
     #[arg(long, value_name = "PID")]
@@ -82,11 +85,12 @@ pub struct Target {
 
 impl Target {
     async fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
-        let addr = system::loopback_target(&args.addr).await?;
+        let addr = args.addr.as_deref().unwrap_or(args.target.default_addr());
+        let addr = system::loopback_target(addr).await?;
         if let Some(pid) = args.server_pid {
             system::process_cpu(pid)?;
         }
-        let door: Arc<dyn Door> = Arc::new(LineDoor::new(args.target));
+        let door = args.target.door();
         let open_concurrency = match door.max_open_concurrency() {
             Some(max) => args.open_concurrency.clamp(1, max),
             None => args.open_concurrency.max(1),

@@ -1,0 +1,193 @@
+//! TCP plumbing the line and JSON adapters share: connecting from a chosen source
+//! address, reading registration replies under a deadline, reading deliveries line by
+//! line, writing framed payloads, and leaving (politely, or by reset).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::{
+    BoxFuture, DeliveryReader, PayloadWriter, Session, CLOSE_TIMEOUT, MAX_REGISTER_BYTES,
+    READ_BUFFER_BYTES,
+};
+use crate::bench::payload::{Payload, Scanner};
+
+/// Connect, optionally from a chosen local address (to spread per-IP limits).
+pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Read into `buffer` until `found` recognises what registration waits for: it sees the
+/// whole buffer after every read and answers `None` (read more) or the outcome. Running
+/// out of time, or the connection closing, is an error that quotes what arrived.
+pub async fn read_until_found<T>(
+    deadline: tokio::time::Instant,
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    mut found: impl FnMut(&[u8]) -> Option<io::Result<T>>,
+) -> io::Result<T> {
+    loop {
+        if let Some(outcome) = found(buffer) {
+            return outcome;
+        }
+        if buffer.len() > MAX_REGISTER_BYTES {
+            return Err(refused("registration failed", buffer));
+        }
+        let mut chunk = [0u8; 8192];
+        let read = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(read) => read?,
+            Err(_) => return Err(refused("registration timed out", buffer)),
+        };
+        if read == 0 {
+            return Err(refused("registration failed (connection closed)", buffer));
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// Read into `buffer` until it contains `needle` followed by a newline (or, with
+/// `line_end == false`, just `needle`). Returns the offset just past it; an early
+/// `failure` text is an error that quotes what arrived.
+pub async fn read_until(
+    deadline: tokio::time::Instant,
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    needle: &[u8],
+    line_end: bool,
+    failure: Option<&[u8]>,
+) -> io::Result<usize> {
+    let mut searched = 0;
+    read_until_found(deadline, stream, buffer, |buffer| {
+        if let Some(at) = memchr::memmem::find(&buffer[searched..], needle) {
+            let after = searched + at + needle.len();
+            if !line_end {
+                return Some(Ok(after));
+            }
+            if let Some(newline) = memchr::memchr(b'\n', &buffer[after..]) {
+                return Some(Ok(after + newline + 1));
+            }
+        } else {
+            searched = buffer.len().saturating_sub(needle.len());
+        }
+        let failed = failure.is_some_and(|failure| memchr::memmem::find(buffer, failure).is_some());
+        failed.then(|| Err(refused("registration failed", buffer)))
+    })
+    .await
+}
+
+/// An error saying what went wrong, quoting the end of what the server sent.
+pub fn refused(what: &str, received: &[u8]) -> io::Error {
+    let tail = &received[received.len().saturating_sub(200)..];
+    io::Error::other(format!(
+        "{what}; the server sent {:?}",
+        String::from_utf8_lossy(tail)
+    ))
+}
+
+/// How a TCP adapter frames payloads and leaves.
+pub struct TcpWriting {
+    /// Append one payload, framed as one message.
+    pub frame: fn(&[u8], &mut Vec<u8>),
+    /// Sent before a polite close.
+    pub farewell: &'static [u8],
+    /// The server copes with a reset, so a quick close may use one.
+    pub may_reset: bool,
+}
+
+/// Split a registered stream into a line reader (starting with the bytes registration
+/// read past its confirmation) and a writer that frames and leaves as `writing` says.
+pub fn session(stream: TcpStream, leftover: Vec<u8>, writing: TcpWriting) -> Session {
+    let (read, write) = stream.into_split();
+    let mut buffer = vec![0u8; READ_BUFFER_BYTES.max(leftover.len())];
+    buffer[..leftover.len()].copy_from_slice(&leftover);
+    Session {
+        reader: Box::new(LineReader {
+            read,
+            buffer,
+            filled: leftover.len(),
+            scanner: Scanner::default(),
+        }),
+        writer: Box::new(TcpWriter { write, writing }),
+    }
+}
+
+/// Reads lines and scans whole ones for payloads; a partial last line waits for more.
+struct LineReader {
+    read: OwnedReadHalf,
+    buffer: Vec<u8>,
+    filled: usize,
+    scanner: Scanner,
+}
+
+impl DeliveryReader for LineReader {
+    fn read<'a>(&'a mut self, out: &'a mut Vec<Payload>) -> BoxFuture<'a, io::Result<usize>> {
+        Box::pin(async move {
+            if self.filled == self.buffer.len() {
+                // A line longer than the buffer: scan what is there and drop it, so
+                // memory stays bounded whatever the peer sends.
+                self.scanner.scan(&self.buffer, out);
+                self.filled = 0;
+            }
+            let read = self.read.read(&mut self.buffer[self.filled..]).await?;
+            if read == 0 {
+                self.scanner.scan(&self.buffer[..self.filled], out);
+                self.filled = 0;
+                return Ok(0);
+            }
+            self.filled += read;
+            let whole = match memchr::memrchr(b'\n', &self.buffer[..self.filled]) {
+                Some(newline) => newline + 1,
+                None => return Ok(read),
+            };
+            self.scanner.scan(&self.buffer[..whole], out);
+            self.buffer.copy_within(whole..self.filled, 0);
+            self.filled -= whole;
+            Ok(read)
+        })
+    }
+}
+
+struct TcpWriter {
+    write: OwnedWriteHalf,
+    writing: TcpWriting,
+}
+
+impl PayloadWriter for TcpWriter {
+    fn frame(&self, payload: &[u8], out: &mut Vec<u8>) {
+        (self.writing.frame)(payload, out);
+    }
+
+    fn send<'a>(&'a mut self, framed: &'a [u8]) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move { self.write.write_all(framed).await })
+    }
+
+    fn close(mut self: Box<Self>, quick: bool) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if quick && self.writing.may_reset {
+                // Linger 0 never blocks: the close sends a reset at once.
+                let _ =
+                    socket2::SockRef::from(self.write.as_ref()).set_linger(Some(Duration::ZERO));
+                return;
+            }
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                let _ = self.write.write_all(self.writing.farewell).await;
+                let _ = self.write.shutdown().await;
+            })
+            .await;
+        })
+    }
+}
