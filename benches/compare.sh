@@ -23,9 +23,11 @@ ulimit -n "$(ulimit -Hn)"
 PORT=${BASE_PORT:-47400}
 SERVER_PID=
 
+DATA_DIR=
 stop_server() {
   if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
   SERVER_PID=
+  if [[ -n "$DATA_DIR" ]]; then rm -rf "$DATA_DIR"; DATA_DIR=; fi
 }
 trap stop_server EXIT
 
@@ -38,7 +40,8 @@ wait_port() {
   echo "server on port $1 did not come up" >&2; return 1
 }
 
-# Switchboard with one door open on $PORT (`serve_switchboard line|json|web`).
+# Switchboard with one door open on $PORT (`serve_switchboard line|json|web [stored]`);
+# history in memory, or with `stored` in a fresh SQLite database (persist before fan-out).
 serve_switchboard() {
   local doors=(--line off --json off --web off)
   case "$1" in
@@ -46,8 +49,13 @@ serve_switchboard() {
     json) doors[3]="127.0.0.1:$PORT" ;;
     web) doors[5]="127.0.0.1:$PORT" ;;
   esac
-  RUST_LOG=warn taskset -c 0 "$BIN" serve "${doors[@]}" \
-    --memory --flood-rate 0 --max-clients 100000 --max-clients-per-ip 100000 >/dev/null &
+  local history=(--memory)
+  if [[ "${2:-}" == stored ]]; then
+    DATA_DIR=$(mktemp -d)
+    history=(--data "$DATA_DIR")
+  fi
+  RUST_LOG=warn taskset -c 0 "$BIN" serve "${doors[@]}" "${history[@]}" \
+    --flood-rate 0 --max-clients 100000 --max-clients-per-ip 100000 >/dev/null &
 }
 
 # start_server KIND: a fresh server on a fresh port (the seed cannot reuse a port in TIME_WAIT).
@@ -55,6 +63,7 @@ start_server() {
   PORT=$((PORT + 1))
   case "$1" in
     switchboard) serve_switchboard line ;;
+    switchboard-history) serve_switchboard line stored ;;
     json) serve_switchboard json ;;
     ws) serve_switchboard web ;;
     ws-broadcast)
@@ -70,23 +79,44 @@ start_server() {
 }
 
 bench() { taskset -c 1 "$BIN" bench "$@" --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID"; }
+# tag CASE: prefix each summary with the run number and what the case is.
+tag() { sed "s|^{|{\"run\":$run,\"case\":\"$1\",|"; }
 
 for run in $(seq "$RUNS"); do
   for kind in ${KINDS:-switchboard ncat-chat seed-chat ws ws-broadcast}; do
     for n in $SIZES; do
       start_server "$kind"
       bench fanout --target "$kind" --clients "$n" --senders 10 --window 16 \
-        --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" | sed "s/^{/{\"run\":$run,/"
+        --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" | tag "$kind fanout N=$n"
       stop_server
     done
     start_server "$kind"
-    bench idle --target "$kind" --connections 1000 | sed "s/^{/{\"run\":$run,/"
+    bench idle --target "$kind" --connections 1000 | tag "$kind idle C=1000"
     stop_server
     if [[ "$kind" == switchboard || "$kind" == json || "$kind" == ws ]]; then
       start_server "$kind"
       bench connect --target "$kind" --concurrency 32 --warmup 1s --duration 5s \
-        | sed "s/^{/{\"run\":$run,/"
+        | tag "$kind connect"
       stop_server
     fi
   done
+  # Paced: 1 M deliveries/s (N=1000, 10 senders at 100 msg/s each, staggered).
+  for kind in ${PACED_KINDS:-switchboard ncat-chat}; do
+    start_server "$kind"
+    bench fanout --target "$kind" --clients 1000 --senders 10 --rate 1000 \
+      --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" | tag "$kind paced 1M/s"
+    stop_server
+  done
+  if [[ -z "${KINDS:-}" || "${HISTORY:-}" == 1 ]]; then
+    # History on: every message committed to SQLite (WAL, synchronous=FULL) before fan-out.
+    start_server switchboard-history
+    bench fanout --target switchboard --clients 1000 --senders 10 --window 16 \
+      --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" | tag "switchboard-history fanout N=1000"
+    stop_server
+    # As many idle connections as the descriptor limit allows (the bench and the
+    # server each need one descriptor per connection, plus a few).
+    start_server switchboard
+    bench idle --connections "${MAX_IDLE:-19000}" | tag "switchboard idle C=${MAX_IDLE:-19000}"
+    stop_server
+  fi
 done
