@@ -1,7 +1,7 @@
 //! One WebSocket connection speaking the JSON protocol: one object per text frame.
 //!
 //! Two halves run in one task: the writer drains the connection's [`Outbox`] (one
-//! frame per queued event), sends keepalive pings and, when the outbox closes, sends
+//! frame per queued JSON line), sends keepalive pings and, when the outbox closes, sends
 //! the remaining events and a close frame (1001 "going away" on shutdown); the reader
 //! feeds frames to the [`JsonSession`]. Limits are set explicitly, not left at
 //! axum's defaults: message and frame size, bounded buffers, no compression.
@@ -179,16 +179,14 @@ async fn write_loop(
             Take::Data => {
                 let mut written = 0;
                 let sent = tokio::time::timeout(limits.idle_timeout, async {
-                    for mut event in batch.drain(..) {
-                        written += event.len();
-                        // Each event is one JSON line; the frame carries it without the newline.
-                        if event.last() == Some(&b'\n') {
-                            event.truncate(event.len() - 1);
+                    for events in batch.drain(..) {
+                        written += events.len();
+                        for event in json_lines(events) {
+                            let Ok(text) = Utf8Bytes::try_from(event) else {
+                                continue;
+                            };
+                            sink.feed(Message::Text(text)).await?;
                         }
-                        let Ok(text) = Utf8Bytes::try_from(event) else {
-                            continue;
-                        };
-                        sink.feed(Message::Text(text)).await?;
                     }
                     sink.flush().await
                 })
@@ -214,6 +212,25 @@ async fn write_loop(
             }
         }
     }
+}
+
+/// The events in one queued buffer, each without its newline. The hub may hand over
+/// several JSON lines in one buffer (a room's lines gathered over a flush round); JSON
+/// text never holds a raw newline, so the lines split cleanly, without copying.
+fn json_lines(mut events: Bytes) -> impl Iterator<Item = Bytes> {
+    std::iter::from_fn(move || {
+        if events.is_empty() {
+            return None;
+        }
+        let line = match memchr::memchr(b'\n', &events) {
+            Some(end) => {
+                let line = events.split_to(end + 1);
+                line.slice(..end)
+            }
+            None => events.split_off(0),
+        };
+        Some(line)
+    })
 }
 
 /// Read frames into the session until the peer closes or fails; then tell the hub.
@@ -296,5 +313,26 @@ async fn handle(
             .await
     } else {
         session.handle_message(bytes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &'static [u8]) -> Vec<Bytes> {
+        json_lines(Bytes::from_static(input)).collect()
+    }
+
+    #[test]
+    fn splits_a_buffer_into_one_frame_per_line() {
+        assert_eq!(
+            lines(b"{\"a\":1}\n{\"b\":2}\n"),
+            [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]
+        );
+        assert_eq!(lines(b"{\"a\":1}\n"), [&b"{\"a\":1}"[..]]);
+        // A buffer without its newline is still one frame; nothing is lost.
+        assert_eq!(lines(b"{\"a\":1}"), [&b"{\"a\":1}"[..]]);
+        assert!(lines(b"").is_empty());
     }
 }
