@@ -2,8 +2,9 @@
 //! commands from front doors into events, and fans events out to bounded outboxes.
 //!
 //! The hub knows events, not bytes: each connection brings a [`Render`] for its wire
-//! format, and a broadcast renders the event once per distinct format, then pushes a
-//! cheap `Bytes` handle onto each recipient's [`Outbox`]. The hub never awaits anything
+//! format, and a broadcast renders the event once per distinct format into the room's
+//! open [`RoomBatch`]; at the next flush each member gets one cheap `Bytes` handle to
+//! everything its room said since the last one, pushed onto its [`Outbox`]. The hub never awaits anything
 //! but its own inbox, so no client can slow it down; a client whose outbox overflows is
 //! removed as a slow consumer and everyone else carries on.
 //!
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
 pub use event::*;
@@ -42,6 +43,11 @@ pub trait Render: Send + Sync + 'static {
 /// See [`HubConfig::flush_interval`]: unnoticeable in a chat, and only reached when a
 /// round of writes is slower than that.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A room batch is sealed early once one format's lines reach this: one socket write's
+/// worth (the writer's gather size), and far below any client's outbox bound, so a
+/// busy round never makes a healthy client look slow.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// Settings the hub needs.
 #[derive(Debug, Clone)]
@@ -207,7 +213,73 @@ struct Hub {
     history: History,
     /// Writers to wake at the next flush, and clients whose outbox overflowed.
     outgoing: Outgoing,
+    /// One room's lines since the last flush, not yet pushed to its members.
+    batch: Option<RoomBatch>,
     shutting_down: bool,
+}
+
+/// The lines one room has broadcast since the last flush, one buffer per wire format
+/// spoken in it. Sealing pushes each member a single handle to its format's buffer, so
+/// a room of N costs N pushes per flush round, not N per message.
+///
+/// Per-recipient order is kept by sealing before anything that could overtake or
+/// outlive the batch: a delivery to one of the room's members from anywhere else, a
+/// broadcast to another room, any change to the room's membership, shutdown, and the
+/// flush itself. Only one room has an open batch at a time, so lines of two rooms reach
+/// a member of both in the order they were said.
+struct RoomBatch {
+    key: String,
+    formats: Vec<BatchFormat>,
+}
+
+struct BatchFormat {
+    render: Arc<dyn Render>,
+    /// How many members speak this format (for the delivery counters).
+    members: u64,
+    lines: BytesMut,
+}
+
+impl RoomBatch {
+    fn open(key: &str, room: &Room) -> Self {
+        let mut formats: Vec<BatchFormat> = Vec::new();
+        for member in &room.members {
+            match formats
+                .iter_mut()
+                .find(|format| same_format(&format.render, &member.render))
+            {
+                Some(format) => format.members += 1,
+                None => formats.push(BatchFormat {
+                    render: member.render.clone(),
+                    members: 1,
+                    lines: BytesMut::new(),
+                }),
+            }
+        }
+        RoomBatch {
+            key: key.to_owned(),
+            formats,
+        }
+    }
+
+    /// Render `event` into every format's lines; returns the deliveries it adds and
+    /// whether a buffer is now full.
+    fn append(&mut self, event: &Event) -> (u64, bool) {
+        let mut delivered = 0;
+        let mut full = false;
+        for format in &mut self.formats {
+            if let Some(bytes) = format.render.render(event) {
+                format.lines.extend_from_slice(&bytes);
+                delivered += format.members;
+                full |= format.lines.len() >= MAX_BATCH_BYTES;
+            }
+        }
+        (delivered, full)
+    }
+}
+
+/// Formats are told apart by the identity of their shared renderer.
+fn same_format(a: &Arc<dyn Render>, b: &Arc<dyn Render>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
 /// What the hub's fan-outs leave to do once the current batch of commands is handled.
@@ -265,6 +337,7 @@ impl Hub {
             rooms: HashMap::new(),
             history,
             outgoing: Outgoing::default(),
+            batch: None,
             shutting_down: false,
         }
     }
@@ -295,18 +368,19 @@ impl Hub {
                         self.remove_overflowed();
                     }
                 }
-                () = round.finished(), if !self.outgoing.wake.is_empty() => {}
+                () = round.finished(), if self.has_output() => {}
                 () = &mut flush_timer, if flush_armed => flush_armed = false,
             }
             if self.shutting_down {
                 break;
             }
-            if self.outgoing.wake.is_empty() {
+            if !self.has_output() {
                 continue;
             }
             let now = Instant::now();
             let due = last_flush.map_or(now, |at| at + interval);
             if round.outstanding() == 0 || now >= due {
+                self.seal_batches();
                 self.outgoing.wake_writers(&round);
                 last_flush = Some(now);
                 flush_armed = false;
@@ -315,8 +389,72 @@ impl Hub {
                 flush_armed = true;
             }
         }
+        self.seal_batches();
         self.outgoing.wake_writers(&round);
         tracing::debug!("hub stopped");
+    }
+
+    /// Output is waiting for a flush: writers to wake, or an open room batch.
+    fn has_output(&self) -> bool {
+        !self.outgoing.wake.is_empty() || self.batch.is_some()
+    }
+
+    /// Push the open room batch to the room's members.
+    fn seal_batch(&mut self) {
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        let sealed: Vec<(Arc<dyn Render>, Bytes)> = batch
+            .formats
+            .into_iter()
+            .filter(|format| !format.lines.is_empty())
+            .map(|format| (format.render, format.lines.freeze()))
+            .collect();
+        // Membership changes seal first, so the room and its members are the ones the
+        // batch was rendered for.
+        let (Some(room), false) = (self.rooms.get(&batch.key), sealed.is_empty()) else {
+            return;
+        };
+        for member in &room.members {
+            if let Some((_, lines)) = sealed
+                .iter()
+                .find(|(render, _)| same_format(render, &member.render))
+            {
+                self.outgoing
+                    .queue(member.client, &member.outbox, lines.clone());
+            }
+        }
+    }
+
+    /// Seal before a flush: pushing may overflow a slow client, whose removal announces
+    /// it to its rooms and so opens another batch, sealed in turn.
+    fn seal_batches(&mut self) {
+        self.seal_batch();
+        while !self.outgoing.overflowed.is_empty() {
+            self.remove_overflowed();
+            self.seal_batch();
+        }
+    }
+
+    /// Seal before `id` gets anything from elsewhere, if the open batch is for one of its rooms.
+    fn seal_for(&mut self, id: ClientId) {
+        let Some(batch) = &self.batch else {
+            return;
+        };
+        if self
+            .clients
+            .get(&id)
+            .is_some_and(|client| client.rooms.contains(&batch.key))
+        {
+            self.seal_batch();
+        }
+    }
+
+    /// Seal before room `key`'s membership changes.
+    fn seal_room(&mut self, key: &str) {
+        if self.batch.as_ref().is_some_and(|batch| batch.key == key) {
+            self.seal_batch();
+        }
     }
 
     fn handle(&mut self, command: Command) {
@@ -335,6 +473,7 @@ impl Hub {
                 request,
             } => self.request(client, tag, request),
             Command::Deliver { client, bytes } => {
+                self.seal_for(client);
                 if let Some(target) = self.clients.get(&client) {
                     self.outgoing.queue(client, &target.outbox, bytes);
                 }
@@ -755,6 +894,7 @@ impl Hub {
             }
         };
         let key = fold_case(&name);
+        self.seal_room(&key);
         let client = self
             .clients
             .get_mut(&id)
@@ -833,6 +973,7 @@ impl Hub {
     }
 
     fn remove_membership(&mut self, id: ClientId, key: &str) {
+        self.seal_room(key);
         if let Some(client) = self.clients.get_mut(&id) {
             client.rooms.retain(|k| k != key);
         }
@@ -931,6 +1072,7 @@ impl Hub {
 
     fn shutdown(&mut self) {
         self.shutting_down = true;
+        self.seal_batch();
         let notice = Event::Notice {
             text: "server shutting down; goodbye".into(),
         };
@@ -951,20 +1093,21 @@ impl Hub {
         }
     }
 
-    /// Render `event` once per wire format present in the room and queue it for every member.
+    /// Render `event` once per wire format present in the room into the room's batch,
+    /// which its members get at the next flush.
     fn broadcast(&mut self, key: &str, event: &Event) {
+        if self.batch.as_ref().is_some_and(|batch| batch.key != key) {
+            self.seal_batch();
+        }
         let Some(room) = self.rooms.get(key) else {
             return;
         };
-        let mut rendered = RenderOnce::default();
-        let mut delivered = 0;
-        for member in &room.members {
-            if let Some(bytes) = rendered.get(&member.render, event) {
-                delivered += 1;
-                self.outgoing.queue(member.client, &member.outbox, bytes);
-            }
-        }
+        let batch = self.batch.get_or_insert_with(|| RoomBatch::open(key, room));
+        let (delivered, full) = batch.append(event);
         self.count_deliveries(event, delivered);
+        if full {
+            self.seal_batch();
+        }
     }
 
     /// One metrics update per fan-out, never one per recipient.
@@ -978,6 +1121,8 @@ impl Hub {
     }
 
     fn send_to_many(&mut self, clients: &[ClientId], event: &Event) {
+        // Rare (renames, shutdown) and usually aimed at room members: seal unasked.
+        self.seal_batch();
         let mut rendered = RenderOnce::default();
         let mut delivered = 0;
         for id in clients {
@@ -993,6 +1138,7 @@ impl Hub {
     }
 
     fn send_to(&mut self, id: ClientId, event: &Event) {
+        self.seal_for(id);
         let Some(client) = self.clients.get(&id) else {
             return;
         };
@@ -1015,5 +1161,281 @@ impl Hub {
                 text: text.into(),
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hub driven directly, command by command, with its flush done by hand: what
+    //! each client's outbox holds, and in how many buffers.
+
+    use super::*;
+    use crate::hub::outbox::Take;
+    use std::collections::VecDeque;
+    use std::task::{Context, Poll, Waker};
+
+    /// A wire format for tests: one short line per event, with a prefix that tells
+    /// formats apart.
+    struct Plain(&'static str);
+
+    impl Render for Plain {
+        fn render(&self, event: &Event) -> Option<Bytes> {
+            let text = match event {
+                Event::Message(message) => match &message.target {
+                    Target::Room(room) => format!("{room} {}: {}", message.from, message.text),
+                    Target::Private(_) => format!("private {}: {}", message.from, message.text),
+                },
+                Event::Joined { room, nick, .. } => format!("+{nick} {room}"),
+                Event::Left { room, nick, .. } => format!("-{nick} {room}"),
+                Event::NickChanged { old, new, .. } => format!("{old}={new}"),
+                Event::Reply { .. } => "ok".into(),
+                Event::Notice { text } => format!("notice {text}"),
+                Event::Error { text, .. } => format!("error {text}"),
+                Event::Welcome { .. } | Event::Replay(_) => return None,
+            };
+            Some(format!("{}{text}\n", self.0).into())
+        }
+    }
+
+    struct TestHub {
+        hub: Hub,
+        line: Arc<dyn Render>,
+        json: Arc<dyn Render>,
+        outboxes: HashMap<ClientId, Arc<Outbox>>,
+    }
+
+    impl TestHub {
+        fn new() -> Self {
+            let config = HubConfig {
+                default_room: "#lobby".into(),
+                replay: 0,
+                ..HubConfig::default()
+            };
+            let history = History::new(None, store::Loaded::default(), 0, config.retention);
+            TestHub {
+                hub: Hub::new(config, history),
+                line: Arc::new(Plain("")),
+                json: Arc::new(Plain("J ")),
+                outboxes: HashMap::new(),
+            }
+        }
+
+        /// Connect and register `nick` (joining #lobby); `json` picks the second format.
+        fn client(&mut self, id: ClientId, nick: &str, json: bool) {
+            let outbox = Arc::new(Outbox::new(1 << 20));
+            let render = if json { &self.json } else { &self.line };
+            self.hub.handle(Command::Connect(Box::new(Connection {
+                client: id,
+                peer: "127.0.0.1:1".parse().unwrap(),
+                door: "test",
+                outbox: outbox.clone(),
+                render: render.clone(),
+            })));
+            let (reply, _answer) = oneshot::channel();
+            self.hub.handle(Command::Register {
+                client: id,
+                nick: nick.into(),
+                reply,
+            });
+            self.outboxes.insert(id, outbox);
+        }
+
+        fn request(&mut self, id: ClientId, request: Request) {
+            self.hub.handle(Command::Request {
+                client: id,
+                tag: None,
+                request,
+            });
+        }
+
+        fn say(&mut self, id: ClientId, text: &str) {
+            self.say_in(id, None, text);
+        }
+
+        fn say_in(&mut self, id: ClientId, room: Option<&str>, text: &str) {
+            self.request(
+                id,
+                Request::Say {
+                    room: room.map(Into::into),
+                    text: text.into(),
+                    data: None,
+                    action: false,
+                },
+            );
+        }
+
+        fn flush(&mut self) {
+            self.hub.seal_batches();
+            self.hub.outgoing.wake.clear();
+        }
+
+        /// Everything queued for `id`: the buffers, as text.
+        fn take(&self, id: ClientId) -> Vec<String> {
+            let mut batch = VecDeque::new();
+            let mut cx = Context::from_waker(Waker::noop());
+            match self.outboxes[&id].poll_take(&mut cx, &mut batch) {
+                Poll::Ready(Take::Data) | Poll::Ready(Take::Closed(_)) | Poll::Pending => {}
+            }
+            batch
+                .iter()
+                .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_rounds_room_lines_reach_each_member_as_one_buffer() {
+        let mut test = TestHub::new();
+        test.client(1, "ann", false);
+        test.client(2, "bob", false);
+        test.flush();
+        test.take(1);
+        test.take(2);
+        for text in ["one", "two", "three"] {
+            test.say(1, text);
+        }
+        // Nothing is pushed before the flush...
+        assert!(test.take(2).is_empty());
+        test.flush();
+        // ...and then one buffer holds the whole round, in order.
+        let expected = ["#lobby ann: one\n#lobby ann: two\n#lobby ann: three\n"];
+        assert_eq!(test.take(1), expected);
+        assert_eq!(test.take(2), expected);
+    }
+
+    #[test]
+    fn each_format_gets_its_own_rendering() {
+        let mut test = TestHub::new();
+        test.client(1, "ann", false);
+        test.client(2, "jay", true);
+        test.flush();
+        assert_eq!(test.take(1), ["+ann #lobby\n", "+jay #lobby\n"]);
+        assert_eq!(test.take(2), ["J +jay #lobby\n"]);
+        test.say(2, "hi");
+        test.flush();
+        assert_eq!(test.take(1), ["#lobby jay: hi\n"]);
+        assert_eq!(test.take(2), ["J #lobby jay: hi\n"]);
+    }
+
+    #[test]
+    fn direct_output_to_a_member_keeps_its_place_among_room_lines() {
+        let mut test = TestHub::new();
+        test.client(1, "ann", false);
+        test.client(2, "bob", false);
+        test.client(3, "cat", false);
+        test.flush();
+        for id in 1..=3 {
+            test.take(id);
+        }
+        test.say(1, "before");
+        test.request(
+            1,
+            Request::Whisper {
+                to: "bob".into(),
+                text: "psst".into(),
+                data: None,
+                action: false,
+            },
+        );
+        test.say(1, "after");
+        test.hub.handle(Command::Deliver {
+            client: 2,
+            bytes: Bytes::from_static(b"door help\n"),
+        });
+        test.say(1, "last");
+        test.flush();
+        assert_eq!(
+            test.take(2).concat(),
+            "#lobby ann: before\nprivate ann: psst\n#lobby ann: after\ndoor help\n#lobby ann: last\n"
+        );
+        assert_eq!(
+            test.take(3).concat(),
+            "#lobby ann: before\n#lobby ann: after\n#lobby ann: last\n"
+        );
+    }
+
+    #[test]
+    fn joiners_and_leavers_get_exactly_the_lines_of_their_membership() {
+        let mut test = TestHub::new();
+        test.client(1, "ann", false);
+        test.client(2, "bob", false);
+        test.flush();
+        test.take(1);
+        test.take(2);
+        test.say(1, "before cat");
+        test.client(3, "cat", false);
+        test.say(1, "with cat");
+        test.hub.handle(Command::Disconnect {
+            client: 2,
+            reason: CloseReason::ClientQuit,
+        });
+        test.say(1, "without bob");
+        test.flush();
+        assert_eq!(
+            test.take(3).concat(),
+            "+cat #lobby\n#lobby ann: with cat\n-bob #lobby\n#lobby ann: without bob\n"
+        );
+        // The leaver got every line said while it was there, before its outbox closed.
+        assert_eq!(
+            test.take(2).concat(),
+            "#lobby ann: before cat\n+cat #lobby\n#lobby ann: with cat\n"
+        );
+        assert_eq!(
+            test.outboxes[&2].close_reason(),
+            Some(CloseReason::ClientQuit)
+        );
+    }
+
+    #[test]
+    fn lines_of_two_rooms_keep_the_order_they_were_said_in() {
+        let mut test = TestHub::new();
+        test.client(1, "ann", false);
+        test.client(2, "bob", false);
+        test.request(1, Request::Join { room: "#a".into() });
+        test.request(2, Request::Join { room: "#a".into() });
+        test.flush();
+        test.take(1);
+        test.take(2);
+        test.say_in(1, Some("#lobby"), "l1");
+        test.say_in(1, Some("#a"), "a1");
+        test.say_in(1, Some("#lobby"), "l2");
+        test.flush();
+        assert_eq!(
+            test.take(2).concat(),
+            "#lobby ann: l1\n#a ann: a1\n#lobby ann: l2\n"
+        );
+    }
+
+    #[test]
+    fn shutdown_pushes_the_open_batch_before_the_goodbye() {
+        let mut test = TestHub::new();
+        test.client(1, "ann", false);
+        test.flush();
+        test.take(1);
+        test.say(1, "last words");
+        test.hub.handle(Command::Shutdown);
+        test.flush();
+        assert_eq!(
+            test.take(1).concat(),
+            "#lobby ann: last words\nnotice server shutting down; goodbye\n"
+        );
+    }
+
+    #[test]
+    fn a_full_batch_is_sealed_early() {
+        let mut test = TestHub::new();
+        test.client(1, "ann", false);
+        test.flush();
+        test.take(1);
+        let text = "x".repeat(1000);
+        let lines = MAX_BATCH_BYTES / 1000 + 10;
+        for _ in 0..lines {
+            test.say(1, &text);
+        }
+        test.flush();
+        let buffers = test.take(1);
+        assert_eq!(buffers.len(), 2);
+        assert!(buffers[0].len() >= MAX_BATCH_BYTES);
+        assert_eq!(buffers.concat().lines().count(), lines);
     }
 }
