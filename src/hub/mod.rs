@@ -219,8 +219,11 @@ struct Hub {
 }
 
 /// The lines one room has broadcast since the last flush, one buffer per wire format
-/// spoken in it. Sealing pushes each member a single handle to its format's buffer, so
-/// a room of N costs N pushes per flush round, not N per message.
+/// spoken in it. Sealing pushes each member a handle to its format's lines, so a room
+/// of N costs about N pushes per flush round, not N per message. While a round is
+/// being written the hub also cuts what has gathered so far into a chunk and hands it
+/// to the members whose writer is still to come in that round ([`Outbox::is_scheduled`]),
+/// so a line said mid-round reaches them in this round instead of the next.
 ///
 /// Per-recipient order is kept by sealing before anything that could overtake or
 /// outlive the batch: a delivery to one of the room's members from anywhere else, a
@@ -230,50 +233,98 @@ struct Hub {
 struct RoomBatch {
     key: String,
     formats: Vec<BatchFormat>,
+    /// One entry per room member, in member order (membership changes seal the batch,
+    /// so it stays aligned): the member's format and how many chunks it has been given.
+    given: Vec<(usize, usize)>,
+    /// Chunks cut so far (every format has this many, some maybe empty).
+    chunks: usize,
+    /// Bytes rendered into the batch, largest format.
+    bytes: usize,
 }
 
 struct BatchFormat {
     render: Arc<dyn Render>,
     /// How many members speak this format (for the delivery counters).
     members: u64,
+    /// Lines since the last cut.
     lines: BytesMut,
+    chunks: Vec<Bytes>,
 }
 
 impl RoomBatch {
     fn open(key: &str, room: &Room) -> Self {
         let mut formats: Vec<BatchFormat> = Vec::new();
+        let mut given = Vec::with_capacity(room.members.len());
         for member in &room.members {
-            match formats
-                .iter_mut()
-                .find(|format| same_format(&format.render, &member.render))
+            let index = match formats
+                .iter()
+                .position(|format| same_format(&format.render, &member.render))
             {
-                Some(format) => format.members += 1,
-                None => formats.push(BatchFormat {
-                    render: member.render.clone(),
-                    members: 1,
-                    lines: BytesMut::new(),
-                }),
-            }
+                Some(index) => index,
+                None => {
+                    formats.push(BatchFormat {
+                        render: member.render.clone(),
+                        members: 0,
+                        lines: BytesMut::new(),
+                        chunks: Vec::new(),
+                    });
+                    formats.len() - 1
+                }
+            };
+            formats[index].members += 1;
+            given.push((index, 0));
         }
         RoomBatch {
             key: key.to_owned(),
             formats,
+            given,
+            chunks: 0,
+            bytes: 0,
         }
     }
 
     /// Render `event` into every format's lines; returns the deliveries it adds and
-    /// whether a buffer is now full.
+    /// whether the batch is now full.
     fn append(&mut self, event: &Event) -> (u64, bool) {
         let mut delivered = 0;
-        let mut full = false;
+        let mut largest = 0;
         for format in &mut self.formats {
             if let Some(bytes) = format.render.render(event) {
                 format.lines.extend_from_slice(&bytes);
                 delivered += format.members;
-                full |= format.lines.len() >= MAX_BATCH_BYTES;
+                largest = largest.max(bytes.len());
             }
         }
-        (delivered, full)
+        self.bytes += largest;
+        (delivered, self.bytes >= MAX_BATCH_BYTES)
+    }
+
+    /// Close the lines gathered since the last cut into a chunk; false if there were none.
+    fn cut(&mut self) -> bool {
+        if self.formats.iter().all(|format| format.lines.is_empty()) {
+            return false;
+        }
+        for format in &mut self.formats {
+            format.chunks.push(format.lines.split().freeze());
+        }
+        self.chunks += 1;
+        true
+    }
+
+    /// Queue for each member (only those whose writer is scheduled, if asked) the
+    /// chunks it has not been given yet.
+    fn give(&mut self, members: &[Member], outgoing: &mut Outgoing, only_scheduled: bool) {
+        for (member, (format, given)) in members.iter().zip(&mut self.given) {
+            if *given == self.chunks || (only_scheduled && !member.outbox.is_scheduled()) {
+                continue;
+            }
+            for chunk in &self.formats[*format].chunks[*given..] {
+                if !chunk.is_empty() {
+                    outgoing.queue(member.client, &member.outbox, chunk.clone());
+                }
+            }
+            *given = self.chunks;
+        }
     }
 }
 
@@ -367,6 +418,9 @@ impl Hub {
                         self.handle(command);
                         self.remove_overflowed();
                     }
+                    if round.outstanding() > 0 {
+                        self.share_batch();
+                    }
                 }
                 () = round.finished(), if self.has_output() => {}
                 () = &mut flush_timer, if flush_armed => flush_armed = false,
@@ -399,31 +453,31 @@ impl Hub {
         !self.outgoing.wake.is_empty() || self.batch.is_some()
     }
 
-    /// Push the open room batch to the room's members.
+    /// Push the open room batch to the room's members, each what it has not had yet.
     fn seal_batch(&mut self) {
-        let Some(batch) = self.batch.take() else {
+        let Some(mut batch) = self.batch.take() else {
             return;
         };
-        let sealed: Vec<(Arc<dyn Render>, Bytes)> = batch
-            .formats
-            .into_iter()
-            .filter(|format| !format.lines.is_empty())
-            .map(|format| (format.render, format.lines.freeze()))
-            .collect();
-        // Membership changes seal first, so the room and its members are the ones the
-        // batch was rendered for.
-        let (Some(room), false) = (self.rooms.get(&batch.key), sealed.is_empty()) else {
-            return;
-        };
-        for member in &room.members {
-            if let Some((_, lines)) = sealed
-                .iter()
-                .find(|(render, _)| same_format(render, &member.render))
-            {
-                self.outgoing
-                    .queue(member.client, &member.outbox, lines.clone());
-            }
+        batch.cut();
+        // Membership changes seal first, so these are the members the batch was opened for.
+        if let Some(room) = self.rooms.get(&batch.key) {
+            batch.give(&room.members, &mut self.outgoing, false);
         }
+    }
+
+    /// Mid-round: hand what the open batch has gathered to the members whose writer is
+    /// still to come in the round, so it makes their coming write.
+    fn share_batch(&mut self) {
+        let Some(batch) = &mut self.batch else {
+            return;
+        };
+        if !batch.cut() {
+            return;
+        }
+        if let Some(room) = self.rooms.get(&batch.key) {
+            batch.give(&room.members, &mut self.outgoing, true);
+        }
+        self.remove_overflowed();
     }
 
     /// Seal before a flush: pushing may overflow a slow client, whose removal announces
@@ -1301,6 +1355,36 @@ mod tests {
         let expected = ["#lobby ann: one\n#lobby ann: two\n#lobby ann: three\n"];
         assert_eq!(test.take(1), expected);
         assert_eq!(test.take(2), expected);
+    }
+
+    #[test]
+    fn mid_round_lines_reach_writers_still_to_come_and_the_rest_at_the_flush() {
+        let mut test = TestHub::new();
+        test.client(1, "ann", false);
+        test.client(2, "bob", false);
+        test.flush();
+        test.take(1);
+        test.take(2);
+        // Bob's writer is waiting; a round wakes it, and it has not looked yet.
+        assert!(test.take(2).is_empty());
+        let round = Arc::new(FlushRound::default());
+        test.outboxes[&2].wake_writer_in(&round);
+        assert!(test.outboxes[&2].is_scheduled() && !test.outboxes[&1].is_scheduled());
+        test.say(1, "one");
+        test.say(1, "two");
+        test.hub.share_batch();
+        assert_eq!(test.take(2), ["#lobby ann: one\n#lobby ann: two\n"]);
+        assert!(test.take(1).is_empty());
+        test.say(1, "three");
+        // Nothing new for a writer that has had its turn; nothing twice.
+        test.hub.share_batch();
+        assert!(test.take(2).is_empty());
+        test.flush();
+        assert_eq!(test.take(2).concat(), "#lobby ann: three\n");
+        assert_eq!(
+            test.take(1).concat(),
+            "#lobby ann: one\n#lobby ann: two\n#lobby ann: three\n"
+        );
     }
 
     #[test]

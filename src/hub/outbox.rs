@@ -8,7 +8,7 @@
 //! waits for a reader, and the slow client is the only one affected.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -88,6 +88,9 @@ impl Drop for RoundTicket {
 pub struct Outbox {
     state: Mutex<State>,
     writer_waker: AtomicWaker,
+    /// Mirrors `State::ticket`: the writer was woken in a round and has not yet looked
+    /// at its outbox, so whatever is pushed now goes out in its coming write.
+    scheduled: AtomicBool,
     max_pending_bytes: usize,
 }
 
@@ -112,6 +115,7 @@ impl Outbox {
                 ticket: None,
             }),
             writer_waker: AtomicWaker::new(),
+            scheduled: AtomicBool::new(false),
             max_pending_bytes,
         }
     }
@@ -174,9 +178,17 @@ impl Outbox {
             if state.writer_waiting && state.ticket.is_none() {
                 round.outstanding.fetch_add(1, Ordering::AcqRel);
                 state.ticket = Some(RoundTicket(round.clone()));
+                self.scheduled.store(true, Ordering::Relaxed);
             }
         }
         self.writer_waker.wake();
+    }
+
+    /// True while the writer has been woken in a flush round and has not yet taken its
+    /// output: a push now still makes its coming write. A hint (the writer may be
+    /// taking right now on another thread); a push that misses it owes a wake-up as usual.
+    pub fn is_scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Relaxed)
     }
 
     /// Close the outbox: the writer flushes what is queued (unless the client is being
@@ -209,6 +221,7 @@ impl Outbox {
         let mut state = self.lock();
         // Whatever is found, the writer has had its turn in the round.
         drop(state.ticket.take());
+        self.scheduled.store(false, Ordering::Relaxed);
         state.writer_waiting = false;
         if state.discard {
             batch.clear();
@@ -366,11 +379,13 @@ mod tests {
             outbox.wake_writer_in(&round);
         }
         assert_eq!(round.outstanding(), 2);
+        assert!(first.is_scheduled() && second.is_scheduled() && !busy.is_scheduled());
         // Waking twice in one round counts once.
         first.wake_writer_in(&round);
         assert_eq!(round.outstanding(), 2);
         assert_eq!(take(&first).0, Poll::Ready(Take::Data));
         assert_eq!(round.outstanding(), 1);
+        assert!(!first.is_scheduled());
         // An outbox dropped with its ticket (the client left) finishes its part too.
         drop(second);
         assert_eq!(round.outstanding(), 0);
