@@ -100,6 +100,14 @@ for run in $(seq "$RUNS"); do
       stop_server
     fi
   done
+  # A wider window (64 per sender): enough messages in flight that the run is not
+  # latency-bound, so it shows the cost per delivery when rounds carry many lines.
+  for kind in ${WIDE_KINDS:-switchboard ncat-chat}; do
+    start_server "$kind"
+    bench fanout --target "$kind" --clients 1000 --senders 10 --window 64 \
+      --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" | tag "$kind fanout N=1000 window=64"
+    stop_server
+  done
   # Paced: 1 M deliveries/s (N=1000, 10 senders at 100 msg/s each, staggered).
   for kind in ${PACED_KINDS:-switchboard ncat-chat}; do
     start_server "$kind"
