@@ -29,7 +29,7 @@ use crate::hub::{CloseReason, HubGone, Outbox};
 
 /// tungstenite's read buffer (kept for the life of a connection): it takes bytes
 /// from [`LazyBuffers`](super::lazy_buffers::LazyBuffers) this much at a time, a copy in memory, not a system call.
-const TUNGSTENITE_READ_BYTES: usize = 512;
+const TUNGSTENITE_READ_BYTES: usize = 256;
 
 /// WebSocket limits and keepalive.
 #[derive(Debug, Clone)]
@@ -112,19 +112,19 @@ pub async fn run(
     let start = Instant::now();
     let last_heard = AtomicU64::new(0);
     let writer_first = {
-        let writer = write_loop(&mut sink, &outbox, &limits, start, &last_heard);
-        let reader = read_loop(
+        // Pinned where they are made: a moved-from copy would keep its space too.
+        let writer = std::pin::pin!(write_loop(&mut sink, &outbox, &limits, start, &last_heard));
+        let reader = std::pin::pin!(read_loop(
             &mut stream,
             &mut session,
             &outbox,
             &limits,
             start,
             &last_heard,
-        );
-        tokio::pin!(writer, reader);
+        ));
         tokio::select! {
-            reason = &mut writer => Ok(reason),
-            () = &mut reader => Err(()),
+            reason = writer => Ok(reason),
+            () = reader => Err(()),
         }
     };
     let reason = match writer_first {
@@ -353,9 +353,11 @@ fn is_bad_utf8(error: &axum::Error) -> bool {
     error.to_string().contains("UTF-8")
 }
 
+/// Sleep until `deadline`, or forever. The timer is boxed: it is needed only until
+/// the client registers, and inline it would cost every connection its size for life.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        Some(deadline) => Box::pin(tokio::time::sleep_until(deadline)).await,
         None => std::future::pending().await,
     }
 }
