@@ -75,6 +75,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for LazyBuffers<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         if this.unread_start < this.unread.len() {
             let unread = &this.unread[this.unread_start..];
             let taken = unread.len().min(buf.remaining());
@@ -159,6 +162,18 @@ mod tests {
         }
         assert_eq!(received, sent);
         assert_eq!(far.buffered(), (0, 0), "nothing held once all is taken");
+    }
+
+    #[tokio::test]
+    async fn a_read_with_no_room_takes_nothing_from_the_socket() {
+        let (mut near, far) = tokio::io::duplex(1024);
+        let mut far = LazyBuffers::new(far);
+        near.write_all(b"kept").await.unwrap();
+        assert_eq!(far.read(&mut []).await.unwrap(), 0);
+        assert_eq!(far.buffered(), (0, 0));
+        let mut got = [0u8; 4];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"kept");
     }
 
     #[tokio::test]
