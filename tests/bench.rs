@@ -219,3 +219,33 @@ fn a_registration_the_server_refuses_is_reported_clearly() {
     assert!(stderr.contains("failed"), "{stderr}");
     assert!(stderr.contains("--max-clients-per-ip"), "{stderr}");
 }
+
+#[test]
+fn a_closed_stdout_ends_the_run_with_one_error_line_not_a_panic() {
+    let server = start_server();
+    let addr = server.line_addr().to_string();
+    let mut child = Command::new(binary())
+        .args(["bench", "idle", "--addr", &addr, "--connections", "2"])
+        .args(["--measure-after", "0s"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run switchboard bench");
+    // Nobody will read the summary: the pipe's read end is closed before it is written
+    // (the run waits at least half a second for the server to go quiet).
+    drop(child.stdout.take());
+    let output = child
+        .wait_with_output()
+        .expect("wait for switchboard bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(output.status.code(), Some(101), "{stderr}");
+    assert!(!output.status.success(), "the summary was lost: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("error:") && lines[0].contains("stdout"),
+        "{stderr}"
+    );
+}

@@ -19,6 +19,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
 use super::payload::Payload;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -42,14 +45,30 @@ pub trait Door: Send + Sync {
     fn max_open_concurrency(&self) -> Option<usize> {
         None
     }
+    /// Register as `nick` over `stream`, freshly connected to `addr`, by `deadline`;
+    /// resolves once the server has confirmed the registration.
+    fn register<'a>(
+        &'a self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        nick: &'a str,
+        deadline: Instant,
+    ) -> BoxFuture<'a, io::Result<Session>>;
     /// Connect to `addr` (from `source`, if given) and register as `nick`; resolves once
     /// the server has confirmed the registration, so deliveries after that are owed.
+    /// The same for every door: the whole of it counts against [`REGISTER_TIMEOUT`].
     fn open<'a>(
         &'a self,
         addr: SocketAddr,
         source: Option<IpAddr>,
         nick: &'a str,
-    ) -> BoxFuture<'a, io::Result<Session>>;
+    ) -> BoxFuture<'a, io::Result<Session>> {
+        Box::pin(async move {
+            let deadline = Instant::now() + REGISTER_TIMEOUT;
+            let stream = tcp::connect(addr, source).await?;
+            self.register(stream, addr, nick, deadline).await
+        })
+    }
 }
 
 /// A registered connection, split so reading and sending can run in separate tasks.

@@ -228,8 +228,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             hard_cap.as_secs_f64()
         )
     })??;
-    println!("{summary}");
-    Ok(())
+    print_summary(&summary)
+}
+
+/// Write the summary line to stdout. A closed stdout (a reader that went away) is an
+/// error like any other, not a panic as with `println!`: the result is lost, so the
+/// run says so in one line and exits non-zero.
+fn print_summary(summary: &serde_json::Value) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{summary}")
+        .and_then(|()| stdout.flush())
+        .context("cannot write the summary to stdout")
 }
 
 /// Refuse a connection count the open-file limit cannot hold.

@@ -4,12 +4,14 @@
 //! messages, one per text frame.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::tcp::{self, TcpWriting};
-use super::{BoxFuture, Door, Session, REGISTER_TIMEOUT};
+use super::{BoxFuture, Door, Session};
 
 /// The request id registration waits on: the `ok` or `error` carrying it settles it,
 /// whatever else (welcome, joined, history replay) arrives first.
@@ -91,15 +93,14 @@ impl Door for JsonTcpDoor {
         true
     }
 
-    fn open<'a>(
+    fn register<'a>(
         &'a self,
-        addr: SocketAddr,
-        source: Option<IpAddr>,
+        mut stream: TcpStream,
+        _addr: SocketAddr,
         nick: &'a str,
+        deadline: Instant,
     ) -> BoxFuture<'a, io::Result<Session>> {
         Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + REGISTER_TIMEOUT;
-            let mut stream = tcp::connect(addr, source).await?;
             let mut request = register_request(nick);
             request.push('\n');
             stream.write_all(request.as_bytes()).await?;

@@ -3,13 +3,14 @@
 //! a raw line peer) and to leave.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::tcp::{self, read_until, TcpWriting};
-use super::{BoxFuture, Door, Session, REGISTER_TIMEOUT};
+use super::{BoxFuture, Door, Session};
 
 /// The servers that speak lines over TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +36,12 @@ impl LineDoor {
         LineDoor { target }
     }
 
-    async fn register(&self, stream: &mut TcpStream, nick: &str) -> io::Result<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + REGISTER_TIMEOUT;
+    async fn sign_in(
+        &self,
+        stream: &mut TcpStream,
+        nick: &str,
+        deadline: Instant,
+    ) -> io::Result<Vec<u8>> {
         let mut buffer = Vec::new();
         let consumed = match self.target {
             LineTarget::Switchboard => {
@@ -106,7 +111,7 @@ impl LineDoor {
 /// it, send `answer`, then wait for the whole line holding `joined`; `failure` arriving
 /// instead means the name was refused. Returns the offset just past that line.
 async fn register_at_prompt(
-    deadline: tokio::time::Instant,
+    deadline: Instant,
     stream: &mut TcpStream,
     buffer: &mut Vec<u8>,
     answer: &[u8],
@@ -144,15 +149,15 @@ impl Door for LineDoor {
         }
     }
 
-    fn open<'a>(
+    fn register<'a>(
         &'a self,
-        addr: SocketAddr,
-        source: Option<IpAddr>,
+        mut stream: TcpStream,
+        _addr: SocketAddr,
         nick: &'a str,
+        deadline: Instant,
     ) -> BoxFuture<'a, io::Result<Session>> {
         Box::pin(async move {
-            let mut stream = tcp::connect(addr, source).await?;
-            let leftover = self.register(&mut stream, nick).await?;
+            let leftover = self.sign_in(&mut stream, nick, deadline).await?;
             Ok(tcp::session(stream, leftover, self.writing()))
         })
     }

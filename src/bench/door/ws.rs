@@ -4,21 +4,21 @@
 //! goes to every other client).
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::json::{push_say, register_request, registration_outcome};
 use super::{
-    tcp, BoxFuture, DeliveryReader, Door, PayloadWriter, Session, CLOSE_TIMEOUT, READ_BUFFER_BYTES,
-    REGISTER_TIMEOUT,
+    BoxFuture, DeliveryReader, Door, PayloadWriter, Session, CLOSE_TIMEOUT, READ_BUFFER_BYTES,
 };
 use crate::bench::payload::{Payload, Scanner};
 
@@ -74,11 +74,7 @@ fn ws_error(error: WsError) -> io::Error {
 }
 
 /// Register `nick` with Switchboard's JSON protocol and wait for the server's answer.
-async fn register(
-    socket: &mut WsStream,
-    nick: &str,
-    deadline: tokio::time::Instant,
-) -> io::Result<()> {
+async fn register(socket: &mut WsStream, nick: &str, deadline: Instant) -> io::Result<()> {
     socket
         .send(Message::text(register_request(nick)))
         .await
@@ -118,15 +114,14 @@ impl Door for WsDoor {
         self.target == WsTarget::Switchboard
     }
 
-    fn open<'a>(
+    fn register<'a>(
         &'a self,
+        stream: TcpStream,
         addr: SocketAddr,
-        source: Option<IpAddr>,
         nick: &'a str,
+        deadline: Instant,
     ) -> BoxFuture<'a, io::Result<Session>> {
         Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + REGISTER_TIMEOUT;
-            let stream = tcp::connect(addr, source).await?;
             let socket_fd = stream.as_raw_fd();
             let handshake =
                 tokio_tungstenite::client_async_with_config(self.url(addr), stream, Some(config()));

@@ -5,9 +5,11 @@
 //! every task stays inside the server's shutdown scope.
 
 pub mod head_deadline;
+pub mod lazy_buffers;
 pub mod ws;
 
 use self::head_deadline::HeadDeadline;
+use self::lazy_buffers::LazyBuffers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -187,7 +190,7 @@ async fn accept_loop(
         // TCP_NODELAY and keepalive come from the listener (`door::tune_listener`).
         match &tls {
             None => {
-                let stream = HeadDeadline::new(stream, header_timeout);
+                let stream = LazyBuffers::new(HeadDeadline::new(stream, header_timeout));
                 if queue.send((Box::new(stream), peer)).await.is_err() {
                     break;
                 }
@@ -205,7 +208,8 @@ async fn accept_loop(
                         _ = shutdown.cancelled() => {}
                         done = handshake => match done {
                             Ok(Ok(stream)) => {
-                                let stream = HeadDeadline::new(stream, header_timeout);
+                                let stream =
+                                    LazyBuffers::new(HeadDeadline::new(stream, header_timeout));
                                 let _ = queue.send((Box::new(stream), peer)).await;
                             }
                             Ok(Err(error)) => {
@@ -304,7 +308,10 @@ async fn upgrade(
         .on_failed_upgrade(move |error| tracing::debug!(%peer, %error, "ws: upgrade failed"))
         .on_upgrade(move |socket| {
             // Upgraded sockets live outside axum's graceful shutdown: track them ourselves.
-            tracker.track_future(ws::run(door, socket, peer, slot, limits))
+            // Split here, not in `run`: what `run` is handed stays in its task for the
+            // connection's whole life, and a whole `WebSocket` is some 400 bytes.
+            let (sink, stream) = socket.split();
+            tracker.track_future(ws::run(door, sink, stream, peer, slot, limits))
         })
 }
 

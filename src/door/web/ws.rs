@@ -23,8 +23,13 @@ use super::super::conn::CLOSE_FLUSH_TIMEOUT;
 use super::super::json::codec::OVERSIZE_HEAD_BYTES;
 use super::super::json::{JsonDoor, JsonSession};
 use super::super::Slot;
+use super::lazy_buffers::WRITE_BATCH_BYTES;
 use crate::hub::outbox::Take;
 use crate::hub::{CloseReason, HubGone, Outbox};
+
+/// tungstenite's read buffer (kept for the life of a connection): it takes bytes
+/// from [`LazyBuffers`](super::lazy_buffers::LazyBuffers) this much at a time, a copy in memory, not a system call.
+const TUNGSTENITE_READ_BYTES: usize = 256;
 
 /// WebSocket limits and keepalive.
 #[derive(Debug, Clone)]
@@ -46,14 +51,21 @@ impl WsLimits {
 
     /// Apply the limits to an upgrade (axum's defaults: 64 MiB messages, 16 MiB frames,
     /// unbounded write buffer, 128 KiB buffers per idle connection).
+    ///
+    /// tungstenite's buffers live as long as the connection (the read buffer at its
+    /// full size from the start, the write buffer at the largest batch it held), so
+    /// they are kept tiny: the stream below ([`LazyBuffers`](super::lazy_buffers::LazyBuffers)) reads in big chunks and
+    /// gathers frames into one write, in buffers that are freed when empty.
     pub fn configure(&self, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
         let hard_max = self.hard_max();
         upgrade
             .max_message_size(hard_max)
             .max_frame_size(hard_max)
-            .read_buffer_size(8 * 1024)
-            .write_buffer_size(16 * 1024)
-            .max_write_buffer_size(16 * 1024 + 2 * hard_max)
+            .read_buffer_size(TUNGSTENITE_READ_BYTES)
+            // Each frame goes straight down to `LazyBuffers`, which batches them.
+            .write_buffer_size(0)
+            // What the socket has not taken: our batch plus one frame in tungstenite.
+            .max_write_buffer_size(WRITE_BATCH_BYTES + 2 * hard_max)
     }
 }
 
@@ -72,38 +84,47 @@ fn close_code_for(reason: CloseReason) -> u16 {
     }
 }
 
+/// The two halves of an upgraded WebSocket.
+pub type WsSink = SplitSink<WebSocket, Message>;
+pub type WsStream = SplitStream<WebSocket>;
+
 /// Drive one upgraded WebSocket from connect to close.
+///
+/// This future is the connection's task for its whole life, so what it holds while
+/// idle is kept small: the halves come in already split, and the work done per
+/// message or per batch (big futures: hub commands, timed writes) is boxed, so its
+/// state exists only while that work runs.
 pub async fn run(
     door: Arc<JsonDoor>,
-    mut socket: WebSocket,
+    mut sink: WsSink,
+    mut stream: WsStream,
     peer: SocketAddr,
     slot: Slot,
     limits: WsLimits,
 ) {
-    let Some((client, outbox)) = door.open(peer).await else {
-        let _ = socket.send(close_frame(CloseReason::Shutdown)).await;
+    let Some((client, outbox)) = Box::pin(door.open(peer)).await else {
+        let _ = sink.send(close_frame(CloseReason::Shutdown)).await;
         return;
     };
     let _counted = door.metrics().connected(&outbox);
     let mut session = door.session(client);
-    let (mut sink, mut stream) = socket.split();
     // Milliseconds since `start` when the peer last sent anything; shared by the halves.
     let start = Instant::now();
     let last_heard = AtomicU64::new(0);
     let writer_first = {
-        let writer = write_loop(&mut sink, &outbox, &limits, start, &last_heard);
-        let reader = read_loop(
+        // Pinned where they are made: a moved-from copy would keep its space too.
+        let writer = std::pin::pin!(write_loop(&mut sink, &outbox, &limits, start, &last_heard));
+        let reader = std::pin::pin!(read_loop(
             &mut stream,
             &mut session,
             &outbox,
             &limits,
             start,
             &last_heard,
-        );
-        tokio::pin!(writer, reader);
+        ));
         tokio::select! {
-            reason = &mut writer => Ok(reason),
-            () = &mut reader => Err(()),
+            reason = writer => Ok(reason),
+            () = reader => Err(()),
         }
     };
     let reason = match writer_first {
@@ -128,7 +149,7 @@ pub async fn run(
         .await
         .unwrap_or_else(|_| outbox.close_reason().unwrap_or(CloseReason::PeerReset)),
     };
-    door.closed(client, peer, reason).await;
+    Box::pin(door.closed(client, peer, reason)).await;
     drop(slot);
 }
 
@@ -146,7 +167,7 @@ fn millis_since(start: Instant) -> u64 {
 /// Send queued events (one frame each), keepalive pings, and finally the close frame.
 /// Returns the reason the outbox closed.
 async fn write_loop(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut WsSink,
     outbox: &Arc<Outbox>,
     limits: &WsLimits,
     start: Instant,
@@ -163,10 +184,10 @@ async fn write_loop(
                     .saturating_sub(last_heard.load(Ordering::Relaxed));
                 if quiet > limits.idle_timeout.as_millis() as u64 {
                     outbox.close(CloseReason::IdleTimeout);
-                } else if tokio::time::timeout(
+                } else if Box::pin(tokio::time::timeout(
                     limits.idle_timeout,
                     sink.send(Message::Ping(Bytes::new())),
-                )
+                ))
                 .await
                 .map_or(true, |sent| sent.is_err())
                 {
@@ -177,21 +198,15 @@ async fn write_loop(
         };
         match taken {
             Take::Data => {
-                let mut written = 0;
-                let sent = tokio::time::timeout(limits.idle_timeout, async {
-                    for events in batch.drain(..) {
-                        written += events.len();
-                        for event in json_lines(events) {
-                            let Ok(text) = Utf8Bytes::try_from(event) else {
-                                continue;
-                            };
-                            sink.feed(Message::Text(text)).await?;
-                        }
-                    }
-                    sink.flush().await
-                })
+                // The batch's allocation came from the outbox; it is freed here, not
+                // kept for the next one (an idle connection holds no queue).
+                let events = std::mem::take(&mut batch);
+                let written: usize = events.iter().map(Bytes::len).sum();
+                let sent = Box::pin(tokio::time::timeout(
+                    limits.idle_timeout,
+                    send_events(sink, events),
+                ))
                 .await;
-                batch.clear();
                 outbox.written(written);
                 match sent {
                     Ok(Ok(())) => {}
@@ -202,16 +217,30 @@ async fn write_loop(
             }
             Take::Closed(reason) => {
                 if !outbox.is_discarding() {
-                    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
+                    let _ = Box::pin(tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
                         let _ = sink.send(close_frame(reason)).await;
                         let _ = sink.flush().await;
-                    })
+                    }))
                     .await;
                 }
                 return reason;
             }
         }
     }
+}
+
+/// Send each JSON line of each queued buffer as its own text frame, then flush (the
+/// frames gather below and go out in one write).
+async fn send_events(sink: &mut WsSink, events: VecDeque<Bytes>) -> Result<(), axum::Error> {
+    for buffer in events {
+        for event in json_lines(buffer) {
+            let Ok(text) = Utf8Bytes::try_from(event) else {
+                continue;
+            };
+            sink.feed(Message::Text(text)).await?;
+        }
+    }
+    sink.flush().await
 }
 
 /// The events in one queued buffer, each without its newline. The hub may hand over
@@ -235,7 +264,7 @@ fn json_lines(mut events: Bytes) -> impl Iterator<Item = Bytes> {
 
 /// Read frames into the session until the peer closes or fails; then tell the hub.
 async fn read_loop(
-    stream: &mut SplitStream<WebSocket>,
+    stream: &mut WsStream,
     session: &mut JsonSession<'_>,
     outbox: &Outbox,
     limits: &WsLimits,
@@ -244,43 +273,72 @@ async fn read_loop(
 ) {
     loop {
         let register_deadline = session.register_deadline();
-        let outcome: Result<(), HubGone> = tokio::select! {
+        let outcome: Result<Received, HubGone> = tokio::select! {
             message = stream.next() => {
                 last_heard.store(millis_since(start), Ordering::Relaxed);
-                match message {
-                    Some(Ok(Message::Text(text))) => {
-                        handle(session, limits, text.as_bytes()).await
-                    }
-                    Some(Ok(Message::Binary(bytes))) => handle(session, limits, &bytes).await,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.control_frame().await,
-                    Some(Ok(Message::Close(_))) | None => {
-                        let _ = session.leave(CloseReason::PeerClosed).await;
-                        return;
-                    }
-                    Some(Err(error)) => {
-                        let reason = if is_capacity(&error) {
-                            CloseReason::LineTooLong
-                        } else if is_bad_utf8(&error) {
-                            // A text frame that is not UTF-8: closed with 1007.
-                            CloseReason::BadInput
-                        } else {
-                            CloseReason::PeerReset
-                        };
-                        if session.leave(reason).await.is_err() {
-                            outbox.close(reason);
-                        }
-                        return;
-                    }
-                }
+                Box::pin(received(session, limits, message)).await
             }
-            _ = sleep_until(register_deadline) => session.register_timed_out().await,
+            _ = sleep_until(register_deadline) => {
+                Box::pin(session.register_timed_out()).await.map(|()| Received::More)
+            }
         };
-        if outcome.is_err() {
-            // The hub is gone (shutdown finished): close on our own.
-            outbox.close(CloseReason::Shutdown);
-            return;
+        match outcome {
+            Ok(Received::More) => {}
+            Ok(Received::Gone) => return,
+            Ok(Received::Failed(reason)) => {
+                // The hub is gone already: close on our own.
+                outbox.close(reason);
+                return;
+            }
+            Err(HubGone) => {
+                // The hub is gone (shutdown finished): close on our own.
+                outbox.close(CloseReason::Shutdown);
+                return;
+            }
         }
     }
+}
+
+/// What one read from the socket meant.
+enum Received {
+    /// Handled; read on.
+    More,
+    /// The peer closed or failed, and the hub was told.
+    Gone,
+    /// The peer failed and the hub could not be told.
+    Failed(CloseReason),
+}
+
+/// Hand one read's result to the session.
+async fn received(
+    session: &mut JsonSession<'_>,
+    limits: &WsLimits,
+    message: Option<Result<Message, axum::Error>>,
+) -> Result<Received, HubGone> {
+    match message {
+        Some(Ok(Message::Text(text))) => handle(session, limits, text.as_bytes()).await?,
+        Some(Ok(Message::Binary(bytes))) => handle(session, limits, &bytes).await?,
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.control_frame().await?,
+        Some(Ok(Message::Close(_))) | None => {
+            let _ = session.leave(CloseReason::PeerClosed).await;
+            return Ok(Received::Gone);
+        }
+        Some(Err(error)) => {
+            let reason = if is_capacity(&error) {
+                CloseReason::LineTooLong
+            } else if is_bad_utf8(&error) {
+                // A text frame that is not UTF-8: closed with 1007.
+                CloseReason::BadInput
+            } else {
+                CloseReason::PeerReset
+            };
+            return Ok(match session.leave(reason).await {
+                Ok(()) => Received::Gone,
+                Err(HubGone) => Received::Failed(reason),
+            });
+        }
+    }
+    Ok(Received::More)
 }
 
 /// Whether a WebSocket read failed on our size limits.
@@ -295,9 +353,11 @@ fn is_bad_utf8(error: &axum::Error) -> bool {
     error.to_string().contains("UTF-8")
 }
 
+/// Sleep until `deadline`, or forever. The timer is boxed: it is needed only until
+/// the client registers, and inline it would cost every connection its size for life.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        Some(deadline) => Box::pin(tokio::time::sleep_until(deadline)).await,
         None => std::future::pending().await,
     }
 }
