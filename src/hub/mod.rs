@@ -44,6 +44,12 @@ pub trait Render: Send + Sync + 'static {
 /// round of writes is slower than that.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
+/// Writers woken at once within a round. Woken writers queue on the runtime ahead of
+/// any connection that becomes readable meanwhile, so waking a whole 1000-member room at
+/// once would keep the next messages unread for a whole round of writes (~10 ms here);
+/// in slices, input is read between slices and its lines still make this round.
+const WAKE_SLICE: usize = 128;
+
 /// A room batch is sealed early once one format's lines reach this: one socket write's
 /// worth (the writer's gather size), and far below any client's outbox bound, so a
 /// busy round never makes a healthy client look slow.
@@ -222,7 +228,7 @@ struct Hub {
 /// spoken in it. Sealing pushes each member a handle to its format's lines, so a room
 /// of N costs about N pushes per flush round, not N per message. While a round is
 /// being written the hub also cuts what has gathered so far into a chunk and hands it
-/// to the members whose writer is still to come in that round ([`Outbox::is_scheduled`]),
+/// to the members whose writer is still to come in that round ([`Outbox::awaits_take`]),
 /// so a line said mid-round reaches them in this round instead of the next.
 ///
 /// Per-recipient order is kept by sealing before anything that could overtake or
@@ -311,11 +317,11 @@ impl RoomBatch {
         true
     }
 
-    /// Queue for each member (only those whose writer is scheduled, if asked) the
-    /// chunks it has not been given yet.
-    fn give(&mut self, members: &[Member], outgoing: &mut Outgoing, only_scheduled: bool) {
+    /// Queue for each member (only those with a take coming, if asked) the chunks it
+    /// has not been given yet.
+    fn give(&mut self, members: &[Member], outgoing: &mut Outgoing, only_awaiting: bool) {
         for (member, (format, given)) in members.iter().zip(&mut self.given) {
-            if *given == self.chunks || (only_scheduled && !member.outbox.is_scheduled()) {
+            if *given == self.chunks || (only_awaiting && !member.outbox.awaits_take()) {
                 continue;
             }
             for chunk in &self.formats[*format].chunks[*given..] {
@@ -353,8 +359,11 @@ impl Outgoing {
         }
     }
 
-    fn wake_writers(&mut self, round: &Arc<FlushRound>) {
-        for outbox in self.wake.drain(..) {
+    /// Wake up to `slice` writers owed a wake-up, oldest first; the rest wait for the
+    /// next slice.
+    fn wake_writers(&mut self, round: &Arc<FlushRound>, slice: usize) {
+        let count = slice.min(self.wake.len());
+        for outbox in self.wake.drain(..count) {
             outbox.wake_writer_in(round);
         }
     }
@@ -394,8 +403,9 @@ impl Hub {
     }
 
     /// Handle commands in batches and wake the writers with output in flush rounds:
-    /// a new round starts once every writer of the last one has taken its output (or
-    /// `flush_interval` after it started, whichever is first). An idle server writes at
+    /// a round wakes its writers [`WAKE_SLICE`] at a time, each slice once the last has
+    /// taken its output, and a new round starts once the last slice is done (or
+    /// `flush_interval` after the round started, whichever is first). An idle server writes at
     /// once; a busy room's lines gather while the last round is being written, so a
     /// room of N costs about N writes per round however many messages it carries (the
     /// write, not the queueing, is what costs).
@@ -418,7 +428,7 @@ impl Hub {
                         self.handle(command);
                         self.remove_overflowed();
                     }
-                    if round.outstanding() > 0 {
+                    if round.outstanding() > 0 || !self.outgoing.wake.is_empty() {
                         self.share_batch();
                     }
                 }
@@ -433,10 +443,15 @@ impl Hub {
             }
             let now = Instant::now();
             let due = last_flush.map_or(now, |at| at + interval);
-            if round.outstanding() == 0 || now >= due {
-                self.seal_batches();
-                self.outgoing.wake_writers(&round);
-                last_flush = Some(now);
+            let overdue = now >= due;
+            if round.outstanding() == 0 || overdue {
+                if self.outgoing.wake.is_empty() || overdue {
+                    // The last round is wholly woken and done (or too slow): start the next.
+                    self.seal_batches();
+                    last_flush = Some(now);
+                }
+                let slice = if overdue { usize::MAX } else { WAKE_SLICE };
+                self.outgoing.wake_writers(&round, slice);
                 flush_armed = false;
             } else if !flush_armed {
                 flush_timer.as_mut().reset(due.into());
@@ -444,7 +459,7 @@ impl Hub {
             }
         }
         self.seal_batches();
-        self.outgoing.wake_writers(&round);
+        self.outgoing.wake_writers(&round, usize::MAX);
         tracing::debug!("hub stopped");
     }
 
@@ -1369,7 +1384,7 @@ mod tests {
         assert!(test.take(2).is_empty());
         let round = Arc::new(FlushRound::default());
         test.outboxes[&2].wake_writer_in(&round);
-        assert!(test.outboxes[&2].is_scheduled() && !test.outboxes[&1].is_scheduled());
+        assert!(test.outboxes[&2].awaits_take() && !test.outboxes[&1].awaits_take());
         test.say(1, "one");
         test.say(1, "two");
         test.hub.share_batch();
@@ -1385,6 +1400,32 @@ mod tests {
             test.take(1).concat(),
             "#lobby ann: one\n#lobby ann: two\n#lobby ann: three\n"
         );
+    }
+
+    #[test]
+    fn a_round_wakes_its_writers_a_slice_at_a_time() {
+        let mut test = TestHub::new();
+        for id in 1..=3 {
+            test.client(id, &format!("user{id}"), false);
+        }
+        test.flush();
+        for id in 1..=3 {
+            test.take(id);
+            // Each writer now waits for output.
+            assert!(test.take(id).is_empty());
+        }
+        test.say(1, "hello");
+        test.hub.seal_batches();
+        assert_eq!(test.hub.outgoing.wake.len(), 3);
+        let round = Arc::new(FlushRound::default());
+        test.hub.outgoing.wake_writers(&round, 2);
+        assert_eq!(round.outstanding(), 2);
+        assert_eq!(test.hub.outgoing.wake.len(), 1);
+        // The writer not yet woken still has a take coming: mid-round lines join it.
+        assert!(test.outboxes[&3].awaits_take());
+        test.hub.outgoing.wake_writers(&round, usize::MAX);
+        assert_eq!(round.outstanding(), 3);
+        assert!(test.hub.outgoing.wake.is_empty());
     }
 
     #[test]

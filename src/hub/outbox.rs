@@ -88,9 +88,9 @@ impl Drop for RoundTicket {
 pub struct Outbox {
     state: Mutex<State>,
     writer_waker: AtomicWaker,
-    /// Mirrors `State::ticket`: the writer was woken in a round and has not yet looked
-    /// at its outbox, so whatever is pushed now goes out in its coming write.
-    scheduled: AtomicBool,
+    /// Output is queued, or the writer was woken in a round, and the writer has not
+    /// looked at its outbox since: whatever is pushed now goes out in its coming write.
+    awaits_take: AtomicBool,
     max_pending_bytes: usize,
 }
 
@@ -115,7 +115,7 @@ impl Outbox {
                 ticket: None,
             }),
             writer_waker: AtomicWaker::new(),
-            scheduled: AtomicBool::new(false),
+            awaits_take: AtomicBool::new(false),
             max_pending_bytes,
         }
     }
@@ -161,6 +161,7 @@ impl Outbox {
         }
         state.pending_bytes += bytes.len();
         state.queue.push_back(bytes);
+        self.awaits_take.store(true, Ordering::Relaxed);
         (Push::Queued, was_empty)
     }
 
@@ -178,17 +179,18 @@ impl Outbox {
             if state.writer_waiting && state.ticket.is_none() {
                 round.outstanding.fetch_add(1, Ordering::AcqRel);
                 state.ticket = Some(RoundTicket(round.clone()));
-                self.scheduled.store(true, Ordering::Relaxed);
+                self.awaits_take.store(true, Ordering::Relaxed);
             }
         }
         self.writer_waker.wake();
     }
 
-    /// True while the writer has been woken in a flush round and has not yet taken its
-    /// output: a push now still makes its coming write. A hint (the writer may be
-    /// taking right now on another thread); a push that misses it owes a wake-up as usual.
-    pub fn is_scheduled(&self) -> bool {
-        self.scheduled.load(Ordering::Relaxed)
+    /// True while output is queued or a round's wake-up is out and the writer has not
+    /// taken since: a push now joins its coming write at no extra cost. A hint (the
+    /// writer may be taking right now on another thread); a push that misses it owes a
+    /// wake-up as usual.
+    pub fn awaits_take(&self) -> bool {
+        self.awaits_take.load(Ordering::Relaxed)
     }
 
     /// Close the outbox: the writer flushes what is queued (unless the client is being
@@ -221,7 +223,7 @@ impl Outbox {
         let mut state = self.lock();
         // Whatever is found, the writer has had its turn in the round.
         drop(state.ticket.take());
-        self.scheduled.store(false, Ordering::Relaxed);
+        self.awaits_take.store(false, Ordering::Relaxed);
         state.writer_waiting = false;
         if state.discard {
             batch.clear();
@@ -379,13 +381,17 @@ mod tests {
             outbox.wake_writer_in(&round);
         }
         assert_eq!(round.outstanding(), 2);
-        assert!(first.is_scheduled() && second.is_scheduled() && !busy.is_scheduled());
+        assert!(first.awaits_take() && second.awaits_take() && busy.awaits_take());
         // Waking twice in one round counts once.
         first.wake_writer_in(&round);
         assert_eq!(round.outstanding(), 2);
         assert_eq!(take(&first).0, Poll::Ready(Take::Data));
         assert_eq!(round.outstanding(), 1);
-        assert!(!first.is_scheduled());
+        assert!(!first.awaits_take());
+        let idle = Outbox::new(1 << 20);
+        assert!(take(&idle).0.is_pending());
+        idle.wake_writer_in(&Arc::new(FlushRound::default()));
+        assert!(idle.awaits_take(), "a woken writer has a take coming");
         // An outbox dropped with its ticket (the client left) finishes its part too.
         drop(second);
         assert_eq!(round.outstanding(), 0);
