@@ -70,8 +70,9 @@ pub struct Conn<S> {
     /// Reading is paused (flood control): input waits in the kernel's buffers.
     read_paused: bool,
     closing: Closing,
+    /// The caller's deadline while open; once closing, the close deadline (the caller's
+    /// is ignored then). One slot, since every idle connection holds it.
     deadline: Option<Pin<Box<Sleep>>>,
-    close_deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -84,7 +85,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             read_paused: false,
             closing: Closing::Open,
             deadline: None,
-            close_deadline: None,
         }
     }
 
@@ -99,6 +99,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Arm (or with `None`, disarm) the one caller-defined deadline.
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        if !matches!(self.closing, Closing::Open) {
+            return;
+        }
         match (deadline, &mut self.deadline) {
             (None, slot) => *slot = None,
             (Some(at), Some(sleep)) => sleep.as_mut().reset(at),
@@ -108,8 +111,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Wait for the next thing that happens on this connection, writing queued output
     /// meanwhile.
-    pub async fn next(&mut self) -> Input {
-        poll_fn(|cx| self.poll_next(cx)).await
+    ///
+    /// Not an `async fn`: the returned future is just the borrow, so a task awaiting it
+    /// stores 8 bytes for it.
+    #[allow(clippy::should_implement_trait)] // an async wait, not an iterator
+    pub fn next(&mut self) -> impl Future<Output = Input> + '_ {
+        poll_fn(move |cx| self.poll_next(cx))
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Input> {
@@ -133,6 +140,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 Poll::Pending => {}
             }
+        }
+        if !matches!(self.closing, Closing::Open) {
+            return Poll::Pending;
         }
         if let Some(deadline) = &mut self.deadline {
             if deadline.as_mut().poll(cx).is_ready() {
@@ -166,6 +176,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         }
                         if matches!(self.closing, Closing::Open) {
                             self.closing = Closing::Flushing(reason);
+                            // From now on the slot holds the close deadline.
+                            self.deadline = None;
                             continue;
                         }
                         if !self.read_open {
@@ -275,7 +287,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     fn close_deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = self
-            .close_deadline
+            .deadline
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_FLUSH_TIMEOUT)));
         deadline.as_mut().poll(cx).is_ready()
     }

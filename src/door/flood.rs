@@ -5,9 +5,61 @@
 //! socket buffers, not in our memory); a client that stays throttled for longer than
 //! `patience` is disconnected for flooding.
 
+use std::num::NonZeroU64;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// A point in time in 8 bytes (an `Instant` takes 16): microseconds since a process-wide
+/// epoch. Per-connection state keeps its times as stamps, since every idle connection
+/// holds them.
+/// Never zero, so an `Option<Stamp>` is 8 bytes too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp(NonZeroU64);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    // An hour back (when the clock allows), so instants taken just before the first
+    // stamp still map exactly.
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+    })
+}
+
+impl Stamp {
+    pub fn now() -> Self {
+        Self::at(Instant::now())
+    }
+
+    /// `at`, to the microsecond (rounded down).
+    pub fn at(at: Instant) -> Self {
+        let micros = at.saturating_duration_since(epoch()).as_micros();
+        Self::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
+    fn from_micros(micros: u64) -> Self {
+        Stamp(NonZeroU64::new(micros).unwrap_or(NonZeroU64::MIN))
+    }
+
+    pub fn instant(self) -> Instant {
+        epoch() + Duration::from_micros(self.0.get())
+    }
+
+    pub fn saturating_duration_since(self, earlier: Stamp) -> Duration {
+        Duration::from_micros(self.0.get().saturating_sub(earlier.0.get()))
+    }
+}
+
+impl std::ops::Add<Duration> for Stamp {
+    type Output = Stamp;
+
+    fn add(self, duration: Duration) -> Stamp {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        Stamp(self.0.saturating_add(micros))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FloodSettings {
@@ -30,50 +82,47 @@ pub enum Verdict {
     Kick,
 }
 
+/// One connection's bucket; the settings are the door's, passed in (not copied into
+/// every connection).
 #[derive(Debug)]
 pub struct TokenBucket {
-    settings: FloodSettings,
     tokens: f64,
-    refilled_at: Instant,
+    refilled_at: Stamp,
     /// Since when the client has continuously had input waiting.
-    throttled_since: Option<Instant>,
+    throttled_since: Option<Stamp>,
 }
 
 impl TokenBucket {
-    pub fn new(settings: FloodSettings, now: Instant) -> Self {
+    pub fn new(settings: &FloodSettings, now: Instant) -> Self {
         TokenBucket {
-            settings,
             tokens: f64::from(settings.burst.max(1)),
-            refilled_at: now,
+            refilled_at: Stamp::at(now),
             throttled_since: None,
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.settings.rate > 0.0
-    }
-
     /// Ask to process one message at `now`.
-    pub fn take(&mut self, now: Instant) -> Verdict {
-        if !self.enabled() {
+    pub fn take(&mut self, settings: &FloodSettings, now: Instant) -> Verdict {
+        if settings.rate <= 0.0 {
             return Verdict::Allow;
         }
-        let elapsed = now
+        let stamp = Stamp::at(now);
+        let elapsed = stamp
             .saturating_duration_since(self.refilled_at)
             .as_secs_f64();
-        let capacity = f64::from(self.settings.burst.max(1));
-        self.tokens = (self.tokens + elapsed * self.settings.rate).min(capacity);
-        self.refilled_at = now;
+        let capacity = f64::from(settings.burst.max(1));
+        self.tokens = (self.tokens + elapsed * settings.rate).min(capacity);
+        self.refilled_at = stamp;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             return Verdict::Allow;
         }
         let first = self.throttled_since.is_none();
-        let since = *self.throttled_since.get_or_insert(now);
-        if now.saturating_duration_since(since) > self.settings.patience {
+        let since = *self.throttled_since.get_or_insert(stamp);
+        if stamp.saturating_duration_since(since) > settings.patience {
             return Verdict::Kick;
         }
-        let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.settings.rate);
+        let wait = Duration::from_secs_f64((1.0 - self.tokens) / settings.rate);
         Verdict::Wait {
             until: now + wait,
             first,
@@ -101,21 +150,21 @@ mod tests {
     #[test]
     fn burst_then_steady_rate() {
         let start = Instant::now();
-        let mut bucket = TokenBucket::new(settings(), start);
+        let mut bucket = TokenBucket::new(&settings(), start);
         for _ in 0..5 {
-            assert_eq!(bucket.take(start), Verdict::Allow);
+            assert_eq!(bucket.take(&settings(), start), Verdict::Allow);
         }
-        let Verdict::Wait { until, first } = bucket.take(start) else {
+        let Verdict::Wait { until, first } = bucket.take(&settings(), start) else {
             panic!("should wait")
         };
         assert!(first);
         assert_eq!(until - start, Duration::from_millis(100));
         assert_eq!(
-            bucket.take(start + Duration::from_millis(100)),
+            bucket.take(&settings(), start + Duration::from_millis(100)),
             Verdict::Allow
         );
         assert!(matches!(
-            bucket.take(start + Duration::from_millis(150)),
+            bucket.take(&settings(), start + Duration::from_millis(150)),
             Verdict::Wait { first: false, .. }
         ));
     }
@@ -123,14 +172,14 @@ mod tests {
     #[test]
     fn staying_throttled_past_patience_is_a_kick() {
         let start = Instant::now();
-        let mut bucket = TokenBucket::new(settings(), start);
+        let mut bucket = TokenBucket::new(&settings(), start);
         let mut now = start;
         for _ in 0..5 {
-            bucket.take(now);
+            bucket.take(&settings(), now);
         }
         // Always one message more than the rate allows.
         loop {
-            match bucket.take(now) {
+            match bucket.take(&settings(), now) {
                 Verdict::Allow => {}
                 Verdict::Wait { until, .. } => now = until - Duration::from_millis(1),
                 Verdict::Kick => break,
@@ -144,27 +193,25 @@ mod tests {
     #[test]
     fn catching_up_forgives() {
         let start = Instant::now();
-        let mut bucket = TokenBucket::new(settings(), start);
+        let mut bucket = TokenBucket::new(&settings(), start);
         for _ in 0..6 {
-            bucket.take(start);
+            bucket.take(&settings(), start);
         }
         bucket.caught_up();
         let later = start + Duration::from_secs(10);
-        assert_eq!(bucket.take(later), Verdict::Allow);
+        assert_eq!(bucket.take(&settings(), later), Verdict::Allow);
     }
 
     #[test]
     fn rate_zero_is_off() {
         let start = Instant::now();
-        let mut bucket = TokenBucket::new(
-            FloodSettings {
-                rate: 0.0,
-                ..settings()
-            },
-            start,
-        );
+        let off = FloodSettings {
+            rate: 0.0,
+            ..settings()
+        };
+        let mut bucket = TokenBucket::new(&off, start);
         for _ in 0..10_000 {
-            assert_eq!(bucket.take(start), Verdict::Allow);
+            assert_eq!(bucket.take(&off, start), Verdict::Allow);
         }
     }
 }

@@ -90,19 +90,47 @@ impl std::fmt::Display for Refusal {
 /// Held by a connection for its lifetime; frees the slot on drop.
 #[derive(Debug)]
 pub struct Slot {
-    slots: Arc<ConnectionSlots>,
+    /// `None` once handed to a [`PeerSlot`].
+    slots: Option<Arc<ConnectionSlots>>,
     ip: IpAddr,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.slots.total.fetch_sub(1, Ordering::AcqRel);
-        let mut per_ip = self.slots.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&self.ip);
-            }
+        if let Some(slots) = self.slots.take() {
+            slots.release(self.ip);
+        }
+    }
+}
+
+/// A connection's peer address together with its slot, if it holds one: 40 bytes,
+/// where the two apart take 64 (the slot's address is the peer's). Every idle
+/// connection holds one.
+#[derive(Debug)]
+pub struct PeerSlot {
+    peer: SocketAddr,
+    slots: Option<Arc<ConnectionSlots>>,
+}
+
+impl PeerSlot {
+    /// `slot` must have been acquired for `peer` (or be `None` when the caller keeps it).
+    pub fn new(peer: SocketAddr, slot: Option<Slot>) -> Self {
+        let slots = slot.and_then(|mut slot| {
+            debug_assert_eq!(slot.ip, peer.ip());
+            slot.slots.take()
+        });
+        PeerSlot { peer, slots }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Some(slots) = self.slots.take() {
+            slots.release(self.peer.ip());
         }
     }
 }
@@ -135,9 +163,20 @@ impl ConnectionSlots {
         *count += 1;
         self.total.fetch_add(1, Ordering::AcqRel);
         Ok(Slot {
-            slots: self.clone(),
+            slots: Some(self.clone()),
             ip,
         })
+    }
+
+    fn release(&self, ip: IpAddr) {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+        }
     }
 
     pub fn in_use(&self) -> usize {
@@ -189,6 +228,12 @@ mod tests {
             Refusal::ServerFull { max: 3 }
         );
         drop(first);
+        assert_eq!(slots.in_use(), 2);
+        let again = slots.acquire(a).unwrap();
+        // Handed to a PeerSlot, the slot is freed when that is dropped, once.
+        let held = PeerSlot::new(a, Some(again));
+        assert_eq!(slots.in_use(), 3);
+        drop(held);
         assert_eq!(slots.in_use(), 2);
         assert!(slots.acquire(a).is_ok());
     }

@@ -152,7 +152,7 @@ impl JsonDoor {
             registered: false,
             leaving: false,
             register_deadline: Instant::now() + self.settings.register_timeout,
-            bucket: TokenBucket::new(self.settings.flood, Instant::now()),
+            bucket: TokenBucket::new(&self.settings.flood, Instant::now()),
         }
     }
 
@@ -306,7 +306,7 @@ impl JsonSession<'_> {
     async fn admit(&mut self) -> Result<bool, HubGone> {
         let mut waited = false;
         loop {
-            match self.bucket.take(Instant::now()) {
+            match self.bucket.take(&self.door.settings.flood, Instant::now()) {
                 Verdict::Allow => {
                     if !waited {
                         self.bucket.caught_up();

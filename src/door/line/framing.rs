@@ -22,7 +22,8 @@ pub enum Frame {
 
 #[derive(Debug)]
 pub struct LineFramer {
-    max_line_bytes: usize,
+    /// The cap (a u32 keeps the framer, held by every connection, at 40 bytes).
+    max_line_bytes: u32,
     /// The unfinished line so far.
     partial: BytesMut,
     /// Inside an over-long line: dropping bytes until its newline.
@@ -41,7 +42,7 @@ fn strip_cr(mut line: Bytes) -> Bytes {
 impl LineFramer {
     pub fn new(max_line_bytes: usize) -> Self {
         LineFramer {
-            max_line_bytes,
+            max_line_bytes: u32::try_from(max_line_bytes).unwrap_or(u32::MAX),
             partial: BytesMut::new(),
             discarding: false,
             seen_newline: false,
@@ -73,7 +74,7 @@ impl LineFramer {
             return;
         }
         // One extra byte of room: a line of exactly the cap may still have its CR.
-        if self.partial.len() + rest.len() > self.max_line_bytes + 1 {
+        if self.partial.len() + rest.len() > self.max_line_bytes as usize + 1 {
             self.partial = BytesMut::new();
             self.discarding = true;
             out.push(Frame::TooLong);
@@ -84,7 +85,7 @@ impl LineFramer {
 
     fn finish_line(&self, line: Bytes) -> Frame {
         let line = strip_cr(line);
-        if line.len() > self.max_line_bytes {
+        if line.len() > self.max_line_bytes as usize {
             Frame::TooLong
         } else {
             Frame::Line(line)

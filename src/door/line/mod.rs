@@ -6,12 +6,14 @@ pub mod command;
 pub mod framing;
 pub mod render;
 
-use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -22,10 +24,10 @@ use self::command::{LineInput, HELP};
 use self::framing::{Frame, LineFramer};
 use self::render::LineRender;
 use super::conn::{Conn, Input};
-use super::flood::{FloodSettings, TokenBucket, Verdict};
-use super::ConnectionSlots;
+use super::flood::{FloodSettings, Stamp, TokenBucket, Verdict};
+use super::{ConnectionSlots, PeerSlot, Refusal, Slot};
 use crate::hub::{CloseReason, Command, Connection, HubGone, HubHandle, Outbox};
-use crate::metrics::DoorMetrics;
+use crate::metrics::{ConnectionGuard, DoorMetrics};
 
 /// The name prompt; the seed's wording, no newline so the cursor waits after it.
 pub const NAME_PROMPT: &str = "Enter your name: ";
@@ -85,6 +87,10 @@ impl LineDoor {
     }
 
     /// Accept connections until `shutdown`; each runs as its own task on `tracker`.
+    ///
+    /// The slot is taken here, before spawning, so that a refused connection's task is
+    /// a different (short-lived) future and an accepted connection's future holds its
+    /// state once: arguments moved into an `async fn` are kept twice in its state.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -92,94 +98,135 @@ impl LineDoor {
         tracker: TaskTracker,
     ) {
         super::accept_loop("line", listener, shutdown, |stream, peer| {
-            tracker.spawn(self.clone().accept(stream, peer));
+            match self.slots.acquire(peer) {
+                // TCP keepalive (half-open peers) comes from the listener: see
+                // `door::tune_listener`.
+                Ok(slot) => tracker.spawn(drive(self.clone(), stream, peer, Some(slot))),
+                Err(refusal) => tracker.spawn(self.clone().refuse(stream, peer, refusal)),
+            };
         })
         .await;
     }
 
-    async fn accept(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
-        let slot = match self.slots.acquire(peer) {
-            Ok(slot) => slot,
-            Err(refusal) => {
-                tracing::info!(%peer, reason = CloseReason::ServerFull.as_str(), "line: refused: {refusal}");
-                self.metrics.disconnected(CloseReason::ServerFull);
-                let goodbye = format!("error: {refusal}\n");
-                let write = stream.write_all(goodbye.as_bytes());
-                let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), write)).await;
-                return;
-            }
-        };
-        // TCP keepalive (half-open peers) comes from the listener: see `door::tune_listener`.
-        self.run(stream, peer).await;
-        drop(slot);
+    async fn refuse(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, refusal: Refusal) {
+        tracing::info!(%peer, reason = CloseReason::ServerFull.as_str(), "line: refused: {refusal}");
+        self.metrics.disconnected(CloseReason::ServerFull);
+        let goodbye = format!("error: {refusal}\n");
+        let write = stream.write_all(goodbye.as_bytes());
+        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
     }
 
     /// Drive one connection from name prompt to close, over any byte stream.
-    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S, peer: SocketAddr) {
-        let client = self.hub.next_client_id();
-        let outbox = Arc::new(Outbox::new(self.settings.max_queue_bytes));
-        let connection = Connection {
-            client,
-            peer,
-            door: "line",
-            outbox: outbox.clone(),
-            render: self.render.clone(),
-        };
-        let connect = self.hub.send(Command::Connect(Box::new(connection)));
-        if Box::pin(connect).await.is_err() {
-            return;
+    pub fn run<'door, S>(
+        &'door self,
+        stream: S,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + 'door
+    where
+        S: AsyncRead + AsyncWrite + Unpin + 'door,
+    {
+        drive(self, stream, peer, None)
+    }
+}
+
+/// Build a connection's state, then drive it. Not an `async fn`: its arguments would
+/// be stored in the future and again in the state built from them.
+fn drive<'door, D, S>(
+    door: D,
+    stream: S,
+    peer: SocketAddr,
+    slot: Option<Slot>,
+) -> impl Future<Output = ()> + 'door
+where
+    D: Deref<Target = LineDoor> + 'door,
+    S: AsyncRead + AsyncWrite + Unpin + 'door,
+{
+    let mut line = LineConnection::new(door, stream, peer, slot);
+    async move { line.run().await }
+}
+
+/// Everything one line connection holds while it lives (every idle connection holds
+/// one of these, so it is kept small).
+struct LineConnection<D, S> {
+    door: D,
+    conn: Conn<S>,
+    session: Session,
+    /// The peer, and the connection slot released when the connection ends (none when
+    /// the caller holds it, as the TLS door does).
+    peer: PeerSlot,
+    counted: Option<ConnectionGuard>,
+}
+
+impl<D: Deref<Target = LineDoor>, S: AsyncRead + AsyncWrite + Unpin> LineConnection<D, S> {
+    fn new(door: D, stream: S, peer: SocketAddr, slot: Option<Slot>) -> Self {
+        let client = door.hub.next_client_id();
+        let outbox = Arc::new(Outbox::new(door.settings.max_queue_bytes));
+        LineConnection {
+            conn: Conn::new(stream, outbox),
+            session: Session::new(client, &door.settings),
+            peer: PeerSlot::new(peer, slot),
+            counted: None,
+            door,
         }
-        let _counted = self.metrics.connected(&outbox);
-        outbox.push(Bytes::from_static(NAME_PROMPT.as_bytes()));
-        let now = Instant::now();
-        let mut session = Session {
-            door: self,
-            client,
-            framer: LineFramer::new(self.settings.max_line_bytes),
-            pending: VecDeque::new(),
-            bucket: TokenBucket::new(self.settings.flood, now),
-            throttled_until: None,
-            registered: false,
-            leaving: false,
-            peer_done: false,
-            register_deadline: now + self.settings.register_timeout,
-            last_input: now,
-        };
-        let mut conn = Conn::new(stream, outbox);
-        conn.set_deadline(session.next_deadline());
+    }
+
+    async fn run(&mut self) {
+        {
+            let door: &LineDoor = &self.door;
+            let connection = Box::new(Connection {
+                client: self.session.client,
+                peer: self.peer.peer(),
+                door: "line",
+                outbox: self.conn.outbox().clone(),
+                render: door.render.clone(),
+            });
+            // Boxed in its own statement, so the unboxed future is not kept in the task.
+            let connect = Box::pin(door.hub.send(Command::Connect(connection)));
+            if connect.await.is_err() {
+                return;
+            }
+            self.counted = Some(door.metrics.connected(self.conn.outbox()));
+        }
+        self.conn
+            .outbox()
+            .push(Bytes::from_static(NAME_PROMPT.as_bytes()));
+        self.conn
+            .set_deadline(self.session.next_deadline(&self.door));
         // The handling futures are boxed: they are large (nested hub sends) but live only
         // while input is handled, so an idle connection's task holds just the pump and
-        // the session, not room for them.
+        // the session, not room for them. Nothing else is kept across the await but
+        // `self` (locals here would be stored in every idle connection's task).
         let reason = loop {
-            let outcome = match conn.next().await {
-                Input::Data(chunk) => {
-                    session.last_input = Instant::now();
-                    session.push_input(&chunk);
-                    Box::pin(session.process()).await
+            // Scoped, so the input is not stored across the handling's await.
+            let handling = {
+                let input = self.conn.next().await;
+                if let Input::Finished(reason) = input {
+                    break reason;
                 }
-                Input::Deadline => Box::pin(session.on_deadline()).await,
-                Input::Eof => {
-                    session.peer_done = true;
-                    session.finish_input();
-                    Box::pin(session.process()).await
-                }
-                Input::ReadFailed(error) => {
-                    tracing::debug!(client, %peer, %error, "line: read failed");
-                    Box::pin(session.leave(CloseReason::PeerReset)).await
-                }
-                Input::Finished(reason) => break reason,
+                let door: &LineDoor = &self.door;
+                Box::pin(self.session.on_input(door, input, self.peer.peer()))
             };
+            let outcome = handling.await;
             if outcome.is_err() {
                 // The hub is gone (shutdown finished): close on our own.
-                conn.outbox().close(CloseReason::Shutdown);
+                self.conn.outbox().close(CloseReason::Shutdown);
             }
             // Throttled input waits in the peer's socket buffers, not in our memory.
-            conn.set_reading(session.pending.is_empty());
-            conn.set_deadline(session.next_deadline());
+            self.conn.set_reading(self.session.pending.is_empty());
+            self.conn
+                .set_deadline(self.session.next_deadline(&self.door));
         };
-        // Make sure the hub forgets us, whoever closed (no-op if it already did).
-        let _ = Box::pin(self.hub.disconnect(client, reason)).await;
-        self.metrics.disconnected(reason);
+        let finish = Box::pin(self.finish(reason));
+        finish.await;
+    }
+
+    /// After the connection ended: make sure the hub forgets us, whoever closed (a no-op
+    /// if it already did), count and log it.
+    async fn finish(&self, reason: CloseReason) {
+        let door: &LineDoor = &self.door;
+        let (client, peer) = (self.session.client, self.peer.peer());
+        let _ = door.hub.disconnect(client, reason).await;
+        door.metrics.disconnected(reason);
         match reason {
             CloseReason::ClientQuit | CloseReason::PeerClosed | CloseReason::Shutdown => {
                 tracing::debug!(client, %peer, reason = reason.as_str(), "line: connection closed");
@@ -190,25 +237,70 @@ impl LineDoor {
 }
 
 /// Per-connection protocol state.
-struct Session<'door> {
-    door: &'door LineDoor,
+struct Session {
     client: u64,
     framer: LineFramer,
     /// Frames received and not yet handled (waiting for flood-control tokens).
-    pending: VecDeque<Frame>,
+    /// Newest first, so the next one pops off the end (a `Vec` is smaller than a
+    /// `VecDeque`, and every connection holds one).
+    pending: Vec<Frame>,
     bucket: TokenBucket,
-    throttled_until: Option<Instant>,
+    throttled_until: Option<Stamp>,
     registered: bool,
     /// Quit or disconnect sent: ignore further input.
     leaving: bool,
     /// The peer closed its side: leave once pending input is handled.
     peer_done: bool,
-    register_deadline: Instant,
-    last_input: Instant,
+    register_deadline: Stamp,
+    last_input: Stamp,
 }
 
-impl Session<'_> {
-    fn next_deadline(&self) -> Option<Instant> {
+impl Session {
+    fn new(client: u64, settings: &LineSettings) -> Self {
+        let now = Instant::now();
+        Session {
+            client,
+            framer: LineFramer::new(settings.max_line_bytes),
+            pending: Vec::new(),
+            bucket: TokenBucket::new(&settings.flood, now),
+            throttled_until: None,
+            registered: false,
+            leaving: false,
+            peer_done: false,
+            register_deadline: Stamp::at(now + settings.register_timeout),
+            last_input: Stamp::at(now),
+        }
+    }
+
+    async fn on_input(
+        &mut self,
+        door: &LineDoor,
+        input: Input,
+        peer: SocketAddr,
+    ) -> Result<(), HubGone> {
+        match input {
+            Input::Data(chunk) => {
+                self.last_input = Stamp::now();
+                self.push_input(&chunk);
+                drop(chunk);
+                self.process(door).await
+            }
+            Input::Deadline => self.on_deadline(door).await,
+            Input::Eof => {
+                self.peer_done = true;
+                self.finish_input();
+                self.process(door).await
+            }
+            Input::ReadFailed(error) => {
+                let client = self.client;
+                tracing::debug!(client, %peer, %error, "line: read failed");
+                self.leave(door, CloseReason::PeerReset).await
+            }
+            Input::Finished(_) => Ok(()),
+        }
+    }
+
+    fn next_deadline(&self, door: &LineDoor) -> Option<Instant> {
         if self.leaving {
             return None;
         }
@@ -217,48 +309,60 @@ impl Session<'_> {
             .awaiting_burst_end()
             .then(|| Instant::now() + BURST_GAP);
         let register = (!self.registered).then_some(self.register_deadline);
-        let idle = self
-            .door
+        let idle = door
             .settings
             .idle_timeout
             .map(|idle| self.last_input + idle);
-        [burst, register, idle, self.throttled_until]
+        let stamped = [register, idle, self.throttled_until]
             .into_iter()
             .flatten()
             .min()
+            .map(Stamp::instant);
+        [burst, stamped].into_iter().flatten().min()
+    }
+
+    /// Queue frames after those already pending.
+    fn queue(&mut self, frames: Vec<Frame>) {
+        if !frames.is_empty() {
+            self.pending.splice(0..0, frames.into_iter().rev());
+        }
     }
 
     fn push_input(&mut self, chunk: &Bytes) {
         let mut frames = Vec::new();
         self.framer.push(chunk, &mut frames);
-        self.pending.extend(frames);
+        self.queue(frames);
     }
 
     fn finish_input(&mut self) {
         let mut frames = Vec::new();
         self.framer.finish(&mut frames);
-        self.pending.extend(frames);
+        self.queue(frames);
     }
 
-    async fn on_deadline(&mut self) -> Result<(), HubGone> {
-        let now = Instant::now();
+    async fn on_deadline(&mut self, door: &LineDoor) -> Result<(), HubGone> {
+        let now = Stamp::now();
         if self.leaving {
             return Ok(());
         }
         if !self.registered && now >= self.register_deadline {
-            let limit = self.door.settings.register_timeout.as_secs_f64();
-            self.deliver(format!(
-                "\nerror: no name chosen within {limit}s; goodbye\n"
-            ))
+            let limit = door.settings.register_timeout.as_secs_f64();
+            self.deliver(
+                door,
+                format!("\nerror: no name chosen within {limit}s; goodbye\n"),
+            )
             .await?;
-            return self.leave(CloseReason::RegisterTimeout).await;
+            return self.leave(door, CloseReason::RegisterTimeout).await;
         }
-        if let Some(idle) = self.door.settings.idle_timeout {
+        if let Some(idle) = door.settings.idle_timeout {
             if now >= self.last_input + idle {
                 let limit = idle.as_secs_f64();
-                self.deliver(format!("error: nothing received for {limit}s; goodbye\n"))
-                    .await?;
-                return self.leave(CloseReason::IdleTimeout).await;
+                self.deliver(
+                    door,
+                    format!("error: nothing received for {limit}s; goodbye\n"),
+                )
+                .await?;
+                return self.leave(door, CloseReason::IdleTimeout).await;
             }
         }
         if self.throttled_until.is_some_and(|until| now >= until) {
@@ -266,34 +370,35 @@ impl Session<'_> {
         }
         let mut frames = Vec::new();
         self.framer.end_burst(&mut frames);
-        self.pending.extend(frames);
-        self.process().await
+        self.queue(frames);
+        self.process(door).await
     }
 
     /// Handle pending frames as flood control allows; leave after the last one if the
     /// peer has closed.
-    async fn process(&mut self) -> Result<(), HubGone> {
+    async fn process(&mut self, door: &LineDoor) -> Result<(), HubGone> {
         while !self.leaving && self.throttled_until.is_none() && !self.pending.is_empty() {
-            match self.bucket.take(Instant::now()) {
+            match self.bucket.take(&door.settings.flood, Instant::now()) {
                 Verdict::Allow => {
-                    if let Some(frame) = self.pending.pop_front() {
-                        self.handle_frame(frame).await?;
+                    if let Some(frame) = self.pending.pop() {
+                        self.handle_frame(door, frame).await?;
                     }
                 }
                 Verdict::Wait { until, first } => {
-                    self.throttled_until = Some(until);
+                    self.throttled_until = Some(Stamp::at(until));
                     if first {
-                        let rate = self.door.settings.flood.rate;
-                        self.deliver(format!(
+                        let rate = door.settings.flood.rate;
+                        self.deliver(door, format!(
                             "*** slow down: over {rate} messages per second; your messages are delayed\n"
                         ))
                         .await?;
                     }
                 }
                 Verdict::Kick => {
-                    self.deliver("error: disconnected for flooding\n").await?;
+                    self.deliver(door, "error: disconnected for flooding\n")
+                        .await?;
                     self.pending.clear();
-                    return self.leave(CloseReason::Flood).await;
+                    return self.leave(door, CloseReason::Flood).await;
                 }
             }
         }
@@ -302,84 +407,89 @@ impl Session<'_> {
         }
         if self.pending.is_empty() {
             // An idle connection keeps no frame queue (~100 bytes each, thousands of them).
-            self.pending = VecDeque::new();
+            self.pending = Vec::new();
             self.bucket.caught_up();
             if self.peer_done {
-                return self.leave(CloseReason::PeerClosed).await;
+                return self.leave(door, CloseReason::PeerClosed).await;
             }
         }
         Ok(())
     }
 
-    async fn leave(&mut self, reason: CloseReason) -> Result<(), HubGone> {
+    async fn leave(&mut self, door: &LineDoor, reason: CloseReason) -> Result<(), HubGone> {
         if self.leaving {
             return Ok(());
         }
         self.leaving = true;
-        self.door.hub.disconnect(self.client, reason).await
+        door.hub.disconnect(self.client, reason).await
     }
 
     /// Queue door-rendered text for this client, in order with its hub output.
-    async fn deliver(&self, text: impl Into<Bytes>) -> Result<(), HubGone> {
+    async fn deliver(&self, door: &LineDoor, text: impl Into<Bytes>) -> Result<(), HubGone> {
         let bytes = text.into();
         let client = self.client;
-        self.door.hub.send(Command::Deliver { client, bytes }).await
+        door.hub.send(Command::Deliver { client, bytes }).await
     }
 
-    async fn handle_frame(&mut self, frame: Frame) -> Result<(), HubGone> {
+    async fn handle_frame(&mut self, door: &LineDoor, frame: Frame) -> Result<(), HubGone> {
         match frame {
             Frame::TooLong => {
-                let max = self.door.settings.max_line_bytes;
+                let max = door.settings.max_line_bytes;
                 let prompt = if self.registered { "" } else { NAME_PROMPT };
-                self.deliver(format!(
-                    "error: line too long (limit {max} bytes); it was discarded\n{prompt}"
-                ))
+                self.deliver(
+                    door,
+                    format!("error: line too long (limit {max} bytes); it was discarded\n{prompt}"),
+                )
                 .await
             }
             Frame::Line(line) if self.registered => {
-                self.handle_line(&String::from_utf8_lossy(&line)).await
+                self.handle_line(door, &String::from_utf8_lossy(&line))
+                    .await
             }
-            Frame::Line(line) => self.handle_name(&line).await,
+            Frame::Line(line) => self.handle_name(door, &line).await,
         }
     }
 
-    async fn handle_name(&mut self, line: &[u8]) -> Result<(), HubGone> {
+    async fn handle_name(&mut self, door: &LineDoor, line: &[u8]) -> Result<(), HubGone> {
         if let Some(why) = wrong_protocol(line) {
-            self.deliver(format!("error: {why}\n")).await?;
-            return self.leave(CloseReason::BadInput).await;
+            self.deliver(door, format!("error: {why}\n")).await?;
+            return self.leave(door, CloseReason::BadInput).await;
         }
         let Ok(name) = std::str::from_utf8(line) else {
             let why = crate::text::NickError::NotUtf8;
-            return self.deliver(format!("error: {why}\n{NAME_PROMPT}")).await;
+            return self
+                .deliver(door, format!("error: {why}\n{NAME_PROMPT}"))
+                .await;
         };
         if matches!(name, "end" | "/q" | "/quit") || name.starts_with("/quit ") {
-            return self.leave(CloseReason::ClientQuit).await;
+            return self.leave(door, CloseReason::ClientQuit).await;
         }
-        if let Err(refusal) = self.door.hub.register(self.client, name.to_owned()).await? {
+        if let Err(refusal) = door.hub.register(self.client, name.to_owned()).await? {
             return self
-                .deliver(format!(
-                    "error: cannot use that name: {refusal}\n{NAME_PROMPT}"
-                ))
+                .deliver(
+                    door,
+                    format!("error: cannot use that name: {refusal}\n{NAME_PROMPT}"),
+                )
                 .await;
         }
         self.registered = true;
         Ok(())
     }
 
-    async fn handle_line(&mut self, line: &str) -> Result<(), HubGone> {
+    async fn handle_line(&mut self, door: &LineDoor, line: &str) -> Result<(), HubGone> {
         match command::parse(line) {
             LineInput::Nothing => Ok(()),
-            LineInput::Help => self.deliver(self.door.help.clone()).await,
-            LineInput::Invalid(why) => self.deliver(format!("error: {why}\n")).await,
+            LineInput::Help => self.deliver(door, door.help.clone()).await,
+            LineInput::Invalid(why) => self.deliver(door, format!("error: {why}\n")).await,
             LineInput::Request(request) => {
                 match request {
                     crate::hub::Request::Quit { .. } => self.leaving = true,
                     crate::hub::Request::Say { .. } | crate::hub::Request::Whisper { .. } => {
-                        self.door.metrics.message_in()
+                        door.metrics.message_in()
                     }
                     _ => {}
                 }
-                self.door.hub.request(self.client, None, request).await
+                door.hub.request(self.client, None, request).await
             }
         }
     }
@@ -407,7 +517,55 @@ fn wrong_protocol(first_line: &[u8]) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::wrong_protocol;
+    use super::*;
+
+    /// Every idle connection holds its task's future, in an allocation tokio rounds up
+    /// to 128 bytes on x86-64 (the future plus ~110 bytes of task header and trailer):
+    /// 400 bytes of future (408 in debug builds, where a `TcpStream` is larger) is a
+    /// 512-byte task. This fails when the future grows past that.
+    #[tokio::test]
+    async fn an_idle_connection_future_stays_small() {
+        let tracker = TaskTracker::new();
+        let hub = crate::hub::spawn(
+            crate::hub::HubConfig::default(),
+            crate::hub::HistoryBackend::Memory,
+            &tracker,
+        )
+        .unwrap();
+        let door = LineDoor::new(
+            hub,
+            ConnectionSlots::new(10, 10),
+            LineSettings {
+                max_line_bytes: 1024,
+                max_queue_bytes: 1 << 20,
+                register_timeout: Duration::from_secs(10),
+                idle_timeout: None,
+                flood: FloodSettings {
+                    rate: 10.0,
+                    burst: 5,
+                    patience: Duration::from_secs(2),
+                },
+                default_room: "#general".into(),
+            },
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let slot = door.slots.acquire(peer).unwrap();
+        let accept = drive(door.clone(), stream, peer, Some(slot));
+        let size = std::mem::size_of_val(&accept);
+        eprintln!(
+            "line connection future {size} bytes: state {}, session {}, conn {}",
+            std::mem::size_of::<LineConnection<Arc<LineDoor>, TcpStream>>(),
+            std::mem::size_of::<Session>(),
+            std::mem::size_of::<Conn<TcpStream>>(),
+        );
+        assert!(size <= 408, "line connection future grew to {size} bytes");
+        drop(accept);
+        assert_eq!(door.slots.in_use(), 0, "the slot is freed with the future");
+    }
 
     #[test]
     fn recognises_http_and_tls_but_not_names() {
