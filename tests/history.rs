@@ -245,6 +245,11 @@ fn every_message_anyone_received_survives_sigkill() {
     observer.expect(|line| line == "*** pong");
 
     let received_by_observer = Arc::new(AtomicUsize::new(0));
+    // A sender's own output can trail: its connection is busy pushing its burst into
+    // the hub. The kill waits until everyone has something, so no check below is empty.
+    let received_by_sender: Vec<Arc<AtomicUsize>> = (0..SENDERS)
+        .map(|_| Arc::new(AtomicUsize::new(0)))
+        .collect();
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     for (n, client) in clients.drain(..).enumerate() {
@@ -257,16 +262,23 @@ fn every_message_anyone_received_survives_sigkill() {
                 }
             }
         }));
-        readers.push(std::thread::spawn(move || collect_messages(reader, None)));
+        let counter = received_by_sender[n].clone();
+        readers.push(std::thread::spawn(move || {
+            collect_messages(reader, counter)
+        }));
     }
     let Client { reader, .. } = observer;
     let counter = received_by_observer.clone();
     readers.push(std::thread::spawn(move || {
-        collect_messages(reader, Some(counter))
+        collect_messages(reader, counter)
     }));
 
     let deadline = Instant::now() + TIMEOUT;
-    while received_by_observer.load(Ordering::Relaxed) < 300 {
+    while received_by_observer.load(Ordering::Relaxed) < 300
+        || received_by_sender
+            .iter()
+            .any(|count| count.load(Ordering::Relaxed) == 0)
+    {
         assert!(Instant::now() < deadline, "messages never arrived");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -332,10 +344,7 @@ fn every_message_anyone_received_survives_sigkill() {
 }
 
 /// Message texts (`sN-i`) seen by one client until its connection dies.
-fn collect_messages(
-    mut reader: BufReader<TcpStream>,
-    counter: Option<Arc<AtomicUsize>>,
-) -> Vec<String> {
+fn collect_messages(mut reader: BufReader<TcpStream>, counter: Arc<AtomicUsize>) -> Vec<String> {
     let mut got = Vec::new();
     let mut line = String::new();
     loop {
@@ -352,9 +361,7 @@ fn collect_messages(
         assert!(!line.starts_with("error:"), "unexpected {line}");
         if let Some((_, text)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
             got.push(text.to_owned());
-            if let Some(counter) = &counter {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
     got

@@ -233,14 +233,15 @@ struct Hub {
 ///
 /// Per-recipient order is kept by sealing before anything that could overtake or
 /// outlive the batch: a delivery to one of the room's members from anywhere else, a
-/// broadcast to another room, any change to the room's membership, shutdown, and the
-/// flush itself. Only one room has an open batch at a time, so lines of two rooms reach
+/// broadcast to another room, shutdown, and the flush itself. Joins and leaves do not
+/// seal (a join storm would otherwise push every notice to every member on its own):
+/// a joiner gets chunks cut after it came, a leaver is given the rest as it goes. Only one room has an open batch at a time, so lines of two rooms reach
 /// a member of both in the order they were said.
 struct RoomBatch {
     key: String,
     formats: Vec<BatchFormat>,
-    /// One entry per room member, in member order (membership changes seal the batch,
-    /// so it stays aligned): the member's format and how many chunks it has been given.
+    /// One entry per room member, in member order (joins and leaves update it in step
+    /// with the room's list): the member's format and how many chunks it has been given.
     given: Vec<(usize, usize)>,
     /// Chunks cut so far (every format has this many, some maybe empty).
     chunks: usize,
@@ -315,6 +316,44 @@ impl RoomBatch {
         }
         self.chunks += 1;
         true
+    }
+
+    /// A member joins the room (pushed at the end of its member list): it gets the
+    /// lines rendered from now on.
+    fn add_member(&mut self, render: &Arc<dyn Render>) {
+        self.cut();
+        let index = match self
+            .formats
+            .iter()
+            .position(|format| same_format(&format.render, render))
+        {
+            Some(index) => index,
+            None => {
+                self.formats.push(BatchFormat {
+                    render: render.clone(),
+                    members: 0,
+                    lines: BytesMut::new(),
+                    // Chunks cut before it came, empty in the new format.
+                    chunks: vec![Bytes::new(); self.chunks],
+                });
+                self.formats.len() - 1
+            }
+        };
+        self.formats[index].members += 1;
+        self.given.push((index, self.chunks));
+    }
+
+    /// The member at `position` leaves (the room swap-removes it next): give it what
+    /// it has not had yet, and forget it the same way.
+    fn remove_member(&mut self, position: usize, member: &Member, outgoing: &mut Outgoing) {
+        self.cut();
+        let (format, given) = self.given.swap_remove(position);
+        for chunk in &self.formats[format].chunks[given..] {
+            if !chunk.is_empty() {
+                outgoing.queue(member.client, &member.outbox, chunk.clone());
+            }
+        }
+        self.formats[format].members -= 1;
     }
 
     /// Queue for each member (only those with a take coming, if asked) the chunks it
@@ -474,7 +513,7 @@ impl Hub {
             return;
         };
         batch.cut();
-        // Membership changes seal first, so these are the members the batch was opened for.
+        // Joins and leaves keep the batch in step with the room's member list.
         if let Some(room) = self.rooms.get(&batch.key) {
             batch.give(&room.members, &mut self.outgoing, false);
         }
@@ -515,13 +554,6 @@ impl Hub {
             .get(&id)
             .is_some_and(|client| client.rooms.contains(&batch.key))
         {
-            self.seal_batch();
-        }
-    }
-
-    /// Seal before room `key`'s membership changes.
-    fn seal_room(&mut self, key: &str) {
-        if self.batch.as_ref().is_some_and(|batch| batch.key == key) {
             self.seal_batch();
         }
     }
@@ -963,7 +995,6 @@ impl Hub {
             }
         };
         let key = fold_case(&name);
-        self.seal_room(&key);
         let client = self
             .clients
             .get_mut(&id)
@@ -988,6 +1019,10 @@ impl Hub {
             name: name.as_str().into(),
             members: Vec::new(),
         });
+        if let Some(batch) = self.batch.as_mut().filter(|batch| batch.key == key) {
+            // From the next chunk on: the joiner never gets lines said before it came.
+            batch.add_member(&member.render);
+        }
         room.members.push(member);
         let name = room.name.clone();
         let event = Event::Joined {
@@ -1042,16 +1077,22 @@ impl Hub {
     }
 
     fn remove_membership(&mut self, id: ClientId, key: &str) {
-        self.seal_room(key);
         if let Some(client) = self.clients.get_mut(&id) {
             client.rooms.retain(|k| k != key);
         }
         if let Some(room) = self.rooms.get_mut(key) {
             if let Some(position) = room.members.iter().position(|m| m.client == id) {
+                if let Some(batch) = self.batch.as_mut().filter(|batch| batch.key == key) {
+                    // Everything said while it was here goes to the leaver first.
+                    batch.remove_member(position, &room.members[position], &mut self.outgoing);
+                }
                 room.members.swap_remove(position);
             }
             if room.members.is_empty() {
                 self.rooms.remove(key);
+                if self.batch.as_ref().is_some_and(|batch| batch.key == key) {
+                    self.batch = None;
+                }
             }
         }
     }
@@ -1508,6 +1549,42 @@ mod tests {
         assert_eq!(
             test.outboxes[&2].close_reason(),
             Some(CloseReason::ClientQuit)
+        );
+    }
+
+    #[test]
+    fn joins_and_leaves_mid_batch_keep_every_member_aligned() {
+        let mut test = TestHub::new();
+        for (id, nick) in [(1, "ann"), (2, "bob"), (3, "cat"), (4, "dan")] {
+            test.client(id, nick, false);
+        }
+        test.flush();
+        for id in 1..=4 {
+            test.take(id);
+        }
+        test.say(1, "one");
+        // Bob leaves from the middle of the member list: dan takes his place there.
+        test.request(
+            2,
+            Request::Part {
+                room: None,
+                reason: None,
+            },
+        );
+        test.say(1, "two");
+        // A member speaking a format the batch has not seen yet.
+        test.client(5, "jay", true);
+        test.say(4, "three");
+        test.flush();
+        assert_eq!(test.take(2).concat(), "#lobby ann: one\n-bob #lobby\n");
+        let stayed =
+            "#lobby ann: one\n-bob #lobby\n#lobby ann: two\n+jay #lobby\n#lobby dan: three\n";
+        for id in [1, 3, 4] {
+            assert_eq!(test.take(id).concat(), stayed, "client {id}");
+        }
+        assert_eq!(
+            test.take(5).concat(),
+            "J +jay #lobby\nJ #lobby dan: three\n"
         );
     }
 

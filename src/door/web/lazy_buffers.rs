@@ -93,8 +93,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for LazyBuffers<S> {
             // The caller has a big buffer of its own: no copy.
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        let mut chunk = [0u8; READ_CHUNK_BYTES];
-        let mut chunk = ReadBuf::new(&mut chunk);
+        // Uninitialised: zeroing the chunk on every poll costs more than the read.
+        let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK_BYTES];
+        let mut chunk = ReadBuf::uninit(&mut chunk);
         ready!(Pin::new(&mut this.inner).poll_read(cx, &mut chunk))?;
         let read = chunk.filled();
         let taken = read.len().min(buf.remaining());
