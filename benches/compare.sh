@@ -20,7 +20,9 @@ WARMUP=${WARMUP:-2s}
 DRAIN=${DRAIN:-10s}
 SIZES=${SIZES:-"200 1000"}
 ulimit -n "$(ulimit -Hn)"
-PORT=${BASE_PORT:-47400}
+# Below the ephemeral range (32768-60999 here): a port the bench itself just used as a
+# source port can still be in use when the next server wants it.
+PORT=${BASE_PORT:-24400}
 SERVER_PID=
 
 DATA_DIR=
