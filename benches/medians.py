@@ -1,0 +1,29 @@
+#!/usr/bin/env python3
+"""Medians per case of benches/compare.sh output: python3 benches/medians.py results.jsonl
+
+One line per case (the "case" tag compare.sh adds): the median of each figure over the
+runs, the per-run values beside it, latency percentiles in ms, and lost / duplicated /
+reordered / disconnected summed over all runs.
+"""
+import json,sys,statistics,collections
+rows=collections.defaultdict(list)
+for l in open(sys.argv[1]):
+    l=l.strip()
+    if not l.startswith('{'): continue
+    d=json.loads(l); rows[d["case"]].append(d)
+def med(xs):
+    xs=[x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+for case,ds in rows.items():
+    out={"n":len(ds)}
+    for k in ("deliveries_per_s","server_cpu_us_per_delivery","bench_cpu_us_per_delivery","server_bytes_per_connection","connects_per_s","server_cpu_us_per_connect","still_open"):
+        v=med([d.get(k) for d in ds])
+        if v is not None: out[k]=round(v,3); out[k+"_runs"]=[d.get(k) for d in ds]
+    lat=[d.get("latency_us") for d in ds if d.get("latency_us")]
+    if lat:
+        out["p50_ms"]=round(med([x["p50"] for x in lat])/1000,1); out["p99_ms"]=round(med([x["p99"] for x in lat])/1000,1)
+        out["p99_runs_ms"]=[round(x["p99"]/1000,1) for x in lat]
+    for k in ("lost","duplicated","reordered","disconnected"):
+        vs=[d.get(k) for d in ds if d.get(k) is not None]
+        if vs: out[k]=sum(vs)
+    print(case, json.dumps(out))
