@@ -1,7 +1,11 @@
-//! Micro-benchmark of the hub's fan-out path: one rendered `Bytes` pushed onto 1000
-//! client outboxes, as a room broadcast does; reported per recipient. The outboxes are
-//! drained (untimed) between iterations, with a registered waker, so every push pays
-//! the lock, the byte accounting and the writer wake-up, as in the server.
+//! Micro-benchmarks of the fan-out path, reported per recipient:
+//! - `push_1000_outboxes`: one rendered `Bytes` pushed onto 1000 client outboxes, as the
+//!   hub does for each member at a flush. The outboxes are drained (untimed) between
+//!   iterations, with a registered waker, so every push pays the lock, the byte
+//!   accounting and the writer wake-up.
+//! - `hub_round_16_messages_1000_members`: the real hub (line rendering, room batch,
+//!   seal, wake slices) fed 16 messages for a room of 1000, timed until every member's
+//!   outbox has been taken as its writer would; per delivery (16,000 per iteration).
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -11,7 +15,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use switchboard::hub::{Outbox, Push};
+use switchboard::door::line::render::LineRender;
+use switchboard::hub::outbox::Take;
+use switchboard::hub::{
+    self, ClientId, Command, Connection, HistoryBackend, HubConfig, HubHandle, Outbox, Push,
+    Request,
+};
 
 const RECIPIENTS: usize = 1000;
 
@@ -55,12 +64,117 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
+const ROUND_MESSAGES: usize = 16;
+
+/// A hub with `RECIPIENTS` registered line clients in its default room.
+async fn hub_with_room(tracker: &tokio_util::task::TaskTracker) -> (HubHandle, Vec<Arc<Outbox>>) {
+    let config = HubConfig {
+        replay: 0,
+        ..HubConfig::default()
+    };
+    let handle = hub::spawn(config.clone(), HistoryBackend::Memory, tracker).unwrap();
+    let render = LineRender::new(&config.default_room);
+    let mut outboxes = Vec::new();
+    for n in 0..RECIPIENTS {
+        let client = handle.next_client_id();
+        let outbox = Arc::new(Outbox::new(1 << 24));
+        handle
+            .send(Command::Connect(Box::new(Connection {
+                client,
+                peer: "127.0.0.1:1".parse().unwrap(),
+                door: "bench",
+                outbox: outbox.clone(),
+                render: render.clone(),
+            })))
+            .await
+            .unwrap();
+        handle
+            .register(client, format!("member{n}"))
+            .await
+            .unwrap()
+            .unwrap();
+        outboxes.push(outbox);
+    }
+    (handle, outboxes)
+}
+
+/// Take what is queued on every outbox still owed lines, as the writers would; true
+/// once every outbox has had all it was owed.
+fn take_lines(outboxes: &[Arc<Outbox>], owed: &mut [usize], batch: &mut VecDeque<Bytes>) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut done = true;
+    for (outbox, owed) in outboxes.iter().zip(owed.iter_mut()) {
+        if *owed == 0 {
+            continue;
+        }
+        if let std::task::Poll::Ready(Take::Data) = outbox.poll_take(&mut cx, batch) {
+            let lines: usize = batch
+                .iter()
+                .map(|bytes| memchr::memchr_iter(b'\n', bytes).count())
+                .sum();
+            let written: usize = batch.iter().map(Bytes::len).sum();
+            outbox.written(written);
+            batch.clear();
+            *owed = owed.saturating_sub(lines);
+        }
+        done &= *owed == 0;
+    }
+    done
+}
+
+fn hub_round(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let (handle, outboxes) = runtime.block_on(hub_with_room(&tracker));
+    let sender: ClientId = 1;
+    let mut batch = VecDeque::new();
+    // The join notices out of the way.
+    std::thread::sleep(Duration::from_millis(200));
+    drain(&outboxes, &mut batch);
+    let mut group = c.benchmark_group("fanout");
+    group.throughput(Throughput::Elements((RECIPIENTS * ROUND_MESSAGES) as u64));
+    group.bench_function("hub_round_16_messages_1000_members", |b| {
+        b.iter_custom(|iterations| {
+            let started = Instant::now();
+            for _ in 0..iterations {
+                runtime.block_on(async {
+                    for n in 0..ROUND_MESSAGES {
+                        let say = Request::Say {
+                            room: None,
+                            text: format!(
+                                "~b3:1234:{n}~ the quick brown fox jumps over the lazy dog"
+                            ),
+                            data: None,
+                            action: false,
+                        };
+                        let command = Command::Request {
+                            client: sender,
+                            tag: None,
+                            request: say,
+                        };
+                        handle.send(command).await.unwrap();
+                    }
+                });
+                let mut owed = vec![ROUND_MESSAGES; RECIPIENTS];
+                while !take_lines(&outboxes, &mut owed, &mut batch) {
+                    std::thread::yield_now();
+                }
+            }
+            started.elapsed()
+        })
+    });
+    group.finish();
+    runtime.block_on(async {
+        let _ = handle.send(Command::Shutdown).await;
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
-    targets = fanout
+    targets = fanout, hub_round
 }
 criterion_main!(benches);

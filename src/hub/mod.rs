@@ -477,13 +477,20 @@ impl Hub {
             if self.shutting_down {
                 break;
             }
-            if !self.has_output() {
-                continue;
-            }
-            let now = Instant::now();
-            let due = last_flush.map_or(now, |at| at + interval);
-            let overdue = now >= due;
-            if round.outstanding() == 0 || overdue {
+            // Flush for as long as nothing is outstanding: writers busy with a full
+            // socket are woken but not counted, so a slice of them ends at once and
+            // nothing would come to say so.
+            while self.has_output() {
+                let now = Instant::now();
+                let due = last_flush.map_or(now, |at| at + interval);
+                let overdue = now >= due;
+                if round.outstanding() > 0 && !overdue {
+                    if !flush_armed {
+                        flush_timer.as_mut().reset(due.into());
+                        flush_armed = true;
+                    }
+                    break;
+                }
                 if self.outgoing.wake.is_empty() || overdue {
                     // The last round is wholly woken and done (or too slow): start the next.
                     self.seal_batches();
@@ -492,9 +499,6 @@ impl Hub {
                 let slice = if overdue { usize::MAX } else { WAKE_SLICE };
                 self.outgoing.wake_writers(&round, slice);
                 flush_armed = false;
-            } else if !flush_armed {
-                flush_timer.as_mut().reset(due.into());
-                flush_armed = true;
             }
         }
         self.seal_batches();
@@ -1467,6 +1471,85 @@ mod tests {
         test.hub.outgoing.wake_writers(&round, usize::MAX);
         assert_eq!(round.outstanding(), 3);
         assert!(test.hub.outgoing.wake.is_empty());
+    }
+
+    /// Writers that never wait (always busy) are not counted in rounds; with more of
+    /// them than one wake slice, the hub must still go on to the next slice and the seal
+    /// by itself, with no further command to wake it.
+    #[tokio::test]
+    async fn a_round_of_uncounted_writers_still_reaches_everyone() {
+        let tracker = tokio_util::task::TaskTracker::new();
+        let config = HubConfig {
+            replay: 0,
+            // No help from the interval: the slices alone must get the round through.
+            flush_interval: Duration::from_secs(60),
+            ..HubConfig::default()
+        };
+        let handle = spawn(config, HistoryBackend::Memory, &tracker).unwrap();
+        let render: Arc<dyn Render> = Arc::new(Plain(""));
+        let members = WAKE_SLICE * 2 + 10;
+        let mut outboxes = Vec::new();
+        for n in 0..members {
+            let client = handle.next_client_id();
+            let outbox = Arc::new(Outbox::new(1 << 24));
+            handle
+                .send(Command::Connect(Box::new(Connection {
+                    client,
+                    peer: "127.0.0.1:1".parse().unwrap(),
+                    door: "test",
+                    outbox: outbox.clone(),
+                    render: render.clone(),
+                })))
+                .await
+                .unwrap();
+            handle
+                .register(client, format!("user{n}"))
+                .await
+                .unwrap()
+                .unwrap();
+            outboxes.push(outbox);
+        }
+        // Let the join notices settle; each writer takes them (so it is not waiting,
+        // and no round counts it) and leaves a waker that counts its wake-ups.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let mut woken = Vec::new();
+        for outbox in &outboxes {
+            let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+            let waker = Waker::from(count.clone());
+            let mut batch = VecDeque::new();
+            let taken = outbox.poll_take(&mut Context::from_waker(&waker), &mut batch);
+            assert_eq!(taken, Poll::Ready(Take::Data));
+            woken.push(count);
+        }
+        handle
+            .send(Command::Request {
+                client: 1,
+                tag: None,
+                request: Request::Say {
+                    room: None,
+                    text: "hello".into(),
+                    data: None,
+                    action: false,
+                },
+            })
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for (n, count) in woken.iter().enumerate() {
+            while count.0.load(Ordering::SeqCst) == 0 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "member {n}'s writer was never woken for the line"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
     }
 
     #[test]
