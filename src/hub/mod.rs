@@ -1334,6 +1334,19 @@ mod tests {
             }
         }
 
+        /// Line clients 1, 2, ... with these nicks, their join notices flushed and taken.
+        fn settled(nicks: &[&str]) -> Self {
+            let mut test = TestHub::new();
+            for (index, nick) in nicks.iter().enumerate() {
+                test.client(index as ClientId + 1, nick, false);
+            }
+            test.flush();
+            for index in 0..nicks.len() {
+                test.take(index as ClientId + 1);
+            }
+            test
+        }
+
         /// Connect and register `nick` (joining #lobby); `json` picks the second format.
         fn client(&mut self, id: ClientId, nick: &str, json: bool) {
             let outbox = Arc::new(Outbox::new(1 << 20));
@@ -1399,12 +1412,7 @@ mod tests {
 
     #[test]
     fn a_rounds_room_lines_reach_each_member_as_one_buffer() {
-        let mut test = TestHub::new();
-        test.client(1, "ann", false);
-        test.client(2, "bob", false);
-        test.flush();
-        test.take(1);
-        test.take(2);
+        let mut test = TestHub::settled(&["ann", "bob"]);
         for text in ["one", "two", "three"] {
             test.say(1, text);
         }
@@ -1419,12 +1427,7 @@ mod tests {
 
     #[test]
     fn mid_round_lines_reach_writers_still_to_come_and_the_rest_at_the_flush() {
-        let mut test = TestHub::new();
-        test.client(1, "ann", false);
-        test.client(2, "bob", false);
-        test.flush();
-        test.take(1);
-        test.take(2);
+        let mut test = TestHub::settled(&["ann", "bob"]);
         // Bob's writer is waiting; a round wakes it, and it has not looked yet.
         assert!(test.take(2).is_empty());
         let round = Arc::new(FlushRound::default());
@@ -1605,12 +1608,7 @@ mod tests {
 
     #[test]
     fn joiners_and_leavers_get_exactly_the_lines_of_their_membership() {
-        let mut test = TestHub::new();
-        test.client(1, "ann", false);
-        test.client(2, "bob", false);
-        test.flush();
-        test.take(1);
-        test.take(2);
+        let mut test = TestHub::settled(&["ann", "bob"]);
         test.say(1, "before cat");
         test.client(3, "cat", false);
         test.say(1, "with cat");
@@ -1693,10 +1691,7 @@ mod tests {
 
     #[test]
     fn shutdown_pushes_the_open_batch_before_the_goodbye() {
-        let mut test = TestHub::new();
-        test.client(1, "ann", false);
-        test.flush();
-        test.take(1);
+        let mut test = TestHub::settled(&["ann"]);
         test.say(1, "last words");
         test.hub.handle(Command::Shutdown);
         test.flush();
@@ -1708,10 +1703,7 @@ mod tests {
 
     #[test]
     fn a_full_batch_is_sealed_early() {
-        let mut test = TestHub::new();
-        test.client(1, "ann", false);
-        test.flush();
-        test.take(1);
+        let mut test = TestHub::settled(&["ann"]);
         let text = "x".repeat(1000);
         let lines = MAX_BATCH_BYTES / 1000 + 10;
         for _ in 0..lines {
