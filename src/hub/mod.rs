@@ -55,6 +55,15 @@ const WAKE_SLICE: usize = 128;
 /// busy round never makes a healthy client look slow.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
+/// Mid-round shares of one room batch. Each gives every member still to be written
+/// one more handle, so a long round (a join storm in a big room) would otherwise grow
+/// every queue by one handle per command batch; past this, lines wait for the flush.
+const MAX_MID_ROUND_SHARES: usize = 8;
+
+/// A leaver owed at most this much of a batch's open lines gets a copy of them;
+/// more, and the open lines are frozen and shared instead.
+const LEAVER_COPY_LIMIT: usize = 4 * 1024;
+
 /// Settings the hub needs.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -225,26 +234,31 @@ struct Hub {
 }
 
 /// The lines one room has broadcast since the last flush, one buffer per wire format
-/// spoken in it. Sealing pushes each member a handle to its format's lines, so a room
-/// of N costs about N pushes per flush round, not N per message. While a round is
-/// being written the hub also cuts what has gathered so far into a chunk and hands it
-/// to the members whose writer is still to come in that round ([`Outbox::awaits_take`]),
-/// so a line said mid-round reaches them in this round instead of the next.
+/// spoken in it. Sealing pushes each member one handle to its format's lines, so a
+/// room of N costs about N pushes per flush round, not N per message. While a round is
+/// being written the hub also freezes what has gathered so far and hands it to the
+/// members whose writer is still to come in that round ([`Outbox::awaits_take`]), so a
+/// line said mid-round reaches them in this round instead of the next; at most
+/// [`MAX_MID_ROUND_SHARES`] times per batch, so a member's queue holds a bounded number of
+/// handles however many commands a long round sees.
 ///
 /// Per-recipient order is kept by sealing before anything that could overtake or
 /// outlive the batch: a delivery to one of the room's members from anywhere else, a
 /// broadcast to another room, shutdown, and the flush itself. Joins and leaves do not
-/// seal (a join storm would otherwise push every notice to every member on its own):
-/// a joiner gets chunks cut after it came, a leaver is given the rest as it goes. Only one room has an open batch at a time, so lines of two rooms reach
-/// a member of both in the order they were said.
+/// seal (a join storm would otherwise push every notice to every member on its own),
+/// and they cut nothing either: each member's place is a byte offset in its format's
+/// lines, so a joiner starts at the end as it comes and a leaver is given the rest as
+/// it goes. Only one room has an open batch at a time, so lines of two rooms reach a
+/// member of both in the order they were said.
 struct RoomBatch {
     key: String,
     formats: Vec<BatchFormat>,
     /// One entry per room member, in member order (joins and leaves update it in step
-    /// with the room's list): the member's format and how many chunks it has been given.
+    /// with the room's list): the member's format and how many bytes of that format's
+    /// lines it has been given.
     given: Vec<(usize, usize)>,
-    /// Chunks cut so far (every format has this many, some maybe empty).
-    chunks: usize,
+    /// Mid-round shares so far.
+    shares: usize,
     /// Bytes rendered into the batch, largest format.
     bytes: usize,
 }
@@ -253,9 +267,54 @@ struct BatchFormat {
     render: Arc<dyn Render>,
     /// How many members speak this format (for the delivery counters).
     members: u64,
-    /// Lines since the last cut.
-    lines: BytesMut,
-    chunks: Vec<Bytes>,
+    /// Lines not yet frozen for anyone.
+    open: BytesMut,
+    /// The lines before `open`, frozen (by mid-round shares, or for a leaver), in order.
+    frozen: Vec<Bytes>,
+    /// Total length of `frozen`.
+    frozen_len: usize,
+}
+
+impl BatchFormat {
+    fn new(render: Arc<dyn Render>) -> Self {
+        BatchFormat {
+            render,
+            members: 0,
+            open: BytesMut::new(),
+            frozen: Vec::new(),
+            frozen_len: 0,
+        }
+    }
+
+    /// Length of all the lines, frozen and open.
+    fn len(&self) -> usize {
+        self.frozen_len + self.open.len()
+    }
+
+    fn freeze_open(&mut self) {
+        if !self.open.is_empty() {
+            let part = self.open.split().freeze();
+            self.frozen_len += part.len();
+            self.frozen.push(part);
+        }
+    }
+
+    /// Queue the frozen lines from byte `from` on: one handle per frozen part it spans.
+    fn queue_frozen_from(&self, from: usize, member: &Member, outgoing: &mut Outgoing) {
+        let mut start = 0;
+        for part in &self.frozen {
+            let end = start + part.len();
+            if from < end {
+                let handle = if from <= start {
+                    part.clone()
+                } else {
+                    part.slice(from - start..)
+                };
+                outgoing.queue(member.client, &member.outbox, handle);
+            }
+            start = end;
+        }
+    }
 }
 
 impl RoomBatch {
@@ -263,21 +322,7 @@ impl RoomBatch {
         let mut formats: Vec<BatchFormat> = Vec::new();
         let mut given = Vec::with_capacity(room.members.len());
         for member in &room.members {
-            let index = match formats
-                .iter()
-                .position(|format| same_format(&format.render, &member.render))
-            {
-                Some(index) => index,
-                None => {
-                    formats.push(BatchFormat {
-                        render: member.render.clone(),
-                        members: 0,
-                        lines: BytesMut::new(),
-                        chunks: Vec::new(),
-                    });
-                    formats.len() - 1
-                }
-            };
+            let index = format_index(&mut formats, &member.render);
             formats[index].members += 1;
             given.push((index, 0));
         }
@@ -285,7 +330,7 @@ impl RoomBatch {
             key: key.to_owned(),
             formats,
             given,
-            chunks: 0,
+            shares: 0,
             bytes: 0,
         }
     }
@@ -297,7 +342,7 @@ impl RoomBatch {
         let mut largest = 0;
         for format in &mut self.formats {
             if let Some(bytes) = format.render.render(event) {
-                format.lines.extend_from_slice(&bytes);
+                format.open.extend_from_slice(&bytes);
                 delivered += format.members;
                 largest = largest.max(bytes.len());
             }
@@ -306,69 +351,94 @@ impl RoomBatch {
         (delivered, self.bytes >= MAX_BATCH_BYTES)
     }
 
-    /// Close the lines gathered since the last cut into a chunk; false if there were none.
-    fn cut(&mut self) -> bool {
-        if self.formats.iter().all(|format| format.lines.is_empty()) {
-            return false;
-        }
-        for format in &mut self.formats {
-            format.chunks.push(format.lines.split().freeze());
-        }
-        self.chunks += 1;
-        true
-    }
-
     /// A member joins the room (pushed at the end of its member list): it gets the
     /// lines rendered from now on.
     fn add_member(&mut self, render: &Arc<dyn Render>) {
-        self.cut();
-        let index = match self
-            .formats
-            .iter()
-            .position(|format| same_format(&format.render, render))
-        {
-            Some(index) => index,
-            None => {
-                self.formats.push(BatchFormat {
-                    render: render.clone(),
-                    members: 0,
-                    lines: BytesMut::new(),
-                    // Chunks cut before it came, empty in the new format.
-                    chunks: vec![Bytes::new(); self.chunks],
-                });
-                self.formats.len() - 1
-            }
-        };
-        self.formats[index].members += 1;
-        self.given.push((index, self.chunks));
+        let index = format_index(&mut self.formats, render);
+        let format = &mut self.formats[index];
+        format.members += 1;
+        self.given.push((index, format.len()));
     }
 
     /// The member at `position` leaves (the room swap-removes it next): give it what
     /// it has not had yet, and forget it the same way.
     fn remove_member(&mut self, position: usize, member: &Member, outgoing: &mut Outgoing) {
-        self.cut();
-        let (format, given) = self.given.swap_remove(position);
-        for chunk in &self.formats[format].chunks[given..] {
-            if !chunk.is_empty() {
-                outgoing.queue(member.client, &member.outbox, chunk.clone());
-            }
+        let (index, given) = self.given.swap_remove(position);
+        let format = &mut self.formats[index];
+        format.members -= 1;
+        let unfrozen_from = given.max(format.frozen_len);
+        let open_owed = format.len() - unfrozen_from;
+        if open_owed > 0 && open_owed <= LEAVER_COPY_LIMIT {
+            // A copy for the leaver alone: freezing here would split every other
+            // member's coming handle, once per leaver in a leave storm.
+            format.queue_frozen_from(given, member, outgoing);
+            let copy = Bytes::copy_from_slice(&format.open[unfrozen_from - format.frozen_len..]);
+            outgoing.queue(member.client, &member.outbox, copy);
+        } else {
+            format.freeze_open();
+            format.queue_frozen_from(given, member, outgoing);
         }
-        self.formats[format].members -= 1;
     }
 
-    /// Queue for each member (only those with a take coming, if asked) the chunks it
-    /// has not been given yet.
+    /// Mid-round: freeze what has gathered and queue it for the members whose writer
+    /// has a take coming. False if there was nothing new or the batch has had its
+    /// shares.
+    fn share(&mut self, members: &[Member], outgoing: &mut Outgoing) -> bool {
+        if self.shares >= MAX_MID_ROUND_SHARES
+            || self.formats.iter().all(|format| format.open.is_empty())
+        {
+            return false;
+        }
+        self.shares += 1;
+        for format in &mut self.formats {
+            format.freeze_open();
+        }
+        self.give(members, outgoing, true);
+        true
+    }
+
+    /// Queue every member what it has not been given yet: one handle each, as the
+    /// frozen parts are joined into one buffer per format first (a copy per format,
+    /// not per member).
+    fn seal(&mut self, members: &[Member], outgoing: &mut Outgoing) {
+        for format in &mut self.formats {
+            format.freeze_open();
+            if format.frozen.len() > 1 {
+                let mut joined = BytesMut::with_capacity(format.frozen_len);
+                for part in format.frozen.drain(..) {
+                    joined.extend_from_slice(&part);
+                }
+                format.frozen.push(joined.freeze());
+            }
+        }
+        self.give(members, outgoing, false);
+    }
+
+    /// Queue for each member (only those with a take coming, if asked) the frozen
+    /// lines it has not been given yet.
     fn give(&mut self, members: &[Member], outgoing: &mut Outgoing, only_awaiting: bool) {
-        for (member, (format, given)) in members.iter().zip(&mut self.given) {
-            if *given == self.chunks || (only_awaiting && !member.outbox.awaits_take()) {
+        for (member, (index, given)) in members.iter().zip(&mut self.given) {
+            let format = &self.formats[*index];
+            if *given >= format.frozen_len || (only_awaiting && !member.outbox.awaits_take()) {
                 continue;
             }
-            for chunk in &self.formats[*format].chunks[*given..] {
-                if !chunk.is_empty() {
-                    outgoing.queue(member.client, &member.outbox, chunk.clone());
-                }
-            }
-            *given = self.chunks;
+            format.queue_frozen_from(*given, member, outgoing);
+            *given = format.frozen_len;
+        }
+    }
+}
+
+/// The index of `render`'s format in `formats`, added if new. Formats are told apart
+/// by the identity of their shared renderer.
+fn format_index(formats: &mut Vec<BatchFormat>, render: &Arc<dyn Render>) -> usize {
+    match formats
+        .iter()
+        .position(|format| same_format(&format.render, render))
+    {
+        Some(index) => index,
+        None => {
+            formats.push(BatchFormat::new(render.clone()));
+            formats.len() - 1
         }
     }
 }
@@ -516,10 +586,9 @@ impl Hub {
         let Some(mut batch) = self.batch.take() else {
             return;
         };
-        batch.cut();
         // Joins and leaves keep the batch in step with the room's member list.
         if let Some(room) = self.rooms.get(&batch.key) {
-            batch.give(&room.members, &mut self.outgoing, false);
+            batch.seal(&room.members, &mut self.outgoing);
         }
     }
 
@@ -529,13 +598,12 @@ impl Hub {
         let Some(batch) = &mut self.batch else {
             return;
         };
-        if !batch.cut() {
+        let Some(room) = self.rooms.get(&batch.key) else {
             return;
+        };
+        if batch.share(&room.members, &mut self.outgoing) {
+            self.remove_overflowed();
         }
-        if let Some(room) = self.rooms.get(&batch.key) {
-            batch.give(&room.members, &mut self.outgoing, true);
-        }
-        self.remove_overflowed();
     }
 
     /// Seal before a flush: pushing may overflow a slow client, whose removal announces
@@ -1561,7 +1629,7 @@ mod tests {
         test.client(1, "ann", false);
         test.client(2, "jay", true);
         test.flush();
-        assert_eq!(test.take(1), ["+ann #lobby\n", "+jay #lobby\n"]);
+        assert_eq!(test.take(1), ["+ann #lobby\n+jay #lobby\n"]);
         assert_eq!(test.take(2), ["J +jay #lobby\n"]);
         test.say(2, "hi");
         test.flush();
@@ -1667,6 +1735,79 @@ mod tests {
             test.take(5).concat(),
             "J +jay #lobby\nJ #lobby dan: three\n"
         );
+    }
+
+    #[test]
+    fn a_join_storm_reaches_each_member_as_one_buffer() {
+        let mut test = TestHub::settled(&["ann"]);
+        for id in 2..=40 {
+            test.client(id, &format!("user{id}"), false);
+        }
+        test.flush();
+        // One handle per member per flush, not one per join (a storm of N joins
+        // into a room of N would otherwise queue N² handles).
+        let ann = test.take(1);
+        assert_eq!(ann.len(), 1);
+        let joins: Vec<String> = (2..=40).map(|id| format!("+user{id} #lobby\n")).collect();
+        assert_eq!(ann[0], joins.concat());
+        let joiner = test.take(10);
+        assert_eq!(joiner.len(), 1);
+        assert_eq!(joiner[0], joins[8..].concat(), "from its own join on");
+    }
+
+    #[test]
+    fn mid_round_shares_stop_at_their_limit_and_the_rest_waits_for_the_flush() {
+        let mut test = TestHub::settled(&["ann", "bob"]);
+        assert!(test.take(2).is_empty());
+        let round = Arc::new(FlushRound::default());
+        test.outboxes[&2].wake_writer_in(&round);
+        let said: Vec<String> = (0..MAX_MID_ROUND_SHARES + 3)
+            .map(|n| format!("#lobby ann: {n}\n"))
+            .collect();
+        for n in 0..said.len() {
+            test.say(1, &n.to_string());
+            test.hub.share_batch();
+        }
+        // Bob's writer has still not looked: one handle per share, up to the limit.
+        assert_eq!(test.take(2), said[..MAX_MID_ROUND_SHARES]);
+        test.flush();
+        assert_eq!(test.take(2), [said[MAX_MID_ROUND_SHARES..].concat()]);
+        // Ann got none of the shares; the flush joins them into one buffer.
+        assert_eq!(test.take(1), [said.concat()]);
+    }
+
+    #[test]
+    fn a_leaver_gets_a_copy_and_the_others_still_one_buffer() {
+        let mut test = TestHub::settled(&["ann", "bob", "cat"]);
+        test.say(1, "one");
+        test.hub.handle(Command::Disconnect {
+            client: 3,
+            reason: CloseReason::ClientQuit,
+        });
+        test.say(1, "two");
+        test.flush();
+        assert_eq!(test.take(3), ["#lobby ann: one\n"]);
+        let stayed = ["#lobby ann: one\n-cat #lobby\n#lobby ann: two\n"];
+        assert_eq!(test.take(1), stayed);
+        assert_eq!(test.take(2), stayed);
+    }
+
+    #[test]
+    fn a_leaver_owed_many_lines_shares_them_instead_of_copying() {
+        let mut test = TestHub::settled(&["ann", "bob", "cat"]);
+        let text = "x".repeat(LEAVER_COPY_LIMIT);
+        test.say(1, &text);
+        test.hub.handle(Command::Disconnect {
+            client: 3,
+            reason: CloseReason::ClientQuit,
+        });
+        test.say(1, "two");
+        test.flush();
+        let said = format!("#lobby ann: {text}\n");
+        assert_eq!(test.take(3), std::slice::from_ref(&said));
+        let stayed = [format!("{said}-cat #lobby\n#lobby ann: two\n")];
+        assert_eq!(test.take(1), stayed);
+        assert_eq!(test.take(2), stayed);
     }
 
     #[test]
