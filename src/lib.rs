@@ -34,6 +34,7 @@ pub mod client;
 pub mod config;
 pub mod door;
 pub mod hub;
+pub mod memory;
 pub mod metrics;
 pub mod send;
 pub mod server;

@@ -4,6 +4,9 @@
 use clap::Parser;
 use switchboard::cli::{Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: switchboard::memory::Allocator = switchboard::memory::Allocator {};
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "info",

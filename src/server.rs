@@ -369,19 +369,15 @@ fn spawn_json_and_web(
 /// How often freed heap memory is handed back to the operating system.
 const RETURN_FREED_MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A burst of fan-out (say thousands of clients joining at once, each join queued for
-/// every member) leaves freed memory that glibc's allocator keeps for reuse; an idle
-/// server would then hold several KiB per connection it no longer needs. Hand it back
-/// every few seconds (off the async threads; it takes a few milliseconds).
+/// Hand freed heap memory back every few seconds (see [`crate::memory`]), off the async
+/// threads.
 async fn return_freed_memory(shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(RETURN_FREED_MEMORY_EVERY) => {}
         }
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only releases free memory the allocator holds.
-        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        let _ = tokio::task::spawn_blocking(crate::memory::return_freed_memory).await;
     }
 }
 

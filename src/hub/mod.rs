@@ -219,7 +219,9 @@ struct Room {
 
 struct Hub {
     config: HubConfig,
-    clients: HashMap<ClientId, Client>,
+    /// Boxed: a map grown for the largest crowd keeps its slots, and a slot holding a
+    /// pointer costs a fraction of one holding the record.
+    clients: HashMap<ClientId, Box<Client>>,
     /// Folded nickname → owner.
     nicks: HashMap<String, ClientId>,
     /// Folded room name → room. A room exists while it has members.
@@ -721,14 +723,14 @@ impl Hub {
         }
         self.clients.insert(
             connection.client,
-            Client {
+            Box::new(Client {
                 nick: None,
                 door: connection.door,
                 outbox: connection.outbox,
                 render: connection.render,
                 rooms: Vec::new(),
                 connected_at: Instant::now(),
-            },
+            }),
         );
     }
 
@@ -1079,6 +1081,10 @@ impl Hub {
                 self.reply(id, tag, Reply::Done);
             }
             return;
+        }
+        if client.rooms.capacity() == 0 {
+            // Most clients stay in one room: room for one key, not the default four.
+            client.rooms.reserve_exact(1);
         }
         client.rooms.push(key.clone());
         let member = Member {
