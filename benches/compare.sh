@@ -11,6 +11,16 @@
 set -euo pipefail
 RUNS=${RUNS:-${1:-3}}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/switchboard}
+# Measure the build you mean: refuse a missing binary or one older than the sources.
+if [[ ! -x "$BIN" ]]; then
+  echo "no switchboard binary at $BIN: run cargo build --release, or set BIN" >&2
+  exit 1
+fi
+stale=$(find "$(dirname "$0")/../src" "$(dirname "$0")/../Cargo.toml" -newer "$BIN" -print -quit)
+if [[ -n "$stale" ]]; then
+  echo "$BIN is older than $stale: rebuild (cargo build --release) or set BIN" >&2
+  exit 1
+fi
 SEED=${SEED:-$(dirname "$0")/../../shared/seeds/chat_server2.py}
 PEERS=$(dirname "$0")/peers
 DURATION=${DURATION:-10s}
