@@ -1479,6 +1479,14 @@ mod tests {
             );
         }
 
+        /// `id` leaves with `/quit`.
+        fn quit(&mut self, id: ClientId) {
+            self.hub.handle(Command::Disconnect {
+                client: id,
+                reason: CloseReason::ClientQuit,
+            });
+        }
+
         fn flush(&mut self) {
             self.hub.seal_batches();
             self.hub.outgoing.wake.clear();
@@ -1700,10 +1708,7 @@ mod tests {
         test.say(1, "before cat");
         test.client(3, "cat", false);
         test.say(1, "with cat");
-        test.hub.handle(Command::Disconnect {
-            client: 2,
-            reason: CloseReason::ClientQuit,
-        });
+        test.quit(2);
         test.say(1, "without bob");
         test.flush();
         assert_eq!(
@@ -1808,13 +1813,27 @@ mod tests {
     }
 
     #[test]
+    fn a_big_room_is_shared_only_within_its_budget() {
+        let members = MID_ROUND_HANDLE_BUDGET / (MAX_MID_ROUND_SHARES / 2) + 1;
+        let limit = mid_round_share_limit(members);
+        assert!(limit < MAX_MID_ROUND_SHARES);
+        let nicks: Vec<String> = (1..=members).map(|id| format!("user{id}")).collect();
+        let nicks: Vec<&str> = nicks.iter().map(String::as_str).collect();
+        let mut test = TestHub::settled(&nicks);
+        assert!(test.take(2).is_empty());
+        test.outboxes[&2].wake_writer_in(&Arc::new(FlushRound::default()));
+        for n in 0..MAX_MID_ROUND_SHARES {
+            test.say(1, &n.to_string());
+            test.hub.share_batch();
+        }
+        assert_eq!(test.take(2).len(), limit);
+    }
+
+    #[test]
     fn a_leaver_gets_a_copy_and_the_others_still_one_buffer() {
         let mut test = TestHub::settled(&["ann", "bob", "cat"]);
         test.say(1, "one");
-        test.hub.handle(Command::Disconnect {
-            client: 3,
-            reason: CloseReason::ClientQuit,
-        });
+        test.quit(3);
         test.say(1, "two");
         test.flush();
         assert_eq!(test.take(3), ["#lobby ann: one\n"]);
@@ -1828,10 +1847,7 @@ mod tests {
         let mut test = TestHub::settled(&["ann", "bob", "cat"]);
         let text = "x".repeat(LEAVER_COPY_LIMIT);
         test.say(1, &text);
-        test.hub.handle(Command::Disconnect {
-            client: 3,
-            reason: CloseReason::ClientQuit,
-        });
+        test.quit(3);
         test.say(1, "two");
         test.flush();
         let said = format!("#lobby ann: {text}\n");

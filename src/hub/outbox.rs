@@ -19,7 +19,8 @@ use tokio::sync::Notify;
 use super::CloseReason;
 
 /// Room made in an empty queue at its first push: a burst usually follows, and a
-/// round gives a member at most nine room-batch handles. 12 handles are 384 bytes, a
+/// round usually gives a member a few handles (at most 33 from one room batch, fewer
+/// in a big room; the queue grows past 12 when needed). 12 handles are 384 bytes, a
 /// jemalloc size class no long-lived per-connection record uses (tokio's task cell is
 /// 512 bytes, its I/O registration 256): these buffers come and go every round, and
 /// sharing slabs with records that stay would leave those slabs half empty after a
