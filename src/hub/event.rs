@@ -66,6 +66,20 @@ impl CloseReason {
         }
     }
 
+    /// The client's side ended it in one of the ordinary ways (a reset is one: browsers
+    /// closing a tab, phones changing networks), or the server is stopping. Logged at
+    /// debug: at thousands of connections a second these lines were most of the log
+    /// (and its write was a syscall per connection); the metrics count them by reason.
+    pub fn is_routine(self) -> bool {
+        matches!(
+            self,
+            CloseReason::ClientQuit
+                | CloseReason::PeerClosed
+                | CloseReason::PeerReset
+                | CloseReason::Shutdown
+        )
+    }
+
     /// Words for people: shown in leave notices.
     pub fn describe(self) -> &'static str {
         match self {

@@ -161,13 +161,10 @@ impl JsonDoor {
         let _ = self.hub.disconnect(client, reason).await;
         self.metrics.disconnected(reason);
         let name = self.name;
-        match reason {
-            CloseReason::ClientQuit | CloseReason::PeerClosed | CloseReason::Shutdown => {
-                tracing::debug!(client, %peer, reason = reason.as_str(), "{name}: connection closed");
-            }
-            _ => {
-                tracing::info!(client, %peer, reason = reason.as_str(), "{name}: connection closed")
-            }
+        if reason.is_routine() {
+            tracing::debug!(client, %peer, reason = reason.as_str(), "{name}: connection closed");
+        } else {
+            tracing::info!(client, %peer, reason = reason.as_str(), "{name}: connection closed");
         }
     }
 

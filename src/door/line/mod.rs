@@ -227,11 +227,10 @@ impl<D: Deref<Target = LineDoor>, S: AsyncRead + AsyncWrite + Unpin> LineConnect
         let (client, peer) = (self.session.client, self.peer.peer());
         let _ = door.hub.disconnect(client, reason).await;
         door.metrics.disconnected(reason);
-        match reason {
-            CloseReason::ClientQuit | CloseReason::PeerClosed | CloseReason::Shutdown => {
-                tracing::debug!(client, %peer, reason = reason.as_str(), "line: connection closed");
-            }
-            _ => tracing::info!(client, %peer, reason = reason.as_str(), "line: connection closed"),
+        if reason.is_routine() {
+            tracing::debug!(client, %peer, reason = reason.as_str(), "line: connection closed");
+        } else {
+            tracing::info!(client, %peer, reason = reason.as_str(), "line: connection closed");
         }
     }
 }
