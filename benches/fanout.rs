@@ -6,6 +6,9 @@
 //! - `hub_round_16_messages_1000_members`: the real hub (line rendering, room batch,
 //!   seal, wake slices) fed 16 messages for a room of 1000, timed until every member's
 //!   outbox has been taken as its writer would; per delivery (16,000 per iteration).
+//! - `leave_storm_10000_members`: every member of a room of 10,000 disconnects, in a
+//!   shuffled order, each leave announced to those still there; timed until the hub has
+//!   closed every outbox; per leave.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -18,8 +21,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use switchboard::door::line::render::LineRender;
 use switchboard::hub::outbox::Take;
 use switchboard::hub::{
-    self, ClientId, Command, Connection, HistoryBackend, HubConfig, HubHandle, Outbox, Push,
-    Request,
+    self, ClientId, CloseReason, Command, Connection, HistoryBackend, HubConfig, HubHandle, Outbox,
+    Push, Request,
 };
 
 const RECIPIENTS: usize = 1000;
@@ -66,8 +69,12 @@ fn fanout(c: &mut Criterion) {
 
 const ROUND_MESSAGES: usize = 16;
 
-/// A hub with `RECIPIENTS` registered line clients in its default room.
-async fn hub_with_room(tracker: &tokio_util::task::TaskTracker) -> (HubHandle, Vec<Arc<Outbox>>) {
+/// A hub with `members` registered line clients in its default room; client ids are
+/// 1 to `members`, in join order.
+async fn hub_with_room(
+    tracker: &tokio_util::task::TaskTracker,
+    members: usize,
+) -> (HubHandle, Vec<Arc<Outbox>>) {
     let config = HubConfig {
         replay: 0,
         ..HubConfig::default()
@@ -75,7 +82,7 @@ async fn hub_with_room(tracker: &tokio_util::task::TaskTracker) -> (HubHandle, V
     let handle = hub::spawn(config.clone(), HistoryBackend::Memory, tracker).unwrap();
     let render = LineRender::new(&config.default_room);
     let mut outboxes = Vec::new();
-    for n in 0..RECIPIENTS {
+    for n in 0..members {
         let client = handle.next_client_id();
         let outbox = Arc::new(Outbox::new(1 << 24));
         handle
@@ -125,7 +132,7 @@ fn take_lines(outboxes: &[Arc<Outbox>], owed: &mut [usize], batch: &mut VecDeque
 fn hub_round(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let tracker = tokio_util::task::TaskTracker::new();
-    let (handle, outboxes) = runtime.block_on(hub_with_room(&tracker));
+    let (handle, outboxes) = runtime.block_on(hub_with_room(&tracker, RECIPIENTS));
     let sender: ClientId = 1;
     let mut batch = VecDeque::new();
     // The join notices out of the way.
@@ -169,12 +176,54 @@ fn hub_round(c: &mut Criterion) {
     });
 }
 
+const STORM_MEMBERS: usize = 10_000;
+
+fn leave_storm(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tracker = tokio_util::task::TaskTracker::new();
+    // A fixed shuffle: a stride coprime to the room size visits every member once.
+    let order: Vec<usize> = (0..STORM_MEMBERS)
+        .map(|n| (n * 7919) % STORM_MEMBERS)
+        .collect();
+    let mut group = c.benchmark_group("hub");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(STORM_MEMBERS as u64));
+    group.bench_function("leave_storm_10000_members", |b| {
+        b.iter_custom(|iterations| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iterations {
+                let (handle, outboxes) = runtime.block_on(hub_with_room(&tracker, STORM_MEMBERS));
+                let started = Instant::now();
+                runtime.block_on(async {
+                    for &index in &order {
+                        let client = index as ClientId + 1;
+                        handle
+                            .disconnect(client, CloseReason::PeerReset)
+                            .await
+                            .unwrap();
+                    }
+                });
+                let last = &outboxes[*order.last().unwrap()];
+                while last.close_reason().is_none() {
+                    std::thread::yield_now();
+                }
+                timed += started.elapsed();
+                runtime.block_on(async {
+                    let _ = handle.send(Command::Shutdown).await;
+                });
+            }
+            timed
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
-    targets = fanout, hub_round
+    targets = fanout, hub_round, leave_storm
 }
 criterion_main!(benches);
