@@ -21,7 +21,9 @@ pub mod outbox;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +45,14 @@ pub trait Render: Send + Sync + 'static {
 /// See [`HubConfig::flush_interval`]: unnoticeable in a chat, and only reached when a
 /// round of writes is slower than that.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How long a room's joins and leaves may wait for a flush when nothing else is said:
+/// a batch holding only presence notices is sealed this long after it opened, or at
+/// once when a message (or anything that seals) comes. Nobody notices 25 ms on a join
+/// notice, but a room's members are spared a write per join or leave: in a connect
+/// storm each member's writes for the others' comings and goings cost more than its own
+/// registration. The joiner gets its own notice at once (it is the sign that it is in).
+pub const PRESENCE_DELAY: Duration = Duration::from_millis(25);
 
 /// Writers woken at once within a round. Woken writers queue on the runtime ahead of
 /// any connection that becomes readable meanwhile, so waking a whole 1000-member room at
@@ -293,6 +303,9 @@ struct RoomBatch {
     shares: usize,
     /// Bytes rendered into the batch, largest format.
     bytes: usize,
+    /// While the batch holds only joins and leaves: when it is due for sealing
+    /// ([`PRESENCE_DELAY`] after it opened). `None`: due at once.
+    presence_until: Option<Instant>,
 }
 
 struct BatchFormat {
@@ -364,6 +377,7 @@ impl RoomBatch {
             given,
             shares: 0,
             bytes: 0,
+            presence_until: None,
         }
     }
 
@@ -515,6 +529,14 @@ impl Outgoing {
     }
 }
 
+/// Arm the hub's one timer for `at`, unless it is armed for something sooner already.
+fn arm(timer: std::pin::Pin<&mut tokio::time::Sleep>, armed: &mut bool, at: Instant) {
+    if !*armed || at < timer.deadline() {
+        timer.reset(at);
+        *armed = true;
+    }
+}
+
 /// Renders one event at most once per wire format. Formats are told apart by the
 /// identity of their shared renderer; there are only a handful, so a short list beats a map.
 #[derive(Default)]
@@ -592,20 +614,23 @@ impl Hub {
                 let due = last_flush.map_or(now, |at| at + interval);
                 let overdue = now >= due;
                 if round.outstanding() > 0 && !overdue {
-                    if !flush_armed {
-                        flush_timer.as_mut().reset(due.into());
-                        flush_armed = true;
-                    }
+                    arm(flush_timer.as_mut(), &mut flush_armed, due);
                     break;
                 }
                 if self.outgoing.wake.is_empty() || overdue {
-                    // The last round is wholly woken and done (or too slow): start the next.
-                    self.seal_batches();
+                    // The last round is wholly woken and done (or too slow): start the
+                    // next, with the open batch unless it is joins and leaves not yet due.
+                    if self.presence_due().is_none() {
+                        self.seal_batches();
+                    }
                     last_flush = Some(now);
                 }
                 let slice = if overdue { usize::MAX } else { WAKE_SLICE };
                 self.outgoing.wake_writers(&round, slice);
                 flush_armed = false;
+            }
+            if let Some(due) = self.presence_due() {
+                arm(flush_timer.as_mut(), &mut flush_armed, due);
             }
         }
         self.seal_batches();
@@ -613,9 +638,21 @@ impl Hub {
         tracing::debug!("hub stopped");
     }
 
-    /// Output is waiting for a flush: writers to wake, or an open room batch.
+    /// Output is waiting for a flush: writers to wake, or an open room batch that is due.
     fn has_output(&self) -> bool {
-        !self.outgoing.wake.is_empty() || self.batch.is_some()
+        !self.outgoing.wake.is_empty()
+            || self.batch.as_ref().is_some_and(|batch| {
+                batch
+                    .presence_until
+                    .is_none_or(|until| Instant::now() >= until)
+            })
+    }
+
+    /// When the open batch, holding only joins and leaves, falls due; `None` if there is
+    /// no such batch or it is due already.
+    fn presence_due(&self) -> Option<Instant> {
+        let until = self.batch.as_ref()?.presence_until?;
+        (Instant::now() < until).then_some(until)
     }
 
     /// Push the open room batch to the room's members, each what it has not had yet.
@@ -1135,24 +1172,39 @@ impl Hub {
             key: key.clone(),
             position: room.members.len(),
         });
-        if let Some(batch) = self.batch.as_mut().filter(|batch| batch.key == key) {
-            // From the next chunk on: the joiner never gets lines said before it came.
-            batch.add_member(&member.render);
-        }
-        room.members.push(member);
         let name = room.name.clone();
+        let announce = !room.members.is_empty();
         let event = Event::Joined {
             room: name.clone(),
             nick,
             client: id,
         };
-        self.broadcast(&key, &event);
+        // To those already there through the room's batch (presence may wait for its
+        // flush: PRESENCE_DELAY), to the joiner at once, as the sign that it is in.
+        if announce {
+            self.broadcast(&key, &event);
+        }
+        let room = self.rooms.get_mut(&key).expect("the room was just made");
+        if let Some(batch) = self.batch.as_mut().filter(|batch| batch.key == key) {
+            // From here on: the joiner never gets lines said before it came.
+            batch.add_member(&member.render);
+        }
+        room.members.push(member);
+        // The joiner has been given everything the open batch holds (nothing), so its
+        // own output can go straight to it without sealing the batch for the others.
+        self.send_direct(id, &event);
         // Before any live message of the room: those are delivered by later commands.
         if let Some(page) = self.history.replay(&key, &name) {
-            self.send_to(id, &Event::Replay(Arc::new(page)));
+            self.send_direct(id, &Event::Replay(Arc::new(page)));
         }
         if tag.is_some() {
-            self.reply(id, tag, Reply::Done);
+            self.send_direct(
+                id,
+                &Event::Reply {
+                    tag,
+                    reply: Reply::Done,
+                },
+            );
         }
     }
 
@@ -1342,7 +1394,17 @@ impl Hub {
         let Some(room) = self.rooms.get(key) else {
             return;
         };
-        let batch = self.batch.get_or_insert_with(|| RoomBatch::open(key, room));
+        let presence = matches!(event, Event::Joined { .. } | Event::Left { .. });
+        let batch = self.batch.get_or_insert_with(|| {
+            let mut batch = RoomBatch::open(key, room);
+            if presence {
+                batch.presence_until = Some(Instant::now() + PRESENCE_DELAY);
+            }
+            batch
+        });
+        if !presence {
+            batch.presence_until = None;
+        }
         let (delivered, full) = batch.append(event);
         self.count_deliveries(event, delivered);
         if full {
@@ -1379,6 +1441,12 @@ impl Hub {
 
     fn send_to(&mut self, id: ClientId, event: &Event) {
         self.seal_for(id);
+        self.send_direct(id, event);
+    }
+
+    /// Queue `event` for `id` without sealing the open batch first: only for a client
+    /// that the open batch owes nothing (see `join`).
+    fn send_direct(&mut self, id: ClientId, event: &Event) {
         let Some(client) = self.clients.get(&id) else {
             return;
         };
@@ -1709,12 +1777,119 @@ mod tests {
     }
 
     #[test]
+    fn joins_wait_for_the_next_message_or_their_delay_and_the_joiner_hears_at_once() {
+        let mut test = TestHub::settled(&["ann", "bob"]);
+        test.client(3, "cat", false);
+        // The joiner's own notice is queued at once; the others' waits.
+        assert_eq!(test.take(3), ["+cat #lobby\n"]);
+        let due = test.hub.presence_due().expect("a batch of joins waits");
+        assert!(due > Instant::now() && due <= Instant::now() + PRESENCE_DELAY);
+        assert!(test.take(1).is_empty());
+        // A message makes the batch due now, and carries the join ahead of it.
+        test.say(1, "hi");
+        assert_eq!(test.hub.presence_due(), None);
+        assert!(test.hub.has_output());
+        test.flush();
+        assert_eq!(test.take(2), ["+cat #lobby\n#lobby ann: hi\n"]);
+        assert_eq!(test.take(3), ["#lobby ann: hi\n"]);
+    }
+
+    /// The run loop seals a batch of joins and leaves once its delay is up, with no
+    /// command to wake it, and at once when a message comes. Time is paused: it moves
+    /// only when every task waits on a timer.
+    #[tokio::test(start_paused = true)]
+    async fn the_hub_flushes_presence_after_its_delay_and_messages_at_once() {
+        let tracker = tokio_util::task::TaskTracker::new();
+        let config = HubConfig {
+            replay: 0,
+            ..HubConfig::default()
+        };
+        let handle = spawn(config, HistoryBackend::Memory, &tracker).unwrap();
+        let render: Arc<dyn Render> = Arc::new(Plain(""));
+        let join = |nick: &'static str| {
+            let handle = handle.clone();
+            let render = render.clone();
+            async move {
+                let client = handle.next_client_id();
+                let outbox = Arc::new(Outbox::new(1 << 20));
+                handle
+                    .send(Command::Connect(Box::new(Connection {
+                        client,
+                        peer: "127.0.0.1:1".parse().unwrap(),
+                        door: "test",
+                        outbox: outbox.clone(),
+                        render,
+                    })))
+                    .await
+                    .unwrap();
+                handle.register(client, nick.into()).await.unwrap().unwrap();
+                (client, outbox)
+            }
+        };
+        let taken = |outbox: &Outbox| -> String {
+            let mut batch = VecDeque::new();
+            let _ = outbox.poll_take(&mut Context::from_waker(Waker::noop()), &mut batch);
+            batch.iter().map(|b| String::from_utf8_lossy(b)).collect()
+        };
+        // Let the hub run without letting time move.
+        async fn settle() {
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let (ann, ann_box) = join("ann").await;
+        let (bob, bob_box) = join("bob").await;
+        tokio::time::sleep(PRESENCE_DELAY * 2).await;
+        assert_eq!(taken(&ann_box), "+ann #general\n+bob #general\n");
+        assert_eq!(taken(&bob_box), "+bob #general\n");
+
+        let (_cat, cat_box) = join("cat").await;
+        let joined_at = Instant::now();
+        settle().await;
+        assert_eq!(taken(&cat_box), "+cat #general\n", "the joiner at once");
+        assert_eq!(taken(&ann_box), "", "the others after the delay");
+        tokio::time::sleep_until(joined_at + PRESENCE_DELAY - Duration::from_millis(1)).await;
+        settle().await;
+        assert_eq!(taken(&ann_box), "");
+        tokio::time::sleep_until(joined_at + PRESENCE_DELAY).await;
+        settle().await;
+        assert_eq!(taken(&ann_box), "+cat #general\n");
+
+        // A leave waits too, until a message comes: then both go at once, in order.
+        handle
+            .disconnect(bob, CloseReason::ClientQuit)
+            .await
+            .unwrap();
+        settle().await;
+        assert_eq!(taken(&ann_box), "");
+        let said_at = Instant::now();
+        handle
+            .request(
+                ann,
+                None,
+                Request::Say {
+                    room: None,
+                    text: "hi".into(),
+                    data: None,
+                    action: false,
+                },
+            )
+            .await
+            .unwrap();
+        settle().await;
+        assert_eq!(Instant::now(), said_at, "no time passed");
+        assert_eq!(taken(&ann_box), "-bob #general\n#general ann: hi\n");
+        assert_eq!(taken(&cat_box), "-bob #general\n#general ann: hi\n");
+    }
+
+    #[test]
     fn each_format_gets_its_own_rendering() {
         let mut test = TestHub::new();
         test.client(1, "ann", false);
         test.client(2, "jay", true);
         test.flush();
-        assert_eq!(test.take(1), ["+ann #lobby\n+jay #lobby\n"]);
+        // Ann's own join went to her at once; Jay's came with the flush.
+        assert_eq!(test.take(1), ["+ann #lobby\n", "+jay #lobby\n"]);
         assert_eq!(test.take(2), ["J +jay #lobby\n"]);
         test.say(2, "hi");
         test.flush();
@@ -1897,9 +2072,9 @@ mod tests {
         assert_eq!(ann.len(), 1);
         let joins: Vec<String> = (2..=40).map(|id| format!("+user{id} #lobby\n")).collect();
         assert_eq!(ann[0], joins.concat());
+        // The joiner: its own notice at once, then the later joins as one buffer.
         let joiner = test.take(10);
-        assert_eq!(joiner.len(), 1);
-        assert_eq!(joiner[0], joins[8..].concat(), "from its own join on");
+        assert_eq!(joiner, [joins[8].clone(), joins[9..].concat()]);
     }
 
     #[test]
