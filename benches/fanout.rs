@@ -6,6 +6,9 @@
 //! - `hub_round_16_messages_1000_members`: the real hub (line rendering, room batch,
 //!   seal, wake slices) fed 16 messages for a room of 1000, timed until every member's
 //!   outbox has been taken as its writer would; per delivery (16,000 per iteration).
+//! - `join_storm_10000_members`: 10,000 clients connect and register into one room,
+//!   each join announced to those already there; timed until the last registration is
+//!   answered; per join.
 //! - `leave_storm_10000_members`: every member of a room of 10,000 disconnects, in a
 //!   shuffled order, each leave announced to those still there; timed until the hub has
 //!   closed every outbox; per leave.
@@ -178,7 +181,8 @@ fn hub_round(c: &mut Criterion) {
 
 const STORM_MEMBERS: usize = 10_000;
 
-fn leave_storm(c: &mut Criterion) {
+/// Join and leave storms in one room of `STORM_MEMBERS`.
+fn storms(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let tracker = tokio_util::task::TaskTracker::new();
     // A fixed shuffle: a stride coprime to the room size visits every member once.
@@ -188,6 +192,20 @@ fn leave_storm(c: &mut Criterion) {
     let mut group = c.benchmark_group("hub");
     group.sample_size(10);
     group.throughput(Throughput::Elements(STORM_MEMBERS as u64));
+    group.bench_function("join_storm_10000_members", |b| {
+        b.iter_custom(|iterations| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iterations {
+                let started = Instant::now();
+                let (handle, _outboxes) = runtime.block_on(hub_with_room(&tracker, STORM_MEMBERS));
+                timed += started.elapsed();
+                runtime.block_on(async {
+                    let _ = handle.send(Command::Shutdown).await;
+                });
+            }
+            timed
+        })
+    });
     group.bench_function("leave_storm_10000_members", |b| {
         b.iter_custom(|iterations| {
             let mut timed = Duration::ZERO;
@@ -224,6 +242,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
-    targets = fanout, hub_round, leave_storm
+    targets = fanout, hub_round, storms
 }
 criterion_main!(benches);
