@@ -1141,6 +1141,11 @@ impl Hub {
             }
         };
         let key = fold_case(&name);
+        // What the client is owed from another room's open batch goes before its join
+        // (the joiner's own output below is queued directly).
+        if self.batch.as_ref().is_some_and(|batch| batch.key != key) {
+            self.seal_for(id);
+        }
         let client = self
             .clients
             .get_mut(&id)
@@ -1792,6 +1797,42 @@ mod tests {
         test.flush();
         assert_eq!(test.take(2), ["+cat #lobby\n#lobby ann: hi\n"]);
         assert_eq!(test.take(3), ["#lobby ann: hi\n"]);
+    }
+
+    #[test]
+    fn a_join_never_overtakes_lines_owed_from_another_room() {
+        let mut test = TestHub::settled(&["ann", "bob"]);
+        test.say(1, "in the lobby");
+        // Bob is owed the lobby line when he joins a room nobody is in yet, and when
+        // he joins one with people in it.
+        test.request(
+            2,
+            Request::Join {
+                room: "#new".into(),
+            },
+        );
+        assert_eq!(test.take(2), ["#lobby ann: in the lobby\n", "+bob #new\n"]);
+        test.request(
+            1,
+            Request::Join {
+                room: "#busy".into(),
+            },
+        );
+        test.say_in(1, Some("#lobby"), "again");
+        test.request(
+            2,
+            Request::Join {
+                room: "#other".into(),
+            },
+        );
+        test.request(
+            2,
+            Request::Join {
+                room: "#busy".into(),
+            },
+        );
+        let owed = test.take(2).concat();
+        assert_eq!(owed, "#lobby ann: again\n+bob #other\n+bob #busy\n");
     }
 
     /// The run loop seals a batch of joins and leaves once its delay is up, with no
