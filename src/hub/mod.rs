@@ -608,9 +608,17 @@ impl Hub {
             }
             // Flush for as long as nothing is outstanding: writers busy with a full
             // socket are woken but not counted, so a slice of them ends at once and
-            // nothing would come to say so.
-            while self.has_output() {
+            // nothing would come to say so. One reading of the clock per pass: were the
+            // exit test and the presence deadline read apart, a deadline passing in
+            // between would leave nothing armed, and the notices waiting for a command.
+            loop {
                 let now = Instant::now();
+                if !self.has_output_at(now) {
+                    if let Some(due) = self.presence_due_at(now) {
+                        arm(flush_timer.as_mut(), &mut flush_armed, due);
+                    }
+                    break;
+                }
                 let due = last_flush.map_or(now, |at| at + interval);
                 let overdue = now >= due;
                 if round.outstanding() > 0 && !overdue {
@@ -620,7 +628,7 @@ impl Hub {
                 if self.outgoing.wake.is_empty() || overdue {
                     // The last round is wholly woken and done (or too slow): start the
                     // next, with the open batch unless it is joins and leaves not yet due.
-                    if self.presence_due().is_none() {
+                    if self.presence_due_at(now).is_none() {
                         self.seal_batches();
                     }
                     last_flush = Some(now);
@@ -628,9 +636,6 @@ impl Hub {
                 let slice = if overdue { usize::MAX } else { WAKE_SLICE };
                 self.outgoing.wake_writers(&round, slice);
                 flush_armed = false;
-            }
-            if let Some(due) = self.presence_due() {
-                arm(flush_timer.as_mut(), &mut flush_armed, due);
             }
         }
         self.seal_batches();
@@ -640,19 +645,22 @@ impl Hub {
 
     /// Output is waiting for a flush: writers to wake, or an open room batch that is due.
     fn has_output(&self) -> bool {
+        self.has_output_at(Instant::now())
+    }
+
+    fn has_output_at(&self, now: Instant) -> bool {
         !self.outgoing.wake.is_empty()
-            || self.batch.as_ref().is_some_and(|batch| {
-                batch
-                    .presence_until
-                    .is_none_or(|until| Instant::now() >= until)
-            })
+            || self
+                .batch
+                .as_ref()
+                .is_some_and(|batch| batch.presence_until.is_none_or(|until| now >= until))
     }
 
     /// When the open batch, holding only joins and leaves, falls due; `None` if there is
-    /// no such batch or it is due already.
-    fn presence_due(&self) -> Option<Instant> {
+    /// no such batch or it is due already at `now`.
+    fn presence_due_at(&self, now: Instant) -> Option<Instant> {
         let until = self.batch.as_ref()?.presence_until?;
-        (Instant::now() < until).then_some(until)
+        (now < until).then_some(until)
     }
 
     /// Push the open room batch to the room's members, each what it has not had yet.
@@ -1787,12 +1795,15 @@ mod tests {
         test.client(3, "cat", false);
         // The joiner's own notice is queued at once; the others' waits.
         assert_eq!(test.take(3), ["+cat #lobby\n"]);
-        let due = test.hub.presence_due().expect("a batch of joins waits");
+        let due = test
+            .hub
+            .presence_due_at(Instant::now())
+            .expect("a batch of joins waits");
         assert!(due > Instant::now() && due <= Instant::now() + PRESENCE_DELAY);
         assert!(test.take(1).is_empty());
         // A message makes the batch due now, and carries the join ahead of it.
         test.say(1, "hi");
-        assert_eq!(test.hub.presence_due(), None);
+        assert_eq!(test.hub.presence_due_at(Instant::now()), None);
         assert!(test.hub.has_output());
         test.flush();
         assert_eq!(test.take(2), ["+cat #lobby\n#lobby ann: hi\n"]);
