@@ -1996,92 +1996,158 @@ mod tests {
         }
     }
 
-    /// The run loop seals a batch of joins and leaves once its delay is up, with no
-    /// command to wake it, and at once when a message comes. Time is paused: it moves
-    /// only when every task waits on a timer.
-    #[tokio::test(start_paused = true)]
-    async fn the_hub_flushes_presence_after_its_delay_and_messages_at_once() {
-        let tracker = tokio_util::task::TaskTracker::new();
-        let config = HubConfig {
-            replay: 0,
-            ..HubConfig::default()
-        };
-        let handle = spawn(config, HistoryBackend::Memory, &tracker).unwrap();
-        let render: Arc<dyn Render> = Arc::new(Plain(""));
-        let join = |nick: &'static str| {
-            let handle = handle.clone();
-            let render = render.clone();
-            async move {
-                let client = handle.next_client_id();
-                let outbox = Arc::new(Outbox::new(1 << 20));
-                handle
-                    .send(Command::Connect(Box::new(Connection {
-                        client,
-                        peer: "127.0.0.1:1".parse().unwrap(),
-                        door: "test",
-                        outbox: outbox.clone(),
-                        render,
-                    })))
-                    .await
-                    .unwrap();
-                handle.register(client, nick.into()).await.unwrap().unwrap();
-                (client, outbox)
+    /// A spawned hub with the line test format, for tests of the run loop itself.
+    /// Tests using it run with paused time: time moves only when every task waits on
+    /// a timer, so `settle` lets the hub run without letting time pass.
+    struct LiveHub {
+        handle: HubHandle,
+        render: Arc<dyn Render>,
+        _tracker: tokio_util::task::TaskTracker,
+    }
+
+    impl LiveHub {
+        fn spawn() -> Self {
+            let tracker = tokio_util::task::TaskTracker::new();
+            let config = HubConfig {
+                replay: 0,
+                ..HubConfig::default()
+            };
+            let handle = spawn(config, HistoryBackend::Memory, &tracker).unwrap();
+            LiveHub {
+                handle,
+                render: Arc::new(Plain("")),
+                _tracker: tracker,
             }
-        };
-        let taken = |outbox: &Outbox| -> String {
+        }
+
+        /// Connect and register `nick` (joining #general).
+        async fn join(&self, nick: &str) -> (ClientId, Arc<Outbox>) {
+            let client = self.handle.next_client_id();
+            let outbox = Arc::new(Outbox::new(1 << 20));
+            let connection = Connection {
+                client,
+                peer: "127.0.0.1:1".parse().unwrap(),
+                door: "test",
+                outbox: outbox.clone(),
+                render: self.render.clone(),
+            };
+            self.handle
+                .send(Command::Connect(Box::new(connection)))
+                .await
+                .unwrap();
+            let registered = self.handle.register(client, nick.into()).await.unwrap();
+            registered.unwrap();
+            (client, outbox)
+        }
+
+        async fn say(&self, client: ClientId, text: &str) {
+            let say = Request::Say {
+                room: None,
+                text: text.into(),
+                data: None,
+                action: false,
+            };
+            self.handle.request(client, None, say).await.unwrap();
+        }
+
+        /// Take what `outbox` holds, as its writer would (the writer is then waiting,
+        /// so the next round's wake-up counts it).
+        fn taken(outbox: &Outbox) -> String {
             let mut batch = VecDeque::new();
             let _ = outbox.poll_take(&mut Context::from_waker(Waker::noop()), &mut batch);
             batch.iter().map(|b| String::from_utf8_lossy(b)).collect()
-        };
-        // Let the hub run without letting time move.
+        }
+
+        /// Let the hub run without letting time move.
         async fn settle() {
             for _ in 0..50 {
                 tokio::task::yield_now().await;
             }
         }
-        let (ann, ann_box) = join("ann").await;
-        let (bob, bob_box) = join("bob").await;
+    }
+
+    /// The run loop seals a batch of joins and leaves once its delay is up, with no
+    /// command to wake it, and at once when a message comes.
+    #[tokio::test(start_paused = true)]
+    async fn the_hub_flushes_presence_after_its_delay_and_messages_at_once() {
+        let hub = LiveHub::spawn();
+        let taken = LiveHub::taken;
+        let (ann, ann_box) = hub.join("ann").await;
+        let (bob, bob_box) = hub.join("bob").await;
         tokio::time::sleep(PRESENCE_DELAY * 2).await;
         assert_eq!(taken(&ann_box), "+ann #general\n+bob #general\n");
         assert_eq!(taken(&bob_box), "+bob #general\n");
 
-        let (_cat, cat_box) = join("cat").await;
+        let (_cat, cat_box) = hub.join("cat").await;
         let joined_at = Instant::now();
-        settle().await;
+        LiveHub::settle().await;
         assert_eq!(taken(&cat_box), "+cat #general\n", "the joiner at once");
         assert_eq!(taken(&ann_box), "", "the others after the delay");
         tokio::time::sleep_until(joined_at + PRESENCE_DELAY - Duration::from_millis(1)).await;
-        settle().await;
+        LiveHub::settle().await;
         assert_eq!(taken(&ann_box), "");
         tokio::time::sleep_until(joined_at + PRESENCE_DELAY).await;
-        settle().await;
+        LiveHub::settle().await;
         assert_eq!(taken(&ann_box), "+cat #general\n");
 
         // A leave waits too, until a message comes: then both go at once, in order.
-        handle
+        hub.handle
             .disconnect(bob, CloseReason::ClientQuit)
             .await
             .unwrap();
-        settle().await;
+        LiveHub::settle().await;
         assert_eq!(taken(&ann_box), "");
         let said_at = Instant::now();
-        handle
-            .request(
-                ann,
-                None,
-                Request::Say {
-                    room: None,
-                    text: "hi".into(),
-                    data: None,
-                    action: false,
-                },
-            )
-            .await
-            .unwrap();
-        settle().await;
+        hub.say(ann, "hi").await;
+        LiveHub::settle().await;
         assert_eq!(Instant::now(), said_at, "no time passed");
         assert_eq!(taken(&ann_box), "-bob #general\n#general ann: hi\n");
         assert_eq!(taken(&cat_box), "-bob #general\n#general ann: hi\n");
+    }
+
+    /// With a round held open by a writer that never takes, and a leave waiting for
+    /// its delay, a message makes the round's own deadline (`--flush-interval`, the
+    /// sooner) the one the hub waits for: the hub's one timer keeps the earlier.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_round_still_ends_at_its_interval_while_presence_waits() {
+        let hub = LiveHub::spawn();
+        let taken = LiveHub::taken;
+        let (_ann, ann_box) = hub.join("ann").await;
+        let (bob, _bob_box) = hub.join("bob").await;
+        let (cat, cat_box) = hub.join("cat").await;
+        tokio::time::sleep(PRESENCE_DELAY * 2).await;
+        taken(&cat_box);
+        // Ann's writer waits (a take that finds nothing), so the next round counts
+        // her, and she never takes again: the round stays outstanding.
+        taken(&ann_box);
+        assert_eq!(taken(&ann_box), "");
+
+        hub.say(cat, "hi").await;
+        let round_started = Instant::now();
+        LiveHub::settle().await;
+        assert_eq!(taken(&cat_box), "#general cat: hi\n");
+        // Bob leaves: the notice waits for PRESENCE_DELAY...
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        hub.handle
+            .disconnect(bob, CloseReason::ClientQuit)
+            .await
+            .unwrap();
+        LiveHub::settle().await;
+        // ...and a message makes it due, but the round is still being written.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        hub.say(cat, "again").await;
+        LiveHub::settle().await;
+        assert_eq!(taken(&cat_box), "");
+        // The round is overdue at the interval, before the leave's own deadline.
+        let interval = DEFAULT_FLUSH_INTERVAL;
+        assert!(interval + Duration::from_millis(2) < PRESENCE_DELAY);
+        tokio::time::sleep_until(round_started + interval + Duration::from_millis(1)).await;
+        LiveHub::settle().await;
+        assert_eq!(
+            taken(&cat_box),
+            "-bob #general\n#general cat: again\n",
+            "sealed when the held round was overdue"
+        );
     }
 
     #[test]
