@@ -72,6 +72,13 @@ fn fanout(c: &mut Criterion) {
 
 const ROUND_MESSAGES: usize = 16;
 
+/// Stop a hub a bench made.
+fn shut_down(runtime: &tokio::runtime::Runtime, handle: &HubHandle) {
+    runtime.block_on(async {
+        let _ = handle.send(Command::Shutdown).await;
+    });
+}
+
 /// A hub with `members` registered line clients in its default room; client ids are
 /// 1 to `members`, in join order.
 async fn hub_with_room(
@@ -174,9 +181,7 @@ fn hub_round(c: &mut Criterion) {
         })
     });
     group.finish();
-    runtime.block_on(async {
-        let _ = handle.send(Command::Shutdown).await;
-    });
+    shut_down(&runtime, &handle);
 }
 
 const STORM_MEMBERS: usize = 10_000;
@@ -199,9 +204,7 @@ fn storms(c: &mut Criterion) {
                 let started = Instant::now();
                 let (handle, _outboxes) = runtime.block_on(hub_with_room(&tracker, STORM_MEMBERS));
                 timed += started.elapsed();
-                runtime.block_on(async {
-                    let _ = handle.send(Command::Shutdown).await;
-                });
+                shut_down(&runtime, &handle);
             }
             timed
         })
@@ -226,9 +229,7 @@ fn storms(c: &mut Criterion) {
                     std::thread::yield_now();
                 }
                 timed += started.elapsed();
-                runtime.block_on(async {
-                    let _ = handle.send(Command::Shutdown).await;
-                });
+                shut_down(&runtime, &handle);
             }
             timed
         })

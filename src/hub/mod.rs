@@ -1149,11 +1149,10 @@ impl Hub {
             }
         };
         let key = fold_case(&name);
-        // What the client is owed from another room's open batch goes before its join
-        // (the joiner's own output below is queued directly).
-        if self.batch.as_ref().is_some_and(|batch| batch.key != key) {
-            self.seal_for(id);
-        }
+        // What the client is owed from an open batch of a room it is in goes before
+        // anything this join queues for it directly (the room being joined owes it
+        // nothing yet, so this never seals that room's batch for a newcomer).
+        self.seal_for(id);
         let client = self
             .clients
             .get_mut(&id)
@@ -1197,7 +1196,7 @@ impl Hub {
         if announce {
             self.broadcast(&key, &event);
         }
-        let room = self.rooms.get_mut(&key).expect("the room was just made");
+        let room = self.rooms.get_mut(&key).expect("found or made above");
         if let Some(batch) = self.batch.as_mut().filter(|batch| batch.key == key) {
             // From here on: the joiner never gets lines said before it came.
             batch.add_member(&member.render);
