@@ -8,9 +8,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::door::json::codec::JsonRender;
 use crate::door::json::{JsonDoor, JsonSettings};
 use crate::door::line::{LineDoor, LineSettings};
-use crate::door::web::ws::WsLimits;
+use crate::door::web::ws::{WsLimits, WsRender};
 use crate::door::web::WebDoor;
 use crate::door::ConnectionSlots;
 use crate::hub::{self, Command, HistoryBackend, HubConfig};
@@ -318,6 +319,7 @@ fn spawn_json_and_web(
         json_settings.clone(),
         "json",
         metrics.door("json"),
+        JsonRender::new(),
     );
     if let Some(listener) = listeners.json {
         tracker.spawn(
@@ -344,6 +346,7 @@ fn spawn_json_and_web(
             json_settings,
             "ws",
             metrics.door("ws"),
+            WsRender::new(),
         );
         let limits = WsLimits {
             max_message_bytes: config.max_json_bytes,

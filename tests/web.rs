@@ -477,3 +477,201 @@ async fn websocket_compression_is_never_negotiated() {
     assert!(!head.contains("sec-websocket-extensions"), "{head}");
     server.stop().await;
 }
+
+/// A WebSocket client made by hand, for what a library client will not send: pipelined
+/// frames, fragments, unmasked frames.
+struct RawWs {
+    stream: TcpStream,
+    /// Bytes read and not yet parsed.
+    unread: Vec<u8>,
+}
+
+impl RawWs {
+    /// The upgrade request, with `first_frames` in the same write as its head.
+    async fn open(addr: std::net::SocketAddr, first_frames: &[u8]) -> RawWs {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes();
+        request.extend_from_slice(first_frames);
+        stream.write_all(&request).await.unwrap();
+        let mut raw = RawWs {
+            stream,
+            unread: Vec::new(),
+        };
+        let end = loop {
+            if let Some(end) = raw.unread.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            assert!(raw.read_more().await, "closed before the upgrade response");
+        };
+        let head = String::from_utf8_lossy(&raw.unread[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        // RFC 6455 section 1.3's answer to that key.
+        assert!(
+            head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "accept key: {head}"
+        );
+        raw.unread.drain(..end);
+        raw
+    }
+
+    async fn read_more(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout(web_support::WAIT, self.stream.read(&mut chunk))
+            .await
+            .expect("server answered in time")
+            .unwrap_or(0);
+        self.unread.extend_from_slice(&chunk[..read]);
+        read > 0
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next server frame: (opcode, payload). Server frames are never masked.
+    async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if let Some((header_len, payload_len)) = server_frame_len(&self.unread) {
+                if self.unread.len() >= header_len + payload_len {
+                    let opcode = self.unread[0] & 0x0f;
+                    assert_eq!(self.unread[0] & 0xf0, 0x80, "final, no reserved bits");
+                    let frame: Vec<u8> = self.unread.drain(..header_len + payload_len).collect();
+                    return Some((opcode, frame[header_len..].to_vec()));
+                }
+            }
+            if !self.read_more().await {
+                return None;
+            }
+        }
+    }
+
+    /// The next text frame's JSON, skipping control frames.
+    async fn json(&mut self) -> serde_json::Value {
+        loop {
+            let (opcode, payload) = self.frame().await.expect("a frame");
+            if opcode == 1 {
+                return serde_json::from_slice(&payload).unwrap();
+            }
+        }
+    }
+}
+
+/// The header and payload length of a server frame, once its header is complete.
+fn server_frame_len(bytes: &[u8]) -> Option<(usize, usize)> {
+    let short = *bytes.get(1)? as usize;
+    assert_eq!(short & 0x80, 0, "server frames are unmasked");
+    match short {
+        126 => Some((
+            4,
+            u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?) as usize,
+        )),
+        127 => Some((
+            10,
+            u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize,
+        )),
+        len => Some((2, len)),
+    }
+}
+
+/// A client frame, masked with a fixed key (`masked` false breaks the protocol).
+fn client_frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        len @ 0..=125 => frame.push(mask_bit | len as u8),
+        len => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+    }
+    if masked {
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
+}
+
+#[tokio::test]
+async fn hand_made_frames_pipelined_fragmented_and_broken() {
+    let server = Server::start(&[], &["line", "web"]).await;
+    let mut netcat = Lines::line_login(server.addr("line"), "nc").await;
+
+    // The name comes in the same packet as the upgrade request, in three fragments with
+    // a ping between them: the pong echoes the ping, and the fragments make one message.
+    let nick = br#"{"type":"nick","nick":"raw","id":"n"}"#;
+    let mut first = client_frame(false, 0x1, &nick[..10], true);
+    first.extend(client_frame(true, 0x9, b"are you there", true));
+    first.extend(client_frame(false, 0x0, &nick[10..20], true));
+    first.extend(client_frame(true, 0x0, &nick[20..], true));
+    let mut raw = RawWs::open(server.addr("web"), &first).await;
+    assert_eq!(
+        raw.frame().await,
+        Some((0xA, b"are you there".to_vec())),
+        "the pong comes first, with the ping's payload"
+    );
+    let welcome = raw.json().await;
+    assert_eq!(
+        (welcome["type"].clone(), welcome["nick"].clone()),
+        (json!("welcome"), json!("raw"))
+    );
+    netcat.line_containing("raw joined").await;
+
+    // A message over 125 bytes takes the 16-bit length form both ways.
+    let long_text = "w".repeat(300);
+    let say = json!({"type": "say", "text": long_text}).to_string();
+    raw.send(&client_frame(true, 0x1, say.as_bytes(), true))
+        .await;
+    assert_eq!(
+        netcat.line_containing("[raw]").await,
+        format!("[raw] {long_text}")
+    );
+    netcat.send_line(&"v".repeat(200)).await;
+    let seen = loop {
+        let event = raw.json().await;
+        // Our own line comes back first (the JSON protocol echoes a sender's messages).
+        if event["type"] == "message" && event["from"] == "nc" {
+            break event;
+        }
+    };
+    assert_eq!(seen["text"], "v".repeat(200));
+
+    // An unmasked client frame breaks the protocol: closed with 1002, and the room is told.
+    raw.send(&client_frame(
+        true,
+        0x1,
+        br#"{"type":"say","text":"x"}"#,
+        false,
+    ))
+    .await;
+    let close = loop {
+        match raw.frame().await {
+            Some((0x8, payload)) => break payload,
+            Some(_) => continue,
+            None => panic!("closed without a close frame"),
+        }
+    };
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1002);
+    assert_eq!(&close[2..], b"protocol error");
+    assert_eq!(
+        netcat.line_containing("raw left").await,
+        "*** raw left #general (protocol error)"
+    );
+    // After the close frame the server closes the TCP connection.
+    assert!(raw.frame().await.is_none());
+
+    // A plain GET on the WebSocket address is told what it needs.
+    let (status, body) = get(&server, "/ws").await;
+    assert_eq!(status, 426);
+    assert!(body.contains("Upgrade: websocket"), "{body}");
+    server.stop().await;
+}

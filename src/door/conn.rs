@@ -61,14 +61,33 @@ enum Closing {
     Lingering(CloseReason),
 }
 
-pub struct Conn<S> {
+/// What a connection sends last, after its queued output, when its outbox closes (a
+/// WebSocket's close frame). Skipped for a slow consumer, which gets no flush at all.
+pub trait Farewell {
+    fn farewell(&self, reason: CloseReason) -> Option<Bytes>;
+}
+
+/// Nothing: the stream's own close (FIN) is the goodbye.
+pub struct NoFarewell;
+
+impl Farewell for NoFarewell {
+    fn farewell(&self, _reason: CloseReason) -> Option<Bytes> {
+        None
+    }
+}
+
+pub struct Conn<S, F = NoFarewell> {
     io: S,
+    farewell: F,
     outbox: Arc<Outbox>,
     /// Buffers taken from the outbox and not yet fully written; the front may be partly written.
     batch: VecDeque<Bytes>,
     read_open: bool,
     /// Reading is paused (flood control): input waits in the kernel's buffers.
     read_paused: bool,
+    /// Everything was written, but a transport that buffers (TLS) still holds some of
+    /// it: flushed before more is taken, so the last bytes never wait for the next.
+    unflushed: bool,
     closing: Closing,
     /// The caller's deadline while open; once closing, the close deadline (the caller's
     /// is ignored then). One slot, since every idle connection holds it.
@@ -79,15 +98,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub fn new(io: S, outbox: Arc<Outbox>) -> Self {
         Conn {
             io,
+            farewell: NoFarewell,
             outbox,
             batch: VecDeque::new(),
             read_open: true,
             read_paused: false,
+            unflushed: false,
             closing: Closing::Open,
             deadline: None,
         }
     }
 
+    /// The same connection, sending `farewell`'s bytes after the last queued output.
+    pub fn with_farewell<G: Farewell>(self, farewell: G) -> Conn<S, G> {
+        Conn {
+            io: self.io,
+            farewell,
+            outbox: self.outbox,
+            batch: self.batch,
+            read_open: self.read_open,
+            read_paused: self.read_paused,
+            unflushed: self.unflushed,
+            closing: self.closing,
+            deadline: self.deadline,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
     }
@@ -166,6 +204,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     return Poll::Ready(reason);
                 }
             }
+            if self.batch.is_empty() && self.unflushed {
+                match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Ready(_) => self.unflushed = false,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
             if self.batch.is_empty() {
                 match self.outbox.poll_take(cx, &mut self.batch) {
                     Poll::Ready(Take::Data) => {}
@@ -177,6 +221,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         }
                         if matches!(self.closing, Closing::Open) {
                             self.closing = Closing::Flushing(reason);
+                            if let Some(last) = self.farewell.farewell(reason) {
+                                self.batch.push_back(last);
+                            }
                             // From now on the slot holds the close deadline.
                             self.deadline = None;
                             continue;
@@ -262,8 +309,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if self.batch.is_empty() {
             // Release the batch's storage so an idle connection holds none.
             self.batch = VecDeque::new();
-            // Encrypted transports buffer internally; push it out.
-            let _ = Pin::new(&mut self.io).poll_flush(cx);
+            // Encrypted transports buffer internally: flushed before the next take.
+            self.unflushed = true;
         }
         Poll::Ready(Ok(()))
     }
@@ -336,6 +383,46 @@ mod tests {
         }
         drop(conn);
         assert_eq!(peer.await.unwrap(), b"goodbye\n");
+    }
+
+    #[tokio::test]
+    async fn the_farewell_goes_after_the_last_output_and_not_to_a_slow_consumer() {
+        struct Goodbye;
+        impl Farewell for Goodbye {
+            fn farewell(&self, reason: CloseReason) -> Option<Bytes> {
+                Some(Bytes::from(format!("bye: {reason}\n")))
+            }
+        }
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let mut conn = Conn::new(ours, outbox.clone()).with_farewell(Goodbye);
+        outbox.push(Bytes::from_static(b"last line\n"));
+        outbox.close(CloseReason::Shutdown);
+        let peer = tokio::spawn(async move {
+            let mut all = Vec::new();
+            theirs.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        assert!(matches!(
+            conn.next().await,
+            Input::Finished(CloseReason::Shutdown)
+        ));
+        drop(conn);
+        assert_eq!(
+            peer.await.unwrap(),
+            b"last line\nbye: server shutting down\n"
+        );
+
+        // Over its bound, a client is not flushed: no farewell either.
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let outbox = Arc::new(Outbox::new(8));
+        let mut conn = Conn::new(ours, outbox.clone()).with_farewell(Goodbye);
+        outbox.push(Bytes::from_static(b"more than eight bytes\n"));
+        assert!(matches!(conn.next().await, Input::Finished(_)));
+        drop(conn);
+        let mut all = Vec::new();
+        theirs.read_to_end(&mut all).await.unwrap();
+        assert!(all.is_empty(), "sent {all:?}");
     }
 
     #[tokio::test]

@@ -38,8 +38,11 @@ pub enum CloseReason {
     Flood,
     /// A line or frame over the size cap (on doors where that ends the connection).
     LineTooLong,
-    /// Input that cannot be made sense of (e.g. HTTP on the line port).
+    /// Input that cannot be made sense of (e.g. HTTP on the line port, or a WebSocket
+    /// text frame that is not UTF-8).
     BadInput,
+    /// A WebSocket frame that breaks the protocol (unmasked, reserved bits, bad opcode).
+    ProtocolError,
     /// Never chose a name within the register timeout.
     RegisterTimeout,
     /// Nothing received within the idle timeout.
@@ -60,6 +63,7 @@ impl CloseReason {
             CloseReason::Flood => "flood",
             CloseReason::LineTooLong => "line_too_long",
             CloseReason::BadInput => "bad_input",
+            CloseReason::ProtocolError => "protocol_error",
             CloseReason::RegisterTimeout => "register_timeout",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::ServerFull => "server_full",
@@ -91,6 +95,7 @@ impl CloseReason {
             CloseReason::Flood => "flooding",
             CloseReason::LineTooLong => "line too long",
             CloseReason::BadInput => "bad input",
+            CloseReason::ProtocolError => "protocol error",
             CloseReason::RegisterTimeout => "no name chosen in time",
             CloseReason::IdleTimeout => "idle timeout",
             CloseReason::ServerFull => "server full",

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::codec::{decode, sniff_id, ClientMessage, JsonRender};
+use self::codec::{decode, sniff_id, ClientMessage};
 use self::framing::{JsonFrame, JsonLineFramer};
 use super::conn::{Conn, Input};
 use super::flood::{FloodSettings, TokenBucket, Verdict};
@@ -44,7 +44,8 @@ pub struct JsonDoor {
     hub: HubHandle,
     slots: Arc<ConnectionSlots>,
     settings: JsonSettings,
-    render: Arc<JsonRender>,
+    /// JSON lines, or WebSocket frames holding the same objects.
+    render: Arc<dyn Render>,
     /// "json" or "ws": shown by whois and used as the metrics label.
     name: &'static str,
     metrics: DoorMetrics,
@@ -57,12 +58,13 @@ impl JsonDoor {
         settings: JsonSettings,
         name: &'static str,
         metrics: DoorMetrics,
+        render: Arc<dyn Render>,
     ) -> Arc<Self> {
         Arc::new(JsonDoor {
             hub,
             slots,
             settings,
-            render: JsonRender::new(),
+            render,
             name,
             metrics,
         })

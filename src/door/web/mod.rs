@@ -4,25 +4,24 @@
 //! task and handed to axum through a channel, so a slow handshake blocks nobody and
 //! every task stays inside the server's shutdown scope.
 
+pub mod frame;
 pub mod head_deadline;
-pub mod lazy_buffers;
 pub mod ws;
 
 use self::head_deadline::HeadDeadline;
-use self::lazy_buffers::LazyBuffers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures_util::StreamExt;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -190,7 +189,7 @@ async fn accept_loop(
         // TCP_NODELAY and keepalive come from the listener (`door::tune_listener`).
         match &tls {
             None => {
-                let stream = LazyBuffers::new(HeadDeadline::new(stream, header_timeout));
+                let stream = HeadDeadline::new(stream, header_timeout);
                 if queue.send((Box::new(stream), peer)).await.is_err() {
                     break;
                 }
@@ -209,7 +208,7 @@ async fn accept_loop(
                         done = handshake => match done {
                             Ok(Ok(stream)) => {
                                 let stream =
-                                    LazyBuffers::new(HeadDeadline::new(stream, header_timeout));
+                                    HeadDeadline::new(stream, header_timeout);
                                 let _ = queue.send((Box::new(stream), peer)).await;
                             }
                             Ok(Err(error)) => {
@@ -282,11 +281,33 @@ async fn metrics(State(state): State<WebState>) -> Response {
         .into_response()
 }
 
+/// Answer a WebSocket upgrade (the handshake by hand, so the socket afterwards is ours
+/// to drive on the [`Conn`](super::conn::Conn) pump) and start the connection's task.
 async fn upgrade(
     State(state): State<WebState>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    upgrade: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
+    let accept = match ws::accept_key(request.headers()) {
+        Ok(accept) => accept,
+        Err(refusal) => {
+            let mut response = (refusal.status, refusal.text).into_response();
+            if refusal.status == StatusCode::UPGRADE_REQUIRED {
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            return response;
+        }
+    };
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded to a WebSocket (HTTP/1.1 needed)\n",
+        )
+            .into_response();
+    };
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
@@ -302,17 +323,22 @@ async fn upgrade(
     };
     let limits = state.limits.clone();
     let door = state.door.clone();
-    let tracker = state.tracker.clone();
-    limits
-        .configure(upgrade)
-        .on_failed_upgrade(move |error| tracing::debug!(%peer, %error, "ws: upgrade failed"))
-        .on_upgrade(move |socket| {
-            // Upgraded sockets live outside axum's graceful shutdown: track them ourselves.
-            // Split here, not in `run`: what `run` is handed stays in its task for the
-            // connection's whole life, and a whole `WebSocket` is some 400 bytes.
-            let (sink, stream) = socket.split();
-            tracker.track_future(ws::run(door, sink, stream, peer, slot, limits))
-        })
+    // Upgraded sockets live outside axum's graceful shutdown: track them ourselves.
+    state.tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => ws::run(door, TokioIo::new(upgraded), peer, slot, limits).await,
+            Err(error) => tracing::debug!(%peer, %error, "ws: upgrade failed"),
+        }
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+        ],
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -1,72 +1,61 @@
-//! One WebSocket connection speaking the JSON protocol: one object per text frame.
+//! One WebSocket connection speaking the JSON protocol, one object per text frame, on
+//! the same [`Conn`] pump as the stream doors.
 //!
-//! Two halves run in one task: the writer drains the connection's [`Outbox`] (one
-//! frame per queued JSON line), sends keepalive pings and, when the outbox closes, sends
-//! the remaining events and a close frame (1001 "going away" on shutdown); the reader
-//! feeds frames to the [`JsonSession`]. Limits are set explicitly, not left at
-//! axum's defaults: message and frame size, bounded buffers, no compression.
+//! Hub events are framed once per event by [`WsRender`] (server frames are unmasked,
+//! so every recipient can be sent the same bytes), and a recipient's queued frames go
+//! out in one coalesced write. Input goes through the pure [`FrameReader`]. Pings,
+//! pongs and the close frame are queued on the connection's own outbox between whole
+//! frames; the close frame is the [`Conn`]'s farewell, sent after the last event.
 
-use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::super::conn::CLOSE_FLUSH_TIMEOUT;
-use super::super::json::codec::OVERSIZE_HEAD_BYTES;
+use super::super::conn::{Conn, Farewell, Input};
+use super::super::json::codec::{JsonRender, OVERSIZE_HEAD_BYTES};
 use super::super::json::{JsonDoor, JsonSession};
 use super::super::Slot;
-use super::lazy_buffers::WRITE_BATCH_BYTES;
-use crate::hub::outbox::Take;
-use crate::hub::{CloseReason, HubGone, Outbox};
-
-/// tungstenite's read buffer (kept for the life of a connection): it takes bytes
-/// from [`LazyBuffers`](super::lazy_buffers::LazyBuffers) this much at a time, a copy in memory, not a system call.
-const TUNGSTENITE_READ_BYTES: usize = 256;
+use super::frame::{
+    close_payload, encode_frame, write_header, FrameError, FrameReader, WsFrame, MAX_HEADER_BYTES,
+    OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
+};
+use crate::hub::{CloseReason, Event, HubGone, Outbox, Render};
 
 /// WebSocket limits and keepalive.
 #[derive(Debug, Clone)]
 pub struct WsLimits {
     /// Messages over this are refused with `line_too_long`; the connection stays.
     pub max_message_bytes: usize,
-    /// A ping goes out this often when the server has nothing else to send.
+    /// A ping goes out this often.
     pub ping_interval: Duration,
     /// A connection that sends nothing (not even a pong) for this long is closed.
     pub idle_timeout: Duration,
 }
 
 impl WsLimits {
-    /// Frames up to twice the message cap are read whole, so an over-cap message can
-    /// still be answered with its id; beyond that the socket is closed with 1009.
+    /// Messages up to twice the cap are read (and all but their head discarded), so an
+    /// over-cap message is answered with its id; beyond that the socket is closed with
+    /// 1009, since nobody sends that much by mistake.
     fn hard_max(&self) -> usize {
         self.max_message_bytes.saturating_mul(2).max(1024)
     }
+}
 
-    /// Apply the limits to an upgrade (axum's defaults: 64 MiB messages, 16 MiB frames,
-    /// unbounded write buffer, 128 KiB buffers per idle connection).
-    ///
-    /// tungstenite's buffers live as long as the connection (the read buffer at its
-    /// full size from the start, the write buffer at the largest batch it held), so
-    /// they are kept tiny: the stream below ([`LazyBuffers`](super::lazy_buffers::LazyBuffers)) reads in big chunks and
-    /// gathers frames into one write, in buffers that are freed when empty.
-    pub fn configure(&self, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
-        let hard_max = self.hard_max();
-        upgrade
-            .max_message_size(hard_max)
-            .max_frame_size(hard_max)
-            .read_buffer_size(TUNGSTENITE_READ_BYTES)
-            // Each frame goes straight down to `LazyBuffers`, which batches them.
-            .write_buffer_size(0)
-            // What the socket has not taken: our batch plus one frame in tungstenite.
-            .max_write_buffer_size(WRITE_BATCH_BYTES + 2 * hard_max)
-    }
+/// Close codes (RFC 6455 section 7.4.1).
+mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const INVALID: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const SIZE: u16 = 1009;
+    pub const ERROR: u16 = 1011;
+    pub const AGAIN: u16 = 1013;
 }
 
 /// A close frame's code for a reason.
@@ -78,321 +67,355 @@ fn close_code_for(reason: CloseReason) -> u16 {
         }
         CloseReason::LineTooLong => close_code::SIZE,
         CloseReason::BadInput => close_code::INVALID,
+        CloseReason::ProtocolError => close_code::PROTOCOL,
         CloseReason::PeerReset => close_code::ERROR,
         CloseReason::SlowConsumer | CloseReason::Flood => close_code::POLICY,
         CloseReason::ServerFull => close_code::AGAIN,
     }
 }
 
-/// The two halves of an upgraded WebSocket.
-pub type WsSink = SplitSink<WebSocket, Message>;
-pub type WsStream = SplitStream<WebSocket>;
+/// The close frame for `reason`, its words as the close reason.
+fn close_frame(reason: CloseReason) -> Bytes {
+    encode_frame(
+        OPCODE_CLOSE,
+        &close_payload(close_code_for(reason), reason.describe()),
+    )
+}
+
+/// The reason to close with when the frame reader gives up.
+fn reason_for(error: FrameError) -> CloseReason {
+    match error {
+        FrameError::Protocol(_) => CloseReason::ProtocolError,
+        FrameError::BadUtf8 => CloseReason::BadInput,
+        FrameError::TooBig => CloseReason::LineTooLong,
+    }
+}
+
+/// A WebSocket's last frame: the close frame for the reason its outbox closed.
+struct CloseFrame;
+
+impl Farewell for CloseFrame {
+    fn farewell(&self, reason: CloseReason) -> Option<Bytes> {
+        Some(close_frame(reason))
+    }
+}
+
+/// Renders hub events as WebSocket text frames holding the JSON protocol's objects:
+/// the JSON rendering with a frame header in front instead of a newline behind.
+#[derive(Debug, Default)]
+pub struct WsRender {
+    json: JsonRender,
+}
+
+impl WsRender {
+    pub fn new() -> Arc<Self> {
+        Arc::new(WsRender::default())
+    }
+}
+
+impl Render for WsRender {
+    fn render(&self, event: &Event) -> Option<Bytes> {
+        let value = self.json.to_value(event)?;
+        // The header's longest form is reserved in front, so the JSON is written once,
+        // in place, and the header goes just before it.
+        let mut frame = Vec::with_capacity(128);
+        frame.resize(MAX_HEADER_BYTES, 0);
+        serde_json::to_writer(&mut frame, &value).ok()?;
+        let mut header = [0; MAX_HEADER_BYTES];
+        let header_len = write_header(OPCODE_TEXT, frame.len() - MAX_HEADER_BYTES, &mut header);
+        let start = MAX_HEADER_BYTES - header_len;
+        frame[start..MAX_HEADER_BYTES].copy_from_slice(&header[start..]);
+        Some(Bytes::from(frame).slice(start..))
+    }
+}
+
+/// Why an upgrade request was refused: the status and words for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeRefusal {
+    pub status: StatusCode,
+    pub text: &'static str,
+}
+
+/// Check an upgrade request's headers (RFC 6455 section 4.2.1) and derive the
+/// `Sec-WebSocket-Accept` value for the answer. No extension (compression) and no
+/// subprotocol is ever agreed: the answer names neither.
+pub fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HandshakeRefusal> {
+    let refuse = |status, text| Err(HandshakeRefusal { status, text });
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|value| {
+                value
+                    .split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") {
+        return refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "this address speaks WebSocket only (Upgrade: websocket)\n",
+        );
+    }
+    if !has_token(header::CONNECTION, "upgrade") {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket request needs Connection: Upgrade\n",
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|version| version.as_bytes() != b"13")
+    {
+        return refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "only WebSocket version 13 is spoken (Sec-WebSocket-Version: 13)\n",
+        );
+    }
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|key| !key.is_empty())
+    else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket request needs a Sec-WebSocket-Key\n",
+        );
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    HeaderValue::from_str(&accept).or(refuse(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "could not answer the WebSocket key\n",
+    ))
+}
+
+/// When to check on a quiet peer next: a ping goes out every interval, and a peer
+/// that sent nothing (not even a pong) for the idle timeout is closed.
+struct Keepalive {
+    last_heard: Instant,
+    next_ping: Instant,
+}
 
 /// Drive one upgraded WebSocket from connect to close.
 ///
 /// This future is the connection's task for its whole life, so what it holds while
-/// idle is kept small: the halves come in already split, and the work done per
-/// message or per batch (big futures: hub commands, timed writes) is boxed, so its
-/// state exists only while that work runs.
-pub async fn run(
+/// idle is kept small: the work done per message (hub commands) is boxed, so its state
+/// exists only while that work runs.
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     door: Arc<JsonDoor>,
-    mut sink: WsSink,
-    mut stream: WsStream,
+    mut io: S,
     peer: SocketAddr,
     slot: Slot,
     limits: WsLimits,
 ) {
     let Some((client, outbox)) = Box::pin(door.open(peer)).await else {
-        let _ = sink.send(close_frame(CloseReason::Shutdown)).await;
+        // The hub has stopped: say so the WebSocket way.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = io.write_all(&close_frame(CloseReason::Shutdown)).await;
+            let _ = io.shutdown().await;
+        })
+        .await;
         return;
     };
     let _counted = door.metrics().connected(&outbox);
     let mut session = door.session(client);
-    // Milliseconds since `start` when the peer last sent anything; shared by the halves.
-    let start = Instant::now();
-    let last_heard = AtomicU64::new(0);
-    let writer_first = {
-        // Pinned where they are made: a moved-from copy would keep its space too.
-        let writer = std::pin::pin!(write_loop(&mut sink, &outbox, &limits, start, &last_heard));
-        let reader = std::pin::pin!(read_loop(
-            &mut stream,
-            &mut session,
-            &outbox,
-            &limits,
-            start,
-            &last_heard,
-        ));
-        tokio::select! {
-            reason = writer => Ok(reason),
-            () = reader => Err(()),
-        }
+    let mut conn = Conn::new(io, outbox).with_farewell(CloseFrame);
+    let mut reader = FrameReader::new(
+        limits.max_message_bytes,
+        limits.hard_max(),
+        OVERSIZE_HEAD_BYTES,
+    );
+    let mut frames = Vec::new();
+    let now = Instant::now();
+    let mut keepalive = Keepalive {
+        last_heard: now,
+        next_ping: now + limits.ping_interval,
     };
-    let reason = match writer_first {
-        Ok(reason) => {
-            // Our close frame is out: read until the peer's answering close (bounded),
-            // so the TCP close is clean.
-            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
-                while let Some(Ok(message)) = stream.next().await {
-                    if matches!(message, Message::Close(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
-            reason
+    // The deadline armed on the connection; re-armed only when it changes, since
+    // moving a timer costs more than reading a chunk.
+    let mut armed = None;
+    let reason = loop {
+        let deadline = match session.register_deadline() {
+            Some(register) => register.min(keepalive.next_ping),
+            None => keepalive.next_ping,
+        };
+        if armed != Some(deadline) {
+            conn.set_deadline(Some(deadline));
+            armed = Some(deadline);
         }
-        // The reader told the hub it is going; send what is left and the close frame.
-        Err(()) => tokio::time::timeout(
-            CLOSE_FLUSH_TIMEOUT,
-            write_loop(&mut sink, &outbox, &limits, start, &last_heard),
-        )
-        .await
-        .unwrap_or_else(|_| outbox.close_reason().unwrap_or(CloseReason::PeerReset)),
+        let outcome = match conn.next().await {
+            Input::Data(chunk) => {
+                keepalive.last_heard = Instant::now();
+                let parsed = reader.push(&chunk, &mut frames);
+                match Box::pin(handle_frames(&mut session, conn.outbox(), &mut frames)).await {
+                    Ok(()) => match parsed {
+                        Ok(()) => Ok(()),
+                        Err(error) => {
+                            tracing::debug!(client, %peer, ?error, "ws: bad frame");
+                            Box::pin(session.leave(reason_for(error))).await
+                        }
+                    },
+                    gone => gone,
+                }
+            }
+            // The TCP connection ended without a close frame.
+            Input::Eof => Box::pin(session.leave(CloseReason::PeerClosed)).await,
+            Input::ReadFailed(error) => {
+                tracing::debug!(client, %peer, %error, "ws: read failed");
+                Box::pin(session.leave(CloseReason::PeerReset)).await
+            }
+            Input::Deadline => {
+                armed = None;
+                let now = Instant::now();
+                if now >= keepalive.next_ping {
+                    keepalive.next_ping = now + limits.ping_interval;
+                    if now.duration_since(keepalive.last_heard) > limits.idle_timeout {
+                        Box::pin(session.leave(CloseReason::IdleTimeout)).await
+                    } else {
+                        conn.outbox().push(encode_frame(OPCODE_PING, b""));
+                        Ok(())
+                    }
+                } else {
+                    Box::pin(session.register_timed_out()).await
+                }
+            }
+            Input::Finished(reason) => break reason,
+        };
+        if outcome.is_err() {
+            // The hub is gone (shutdown finished): close on our own.
+            conn.outbox().close(CloseReason::Shutdown);
+        }
     };
     Box::pin(door.closed(client, peer, reason)).await;
     drop(slot);
 }
 
-fn close_frame(reason: CloseReason) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: close_code_for(reason),
-        reason: Utf8Bytes::from_static(reason.describe()),
-    }))
-}
-
-fn millis_since(start: Instant) -> u64 {
-    start.elapsed().as_millis() as u64
-}
-
-/// Send queued events (one frame each), keepalive pings, and finally the close frame.
-/// Returns the reason the outbox closed.
-async fn write_loop(
-    sink: &mut WsSink,
-    outbox: &Arc<Outbox>,
-    limits: &WsLimits,
-    start: Instant,
-    last_heard: &AtomicU64,
-) -> CloseReason {
-    let mut batch: VecDeque<Bytes> = VecDeque::new();
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
-    loop {
-        let taken = tokio::select! {
-            taken = poll_fn(|cx| outbox.poll_take(cx, &mut batch)) => taken,
-            _ = ping.tick() => {
-                let quiet = millis_since(start)
-                    .saturating_sub(last_heard.load(Ordering::Relaxed));
-                if quiet > limits.idle_timeout.as_millis() as u64 {
-                    outbox.close(CloseReason::IdleTimeout);
-                } else if Box::pin(tokio::time::timeout(
-                    limits.idle_timeout,
-                    sink.send(Message::Ping(Bytes::new())),
-                ))
-                .await
-                .map_or(true, |sent| sent.is_err())
-                {
-                    outbox.close(CloseReason::PeerReset);
-                }
-                continue;
-            }
-        };
-        match taken {
-            Take::Data => {
-                // The batch's allocation came from the outbox; it is freed here, not
-                // kept for the next one (an idle connection holds no queue).
-                let events = std::mem::take(&mut batch);
-                let written: usize = events.iter().map(Bytes::len).sum();
-                let sent = Box::pin(tokio::time::timeout(
-                    limits.idle_timeout,
-                    send_events(sink, events),
-                ))
-                .await;
-                outbox.written(written);
-                match sent {
-                    Ok(Ok(())) => {}
-                    // The peer is gone, or has not taken a byte for the whole idle timeout.
-                    Ok(Err(_)) => outbox.close(CloseReason::PeerReset),
-                    Err(_) => outbox.close(CloseReason::SlowConsumer),
-                }
-            }
-            Take::Closed(reason) => {
-                if !outbox.is_discarding() {
-                    let _ = Box::pin(tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
-                        let _ = sink.send(close_frame(reason)).await;
-                        let _ = sink.flush().await;
-                    }))
-                    .await;
-                }
-                return reason;
-            }
-        }
-    }
-}
-
-/// Send each JSON line of each queued buffer as its own text frame, then flush (the
-/// frames gather below and go out in one write).
-async fn send_events(sink: &mut WsSink, events: VecDeque<Bytes>) -> Result<(), axum::Error> {
-    for buffer in events {
-        for event in json_lines(buffer) {
-            let Ok(text) = Utf8Bytes::try_from(event) else {
-                continue;
-            };
-            sink.feed(Message::Text(text)).await?;
-        }
-    }
-    sink.flush().await
-}
-
-/// The events in one queued buffer, each without its newline. The hub may hand over
-/// several JSON lines in one buffer (a room's lines gathered over a flush round); JSON
-/// text never holds a raw newline, so the lines split cleanly, without copying.
-fn json_lines(mut events: Bytes) -> impl Iterator<Item = Bytes> {
-    std::iter::from_fn(move || {
-        if events.is_empty() {
-            return None;
-        }
-        let line = match memchr::memchr(b'\n', &events) {
-            Some(end) => {
-                let line = events.split_to(end + 1);
-                line.slice(..end)
-            }
-            None => events.split_off(0),
-        };
-        Some(line)
-    })
-}
-
-/// Read frames into the session until the peer closes or fails; then tell the hub.
-async fn read_loop(
-    stream: &mut WsStream,
+/// Hand what the reader completed to the session, in order.
+async fn handle_frames(
     session: &mut JsonSession<'_>,
     outbox: &Outbox,
-    limits: &WsLimits,
-    start: Instant,
-    last_heard: &AtomicU64,
-) {
-    loop {
-        let register_deadline = session.register_deadline();
-        let outcome: Result<Received, HubGone> = tokio::select! {
-            message = stream.next() => {
-                last_heard.store(millis_since(start), Ordering::Relaxed);
-                Box::pin(received(session, limits, message)).await
-            }
-            _ = sleep_until(register_deadline) => {
-                Box::pin(session.register_timed_out()).await.map(|()| Received::More)
-            }
-        };
-        match outcome {
-            Ok(Received::More) => {}
-            Ok(Received::Gone) => return,
-            Ok(Received::Failed(reason)) => {
-                // The hub is gone already: close on our own.
-                outbox.close(reason);
-                return;
-            }
-            Err(HubGone) => {
-                // The hub is gone (shutdown finished): close on our own.
-                outbox.close(CloseReason::Shutdown);
-                return;
-            }
-        }
-    }
-}
-
-/// What one read from the socket meant.
-enum Received {
-    /// Handled; read on.
-    More,
-    /// The peer closed or failed, and the hub was told.
-    Gone,
-    /// The peer failed and the hub could not be told.
-    Failed(CloseReason),
-}
-
-/// Hand one read's result to the session.
-async fn received(
-    session: &mut JsonSession<'_>,
-    limits: &WsLimits,
-    message: Option<Result<Message, axum::Error>>,
-) -> Result<Received, HubGone> {
-    match message {
-        Some(Ok(Message::Text(text))) => handle(session, limits, text.as_bytes()).await?,
-        Some(Ok(Message::Binary(bytes))) => handle(session, limits, &bytes).await?,
-        Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.control_frame().await?,
-        Some(Ok(Message::Close(_))) | None => {
-            let _ = session.leave(CloseReason::PeerClosed).await;
-            return Ok(Received::Gone);
-        }
-        Some(Err(error)) => {
-            let reason = if is_capacity(&error) {
-                CloseReason::LineTooLong
-            } else if is_bad_utf8(&error) {
-                // A text frame that is not UTF-8: closed with 1007.
-                CloseReason::BadInput
-            } else {
-                CloseReason::PeerReset
-            };
-            return Ok(match session.leave(reason).await {
-                Ok(()) => Received::Gone,
-                Err(HubGone) => Received::Failed(reason),
-            });
-        }
-    }
-    Ok(Received::More)
-}
-
-/// Whether a WebSocket read failed on our size limits.
-fn is_capacity(error: &axum::Error) -> bool {
-    // tungstenite's `Error::Capacity`, seen through axum's opaque error.
-    error.to_string().contains("Space limit exceeded")
-}
-
-/// Whether a WebSocket read failed on a text frame that is not valid UTF-8.
-fn is_bad_utf8(error: &axum::Error) -> bool {
-    // tungstenite's `Error::Utf8`, seen through axum's opaque error.
-    error.to_string().contains("UTF-8")
-}
-
-/// Sleep until `deadline`, or forever. The timer is boxed: it is needed only until
-/// the client registers, and inline it would cost every connection its size for life.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => Box::pin(tokio::time::sleep_until(deadline)).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn handle(
-    session: &mut JsonSession<'_>,
-    limits: &WsLimits,
-    bytes: &[u8],
+    frames: &mut Vec<WsFrame>,
 ) -> Result<(), HubGone> {
-    if bytes.len() > limits.max_message_bytes {
-        session
-            .handle_too_long(&bytes[..bytes.len().min(OVERSIZE_HEAD_BYTES)])
-            .await
-    } else {
-        session.handle_message(bytes).await
+    for frame in frames.drain(..) {
+        match frame {
+            WsFrame::Text(message) | WsFrame::Binary(message) => {
+                session.handle_message(&message).await?
+            }
+            WsFrame::TooLong { head } => session.handle_too_long(&head).await?,
+            WsFrame::Ping(payload) => {
+                session.control_frame().await?;
+                if !session.is_leaving() {
+                    // Control frames go between whole frames, so the answer may overtake
+                    // queued events: RFC 6455 allows it, and it keeps pings honest.
+                    outbox.push(encode_frame(OPCODE_PONG, &payload));
+                }
+            }
+            WsFrame::Pong(_) => session.control_frame().await?,
+            WsFrame::Close { .. } => session.leave(CloseReason::PeerClosed).await?,
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::Reply;
 
-    fn lines(input: &'static [u8]) -> Vec<Bytes> {
-        json_lines(Bytes::from_static(input)).collect()
+    #[test]
+    fn renders_one_text_frame_holding_the_json_object() {
+        let event = Event::Reply {
+            tag: None,
+            reply: Reply::Pong,
+        };
+        let frame = WsRender::default().render(&event).unwrap();
+        let json = JsonRender.render(&event).unwrap();
+        let object = &json[..json.len() - 1];
+        assert_eq!(frame[0], 0x80 | OPCODE_TEXT, "final text frame");
+        assert_eq!(frame[1] as usize, object.len(), "unmasked, short length");
+        assert_eq!(&frame[2..], object);
     }
 
     #[test]
-    fn splits_a_buffer_into_one_frame_per_line() {
+    fn long_events_get_the_longer_length_forms() {
+        let event = Event::Notice {
+            text: "x".repeat(70_000).into(),
+        };
+        let frame = WsRender::default().render(&event).unwrap();
+        let json = JsonRender.render(&event).unwrap();
+        let object = &json[..json.len() - 1];
+        assert_eq!(frame[1], 127, "64-bit length");
         assert_eq!(
-            lines(b"{\"a\":1}\n{\"b\":2}\n"),
-            [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]
+            u64::from_be_bytes(frame[2..10].try_into().unwrap()),
+            object.len() as u64
         );
-        assert_eq!(lines(b"{\"a\":1}\n"), [&b"{\"a\":1}"[..]]);
-        // A buffer without its newline is still one frame; nothing is lost.
-        assert_eq!(lines(b"{\"a\":1}"), [&b"{\"a\":1}"[..]]);
-        assert!(lines(b"").is_empty());
+        assert_eq!(&frame[10..], object);
+    }
+
+    fn upgrade_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        headers
+    }
+
+    #[test]
+    fn answers_the_rfc_sample_key() {
+        // RFC 6455 section 1.3's example.
+        assert_eq!(
+            accept_key(&upgrade_headers()).unwrap(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn refuses_requests_that_are_not_websocket_upgrades() {
+        for (name, value, status) in [
+            (header::UPGRADE, "h2c", StatusCode::UPGRADE_REQUIRED),
+            (header::CONNECTION, "keep-alive", StatusCode::BAD_REQUEST),
+            (
+                header::SEC_WEBSOCKET_VERSION,
+                "8",
+                StatusCode::UPGRADE_REQUIRED,
+            ),
+            (header::SEC_WEBSOCKET_KEY, "", StatusCode::BAD_REQUEST),
+        ] {
+            let mut headers = upgrade_headers();
+            headers.insert(name.clone(), HeaderValue::from_static(value));
+            let refusal = accept_key(&headers).unwrap_err();
+            assert_eq!(refusal.status, status, "{name}: {value}");
+        }
+        let mut headers = upgrade_headers();
+        headers.remove(header::SEC_WEBSOCKET_KEY);
+        assert_eq!(
+            accept_key(&headers).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn every_close_reason_has_a_close_frame_with_its_code() {
+        for (reason, code) in [
+            (CloseReason::ClientQuit, 1000),
+            (CloseReason::Shutdown, 1001),
+            (CloseReason::ProtocolError, 1002),
+            (CloseReason::BadInput, 1007),
+            (CloseReason::Flood, 1008),
+            (CloseReason::LineTooLong, 1009),
+        ] {
+            let frame = close_frame(reason);
+            assert_eq!(frame[0], 0x80 | OPCODE_CLOSE);
+            assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), code);
+            assert_eq!(&frame[4..], reason.describe().as_bytes());
+        }
     }
 }
