@@ -130,8 +130,24 @@ impl JsonDoor {
 
     /// Introduce a new connection to the hub; `None` once the hub has stopped.
     pub async fn open(&self, peer: SocketAddr) -> Option<(ClientId, Arc<Outbox>)> {
+        let (client, outbox) = self.new_client();
+        self.connect(client, peer, &outbox).await.ok()?;
+        Some((client, outbox))
+    }
+
+    /// A new client's id and outbox, not yet known to the hub.
+    pub fn new_client(&self) -> (ClientId, Arc<Outbox>) {
         let client = self.hub.next_client_id();
-        let outbox = Arc::new(Outbox::new(self.settings.max_queue_bytes));
+        (client, Arc::new(Outbox::new(self.settings.max_queue_bytes)))
+    }
+
+    /// Introduce a client made by [`JsonDoor::new_client`] to the hub.
+    pub async fn connect(
+        &self,
+        client: ClientId,
+        peer: SocketAddr,
+        outbox: &Arc<Outbox>,
+    ) -> Result<(), HubGone> {
         let connection = Connection {
             client,
             peer,
@@ -139,11 +155,7 @@ impl JsonDoor {
             outbox: outbox.clone(),
             render: self.render.clone(),
         };
-        self.hub
-            .send(Command::Connect(Box::new(connection)))
-            .await
-            .ok()?;
-        Some((client, outbox))
+        self.hub.send(Command::Connect(Box::new(connection))).await
     }
 
     /// Protocol state for a connection opened with [`JsonDoor::open`].
@@ -226,6 +238,10 @@ impl JsonSession<'_> {
     /// When the connection must have chosen a name by, while it has not.
     pub fn register_deadline(&self) -> Option<Instant> {
         (!self.registered && !self.leaving).then_some(self.register_deadline)
+    }
+
+    pub fn client(&self) -> ClientId {
+        self.client
     }
 
     pub fn is_leaving(&self) -> bool {

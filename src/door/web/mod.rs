@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -30,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::json::JsonDoor;
+use super::PeerSlot;
 use crate::metrics::Metrics;
 use ws::WsLimits;
 
@@ -85,7 +85,7 @@ impl Connected<axum::serve::IncomingStream<'_, WebListener>> for Peer {
 struct WebState {
     door: Arc<JsonDoor>,
     metrics: Metrics,
-    limits: WsLimits,
+    limits: Arc<WsLimits>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -111,7 +111,7 @@ impl WebDoor {
             state: WebState {
                 door,
                 metrics,
-                limits,
+                limits: Arc::new(limits),
                 tracker,
                 shutdown,
             },
@@ -321,15 +321,13 @@ async fn upgrade(
                 .into_response()
         }
     };
-    let limits = state.limits.clone();
-    let door = state.door.clone();
     // Upgraded sockets live outside axum's graceful shutdown: track them ourselves.
-    state.tracker.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => ws::run(door, TokioIo::new(upgraded), peer, slot, limits).await,
-            Err(error) => tracing::debug!(%peer, %error, "ws: upgrade failed"),
-        }
-    });
+    state.tracker.spawn(ws::run(
+        state.door.clone(),
+        state.limits.clone(),
+        on_upgrade,
+        PeerSlot::new(peer, Some(slot)),
+    ));
     (
         StatusCode::SWITCHING_PROTOCOLS,
         [

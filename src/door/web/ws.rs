@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::super::conn::{Conn, Farewell, Input};
 use super::super::json::codec::{JsonRender, OVERSIZE_HEAD_BYTES};
 use super::super::json::{JsonDoor, JsonSession};
-use super::super::Slot;
+use super::super::PeerSlot;
 use super::frame::{
     close_payload, encode_frame, write_header, FrameError, FrameReader, WsFrame, MAX_HEADER_BYTES,
     OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
@@ -187,114 +189,159 @@ pub fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HandshakeRefusal> 
     ))
 }
 
-/// When to check on a quiet peer next: a ping goes out every interval, and a peer
-/// that sent nothing (not even a pong) for the idle timeout is closed.
-struct Keepalive {
-    last_heard: Instant,
-    next_ping: Instant,
-}
-
-/// Drive one upgraded WebSocket from connect to close.
+/// Drive one WebSocket, once hyper hands over the upgraded connection, until it closes.
 ///
 /// This future is the connection's task for its whole life, so what it holds while
-/// idle is kept small: the work done per message (hub commands) is boxed, so its state
-/// exists only while that work runs.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+/// idle is kept small: shared settings come by `Arc`, the peer's address shares its
+/// slot's space, the connection's state is one [`WsConnection`], and the work done per
+/// read (frames, hub commands) is boxed, so its state exists only while it runs.
+pub async fn run(
     door: Arc<JsonDoor>,
-    mut io: S,
-    peer: SocketAddr,
-    slot: Slot,
-    limits: WsLimits,
+    limits: Arc<WsLimits>,
+    upgrade: OnUpgrade,
+    peer_slot: PeerSlot,
 ) {
-    let Some((client, outbox)) = Box::pin(door.open(peer)).await else {
-        // The hub has stopped: say so the WebSocket way.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let _ = io.write_all(&close_frame(CloseReason::Shutdown)).await;
-            let _ = io.shutdown().await;
-        })
-        .await;
-        return;
-    };
-    let _counted = door.metrics().connected(&outbox);
-    let mut session = door.session(client);
-    let mut conn = Conn::new(io, outbox).with_farewell(CloseFrame);
-    let mut reader = FrameReader::new(
-        limits.max_message_bytes,
-        limits.hard_max(),
-        OVERSIZE_HEAD_BYTES,
-    );
-    let mut frames = Vec::new();
-    let now = Instant::now();
-    let mut keepalive = Keepalive {
-        last_heard: now,
-        next_ping: now + limits.ping_interval,
-    };
-    // The deadline armed on the connection; re-armed only when it changes, since
-    // moving a timer costs more than reading a chunk.
-    let mut armed = None;
-    let reason = loop {
-        let deadline = match session.register_deadline() {
-            Some(register) => register.min(keepalive.next_ping),
-            None => keepalive.next_ping,
-        };
-        if armed != Some(deadline) {
-            conn.set_deadline(Some(deadline));
-            armed = Some(deadline);
+    let upgraded = match upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(peer = %peer_slot.peer(), %error, "ws: upgrade failed");
+            return;
         }
-        let outcome = match conn.next().await {
-            Input::Data(chunk) => {
-                keepalive.last_heard = Instant::now();
-                let parsed = reader.push(&chunk, &mut frames);
-                match Box::pin(handle_frames(&mut session, conn.outbox(), &mut frames)).await {
-                    Ok(()) => match parsed {
-                        Ok(()) => Ok(()),
-                        Err(error) => {
-                            tracing::debug!(client, %peer, ?error, "ws: bad frame");
-                            Box::pin(session.leave(reason_for(error))).await
-                        }
-                    },
-                    gone => gone,
+    };
+    let mut connection = WsConnection::new(&door, &limits, TokioIo::new(upgraded));
+    let client = connection.session.client();
+    let outbox = connection.conn.outbox();
+    if Box::pin(door.connect(client, peer_slot.peer(), outbox))
+        .await
+        .is_err()
+    {
+        Box::pin(connection.say_goodbye()).await;
+        return;
+    }
+    let counted = door.metrics().connected(connection.conn.outbox());
+    let reason = connection.serve(&peer_slot).await;
+    drop(counted);
+    drop(connection);
+    Box::pin(door.closed(client, peer_slot.peer(), reason)).await;
+    drop(peer_slot);
+}
+
+/// Everything one WebSocket holds while it lives (every idle connection holds one).
+struct WsConnection<'door, S> {
+    conn: Conn<S, CloseFrame>,
+    session: JsonSession<'door>,
+    reader: FrameReader,
+    limits: &'door WsLimits,
+    /// When the peer last sent anything (a pong counts).
+    last_heard: Instant,
+    /// When the next keepalive ping is due (and the peer's silence is checked).
+    next_ping: Instant,
+    /// The deadline armed on the pump: re-armed only when it changes, since moving a
+    /// timer costs more than reading a chunk.
+    armed: Option<Instant>,
+}
+
+impl<'door, S: AsyncRead + AsyncWrite + Unpin> WsConnection<'door, S> {
+    fn new(door: &'door JsonDoor, limits: &'door WsLimits, io: S) -> Self {
+        let (client, outbox) = door.new_client();
+        let now = Instant::now();
+        WsConnection {
+            conn: Conn::new(io, outbox).with_farewell(CloseFrame),
+            session: door.session(client),
+            reader: FrameReader::new(
+                limits.max_message_bytes,
+                limits.hard_max(),
+                OVERSIZE_HEAD_BYTES,
+            ),
+            limits,
+            last_heard: now,
+            next_ping: now + limits.ping_interval,
+            armed: None,
+        }
+    }
+
+    /// The hub has stopped before it knew this client: send the close frame (1001)
+    /// and close.
+    async fn say_goodbye(&mut self) {
+        self.conn.outbox().close(CloseReason::Shutdown);
+        let conn = &mut self.conn;
+        let flush = async move { while !matches!(conn.next().await, Input::Finished(_)) {} };
+        let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+    }
+
+    /// Pump until the connection finishes; returns why.
+    async fn serve(&mut self, peer: &PeerSlot) -> CloseReason {
+        loop {
+            let deadline = match self.session.register_deadline() {
+                Some(register) => register.min(self.next_ping),
+                None => self.next_ping,
+            };
+            if self.armed != Some(deadline) {
+                self.conn.set_deadline(Some(deadline));
+                self.armed = Some(deadline);
+            }
+            // Scoped, so the input is not stored across the handling's await.
+            let handling = {
+                let input = self.conn.next().await;
+                if let Input::Finished(reason) = input {
+                    return reason;
                 }
+                Box::pin(self.on_input(input, peer.peer()))
+            };
+            if handling.await.is_err() {
+                // The hub is gone (shutdown finished): close on our own.
+                self.conn.outbox().close(CloseReason::Shutdown);
+            }
+        }
+    }
+
+    async fn on_input(&mut self, input: Input, peer: SocketAddr) -> Result<(), HubGone> {
+        let client = self.session.client();
+        match input {
+            Input::Data(chunk) => {
+                self.last_heard = Instant::now();
+                let mut frames = Vec::new();
+                let parsed = self.reader.push(&chunk, &mut frames);
+                drop(chunk);
+                handle_frames(&mut self.session, self.conn.outbox(), frames).await?;
+                if let Err(error) = parsed {
+                    tracing::debug!(client, %peer, ?error, "ws: bad frame");
+                    self.session.leave(reason_for(error)).await?;
+                }
+                Ok(())
             }
             // The TCP connection ended without a close frame.
-            Input::Eof => Box::pin(session.leave(CloseReason::PeerClosed)).await,
+            Input::Eof => self.session.leave(CloseReason::PeerClosed).await,
             Input::ReadFailed(error) => {
                 tracing::debug!(client, %peer, %error, "ws: read failed");
-                Box::pin(session.leave(CloseReason::PeerReset)).await
+                self.session.leave(CloseReason::PeerReset).await
             }
             Input::Deadline => {
-                armed = None;
+                self.armed = None;
                 let now = Instant::now();
-                if now >= keepalive.next_ping {
-                    keepalive.next_ping = now + limits.ping_interval;
-                    if now.duration_since(keepalive.last_heard) > limits.idle_timeout {
-                        Box::pin(session.leave(CloseReason::IdleTimeout)).await
-                    } else {
-                        conn.outbox().push(encode_frame(OPCODE_PING, b""));
-                        Ok(())
-                    }
+                if now < self.next_ping {
+                    return self.session.register_timed_out().await;
+                }
+                self.next_ping = now + self.limits.ping_interval;
+                if now.duration_since(self.last_heard) > self.limits.idle_timeout {
+                    self.session.leave(CloseReason::IdleTimeout).await
                 } else {
-                    Box::pin(session.register_timed_out()).await
+                    self.conn.outbox().push(encode_frame(OPCODE_PING, b""));
+                    Ok(())
                 }
             }
-            Input::Finished(reason) => break reason,
-        };
-        if outcome.is_err() {
-            // The hub is gone (shutdown finished): close on our own.
-            conn.outbox().close(CloseReason::Shutdown);
+            Input::Finished(_) => Ok(()),
         }
-    };
-    Box::pin(door.closed(client, peer, reason)).await;
-    drop(slot);
+    }
 }
 
 /// Hand what the reader completed to the session, in order.
 async fn handle_frames(
     session: &mut JsonSession<'_>,
     outbox: &Outbox,
-    frames: &mut Vec<WsFrame>,
+    frames: Vec<WsFrame>,
 ) -> Result<(), HubGone> {
-    for frame in frames.drain(..) {
+    for frame in frames {
         match frame {
             WsFrame::Text(message) | WsFrame::Binary(message) => {
                 session.handle_message(&message).await?
@@ -417,5 +464,67 @@ mod tests {
             assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), code);
             assert_eq!(&frame[4..], reason.describe().as_bytes());
         }
+    }
+}
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::door::flood::FloodSettings;
+    use crate::door::json::JsonSettings;
+    use crate::door::ConnectionSlots;
+    use tokio_util::task::TaskTracker;
+
+    /// Every idle WebSocket holds its task's future (plus ~110 bytes of task header and
+    /// trailer, rounded up to the allocator's size class): this fails when it grows.
+    #[tokio::test]
+    async fn an_idle_websocket_future_stays_small() {
+        let tracker = TaskTracker::new();
+        let hub = crate::hub::spawn(
+            crate::hub::HubConfig::default(),
+            crate::hub::HistoryBackend::Memory,
+            &tracker,
+        )
+        .unwrap();
+        let slots = ConnectionSlots::new(10, 10);
+        let door = JsonDoor::new(
+            hub,
+            slots.clone(),
+            JsonSettings {
+                max_message_bytes: 1024,
+                max_queue_bytes: 1 << 20,
+                register_timeout: Duration::from_secs(10),
+                flood: FloodSettings {
+                    rate: 10.0,
+                    burst: 5,
+                    patience: Duration::from_secs(2),
+                },
+            },
+            "ws",
+            crate::metrics::Metrics::new().door("ws"),
+            WsRender::new(),
+        );
+        let limits = Arc::new(WsLimits {
+            max_message_bytes: 1024,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+        });
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let slot = slots.acquire(peer).unwrap();
+        // A request hyper never saw: its upgrade fails at once, but the future is the same.
+        let upgrade = hyper::upgrade::on(axum::http::Request::new(()));
+        let task = run(door, limits, upgrade, PeerSlot::new(peer, Some(slot)));
+        let size = std::mem::size_of_val(&task);
+        eprintln!(
+            "websocket future {size} bytes: state {}, session {}, reader {}, conn {}",
+            std::mem::size_of::<WsConnection<TokioIo<hyper::upgrade::Upgraded>>>(),
+            std::mem::size_of::<JsonSession>(),
+            std::mem::size_of::<FrameReader>(),
+            std::mem::size_of::<Conn<TokioIo<hyper::upgrade::Upgraded>, CloseFrame>>(),
+        );
+        // 576 bytes here: with the task's header, a 768-byte allocation (the tungstenite
+        // version was a 1,224-byte future).
+        assert!(size <= 600, "websocket future grew to {size} bytes");
+        task.await;
+        assert_eq!(slots.in_use(), 0, "the slot is freed with the future");
     }
 }
