@@ -209,6 +209,18 @@ pub struct ServeArgs {
     /// WebSocket keepalive ping interval; a socket silent for three intervals is closed [default: 30s].
     #[arg(long, env = "SWITCHBOARD_WS_PING_INTERVAL", value_name = "DURATION")]
     pub ws_ping_interval: Option<Seconds>,
+
+    /// A web page origin (like `https://chat.example.com`) whose scripts may open
+    /// WebSockets here, besides pages this server serves itself; repeat it or separate
+    /// with commas, `*` allows any. Clients that send no Origin (programs, not browsers)
+    /// are never refused [default: same origin only].
+    #[arg(
+        long = "ws-origin",
+        env = "SWITCHBOARD_WS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub ws_origins: Option<Vec<String>>,
 }
 
 impl ServeArgs {
@@ -243,6 +255,7 @@ impl ServeArgs {
             max_json_bytes: self.max_json_bytes.or(lower.max_json_bytes),
             ws_ping_interval: self.ws_ping_interval.or(lower.ws_ping_interval),
             http_header_timeout: self.http_header_timeout.or(lower.http_header_timeout),
+            ws_origins: self.ws_origins.or(lower.ws_origins),
         }
     }
 }
@@ -279,6 +292,8 @@ pub struct Config {
     pub max_json_bytes: usize,
     pub ws_ping_interval: Duration,
     pub http_header_timeout: Duration,
+    /// Origins besides the server's own whose pages may open WebSockets.
+    pub ws_origins: Vec<String>,
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -466,6 +481,13 @@ impl Config {
                 merged.max_json_bytes.unwrap_or(65_536),
                 64,
             )?,
+            ws_origins: merged
+                .ws_origins
+                .unwrap_or_default()
+                .into_iter()
+                .map(|origin| origin.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|origin| !origin.is_empty())
+                .collect(),
             http_header_timeout: match merged.http_header_timeout {
                 None => Duration::from_secs(10),
                 Some(Seconds(timeout)) if timeout >= Duration::from_millis(10) => timeout,

@@ -352,6 +352,7 @@ fn spawn_json_and_web(
             max_message_bytes: config.max_json_bytes,
             ping_interval: config.ws_ping_interval,
             idle_timeout: config.ws_ping_interval * 3,
+            origins: config.ws_origins.clone(),
         };
         let web = WebDoor::new(
             ws_door,

@@ -675,3 +675,49 @@ async fn hand_made_frames_pipelined_fragmented_and_broken() {
     assert!(body.contains("Upgrade: websocket"), "{body}");
     server.stop().await;
 }
+
+/// The status line's code for a WebSocket upgrade request with these extra headers.
+async fn upgrade_status(addr: std::net::SocketAddr, extra_headers: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         {extra_headers}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let read = tokio::time::timeout(web_support::WAIT, stream.read(&mut response))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response[..read]).into_owned();
+    let status = text[9..12].parse().unwrap();
+    (status, text)
+}
+
+#[tokio::test]
+async fn pages_from_other_sites_cannot_open_websockets_unless_allowed() {
+    let server = Server::start(&[], &["web"]).await;
+    let addr = server.addr("web");
+    // The server's own page, and programs that send no Origin, get in.
+    let own = format!("Origin: http://{addr}\r\n");
+    assert_eq!(upgrade_status(addr, &own).await.0, 101);
+    assert_eq!(upgrade_status(addr, "").await.0, 101);
+    // Another site's page is refused, told how to allow it.
+    let (status, answer) = upgrade_status(addr, "Origin: https://evil.example\r\n").await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer.contains("--ws-origin https://evil.example"),
+        "{answer}"
+    );
+    server.stop().await;
+
+    let server = Server::start(&["--ws-origin", "https://friend.example"], &["web"]).await;
+    let addr = server.addr("web");
+    let friend = "Origin: https://friend.example\r\n";
+    assert_eq!(upgrade_status(addr, friend).await.0, 101);
+    let evil = "Origin: https://evil.example\r\n";
+    assert_eq!(upgrade_status(addr, evil).await.0, 403);
+    server.stop().await;
+}

@@ -288,7 +288,9 @@ async fn upgrade(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     mut request: Request,
 ) -> Response {
-    let accept = match ws::accept_key(request.headers()) {
+    let checked = ws::check_origin(request.headers(), &state.limits.origins)
+        .and_then(|()| ws::accept_key(request.headers()));
+    let accept = match checked {
         Ok(accept) => accept,
         Err(refusal) => {
             let mut response = (refusal.status, refusal.text).into_response();

@@ -37,6 +37,9 @@ pub struct WsLimits {
     pub ping_interval: Duration,
     /// A connection that sends nothing (not even a pong) for this long is closed.
     pub idle_timeout: Duration,
+    /// Origins besides the server's own whose pages may open WebSockets (lowercase,
+    /// no trailing slash; `*` allows any).
+    pub origins: Vec<String>,
 }
 
 impl WsLimits {
@@ -135,14 +138,19 @@ impl Render for WsRender {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeRefusal {
     pub status: StatusCode,
-    pub text: &'static str,
+    pub text: String,
 }
 
 /// Check an upgrade request's headers (RFC 6455 section 4.2.1) and derive the
 /// `Sec-WebSocket-Accept` value for the answer. No extension (compression) and no
 /// subprotocol is ever agreed: the answer names neither.
 pub fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HandshakeRefusal> {
-    let refuse = |status, text| Err(HandshakeRefusal { status, text });
+    let refuse = |status, text: &str| {
+        Err(HandshakeRefusal {
+            status,
+            text: text.to_owned(),
+        })
+    };
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
             value.to_str().is_ok_and(|value| {
@@ -187,6 +195,42 @@ pub fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HandshakeRefusal> 
         StatusCode::INTERNAL_SERVER_ERROR,
         "could not answer the WebSocket key\n",
     ))
+}
+
+/// Whether a browser page from the request's `Origin` may open a WebSocket here.
+///
+/// A browser sends any site's scripts' WebSocket requests with the user's cookies and
+/// network position; the Origin header (which scripts cannot forge) is how a server
+/// refuses other sites' pages. Allowed: no Origin at all (programs, not browsers), the
+/// server's own origin (the same host and port as the `Host` the browser asked for,
+/// whatever the scheme, so a TLS-terminating proxy in front changes nothing), and the
+/// operator's `--ws-origin` list.
+pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), HandshakeRefusal> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = String::from_utf8_lossy(origin.as_bytes()).to_ascii_lowercase();
+    let origin = origin.trim_end_matches('/');
+    let authority = origin.split_once("://").map(|(_, authority)| authority);
+    let host = headers
+        .get(header::HOST)
+        .map(|host| String::from_utf8_lossy(host.as_bytes()).to_ascii_lowercase());
+    let same_origin =
+        matches!((authority, &host), (Some(authority), Some(host)) if authority == host);
+    if same_origin
+        || allowed
+            .iter()
+            .any(|allowed| allowed == "*" || allowed == origin)
+    {
+        return Ok(());
+    }
+    Err(HandshakeRefusal {
+        status: StatusCode::FORBIDDEN,
+        text: format!(
+            "pages from {origin} may not open WebSockets here; \
+             start the server with --ws-origin {origin} to allow them\n"
+        ),
+    })
 }
 
 /// Drive one WebSocket, once hyper hands over the upgraded connection, until it closes.
@@ -450,6 +494,41 @@ mod tests {
     }
 
     #[test]
+    fn pages_from_other_sites_are_refused_unless_allowed() {
+        let request = |origin: Option<&'static str>| {
+            let mut headers = upgrade_headers();
+            headers.insert(header::HOST, HeaderValue::from_static("chat.example:8080"));
+            if let Some(origin) = origin {
+                headers.insert(header::ORIGIN, HeaderValue::from_static(origin));
+            }
+            headers
+        };
+        let allowed = ["https://friend.example".to_owned()];
+        for (origin, ok) in [
+            // Programs send no Origin.
+            (None, true),
+            // The server's own page, over either scheme, any case.
+            (Some("http://chat.example:8080"), true),
+            (Some("https://CHAT.example:8080"), true),
+            (Some("https://friend.example"), true),
+            (Some("https://friend.example/"), true),
+            // Another site, or the right host on another port, or a sandboxed page.
+            (Some("https://evil.example"), false),
+            (Some("http://chat.example:9090"), false),
+            (Some("http://chat.example"), false),
+            (Some("null"), false),
+        ] {
+            let checked = check_origin(&request(origin), &allowed);
+            assert_eq!(checked.is_ok(), ok, "{origin:?}");
+            if let Err(refusal) = checked {
+                assert_eq!(refusal.status, StatusCode::FORBIDDEN);
+                assert!(refusal.text.contains("--ws-origin"), "{}", refusal.text);
+            }
+        }
+        assert!(check_origin(&request(Some("https://evil.example")), &["*".to_owned()]).is_ok());
+    }
+
+    #[test]
     fn every_close_reason_has_a_close_frame_with_its_code() {
         for (reason, code) in [
             (CloseReason::ClientQuit, 1000),
@@ -507,6 +586,7 @@ mod size_tests {
             max_message_bytes: 1024,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
+            origins: Vec::new(),
         });
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let slot = slots.acquire(peer).unwrap();
