@@ -353,6 +353,7 @@ fn spawn_json_and_web(
             ping_interval: config.ws_ping_interval,
             idle_timeout: config.ws_ping_interval * 3,
             origins: config.ws_origins.clone(),
+            tls: config.tls.is_some(),
         };
         let web = WebDoor::new(
             ws_door,

@@ -522,10 +522,11 @@ impl RawWs {
     async fn read_more(&mut self) -> bool {
         use tokio::io::AsyncReadExt;
         let mut chunk = [0u8; 4096];
+        // A reset is an error here, not an end: the server's closes must be clean.
         let read = tokio::time::timeout(web_support::WAIT, self.stream.read(&mut chunk))
             .await
             .expect("server answered in time")
-            .unwrap_or(0);
+            .expect("read without a reset");
         self.unread.extend_from_slice(&chunk[..read]);
         read > 0
     }
@@ -669,6 +670,24 @@ async fn hand_made_frames_pipelined_fragmented_and_broken() {
     // After the close frame the server closes the TCP connection.
     assert!(raw.frame().await.is_none());
 
+    // A client that closes gets the close answered (1000), then a clean end.
+    let nick = client_frame(true, 0x1, br#"{"type":"nick","nick":"polite"}"#, true);
+    let mut polite = RawWs::open(server.addr("web"), &nick).await;
+    assert_eq!(polite.json().await["type"], "welcome");
+    let mut close = 1000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"bye");
+    polite.send(&client_frame(true, 0x8, &close, true)).await;
+    let answer = loop {
+        match polite.frame().await {
+            Some((0x8, payload)) => break payload,
+            Some(_) => continue,
+            None => panic!("closed without answering the close"),
+        }
+    };
+    assert_eq!(u16::from_be_bytes([answer[0], answer[1]]), 1000);
+    assert!(polite.frame().await.is_none(), "nothing after the close");
+    netcat.line_containing("polite left").await;
+
     // A plain GET on the WebSocket address is told what it needs.
     let (status, body) = get(&server, "/ws").await;
     assert_eq!(status, 426);
@@ -691,8 +710,18 @@ async fn upgrade_status(addr: std::net::SocketAddr, extra_headers: &str) -> (u16
         .await
         .expect("an answer in time")
         .unwrap();
-    let text = String::from_utf8_lossy(&response[..read]).into_owned();
+    let mut text = String::from_utf8_lossy(&response[..read]).into_owned();
     let status = text[9..12].parse().unwrap();
+    if status != 101 {
+        // A refused upgrade closes the connection (it is no longer under the deadline
+        // that guards request heads).
+        let mut rest = Vec::new();
+        tokio::time::timeout(web_support::WAIT, stream.read_to_end(&mut rest))
+            .await
+            .expect("the server closes a refused upgrade")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&rest));
+    }
     (status, text)
 }
 

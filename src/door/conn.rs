@@ -161,6 +161,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
         if let Poll::Ready(reason) = self.poll_output(cx) {
             return Poll::Ready(Input::Finished(reason));
         }
+        // Before reading: a peer that always has input ready must not keep its deadline
+        // (register timeout, keepalive, flood control) from ever being seen.
+        if matches!(self.closing, Closing::Open) {
+            if let Some(deadline) = &mut self.deadline {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    self.deadline = None;
+                    return Poll::Ready(Input::Deadline);
+                }
+            }
+        }
         if self.read_open && !self.read_paused && matches!(self.closing, Closing::Open) {
             // Uninitialised: zeroing 16 KiB on every poll showed in the fan-out profile.
             let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK_BYTES];
@@ -178,15 +188,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
                     return Poll::Ready(Input::ReadFailed(error));
                 }
                 Poll::Pending => {}
-            }
-        }
-        if !matches!(self.closing, Closing::Open) {
-            return Poll::Pending;
-        }
-        if let Some(deadline) = &mut self.deadline {
-            if deadline.as_mut().poll(cx).is_ready() {
-                self.deadline = None;
-                return Poll::Ready(Input::Deadline);
             }
         }
         Poll::Pending

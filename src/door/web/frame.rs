@@ -31,6 +31,11 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 /// A close payload starts with a 2-byte code, which leaves this much for the reason.
 const MAX_CLOSE_REASON_BYTES: usize = MAX_CONTROL_PAYLOAD - 2;
 
+/// The most frames one data message may come in. Browsers send a message as one frame;
+/// without a cap, a client could keep a message open forever with empty fragments,
+/// which carry no payload and so cost no flood-control token.
+const MAX_FRAGMENTS: u16 = 1024;
+
 /// The most a frame's declared length reserves before its payload arrives: one socket
 /// read's worth; longer payloads grow the buffer as they come.
 const RESERVE_AHEAD_BYTES: usize = 16 * 1024;
@@ -95,6 +100,8 @@ pub struct FrameReader {
     /// Opcode of the data message being assembled, `None` between messages.
     message_opcode: Option<u8>,
     message_too_long: bool,
+    /// Frames of the data message being assembled so far.
+    fragments: u16,
     /// Set after an error or a close frame: the connection is over, input is ignored.
     stopped: bool,
 }
@@ -122,6 +129,7 @@ impl FrameReader {
             in_payload: false,
             message_opcode: None,
             message_too_long: false,
+            fragments: 0,
             stopped: false,
         }
     }
@@ -277,6 +285,11 @@ impl FrameReader {
         if total > self.hard_max_bytes {
             return Err(FrameError::TooBig);
         }
+        // Empty fragments would cost nothing and never end a message: cap their number.
+        self.fragments += 1;
+        if self.fragments > MAX_FRAGMENTS {
+            return Err(FrameError::TooBig);
+        }
         // Fits in usize: it is part of `total`.
         let frame_len = self.remaining as usize;
         self.message_len = total;
@@ -354,6 +367,7 @@ impl FrameReader {
         let message_opcode = self.message_opcode.take();
         let too_long = mem::replace(&mut self.message_too_long, false);
         self.message_len = 0;
+        self.fragments = 0;
         let frame = if too_long {
             WsFrame::TooLong {
                 head: Bytes::from(message),
@@ -1154,6 +1168,28 @@ mod tests {
         assert_eq!(reader.buffered_capacity(), RESERVE_AHEAD_BYTES);
         assert_eq!(reader.push(&input[14..], &mut frames), Ok(()));
         assert_eq!(frames, [WsFrame::Binary(Bytes::from(payload))]);
+    }
+
+    #[test]
+    fn a_message_in_too_many_fragments_is_too_big() {
+        let mut reader = FrameReader::new(ROOMY.max, ROOMY.hard, ROOMY.head);
+        let mut frames = Vec::new();
+        let mut input = client_frame(false, OPCODE_TEXT, b"", KEY);
+        for _ in 1..MAX_FRAGMENTS - 1 {
+            input.extend(client_frame(false, OPCODE_CONTINUATION, b"", KEY));
+        }
+        input.extend(client_frame(true, OPCODE_CONTINUATION, b"ok", KEY));
+        // At the cap: still one message.
+        assert_eq!(reader.push(&input, &mut frames), Ok(()));
+        assert_eq!(frames, [WsFrame::Text(Bytes::from_static(b"ok"))]);
+        // One more fragment than that, and the connection is closed as too big.
+        let mut input = client_frame(false, OPCODE_TEXT, b"", KEY);
+        for _ in 1..MAX_FRAGMENTS {
+            input.extend(client_frame(false, OPCODE_CONTINUATION, b"", KEY));
+        }
+        assert_eq!(reader.push(&input, &mut frames), Ok(()));
+        let last = client_frame(true, OPCODE_CONTINUATION, b"", KEY);
+        assert_eq!(reader.push(&last, &mut frames), Err(FrameError::TooBig));
     }
 
     #[test]

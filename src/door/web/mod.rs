@@ -281,6 +281,16 @@ async fn metrics(State(state): State<WebState>) -> Response {
         .into_response()
 }
 
+/// A refused upgrade, closing the connection after the answer: the head deadline
+/// stopped watching at the word "websocket", so the connection must not stay open.
+fn refuse_upgrade(status: StatusCode, text: impl Into<String>) -> Response {
+    let mut response = (status, text.into()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// Answer a WebSocket upgrade (the handshake by hand, so the socket afterwards is ours
 /// to drive on the [`Conn`](super::conn::Conn) pump) and start the connection's task.
 async fn upgrade(
@@ -288,12 +298,12 @@ async fn upgrade(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     mut request: Request,
 ) -> Response {
-    let checked = ws::check_origin(request.headers(), &state.limits.origins)
+    let checked = ws::check_origin(request.headers(), &state.limits.origins, state.limits.tls)
         .and_then(|()| ws::accept_key(request.headers()));
     let accept = match checked {
         Ok(accept) => accept,
         Err(refusal) => {
-            let mut response = (refusal.status, refusal.text).into_response();
+            let mut response = refuse_upgrade(refusal.status, refusal.text);
             if refusal.status == StatusCode::UPGRADE_REQUIRED {
                 response.headers_mut().insert(
                     header::SEC_WEBSOCKET_VERSION,
@@ -304,24 +314,19 @@ async fn upgrade(
         }
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
-        return (
+        return refuse_upgrade(
             StatusCode::UPGRADE_REQUIRED,
             "this connection cannot be upgraded to a WebSocket (HTTP/1.1 needed)\n",
-        )
-            .into_response();
+        );
     };
     if state.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+        return refuse_upgrade(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
-    let slot = match state.door.acquire(peer) {
-        Ok(slot) => slot,
-        Err(_) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many connections; try again later\n",
-            )
-                .into_response()
-        }
+    let Ok(slot) = state.door.acquire(peer) else {
+        return refuse_upgrade(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections; try again later\n",
+        );
     };
     // Upgraded sockets live outside axum's graceful shutdown: track them ourselves.
     state.tracker.spawn(ws::run(

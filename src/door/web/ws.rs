@@ -40,6 +40,8 @@ pub struct WsLimits {
     /// Origins besides the server's own whose pages may open WebSockets (lowercase,
     /// no trailing slash; `*` allows any).
     pub origins: Vec<String>,
+    /// The web door speaks TLS: its own pages' origin is https.
+    pub tls: bool,
 }
 
 impl WsLimits {
@@ -95,6 +97,9 @@ fn reason_for(error: FrameError) -> CloseReason {
         FrameError::TooBig => CloseReason::LineTooLong,
     }
 }
+
+/// A keepalive ping: final, opcode 9, no payload.
+const PING_FRAME: [u8; 2] = [0x80 | OPCODE_PING, 0];
 
 /// A WebSocket's last frame: the close frame for the reason its outbox closed.
 struct CloseFrame;
@@ -202,27 +207,41 @@ pub fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HandshakeRefusal> 
 /// A browser sends any site's scripts' WebSocket requests with the user's cookies and
 /// network position; the Origin header (which scripts cannot forge) is how a server
 /// refuses other sites' pages. Allowed: no Origin at all (programs, not browsers), the
-/// server's own origin (the same host and port as the `Host` the browser asked for,
-/// whatever the scheme, so a TLS-terminating proxy in front changes nothing), and the
-/// operator's `--ws-origin` list.
-pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), HandshakeRefusal> {
+/// operator's `--ws-origin` list, and the server's own origin: the host and port the
+/// browser asked for (`Host`), default ports filled in, over https when the server
+/// speaks TLS (`tls`), and over either scheme when it does not, since a proxy in front
+/// may terminate TLS for it (a proxy must pass `Host` on unchanged).
+///
+/// This does not stop DNS rebinding (a hostile name pointed at this server sends a
+/// matching `Host`); listing the server's real names would.
+pub fn check_origin(
+    headers: &HeaderMap,
+    allowed: &[String],
+    tls: bool,
+) -> Result<(), HandshakeRefusal> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
     let origin = String::from_utf8_lossy(origin.as_bytes()).to_ascii_lowercase();
     let origin = origin.trim_end_matches('/');
-    let authority = origin.split_once("://").map(|(_, authority)| authority);
+    if allowed
+        .iter()
+        .any(|allowed| allowed == "*" || allowed == origin)
+    {
+        return Ok(());
+    }
     let host = headers
         .get(header::HOST)
         .map(|host| String::from_utf8_lossy(host.as_bytes()).to_ascii_lowercase());
-    let same_origin =
-        matches!((authority, &host), (Some(authority), Some(host)) if authority == host);
-    if same_origin
-        || allowed
-            .iter()
-            .any(|allowed| allowed == "*" || allowed == origin)
-    {
-        return Ok(());
+    if let (Some(page), Some(host)) = (split_origin(origin), host) {
+        let (scheme, page_host, page_port) = page;
+        let scheme_ok = scheme == "https" || !tls;
+        // A Host without a port is the default port of the scheme the browser used.
+        let same_place = split_host_port(&host, default_port(scheme))
+            .is_some_and(|(host, port)| host == page_host && port == page_port);
+        if scheme_ok && same_place {
+            return Ok(());
+        }
     }
     Err(HandshakeRefusal {
         status: StatusCode::FORBIDDEN,
@@ -231,6 +250,33 @@ pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), Hands
              start the server with --ws-origin {origin} to allow them\n"
         ),
     })
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" {
+        443
+    } else {
+        80
+    }
+}
+
+/// An http(s) origin's scheme, host and port (default filled in); `None` for anything
+/// else (`null`, other schemes).
+fn split_origin(origin: &str) -> Option<(&str, &str, u16)> {
+    let (scheme, authority) = origin.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let (host, port) = split_host_port(authority, default_port(scheme))?;
+    Some((scheme, host, port))
+}
+
+/// `host[:port]` (IPv6 literals in brackets) into its host and port.
+fn split_host_port(authority: &str, default: u16) -> Option<(&str, u16)> {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => Some((host, port.parse().ok()?)),
+        _ => Some((authority, default)),
+    }
 }
 
 /// Drive one WebSocket, once hyper hands over the upgraded connection, until it closes.
@@ -367,10 +413,12 @@ impl<'door, S: AsyncRead + AsyncWrite + Unpin> WsConnection<'door, S> {
                     return self.session.register_timed_out().await;
                 }
                 self.next_ping = now + self.limits.ping_interval;
+                // A ping waits behind what is queued before it, so a peer reading a
+                // long backlog slowly can look silent: the timeout is three intervals.
                 if now.duration_since(self.last_heard) > self.limits.idle_timeout {
                     self.session.leave(CloseReason::IdleTimeout).await
                 } else {
-                    self.conn.outbox().push(encode_frame(OPCODE_PING, b""));
+                    self.conn.outbox().push(Bytes::from_static(&PING_FRAME));
                     Ok(())
                 }
             }
@@ -394,8 +442,7 @@ async fn handle_frames(
             WsFrame::Ping(payload) => {
                 session.control_frame().await?;
                 if !session.is_leaving() {
-                    // Control frames go between whole frames, so the answer may overtake
-                    // queued events: RFC 6455 allows it, and it keeps pings honest.
+                    // Queued behind what the peer is owed, between whole frames.
                     outbox.push(encode_frame(OPCODE_PONG, &payload));
                 }
             }
@@ -493,39 +540,114 @@ mod tests {
         );
     }
 
-    #[test]
-    fn pages_from_other_sites_are_refused_unless_allowed() {
-        let request = |origin: Option<&'static str>| {
-            let mut headers = upgrade_headers();
-            headers.insert(header::HOST, HeaderValue::from_static("chat.example:8080"));
-            if let Some(origin) = origin {
-                headers.insert(header::ORIGIN, HeaderValue::from_static(origin));
-            }
-            headers
-        };
+    fn origin_check(host: &'static str, origin: Option<&'static str>, tls: bool) -> bool {
+        let mut headers = upgrade_headers();
+        headers.insert(header::HOST, HeaderValue::from_static(host));
+        if let Some(origin) = origin {
+            headers.insert(header::ORIGIN, HeaderValue::from_static(origin));
+        }
         let allowed = ["https://friend.example".to_owned()];
-        for (origin, ok) in [
-            // Programs send no Origin.
-            (None, true),
-            // The server's own page, over either scheme, any case.
-            (Some("http://chat.example:8080"), true),
-            (Some("https://CHAT.example:8080"), true),
-            (Some("https://friend.example"), true),
-            (Some("https://friend.example/"), true),
-            // Another site, or the right host on another port, or a sandboxed page.
-            (Some("https://evil.example"), false),
-            (Some("http://chat.example:9090"), false),
-            (Some("http://chat.example"), false),
-            (Some("null"), false),
-        ] {
-            let checked = check_origin(&request(origin), &allowed);
-            assert_eq!(checked.is_ok(), ok, "{origin:?}");
-            if let Err(refusal) = checked {
+        match check_origin(&headers, &allowed, tls) {
+            Ok(()) => true,
+            Err(refusal) => {
                 assert_eq!(refusal.status, StatusCode::FORBIDDEN);
                 assert!(refusal.text.contains("--ws-origin"), "{}", refusal.text);
+                false
             }
         }
-        assert!(check_origin(&request(Some("https://evil.example")), &["*".to_owned()]).is_ok());
+    }
+
+    #[test]
+    fn pages_from_other_sites_are_refused_unless_allowed() {
+        for (host, origin, tls, ok) in [
+            // Programs send no Origin.
+            ("chat.example:8080", None, false, true),
+            // The server's own page, any case; https too, as from a TLS proxy in front.
+            (
+                "chat.example:8080",
+                Some("http://chat.example:8080"),
+                false,
+                true,
+            ),
+            (
+                "chat.example:8080",
+                Some("https://CHAT.example:8080"),
+                false,
+                true,
+            ),
+            ("chat.example", Some("http://chat.example"), false, true),
+            ("chat.example:80", Some("http://chat.example"), false, true),
+            ("chat.example", Some("https://chat.example"), false, true),
+            ("[::1]:8080", Some("http://[::1]:8080"), false, true),
+            // Listed by the operator.
+            (
+                "chat.example:8080",
+                Some("https://friend.example"),
+                false,
+                true,
+            ),
+            (
+                "chat.example:8080",
+                Some("https://friend.example/"),
+                false,
+                true,
+            ),
+            // Another site, the right host on another port, a sandboxed page.
+            (
+                "chat.example:8080",
+                Some("https://evil.example"),
+                false,
+                false,
+            ),
+            (
+                "chat.example:8080",
+                Some("http://chat.example:9090"),
+                false,
+                false,
+            ),
+            (
+                "chat.example:8080",
+                Some("http://chat.example"),
+                false,
+                false,
+            ),
+            (
+                "chat.example",
+                Some("https://chat.example:8443"),
+                false,
+                false,
+            ),
+            ("[::1]:8080", Some("http://[::1]:9090"), false, false),
+            ("chat.example:8080", Some("null"), false, false),
+            (
+                "chat.example:8080",
+                Some("file://chat.example:8080"),
+                false,
+                false,
+            ),
+            // Over TLS, only an https page is the server's own.
+            ("chat.example", Some("https://chat.example"), true, true),
+            ("chat.example:443", Some("https://chat.example"), true, true),
+            ("chat.example", Some("http://chat.example"), true, false),
+            (
+                "chat.example:443",
+                Some("http://chat.example:443"),
+                true,
+                false,
+            ),
+        ] {
+            assert_eq!(
+                origin_check(host, origin, tls),
+                ok,
+                "{host} {origin:?} tls {tls}"
+            );
+        }
+        let mut headers = upgrade_headers();
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(check_origin(&headers, &["*".to_owned()], false).is_ok());
     }
 
     #[test]
@@ -587,6 +709,7 @@ mod size_tests {
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
             origins: Vec::new(),
+            tls: false,
         });
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let slot = slots.acquire(peer).unwrap();
