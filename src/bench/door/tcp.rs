@@ -108,6 +108,11 @@ pub struct TcpWriting {
     pub may_reset: bool,
 }
 
+/// The sending half of a TCP adapter: frames payloads and leaves as `writing` says.
+pub fn writer(write: OwnedWriteHalf, writing: TcpWriting) -> Box<dyn PayloadWriter> {
+    Box::new(TcpWriter { write, writing })
+}
+
 /// Split a registered stream into a line reader (starting with the bytes registration
 /// read past its confirmation) and a writer that frames and leaves as `writing` says.
 pub fn session(stream: TcpStream, leftover: Vec<u8>, writing: TcpWriting) -> Session {
@@ -121,7 +126,7 @@ pub fn session(stream: TcpStream, leftover: Vec<u8>, writing: TcpWriting) -> Ses
             filled: leftover.len(),
             scanner: Scanner::default(),
         }),
-        writer: Box::new(TcpWriter { write, writing }),
+        writer: writer(write, writing),
     }
 }
 

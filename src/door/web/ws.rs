@@ -195,7 +195,7 @@ pub fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HandshakeRefusal> 
             "a WebSocket request needs a Sec-WebSocket-Key\n",
         );
     };
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     HeaderValue::from_str(&accept).or(refuse(
         StatusCode::INTERNAL_SERVER_ERROR,
         "could not answer the WebSocket key\n",
