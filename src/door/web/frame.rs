@@ -1193,6 +1193,49 @@ mod tests {
     }
 
     #[test]
+    fn garbage_never_panics_and_never_buffers_past_the_limits() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let (mut frames_seen, mut errors_seen) = (0, 0);
+        for round in 0..2000 {
+            let mut reader = FrameReader::new(TIGHT.max, TIGHT.hard, TIGHT.head);
+            let mut frames = Vec::new();
+            // Half pure noise, half noise behind a plausible masked header.
+            let mut input: Vec<u8> = (0..rng.usize(0..300)).map(|_| rng.u8(..)).collect();
+            if round % 2 == 1 && input.len() > 2 {
+                input[0] = 0x80 | [OPCODE_TEXT, OPCODE_BINARY, OPCODE_PING][rng.usize(0..3)];
+                input[1] |= 0x80;
+            }
+            for piece in input.chunks(rng.usize(1..40)) {
+                if reader.push(piece, &mut frames).is_err() {
+                    errors_seen += 1;
+                    break;
+                }
+                assert!(reader.buffered_capacity() <= TIGHT.hard.max(RESERVE_AHEAD_BYTES));
+            }
+            frames_seen += frames.len();
+            for frame in &frames {
+                match frame {
+                    WsFrame::Text(text) => {
+                        assert!(std::str::from_utf8(text).is_ok());
+                        assert!(text.len() <= TIGHT.max);
+                    }
+                    WsFrame::Binary(bytes) => assert!(bytes.len() <= TIGHT.max),
+                    WsFrame::TooLong { head } => assert!(head.len() <= TIGHT.head),
+                    WsFrame::Ping(payload) | WsFrame::Pong(payload) => {
+                        assert!(payload.len() <= 125)
+                    }
+                    WsFrame::Close { .. } => {}
+                }
+            }
+        }
+        // Both ways out were taken, many times: the noise reached the parser's depths.
+        assert!(
+            frames_seen > 100 && errors_seen > 100,
+            "{frames_seen} frames, {errors_seen} errors"
+        );
+    }
+
+    #[test]
     fn apply_mask_matches_a_byte_loop_at_every_length() {
         for len in 0..40 {
             let original = pattern(len);
