@@ -96,9 +96,16 @@ pub struct Conn<S, F = NoFarewell> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub fn new(io: S, outbox: Arc<Outbox>) -> Self {
+        Conn::with_farewell(io, outbox, NoFarewell)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
+    /// A connection that sends `farewell`'s bytes after the last queued output.
+    pub fn with_farewell(io: S, outbox: Arc<Outbox>, farewell: F) -> Self {
         Conn {
             io,
-            farewell: NoFarewell,
+            farewell,
             outbox,
             batch: VecDeque::new(),
             read_open: true,
@@ -109,23 +116,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// The same connection, sending `farewell`'s bytes after the last queued output.
-    pub fn with_farewell<G: Farewell>(self, farewell: G) -> Conn<S, G> {
-        Conn {
-            io: self.io,
-            farewell,
-            outbox: self.outbox,
-            batch: self.batch,
-            read_open: self.read_open,
-            read_paused: self.read_paused,
-            unflushed: self.unflushed,
-            closing: self.closing,
-            deadline: self.deadline,
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
     }
@@ -396,7 +386,7 @@ mod tests {
         }
         let (ours, mut theirs) = tokio::io::duplex(1024);
         let outbox = Arc::new(Outbox::new(1 << 20));
-        let mut conn = Conn::new(ours, outbox.clone()).with_farewell(Goodbye);
+        let mut conn = Conn::with_farewell(ours, outbox.clone(), Goodbye);
         outbox.push(Bytes::from_static(b"last line\n"));
         outbox.close(CloseReason::Shutdown);
         let peer = tokio::spawn(async move {
@@ -417,7 +407,7 @@ mod tests {
         // Over its bound, a client is not flushed: no farewell either.
         let (ours, mut theirs) = tokio::io::duplex(1024);
         let outbox = Arc::new(Outbox::new(8));
-        let mut conn = Conn::new(ours, outbox.clone()).with_farewell(Goodbye);
+        let mut conn = Conn::with_farewell(ours, outbox.clone(), Goodbye);
         outbox.push(Bytes::from_static(b"more than eight bytes\n"));
         assert!(matches!(conn.next().await, Input::Finished(_)));
         drop(conn);

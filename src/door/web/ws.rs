@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -131,11 +131,15 @@ impl Render for WsRender {
         let mut frame = Vec::with_capacity(128);
         frame.resize(MAX_HEADER_BYTES, 0);
         serde_json::to_writer(&mut frame, &value).ok()?;
-        let mut header = [0; MAX_HEADER_BYTES];
-        let header_len = write_header(OPCODE_TEXT, frame.len() - MAX_HEADER_BYTES, &mut header);
-        let start = MAX_HEADER_BYTES - header_len;
-        frame[start..MAX_HEADER_BYTES].copy_from_slice(&header[start..]);
-        Some(Bytes::from(frame).slice(start..))
+        let payload_len = frame.len() - MAX_HEADER_BYTES;
+        let header: &mut [u8; MAX_HEADER_BYTES] =
+            (&mut frame[..MAX_HEADER_BYTES]).try_into().ok()?;
+        let header_len = write_header(OPCODE_TEXT, payload_len, header);
+        // Advanced, not sliced: the bytes stay a plain vector (a slice would make them
+        // reference-counted, an allocation per event).
+        let mut frame = Bytes::from(frame);
+        frame.advance(MAX_HEADER_BYTES - header_len);
+        Some(frame)
     }
 }
 
@@ -336,7 +340,7 @@ impl<'door, S: AsyncRead + AsyncWrite + Unpin> WsConnection<'door, S> {
         let (client, outbox) = door.new_client();
         let now = Instant::now();
         WsConnection {
-            conn: Conn::new(io, outbox).with_farewell(CloseFrame),
+            conn: Conn::with_farewell(io, outbox, CloseFrame),
             session: door.session(client),
             reader: FrameReader::new(
                 limits.max_message_bytes,
