@@ -454,6 +454,52 @@ mod tests {
     }
 
     #[test]
+    fn each_conversation_keeps_its_highest_id_across_interleaved_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Retention::default(), 1).unwrap();
+        let (red, blue) = (
+            Conversation::Room("#red".into()),
+            Conversation::Room("#blue".into()),
+        );
+        let private = Conversation::Private(private_pair("a", "b"));
+        let in_room = |id, room: &str| message(id, Target::Room(room.into()), "a", "hi");
+        let whisper = |id| message(id, Target::Private("b".into()), "a", "psst");
+        // Rooms and private messages interleaved in one batch (one sequence update per
+        // scope), then a batch that touches only some of them.
+        let first = [
+            (&red, in_room(1, "#red")),
+            (&blue, in_room(1, "#blue")),
+            (&private, whisper(4)),
+            (&red, in_room(2, "#red")),
+            (&blue, in_room(2, "#blue")),
+            (&red, in_room(3, "#red")),
+            (&private, whisper(5)),
+        ];
+        let second = [(&blue, in_room(3, "#blue")), (&private, whisper(6))];
+        for batch in [&first[..], &second[..]] {
+            let appends: Vec<sqlite::Append<'_>> = batch
+                .iter()
+                .map(|(conversation, message)| sqlite::Append {
+                    conversation,
+                    message,
+                })
+                .collect();
+            sqlite::append_batch(&mut store.connection, &appends, Retention::default()).unwrap();
+        }
+        drop(store);
+        let mut store = Store::open(dir.path(), Retention::default(), 1).unwrap();
+        let loaded = store.take_loaded();
+        let mut last_ids: Vec<(String, u64)> = loaded
+            .rooms
+            .iter()
+            .map(|room| (room.key.to_string(), room.last_id))
+            .collect();
+        last_ids.sort();
+        assert_eq!(last_ids, [("#blue".to_owned(), 3), ("#red".to_owned(), 3)]);
+        assert_eq!(loaded.last_private_id, 6);
+    }
+
+    #[test]
     fn a_second_open_of_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path(), Retention::default(), 1).unwrap();

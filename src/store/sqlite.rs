@@ -1,6 +1,7 @@
 //! The SQL: schema, pragmas (WAL, `synchronous=FULL`), the startup load, batched
 //! appends, page queries and retention deletes. Only the store's thread calls these.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -214,6 +215,8 @@ pub(super) fn append_batch(
             "INSERT INTO sequences (scope, last_id) VALUES (?1, ?2)
              ON CONFLICT (scope) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
         )?;
+        // One sequence update per conversation per batch, not one per message.
+        let mut last_ids: HashMap<&str, i64> = HashMap::new();
         for append in batch {
             let message = append.message;
             let id = id_param(message.id);
@@ -232,7 +235,7 @@ pub(super) fn append_batch(
                         data_text(message),
                         message.action as i64
                     ])?;
-                    sequence.execute(params![key, id])?;
+                    raise_last_id(&mut last_ids, key.as_ref(), id);
                 }
                 (Conversation::Private(pair), Target::Private(to)) => {
                     private_insert.execute(params![
@@ -246,7 +249,7 @@ pub(super) fn append_batch(
                         data_text(message),
                         message.action as i64
                     ])?;
-                    sequence.execute(params![PRIVATE_SEQUENCE, id])?;
+                    raise_last_id(&mut last_ids, PRIVATE_SEQUENCE, id);
                 }
                 _ => {
                     return Err(rusqlite::Error::InvalidParameterName(
@@ -254,6 +257,9 @@ pub(super) fn append_batch(
                     ))
                 }
             }
+        }
+        for (scope, last_id) in last_ids {
+            sequence.execute(params![scope, last_id])?;
         }
     }
     if let Some(keep) = retention.max_messages {
@@ -269,6 +275,12 @@ pub(super) fn append_batch(
         }
     }
     transaction.commit()
+}
+
+/// Note `id` as the highest of `scope` in this batch so far.
+fn raise_last_id<'a>(last_ids: &mut HashMap<&'a str, i64>, scope: &'a str, id: i64) {
+    let last = last_ids.entry(scope).or_insert(id);
+    *last = (*last).max(id);
 }
 
 fn same(a: &Conversation, b: &Conversation) -> bool {
