@@ -128,11 +128,20 @@ for run in $(seq "$RUNS"); do
     stop_server
   done
   if [[ -z "${KINDS:-}" || "${HISTORY:-}" == 1 ]]; then
-    # History on: every message committed to SQLite (WAL, synchronous=FULL) before fan-out.
-    start_server switchboard-history
-    bench fanout --target switchboard --clients 1000 --senders 10 --window 16 \
-      --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" | tag "switchboard-history fanout N=1000"
-    stop_server
+    # History on: every message committed to SQLite (WAL, synchronous=FULL) before
+    # fan-out, against `--memory` run right beside it (the machine's speed moves by 2x
+    # within minutes, so a ratio against a run from minutes earlier says little). The
+    # order alternates between runs so neither side always gets the later slot.
+    pair=(switchboard switchboard-history)
+    if (( run % 2 == 0 )); then pair=(switchboard-history switchboard); fi
+    for kind in "${pair[@]}"; do
+      start_server "$kind"
+      label="switchboard-history fanout N=1000"
+      [[ "$kind" == switchboard ]] && label="switchboard-memory fanout N=1000 beside history"
+      bench fanout --target switchboard --clients 1000 --senders 10 --window 16 \
+        --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" | tag "$label"
+      stop_server
+    done
     # As many idle connections as the descriptor limit allows (the bench and the
     # server each need one descriptor per connection, plus a few).
     start_server switchboard

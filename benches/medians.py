@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""Medians per case of benches/compare.sh output: python3 benches/medians.py results.jsonl
+"""Medians per case of benches/compare.sh output: python3 benches/medians.py results.jsonl...
 
 One line per case (the "case" tag compare.sh adds): the median of each figure over the
 runs, the per-run values beside it, latency percentiles in ms, and lost / duplicated /
-reordered / disconnected summed over all runs.
+reordered / disconnected summed over all runs. Then the ratios the targets are about
+(deliveries per second, switchboard over its peer), one per run: each pair is taken
+within one run of compare.sh, never across runs or files.
 """
 import json,sys,statistics,collections
 rows=collections.defaultdict(list)
-for l in open(sys.argv[1]):
-    l=l.strip()
-    if not l.startswith('{'): continue
-    d=json.loads(l); rows[d["case"]].append(d)
+# (file, run) -> case -> summary, for the ratios within a run.
+runs=collections.defaultdict(dict)
+for path in sys.argv[1:]:
+    for l in open(path):
+        l=l.strip()
+        if not l.startswith('{'): continue
+        d=json.loads(l); rows[d["case"]].append(d)
+        runs[(path,d.get("run"))][d["case"]]=d
 def med(xs):
     xs=[x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -27,3 +33,22 @@ for case,ds in rows.items():
         vs=[d.get(k) for d in ds if d.get(k) is not None]
         if vs: out[k]=sum(vs)
     print(case, json.dumps(out))
+
+RATIOS=[
+    ("switchboard fanout N=1000","ncat-chat fanout N=1000"),
+    ("switchboard fanout N=200","ncat-chat fanout N=200"),
+    ("switchboard fanout N=1000","seed-chat fanout N=1000"),
+    ("switchboard fanout N=200","seed-chat fanout N=200"),
+    ("switchboard fanout N=1000 window=64","ncat-chat fanout N=1000 window=64"),
+    ("ws fanout N=1000","ws-broadcast fanout N=1000"),
+    ("ws fanout N=200","ws-broadcast fanout N=200"),
+    ("switchboard-history fanout N=1000","switchboard-memory fanout N=1000 beside history"),
+]
+print()
+for ours,theirs in RATIOS:
+    per_run=[]
+    for cases in runs.values():
+        a=cases.get(ours,{}).get("deliveries_per_s"); b=cases.get(theirs,{}).get("deliveries_per_s")
+        if a and b: per_run.append(round(a/b,2))
+    if per_run:
+        print(f"{ours} / {theirs}: median {round(statistics.median(per_run),2)} runs {per_run}")
