@@ -146,6 +146,7 @@ pub async fn accept_loop<F, Fut>(
             };
             serve(stream, peer).await;
         });
+        std::future::ready(())
     })
     .await;
 }

@@ -30,13 +30,15 @@ pub fn tune_listener(listener: &tokio::net::TcpListener) -> std::io::Result<()> 
 }
 
 /// Accept TCP connections on `listener` until `shutdown`, handing each to `on_accept`
-/// (which spawns its task). Accept errors (out of descriptors and the like) back off
-/// briefly instead of spinning. Shared by every door's listener.
-pub async fn accept_loop(
+/// (which spawns its task, or queues the connection; the next accept waits for it, so
+/// a full queue holds new connections in the kernel's backlog). Accept errors (out of
+/// descriptors and the like) back off briefly instead of spinning. Shared by every
+/// door's listener.
+pub async fn accept_loop<Accepted: std::future::Future<Output = ()>>(
     door: &'static str,
     listener: tokio::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
-    mut on_accept: impl FnMut(tokio::net::TcpStream, SocketAddr),
+    mut on_accept: impl FnMut(tokio::net::TcpStream, SocketAddr) -> Accepted,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -45,7 +47,7 @@ pub async fn accept_loop(
         };
         match accepted {
             // Socket options come from the listener (see `tune_listener`).
-            Ok((stream, peer)) => on_accept(stream, peer),
+            Ok((stream, peer)) => on_accept(stream, peer).await,
             Err(error) => {
                 tracing::warn!(%error, "{door}: accept failed; retrying shortly");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;

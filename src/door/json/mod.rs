@@ -103,6 +103,7 @@ impl JsonDoor {
     ) {
         super::accept_loop(self.name, listener, shutdown, |stream, peer| {
             tracker.spawn(self.clone().accept(stream, peer));
+            std::future::ready(())
         })
         .await;
     }

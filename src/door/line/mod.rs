@@ -104,6 +104,7 @@ impl LineDoor {
                 Ok(slot) => tracker.spawn(drive(self.clone(), stream, peer, Some(slot))),
                 Err(refusal) => tracker.spawn(self.clone().refuse(stream, peer, refusal)),
             };
+            std::future::ready(())
         })
         .await;
     }

@@ -164,7 +164,7 @@ impl WebDoor {
 }
 
 /// Accept TCP connections (handshaking TLS in a task per connection) and queue them
-/// for axum, until shutdown.
+/// for axum, until shutdown: the doors' shared accept loops, with a queue at the end.
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -173,52 +173,29 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "web: accept failed; retrying shortly");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // TCP_NODELAY and keepalive come from the listener (`door::tune_listener`).
-        match &tls {
-            None => {
-                let stream = HeadDeadline::new(stream, header_timeout);
-                if queue.send((Box::new(stream), peer)).await.is_err() {
-                    break;
-                }
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
+    // TCP_NODELAY and keepalive come from the listener (`door::tune_listener`).
+    match tls {
+        None => {
+            crate::door::accept_loop("web", listener, shutdown, |stream, peer| {
                 let queue = queue.clone();
-                let shutdown = shutdown.clone();
-                tracker.spawn(async move {
-                    let handshake = tokio::time::timeout(
-                        crate::tls::HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    );
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {}
-                        done = handshake => match done {
-                            Ok(Ok(stream)) => {
-                                let stream =
-                                    HeadDeadline::new(stream, header_timeout);
-                                let _ = queue.send((Box::new(stream), peer)).await;
-                            }
-                            Ok(Err(error)) => {
-                                tracing::debug!(%peer, %error, "web: TLS handshake failed");
-                            }
-                            Err(_) => tracing::debug!(%peer, "web: TLS handshake timed out"),
-                        },
-                    }
-                });
-            }
+                async move {
+                    let stream = HeadDeadline::new(stream, header_timeout);
+                    // Fails only once axum has stopped, which is at shutdown.
+                    let _ = queue.send((Box::new(stream), peer)).await;
+                }
+            })
+            .await
+        }
+        Some(acceptor) => {
+            let serve = move |stream, peer| {
+                let queue = queue.clone();
+                async move {
+                    let stream: Box<dyn WebStream> =
+                        Box::new(HeadDeadline::new(stream, header_timeout));
+                    let _ = queue.send((stream, peer)).await;
+                }
+            };
+            crate::tls::accept_loop("web", listener, acceptor, shutdown, tracker, serve).await
         }
     }
 }
