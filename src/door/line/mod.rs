@@ -562,7 +562,7 @@ mod tests {
             std::mem::size_of::<Session>(),
             std::mem::size_of::<Conn<TcpStream>>(),
         );
-        assert!(size <= 408, "line connection future grew to {size} bytes");
+        assert!(size <= 360, "line connection future grew to {size} bytes");
         drop(accept);
         assert_eq!(door.slots.in_use(), 0, "the slot is freed with the future");
     }
