@@ -214,6 +214,15 @@ pub fn spawn(
     })
 }
 
+/// A hub with the default settings and history in memory: the front doors' unit tests.
+#[cfg(test)]
+pub(crate) fn spawn_in_memory(tracker: &tokio_util::task::TaskTracker) -> HubHandle {
+    match spawn(HubConfig::default(), HistoryBackend::Memory, tracker) {
+        Ok(handle) => handle,
+        Err(error) => panic!("an in-memory hub cannot fail to start: {error}"),
+    }
+}
+
 struct Client {
     nick: Option<Arc<str>>,
     door: &'static str,

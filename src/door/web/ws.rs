@@ -684,12 +684,7 @@ mod size_tests {
     #[tokio::test]
     async fn an_idle_websocket_future_stays_small() {
         let tracker = TaskTracker::new();
-        let hub = crate::hub::spawn(
-            crate::hub::HubConfig::default(),
-            crate::hub::HistoryBackend::Memory,
-            &tracker,
-        )
-        .unwrap();
+        let hub = crate::hub::spawn_in_memory(&tracker);
         let slots = ConnectionSlots::new(10, 10);
         let door = JsonDoor::new(
             hub,
