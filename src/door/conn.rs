@@ -147,6 +147,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
         poll_fn(move |cx| self.poll_next(cx))
     }
 
+    /// The peer reads nothing more (a WebSocket client sent its close): close the
+    /// outbox for `reason` and drop what is still unwritten, so the farewell goes next.
+    /// The first buffer taken is kept, since it may be partly written and the stream
+    /// must stay whole to its last byte.
+    pub fn abandon_output(&mut self, reason: CloseReason) {
+        self.outbox.close_dropping_queued(reason);
+        if self.batch.len() > 1 {
+            let dropped: usize = self.batch.drain(1..).map(|bytes| bytes.len()).sum();
+            self.outbox.written(dropped);
+        }
+    }
+
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Input> {
         if let Poll::Ready(reason) = self.poll_output(cx) {
             return Poll::Ready(Input::Finished(reason));
@@ -336,6 +348,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::Push;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
@@ -414,6 +427,42 @@ mod tests {
         let mut all = Vec::new();
         theirs.read_to_end(&mut all).await.unwrap();
         assert!(all.is_empty(), "sent {all:?}");
+    }
+
+    #[tokio::test]
+    async fn abandoned_output_keeps_the_stream_whole_and_ends_with_the_farewell() {
+        struct Goodbye;
+        impl Farewell for Goodbye {
+            fn farewell(&self, reason: CloseReason) -> Option<Bytes> {
+                Some(Bytes::from(format!("bye: {reason}\n")))
+            }
+        }
+        // Eight bytes of room: the first write stops inside the first buffer.
+        let (ours, mut theirs) = tokio::io::duplex(8);
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let mut conn = Conn::with_farewell(ours, outbox.clone(), Goodbye);
+        for bytes in [&b"AAAAAAAAAAAA"[..], b"BBBB", b"CCCC"] {
+            outbox.push(Bytes::from_static(bytes));
+        }
+        let stalled = tokio::time::timeout(Duration::from_millis(20), conn.next()).await;
+        assert!(stalled.is_err(), "the peer reads nothing yet: {stalled:?}");
+        outbox.push(Bytes::from_static(b"DDDD"));
+        conn.abandon_output(CloseReason::PeerClosed);
+        assert_eq!(outbox.push(Bytes::from_static(b"EEEE")), Push::Closed);
+        let peer = tokio::spawn(async move {
+            let mut all = Vec::new();
+            theirs.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        assert!(matches!(
+            conn.next().await,
+            Input::Finished(CloseReason::PeerClosed)
+        ));
+        assert_eq!(outbox.pending_bytes(), 0);
+        drop(conn);
+        // The partly written buffer is finished; the rest is dropped.
+        let expected = format!("AAAAAAAAAAAAbye: {}\n", CloseReason::PeerClosed);
+        assert_eq!(String::from_utf8(peer.await.unwrap()).unwrap(), expected);
     }
 
     #[tokio::test]

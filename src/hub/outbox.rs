@@ -212,6 +212,20 @@ impl Outbox {
         self.writer_waker.wake();
     }
 
+    /// Close the outbox (first reason wins) and drop what is queued and not yet taken:
+    /// for a peer that has said it reads nothing more. Unlike a slow consumer's close,
+    /// the writer still ends with its farewell.
+    pub fn close_dropping_queued(&self, reason: CloseReason) {
+        {
+            let mut state = self.lock();
+            state.closed.get_or_insert(reason);
+            let dropped: usize = state.queue.iter().map(Bytes::len).sum();
+            state.pending_bytes = state.pending_bytes.saturating_sub(dropped);
+            state.queue = VecDeque::new();
+        }
+        self.writer_waker.wake();
+    }
+
     /// The reason the outbox was closed, if it was.
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.lock().closed
@@ -339,6 +353,23 @@ mod tests {
         assert_eq!(batch.len(), 1);
         let (poll, _) = take(&outbox);
         assert_eq!(poll, Poll::Ready(Take::Closed(CloseReason::Shutdown)));
+    }
+
+    #[test]
+    fn close_dropping_queued_drops_the_queue_and_refuses_more() {
+        let outbox = Outbox::new(100);
+        outbox.push(Bytes::from_static(b"one"));
+        outbox.push(Bytes::from_static(b"two"));
+        outbox.close_dropping_queued(CloseReason::PeerClosed);
+        assert_eq!(outbox.push(Bytes::from_static(b"late")), Push::Closed);
+        assert_eq!(outbox.pending_bytes(), 0);
+        assert!(
+            !outbox.is_discarding(),
+            "not a slow consumer: the farewell still goes"
+        );
+        let (poll, batch) = take(&outbox);
+        assert_eq!(poll, Poll::Ready(Take::Closed(CloseReason::PeerClosed)));
+        assert!(batch.is_empty());
     }
 
     #[test]

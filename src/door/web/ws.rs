@@ -26,7 +26,7 @@ use super::frame::{
     close_payload, encode_frame, write_header, FrameError, FrameReader, WsFrame, MAX_HEADER_BYTES,
     OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
 };
-use crate::hub::{CloseReason, Event, HubGone, Outbox, Render};
+use crate::hub::{CloseReason, Event, HubGone, Render};
 
 /// WebSocket limits and keepalive.
 #[derive(Debug, Clone)]
@@ -397,7 +397,7 @@ impl<'door, S: AsyncRead + AsyncWrite + Unpin> WsConnection<'door, S> {
                 let mut frames = Vec::new();
                 let parsed = self.reader.push(&chunk, &mut frames);
                 drop(chunk);
-                handle_frames(&mut self.session, self.conn.outbox(), frames).await?;
+                handle_frames(&mut self.session, &mut self.conn, frames).await?;
                 if let Err(error) = parsed {
                     tracing::debug!(client, %peer, ?error, "ws: bad frame");
                     self.session.leave(reason_for(error)).await?;
@@ -432,9 +432,9 @@ impl<'door, S: AsyncRead + AsyncWrite + Unpin> WsConnection<'door, S> {
 }
 
 /// Hand what the reader completed to the session, in order.
-async fn handle_frames(
+async fn handle_frames<S: AsyncRead + AsyncWrite + Unpin>(
     session: &mut JsonSession<'_>,
-    outbox: &Outbox,
+    conn: &mut Conn<S, CloseFrame>,
     frames: Vec<WsFrame>,
 ) -> Result<(), HubGone> {
     for frame in frames {
@@ -447,11 +447,17 @@ async fn handle_frames(
                 session.control_frame().await?;
                 if !session.is_leaving() {
                     // Queued behind what the peer is owed, between whole frames.
-                    outbox.push(encode_frame(OPCODE_PONG, &payload));
+                    conn.outbox().push(encode_frame(OPCODE_PONG, &payload));
                 }
             }
             WsFrame::Pong(_) => session.control_frame().await?,
-            WsFrame::Close { .. } => session.leave(CloseReason::PeerClosed).await?,
+            WsFrame::Close { .. } => {
+                // RFC 6455 5.5.1: answer a close "as soon as practical". The peer reads
+                // no more messages (a browser drops them), so what is still queued for
+                // it is dropped and our close frame goes next.
+                conn.abandon_output(CloseReason::PeerClosed);
+                session.leave(CloseReason::PeerClosed).await?
+            }
         }
     }
     Ok(())
