@@ -351,6 +351,15 @@ mod tests {
     use crate::hub::Push;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// A farewell that names the reason.
+    struct Goodbye;
+
+    impl Farewell for Goodbye {
+        fn farewell(&self, reason: CloseReason) -> Option<Bytes> {
+            Some(Bytes::from(format!("bye: {reason}\n")))
+        }
+    }
+
     #[tokio::test]
     async fn writes_queued_output_and_reads_input() {
         let (ours, mut theirs) = tokio::io::duplex(1024);
@@ -391,12 +400,6 @@ mod tests {
 
     #[tokio::test]
     async fn the_farewell_goes_after_the_last_output_and_not_to_a_slow_consumer() {
-        struct Goodbye;
-        impl Farewell for Goodbye {
-            fn farewell(&self, reason: CloseReason) -> Option<Bytes> {
-                Some(Bytes::from(format!("bye: {reason}\n")))
-            }
-        }
         let (ours, mut theirs) = tokio::io::duplex(1024);
         let outbox = Arc::new(Outbox::new(1 << 20));
         let mut conn = Conn::with_farewell(ours, outbox.clone(), Goodbye);
@@ -431,12 +434,6 @@ mod tests {
 
     #[tokio::test]
     async fn abandoned_output_keeps_the_stream_whole_and_ends_with_the_farewell() {
-        struct Goodbye;
-        impl Farewell for Goodbye {
-            fn farewell(&self, reason: CloseReason) -> Option<Bytes> {
-                Some(Bytes::from(format!("bye: {reason}\n")))
-            }
-        }
         // Eight bytes of room: the first write stops inside the first buffer.
         let (ours, mut theirs) = tokio::io::duplex(8);
         let outbox = Arc::new(Outbox::new(1 << 20));
