@@ -678,22 +678,19 @@ mod tests {
     }
 }
 #[cfg(test)]
-mod size_tests {
+mod connection_tests {
     use super::*;
     use crate::door::flood::FloodSettings;
     use crate::door::json::JsonSettings;
     use crate::door::ConnectionSlots;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_util::task::TaskTracker;
 
-    /// Every idle WebSocket holds its task's future (plus ~110 bytes of task header and
-    /// trailer, rounded up to the allocator's size class): this fails when it grows.
-    #[tokio::test]
-    async fn an_idle_websocket_future_stays_small() {
-        let tracker = TaskTracker::new();
-        let hub = crate::hub::spawn_in_memory(&tracker);
+    /// A WebSocket door on a live in-memory hub, its limits, and its slots.
+    fn door(tracker: &TaskTracker) -> (Arc<JsonDoor>, Arc<WsLimits>, Arc<ConnectionSlots>) {
         let slots = ConnectionSlots::new(10, 10);
         let door = JsonDoor::new(
-            hub,
+            crate::hub::spawn_in_memory(tracker),
             slots.clone(),
             JsonSettings {
                 max_message_bytes: 1024,
@@ -716,6 +713,15 @@ mod size_tests {
             origins: Vec::new(),
             tls: false,
         });
+        (door, limits, slots)
+    }
+
+    /// Every idle WebSocket holds its task's future (plus ~110 bytes of task header and
+    /// trailer, rounded up to the allocator's size class): this fails when it grows.
+    #[tokio::test]
+    async fn an_idle_websocket_future_stays_small() {
+        let tracker = TaskTracker::new();
+        let (door, limits, slots) = door(&tracker);
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let slot = slots.acquire(peer).unwrap();
         // A request hyper never saw: its upgrade fails at once, but the future is the same.
@@ -735,5 +741,45 @@ mod size_tests {
         assert!(size <= 520, "websocket future grew to {size} bytes");
         task.await;
         assert_eq!(slots.in_use(), 0, "the slot is freed with the future");
+    }
+
+    /// A client's close is answered next, not after the events still queued for it.
+    #[tokio::test]
+    async fn a_client_close_is_answered_before_the_backlog() {
+        let tracker = TaskTracker::new();
+        let (door, limits, _slots) = door(&tracker);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        // Room for two of the queued frames: the rest wait in the outbox.
+        let (ours, mut theirs) = tokio::io::duplex(256);
+        let mut connection = WsConnection::new(&door, &limits, ours);
+        let client = connection.session.client();
+        door.connect(client, peer, connection.conn.outbox())
+            .await
+            .unwrap();
+        let backlog = encode_frame(OPCODE_TEXT, &[b'x'; 100]);
+        for _ in 0..100 {
+            connection.conn.outbox().push(backlog.clone());
+        }
+        let peer_slot = PeerSlot::new(peer, None);
+        let server = connection.serve(&peer_slot);
+        let client_side = async move {
+            // Close, code 1000, masked with a zero key as a client must mask.
+            theirs
+                .write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])
+                .await
+                .unwrap();
+            let mut received = Vec::new();
+            theirs.read_to_end(&mut received).await.unwrap();
+            received
+        };
+        let (reason, received) = tokio::join!(server, client_side);
+        assert_eq!(reason, CloseReason::PeerClosed);
+        let close = close_frame(CloseReason::PeerClosed);
+        assert!(received.ends_with(&close), "no close frame last");
+        let events = (received.len() - close.len()) / backlog.len();
+        assert!(
+            events < 10,
+            "{events} of the 100 queued frames went out before the close"
+        );
     }
 }
