@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use metrics::{Counter, Gauge};
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::hub::{CloseReason, Outbox};
@@ -30,6 +30,17 @@ pub const DELIVERIES: &str = "switchboard_deliveries_total";
 pub const QUEUE_BYTES: &str = "switchboard_queue_bytes";
 /// Connections ended, by door and reason ([`CloseReason::as_str`]).
 pub const DISCONNECTS: &str = "switchboard_disconnects_total";
+/// Messages committed to the history database.
+pub const HISTORY_SAVED: &str = "switchboard_history_messages_saved_total";
+/// History transactions (batches) committed.
+pub const HISTORY_BATCHES: &str = "switchboard_history_batches_total";
+/// Messages the history database could not take (refused, not delivered).
+pub const HISTORY_FAILED: &str = "switchboard_history_messages_failed_total";
+/// Seconds from a message's hand-off to the writer until its batch is committed: what
+/// persisting adds to its delivery (the oldest message of each batch).
+pub const HISTORY_SAVE_SECONDS: &str = "switchboard_history_save_seconds";
+/// Seconds one batch's transaction took, fsync included.
+pub const HISTORY_COMMIT_SECONDS: &str = "switchboard_history_commit_seconds";
 
 struct Inner {
     recorder: PrometheusRecorder,
@@ -70,6 +81,19 @@ impl Metrics {
             metrics::describe_counter!(DELIVERIES, "Events of any kind queued to recipients.");
             metrics::describe_gauge!(QUEUE_BYTES, "Bytes waiting in outbound queues.");
             metrics::describe_counter!(DISCONNECTS, "Connections ended, by door and reason.");
+            metrics::describe_counter!(HISTORY_SAVED, "Messages committed to history.");
+            metrics::describe_counter!(HISTORY_BATCHES, "History transactions committed.");
+            metrics::describe_counter!(HISTORY_FAILED, "Messages history could not save.");
+            metrics::describe_histogram!(
+                HISTORY_SAVE_SECONDS,
+                metrics::Unit::Seconds,
+                "From hand-off to the history writer until committed, per batch's oldest."
+            );
+            metrics::describe_histogram!(
+                HISTORY_COMMIT_SECONDS,
+                metrics::Unit::Seconds,
+                "One history transaction, fsync included."
+            );
             metrics::gauge!(QUEUE_BYTES)
         });
         Metrics {
@@ -105,11 +129,18 @@ impl Metrics {
         }
     }
 
-    /// Handles for the hub's fan-out.
+    /// Handles for the hub's fan-out and its history writer.
     pub fn hub(&self) -> HubMetrics {
         self.with(|| HubMetrics {
             messages_out: metrics::counter!(MESSAGES_OUT),
             deliveries: metrics::counter!(DELIVERIES),
+            history: HistoryMetrics {
+                saved: metrics::counter!(HISTORY_SAVED),
+                batches: metrics::counter!(HISTORY_BATCHES),
+                failed: metrics::counter!(HISTORY_FAILED),
+                save_seconds: metrics::histogram!(HISTORY_SAVE_SECONDS),
+                commit_seconds: metrics::histogram!(HISTORY_COMMIT_SECONDS),
+            },
         })
     }
 
@@ -229,6 +260,8 @@ pub struct HubMetrics {
     pub messages_out: Counter,
     /// Events of any kind queued, one per recipient.
     pub deliveries: Counter,
+    /// The history writer's, used by its thread.
+    pub history: HistoryMetrics,
 }
 
 impl Default for HubMetrics {
@@ -236,6 +269,30 @@ impl Default for HubMetrics {
         HubMetrics {
             messages_out: Counter::noop(),
             deliveries: Counter::noop(),
+            history: HistoryMetrics::default(),
+        }
+    }
+}
+
+/// The history writer's counters and timings, one update per batch. `Default` records
+/// nothing.
+#[derive(Clone, Debug)]
+pub struct HistoryMetrics {
+    pub saved: Counter,
+    pub batches: Counter,
+    pub failed: Counter,
+    pub save_seconds: Histogram,
+    pub commit_seconds: Histogram,
+}
+
+impl Default for HistoryMetrics {
+    fn default() -> Self {
+        HistoryMetrics {
+            saved: Counter::noop(),
+            batches: Counter::noop(),
+            failed: Counter::noop(),
+            save_seconds: Histogram::noop(),
+            commit_seconds: Histogram::noop(),
         }
     }
 }

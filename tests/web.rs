@@ -750,3 +750,42 @@ async fn pages_from_other_sites_cannot_open_websockets_unless_allowed() {
     assert_eq!(upgrade_status(addr, evil).await.0, 403);
     server.stop().await;
 }
+
+/// With history on, /metrics says how many messages were saved, in how many
+/// transactions, and how long saving took.
+#[tokio::test]
+async fn history_saves_are_counted_and_timed_in_metrics() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let server = Server::start(&["--data", data_dir], &["line", "web"]).await;
+    let mut netcat = Lines::line_login(server.addr("line"), "nc").await;
+    for text in ["one", "two", "three"] {
+        netcat.send_line(text).await;
+        // Delivered only once committed.
+        assert_eq!(netcat.line_containing(text).await, format!("[nc] {text}"));
+    }
+    let (status, text) = get(&server, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(&text, "switchboard_history_messages_saved_total"),
+        3.0,
+        "{text}"
+    );
+    let batches = metric(&text, "switchboard_history_batches_total");
+    assert!((1.0..=3.0).contains(&batches), "{text}");
+    assert_eq!(
+        metric(&text, "switchboard_history_commit_seconds_count"),
+        batches
+    );
+    assert_eq!(
+        metric(&text, "switchboard_history_save_seconds_count"),
+        batches
+    );
+    let saving = metric(&text, "switchboard_history_save_seconds_sum");
+    assert!(saving > 0.0 && saving < 10.0, "{text}");
+    assert_eq!(
+        metric(&text, "switchboard_history_messages_failed_total"),
+        0.0
+    );
+    server.stop().await;
+}

@@ -202,7 +202,7 @@ pub fn spawn(
         ),
         HistoryBackend::Stored { mut store, done } => {
             let loaded = store.take_loaded();
-            let sender = store.start(inbox.clone(), done)?;
+            let sender = store.start(inbox.clone(), done, config.metrics.history.clone())?;
             History::new(Some(sender), loaded, config.replay, config.retention)
         }
     };

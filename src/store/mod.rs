@@ -16,9 +16,10 @@ pub mod writer;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::hub::{ChatMessage, ClientId, Command, Tag};
+use crate::metrics::HistoryMetrics;
 
 pub use writer::StoreDone;
 
@@ -161,6 +162,8 @@ pub(crate) enum Job {
         seq: u64,
         conversation: Conversation,
         message: Arc<ChatMessage>,
+        /// When the hub handed it over, for the save-time metric.
+        handed_off: Instant,
     },
     /// Answer a history query to `client` through the hub.
     Query {
@@ -209,6 +212,7 @@ impl StoreSender {
             seq,
             conversation,
             message,
+            handed_off: Instant::now(),
         })
     }
 
@@ -278,12 +282,13 @@ impl Store {
         self,
         hub_inbox: tokio::sync::mpsc::Sender<Command>,
         done: writer::DoneSignal,
+        metrics: HistoryMetrics,
     ) -> Result<StoreSender, StoreError> {
         let (jobs, queue) = std::sync::mpsc::sync_channel(WRITE_QUEUE);
         let path = self.path.clone();
         std::thread::Builder::new()
             .name("history-writer".into())
-            .spawn(move || writer::run(self, queue, hub_inbox, done))
+            .spawn(move || writer::run(self, queue, hub_inbox, done, metrics))
             .map_err(|source| StoreError::Database {
                 path,
                 cause: format!("cannot start the writer thread: {source}"),

@@ -11,6 +11,7 @@ use tokio::sync::mpsc::Sender;
 use super::sqlite::{self, Append};
 use super::{hint_for, Job, Store};
 use crate::hub::{Command, Reply};
+use crate::metrics::HistoryMetrics;
 
 /// Rows one retention step may delete; small, so appends never wait long behind it.
 const RETENTION_CHUNK: usize = 500;
@@ -41,7 +42,13 @@ pub(super) fn done_pair() -> (DoneSignal, StoreDone) {
     (DoneSignal(signal), StoreDone(done))
 }
 
-pub(super) fn run(mut store: Store, queue: Receiver<Job>, hub: Sender<Command>, done: DoneSignal) {
+pub(super) fn run(
+    mut store: Store,
+    queue: Receiver<Job>,
+    hub: Sender<Command>,
+    done: DoneSignal,
+    metrics: HistoryMetrics,
+) {
     let interval = sweep_interval(&store);
     let retention_on = store.retention.max_age.is_some() || store.retention.max_messages.is_some();
     // Sweep soon after startup: limits may have been lowered since the last run.
@@ -65,7 +72,7 @@ pub(super) fn run(mut store: Store, queue: Receiver<Job>, hub: Sender<Command>, 
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
             }
         }
-        process(&mut store, &mut jobs, &hub);
+        process(&mut store, &mut jobs, &hub, &metrics);
         if retention_on && Instant::now() >= next_sweep {
             match sqlite::retention_step(&mut store.connection, store.retention, RETENTION_CHUNK) {
                 // More to delete: go again right after the next batch (or at once).
@@ -95,8 +102,15 @@ pub(super) fn run(mut store: Store, queue: Receiver<Job>, hub: Sender<Command>, 
 
 /// Commit the appends in `jobs` as one batch, report it, then answer the queries (so
 /// they see the batch). Empties `jobs`.
-fn process(store: &mut Store, jobs: &mut Vec<Job>, hub: &Sender<Command>) {
+fn process(
+    store: &mut Store,
+    jobs: &mut Vec<Job>,
+    hub: &Sender<Command>,
+    metrics: &HistoryMetrics,
+) {
     let mut upto = None;
+    // The batch's oldest hand-off: its save time is the longest any message here waited.
+    let mut oldest = None;
     let mut appends = Vec::new();
     let mut queries = Vec::new();
     for job in jobs.iter() {
@@ -105,7 +119,9 @@ fn process(store: &mut Store, jobs: &mut Vec<Job>, hub: &Sender<Command>) {
                 seq,
                 conversation,
                 message,
+                handed_off,
             } => {
+                oldest.get_or_insert(*handed_off);
                 upto = Some(*seq);
                 appends.push(Append {
                     conversation,
@@ -116,8 +132,19 @@ fn process(store: &mut Store, jobs: &mut Vec<Job>, hub: &Sender<Command>) {
         }
     }
     if let Some(upto) = upto {
-        let report = match sqlite::append_batch(&mut store.connection, &appends, store.retention) {
-            Ok(()) => Command::Persisted { upto },
+        let started = Instant::now();
+        let committed = sqlite::append_batch(&mut store.connection, &appends, store.retention);
+        let finished = Instant::now();
+        metrics.commit_seconds.record(finished - started);
+        let report = match committed {
+            Ok(()) => {
+                metrics.batches.increment(1);
+                metrics.saved.increment(appends.len() as u64);
+                if let Some(oldest) = oldest {
+                    metrics.save_seconds.record(finished - oldest);
+                }
+                Command::Persisted { upto }
+            }
             Err(error) => {
                 let cause = format!(
                     "cannot save to {}: {error}{}",
@@ -128,6 +155,7 @@ fn process(store: &mut Store, jobs: &mut Vec<Job>, hub: &Sender<Command>) {
                     messages = appends.len(),
                     "HISTORY WRITE FAILED; these messages are refused, not delivered: {cause}"
                 );
+                metrics.failed.increment(appends.len() as u64);
                 Command::PersistFailed {
                     upto,
                     cause: cause.into(),
