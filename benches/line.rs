@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the line door's pure parts: the framer (bytes in, lines out)
-//! and the renderer (an event to its text form, through `hub::Render`). Small sample
+//! and the renderer (an event to its text form, through `hub::Render`), and of what the
+//! load generator does with every line it reads (the payload scanner). Small sample
 //! sizes so `cargo bench --bench line -- --quick` takes seconds.
 
 use std::hint::black_box;
@@ -8,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use switchboard::bench::payload::{encode, Payload, Scanner};
 use switchboard::door::line::framing::{Frame, LineFramer};
 use switchboard::door::line::render::LineRender;
 use switchboard::hub::{ChatMessage, Event, Render, Target};
@@ -86,12 +88,49 @@ fn renderer(c: &mut Criterion) {
     group.finish();
 }
 
+/// 64 KiB of room lines as `switchboard bench` reads them from the line door: `[bN] `
+/// and a 64-byte payload, 10 senders taking turns.
+fn delivered_lines(run: u32) -> (Vec<u8>, u64) {
+    let mut text = Vec::with_capacity(64 * 1024);
+    let mut count = 0;
+    while text.len() < 64 * 1024 - 100 {
+        let payload = Payload {
+            run,
+            sender: (count % 10) as u32,
+            seq: 100_000 + count / 10,
+            sent_ns: 12_345_678_901 + count * 1_000,
+        };
+        text.extend_from_slice(format!("[b{}] ", payload.sender).as_bytes());
+        encode(&payload, 64, &mut text);
+        text.push(b'\n');
+        count += 1;
+    }
+    (text, count)
+}
+
+fn scanner(c: &mut Criterion) {
+    let run = 3_141_592_653;
+    let (text, count) = delivered_lines(run);
+    let scanner = Scanner::for_run(run);
+    let mut found = Vec::with_capacity(count as usize);
+    let mut group = c.benchmark_group("bench_payload_scan");
+    group.throughput(Throughput::Elements(count));
+    group.bench_function("line_door_64k", |b| {
+        b.iter(|| {
+            scanner.scan(black_box(&text), &mut found);
+            assert_eq!(found.len() as u64, count);
+            found.clear();
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
-    targets = framer, renderer
+    targets = framer, renderer, scanner
 }
 criterion_main!(benches);
