@@ -33,6 +33,18 @@ thread_local! {
     static GATHER: std::cell::RefCell<Vec<u8>> =
         std::cell::RefCell::new(Vec::with_capacity(GATHER_BYTES));
 }
+/// A read error after which no write can succeed either.
+fn breaks_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+    )
+}
+
 /// After the outbox closes: how long to keep trying to flush and to wait for the peer's
 /// EOF (so unread input does not turn our close into a reset that eats the goodbye).
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,7 +56,9 @@ pub enum Input {
     Data(Bytes),
     /// The peer closed its sending side. Output still flows until the outbox closes.
     Eof,
-    /// Reading failed (reset and the like). Output may still flow.
+    /// Reading failed. When the connection itself is broken (reset, aborted, timed
+    /// out) output stops too: the outbox is closed discarding, and the next input is
+    /// `Finished`. Otherwise (a TLS error, say) output may still flow.
     ReadFailed(io::Error),
     /// The deadline set with [`Conn::set_deadline`] passed.
     Deadline,
@@ -187,6 +201,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
                 }
                 Poll::Ready(Err(error)) => {
                     self.read_open = false;
+                    if breaks_connection(&error) {
+                        // Nothing can reach the peer now. Drop the output rather than
+                        // fail a write on what the hub still hands over (a leaver gets
+                        // the room's last lines): that was a third send syscall per
+                        // connection in a connect storm of resets.
+                        self.outbox.close_discarding(CloseReason::PeerReset);
+                        let dropped: usize = self.batch.drain(..).map(|bytes| bytes.len()).sum();
+                        self.outbox.written(dropped);
+                    }
                     return Poll::Ready(Input::ReadFailed(error));
                 }
                 Poll::Pending => {}
@@ -460,6 +483,82 @@ mod tests {
         // The partly written buffer is finished; the rest is dropped.
         let expected = format!("AAAAAAAAAAAAbye: {}\n", CloseReason::PeerClosed);
         assert_eq!(String::from_utf8(peer.await.unwrap()).unwrap(), expected);
+    }
+
+    /// A transport whose read fails once with `error`, then waits forever; it keeps
+    /// whatever is written to it.
+    struct FailingRead {
+        error: Option<io::ErrorKind>,
+        written: Vec<u8>,
+    }
+
+    impl AsyncRead for FailingRead {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.error.take() {
+                Some(kind) => Poll::Ready(Err(kind.into())),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    impl AsyncWrite for FailingRead {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bytes: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.written.extend_from_slice(bytes);
+            Poll::Ready(Ok(bytes.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_connection_writes_nothing_more() {
+        let io = FailingRead {
+            error: Some(io::ErrorKind::ConnectionReset),
+            written: Vec::new(),
+        };
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let mut conn = Conn::with_farewell(io, outbox.clone(), Goodbye);
+        assert!(matches!(conn.next().await, Input::ReadFailed(_)));
+        // What the hub hands over next (a leaver's last lines) is refused at once.
+        assert_eq!(outbox.push(Bytes::from_static(b"late\n")), Push::Closed);
+        assert!(outbox.is_discarding());
+        outbox.close(CloseReason::Shutdown);
+        assert!(matches!(
+            conn.next().await,
+            Input::Finished(CloseReason::PeerReset)
+        ));
+        assert_eq!(outbox.pending_bytes(), 0);
+        assert_eq!(conn.io.written, b"", "no write, not even the farewell");
+
+        // Any other read error (a TLS record that does not decrypt, say) leaves the
+        // output flowing, farewell included.
+        let io = FailingRead {
+            error: Some(io::ErrorKind::InvalidData),
+            written: Vec::new(),
+        };
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let mut conn = Conn::with_farewell(io, outbox.clone(), Goodbye);
+        assert!(matches!(conn.next().await, Input::ReadFailed(_)));
+        assert_eq!(outbox.push(Bytes::from_static(b"still\n")), Push::Queued);
+        outbox.close(CloseReason::PeerReset);
+        assert!(matches!(
+            conn.next().await,
+            Input::Finished(CloseReason::PeerReset)
+        ));
+        let expected = format!("still\nbye: {}\n", CloseReason::PeerReset);
+        assert_eq!(String::from_utf8_lossy(&conn.io.written), expected);
     }
 
     #[tokio::test]

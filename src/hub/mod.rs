@@ -423,7 +423,10 @@ impl RoomBatch {
         format.members -= 1;
         let unfrozen_from = given.max(format.frozen_len);
         let open_owed = format.len() - unfrozen_from;
-        if open_owed > 0 && open_owed <= LEAVER_COPY_LIMIT {
+        if member.outbox.is_discarding() {
+            // Its connection is broken (or it is a slow consumer): nothing handed
+            // over could be written.
+        } else if open_owed > 0 && open_owed <= LEAVER_COPY_LIMIT {
             // A copy for the leaver alone: freezing here would split every other
             // member's coming handle, once per leaver in a leave storm.
             format.queue_frozen_from(given, member, outgoing);

@@ -45,12 +45,21 @@ struct State {
     /// Bytes queued plus bytes taken by the writer and not yet reported written.
     pending_bytes: usize,
     closed: Option<CloseReason>,
-    /// A slow consumer's queue is discarded rather than flushed.
+    /// Nothing more is written (a slow consumer, a broken connection): the queue is
+    /// discarded rather than flushed.
     discard: bool,
     /// The writer found nothing to take and is waiting for a wake-up.
     writer_waiting: bool,
     /// Held while the writer owes the hub's current flush round its turn.
     ticket: Option<RoundTicket>,
+}
+
+impl State {
+    fn drop_queued(&mut self) {
+        let dropped: usize = self.queue.iter().map(Bytes::len).sum();
+        self.pending_bytes = self.pending_bytes.saturating_sub(dropped);
+        self.queue = VecDeque::new();
+    }
 }
 
 /// The writers one flush woke. The hub starts the next flush once every one of them
@@ -219,9 +228,20 @@ impl Outbox {
         {
             let mut state = self.lock();
             state.closed.get_or_insert(reason);
-            let dropped: usize = state.queue.iter().map(Bytes::len).sum();
-            state.pending_bytes = state.pending_bytes.saturating_sub(dropped);
-            state.queue = VecDeque::new();
+            state.drop_queued();
+        }
+        self.writer_waker.wake();
+    }
+
+    /// Close the outbox (first reason wins) and write nothing more, not even the
+    /// farewell: for a connection the kernel reports broken (reset), where every write
+    /// would fail. What is queued is dropped and later pushes are refused.
+    pub fn close_discarding(&self, reason: CloseReason) {
+        {
+            let mut state = self.lock();
+            state.closed.get_or_insert(reason);
+            state.discard = true;
+            state.drop_queued();
         }
         self.writer_waker.wake();
     }
@@ -276,7 +296,8 @@ impl Outbox {
         state.pending_bytes = state.pending_bytes.saturating_sub(written);
     }
 
-    /// True once a slow-consumer close means nothing more should be written.
+    /// True once nothing more should be written: a slow consumer's close, or
+    /// [`Outbox::close_discarding`].
     pub fn is_discarding(&self) -> bool {
         self.lock().discard
     }
