@@ -3,11 +3,12 @@
 # and switchboard's WebSocket door (ws) with a plain Node `ws` broadcast server
 # (ws-broadcast, benches/peers/ws-broadcast.mjs); `json` (the JSON door) on request.
 # Server pinned to CPU 0, generator to CPU 1; each case run RUNS times; prints one JSON
-# summary per run (tagged with the case) on stdout. Usage:
+# summary per run (tagged with the case) on stdout, then (benches/floor.sh) what minimal
+# C programs get on the same machine at the same moment. Usage:
 #   benches/compare.sh [RUNS] > results.jsonl
 #   KINDS="ws ws-broadcast" SIZES=1000 RUNS=3 benches/compare.sh
 # Needs: a release build (cargo build --release), ncat, python3, node + npm (for
-# ws-broadcast), taskset.
+# ws-broadcast), taskset, cc (for the floor).
 set -euo pipefail
 RUNS=${RUNS:-${1:-3}}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/switchboard}
@@ -147,5 +148,10 @@ for run in $(seq "$RUNS"); do
     start_server switchboard
     bench idle --connections "${MAX_IDLE:-19000}" | tag "switchboard idle C=${MAX_IDLE:-19000}"
     stop_server
+  fi
+  if [[ -z "${KINDS:-}" || "${FLOOR:-}" == 1 ]]; then
+    # What minimal C programs get at the same moment (benches/floor.sh): the floor
+    # under the paced and connect targets on this machine today.
+    BIN="$BIN" RUNS=1 RUN_TAG="$run" BASE_PORT=$((24900 + 10 * run)) "$(dirname "$0")/floor.sh"
   fi
 done
