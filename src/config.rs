@@ -206,7 +206,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_HTTP_HEADER_TIMEOUT", value_name = "DURATION")]
     pub http_header_timeout: Option<Seconds>,
 
-    /// WebSocket keepalive ping interval; a socket silent for three intervals is closed [default: 30s].
+    /// WebSocket keepalive ping interval; a socket that neither sends anything nor takes its
+    /// output for three intervals is closed [default: 30s].
     #[arg(long, env = "SWITCHBOARD_WS_PING_INTERVAL", value_name = "DURATION")]
     pub ws_ping_interval: Option<Seconds>,
 

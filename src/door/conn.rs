@@ -102,6 +102,9 @@ pub struct Conn<S, F = NoFarewell> {
     /// Everything was written, but a transport that buffers (TLS) still holds some of
     /// it: flushed before more is taken, so the last bytes never wait for the next.
     unflushed: bool,
+    /// Writes that made progress since [`Conn::take_writes`] last looked (saturating):
+    /// a keepalive can tell a peer that is reading a backlog from a silent one.
+    writes: u8,
     closing: Closing,
     /// The caller's deadline while open; once closing, the close deadline (the caller's
     /// is ignored then). One slot, since every idle connection holds it.
@@ -125,9 +128,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
             read_open: true,
             read_paused: false,
             unflushed: false,
+            writes: 0,
             closing: Closing::Open,
             deadline: None,
         }
+    }
+
+    /// How many writes made progress since the last call (at most 255).
+    pub fn take_writes(&mut self) -> u8 {
+        std::mem::take(&mut self.writes)
     }
 
     pub fn outbox(&self) -> &Arc<Outbox> {
@@ -233,7 +242,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
             if self.batch.is_empty() && self.unflushed {
                 match Pin::new(&mut self.io).poll_flush(cx) {
                     Poll::Ready(_) => self.unflushed = false,
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => match self.on_output_blocked(cx) {
+                        Some(poll) => return poll,
+                        None => continue,
+                    },
                 }
             }
             if self.batch.is_empty() {
@@ -246,12 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
                             return Poll::Ready(reason);
                         }
                         if matches!(self.closing, Closing::Open) {
-                            self.closing = Closing::Flushing(reason);
-                            if let Some(last) = self.farewell.farewell(reason) {
-                                self.batch.push_back(last);
-                            }
-                            // From now on the slot holds the close deadline.
-                            self.deadline = None;
+                            self.start_flushing(reason);
                             continue;
                         }
                         if !self.read_open {
@@ -282,7 +289,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
                         self.outbox.close_reason().unwrap_or(CloseReason::PeerReset),
                     );
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => match self.on_output_blocked(cx) {
+                    Some(poll) => return poll,
+                    None => continue,
+                },
+            }
+        }
+    }
+
+    /// The outbox is closed: queue the farewell after what is left, and from now on
+    /// let the slot hold the close deadline.
+    fn start_flushing(&mut self, reason: CloseReason) {
+        self.closing = Closing::Flushing(reason);
+        if let Some(last) = self.farewell.farewell(reason) {
+            self.batch.push_back(last);
+        }
+        self.deadline = None;
+    }
+
+    /// Output waits on a peer that is not reading. If the outbox has been closed
+    /// meanwhile, take the rest of it and start flushing now, so the close deadline
+    /// runs: it used to start only once everything was written, and a peer that read
+    /// nothing held its connection (and a keepalive's idle close) forever. `None`:
+    /// go round again.
+    fn on_output_blocked(&mut self, cx: &mut Context<'_>) -> Option<Poll<CloseReason>> {
+        if !matches!(self.closing, Closing::Open) || self.outbox.close_reason().is_none() {
+            return Some(Poll::Pending);
+        }
+        loop {
+            match self.outbox.poll_take(cx, &mut self.batch) {
+                Poll::Ready(Take::Data) => {}
+                Poll::Ready(Take::Closed(reason)) => {
+                    if self.outbox.is_discarding() {
+                        self.batch.clear();
+                        return Some(Poll::Ready(reason));
+                    }
+                    self.start_flushing(reason);
+                    return None;
+                }
+                // A closed outbox stays closed; nothing to wait for here.
+                Poll::Pending => return Some(Poll::Pending),
             }
         }
     }
@@ -332,6 +378,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
             }
         }
         self.outbox.written(written);
+        self.writes = self.writes.saturating_add(1);
         if self.batch.is_empty() {
             // Release the batch's storage so an idle connection holds none.
             self.batch = VecDeque::new();
@@ -559,6 +606,39 @@ mod tests {
         ));
         let expected = format!("still\nbye: {}\n", CloseReason::PeerReset);
         assert_eq!(String::from_utf8_lossy(&conn.io.written), expected);
+    }
+
+    /// A peer that reads nothing still has its connection closed once the outbox is:
+    /// the close deadline runs while a write waits, and what was queued behind it
+    /// stays in order ahead of the farewell.
+    #[tokio::test(start_paused = true)]
+    async fn a_close_finishes_in_time_when_the_peer_reads_nothing() {
+        let (ours, mut theirs) = tokio::io::duplex(8);
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let mut conn = Conn::with_farewell(ours, outbox.clone(), Goodbye);
+        outbox.push(Bytes::from_static(b"AAAAAAAAAAAA"));
+        let stalled = tokio::time::timeout(Duration::from_millis(20), conn.next()).await;
+        assert!(stalled.is_err(), "the peer reads nothing yet: {stalled:?}");
+        outbox.push(Bytes::from_static(b"BBBB"));
+        outbox.close(CloseReason::IdleTimeout);
+        let started = Instant::now();
+        let finished = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT * 5, conn.next()).await;
+        assert!(
+            matches!(finished, Ok(Input::Finished(CloseReason::IdleTimeout))),
+            "{finished:?}"
+        );
+        assert!(started.elapsed() <= CLOSE_FLUSH_TIMEOUT + Duration::from_millis(10));
+        assert_eq!(
+            conn.batch.len(),
+            3,
+            "the rest and the farewell were taken, in order"
+        );
+        let rest: Vec<u8> = conn.batch.iter().flat_map(|bytes| bytes.to_vec()).collect();
+        let expected = format!("AAAABBBBbye: {}\n", CloseReason::IdleTimeout);
+        assert_eq!(String::from_utf8(rest).unwrap(), expected);
+        let mut written = [0u8; 8];
+        theirs.read_exact(&mut written).await.unwrap();
+        assert_eq!(&written, b"AAAAAAAA");
     }
 
     #[tokio::test]

@@ -326,7 +326,7 @@ struct WsConnection<'door, S> {
     session: JsonSession<'door>,
     reader: FrameReader,
     limits: &'door WsLimits,
-    /// When the peer last sent anything (a pong counts).
+    /// When the peer last sent anything (a pong counts), or was seen taking our output.
     last_heard: Instant,
     /// When the next keepalive ping is due (and the peer's silence is checked).
     next_ping: Instant,
@@ -418,7 +418,13 @@ impl<'door, S: AsyncRead + AsyncWrite + Unpin> WsConnection<'door, S> {
                 }
                 self.next_ping = now + self.limits.ping_interval;
                 // A ping waits behind what is queued before it, so a peer reading a
-                // long backlog slowly can look silent: the timeout is three intervals.
+                // long backlog slowly sends no pong for a long time. Output moving
+                // says it is there: more writes than the last ping's own one. A dead
+                // peer's socket buffer stops taking them once full, and with no
+                // backlog the pings alone never count.
+                if self.conn.take_writes() > 1 {
+                    self.last_heard = now;
+                }
                 if now.duration_since(self.last_heard) > self.limits.idle_timeout {
                     self.session.leave(CloseReason::IdleTimeout).await
                 } else {
@@ -741,6 +747,71 @@ mod connection_tests {
         assert!(size <= 520, "websocket future grew to {size} bytes");
         task.await;
         assert_eq!(slots.in_use(), 0, "the slot is freed with the future");
+    }
+
+    /// A client reading a long backlog slowly sends no pong until it reaches the
+    /// pings queued behind it; it is kept while it takes output. One that takes
+    /// nothing is closed as idle.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_is_not_idle_but_a_silent_one_is() {
+        let tracker = TaskTracker::new();
+        let (door, limits, _slots) = door(&tracker);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for reads_every in [Some(Duration::from_secs(10)), None] {
+            let (ours, mut theirs) = tokio::io::duplex(256);
+            let mut connection = WsConnection::new(&door, &limits, ours);
+            let client = connection.session.client();
+            door.connect(client, peer, connection.conn.outbox())
+                .await
+                .unwrap();
+            let nick = if reads_every.is_some() {
+                "slow"
+            } else {
+                "silent"
+            };
+            let name = format!(r#"{{"type":"nick","nick":"{nick}"}}"#);
+            let mut frame = vec![0x81, 0x80 | name.len() as u8, 0, 0, 0, 0];
+            frame.extend_from_slice(name.as_bytes());
+            theirs.write_all(&frame).await.unwrap();
+            // 10 KB queued: at 100 bytes every 10 s, over 15 minutes of reading.
+            let backlog = encode_frame(OPCODE_TEXT, &[b'x'; 100]);
+            for _ in 0..100 {
+                connection.conn.outbox().push(backlog.clone());
+            }
+            let peer_slot = PeerSlot::new(peer, None);
+            let server = connection.serve(&peer_slot);
+            let client_side = async {
+                let mut chunk = [0u8; 100];
+                loop {
+                    match reads_every {
+                        Some(pause) => {
+                            tokio::time::sleep(pause).await;
+                            let _ = theirs.read(&mut chunk).await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                }
+            };
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(Duration::from_secs(400), async {
+                tokio::select! {
+                    reason = server => reason,
+                    _ = client_side => unreachable!(),
+                }
+            })
+            .await;
+            match reads_every {
+                // Without its pongs for 400 s, ten idle checks: still served.
+                Some(_) => assert!(outcome.is_err(), "closed: {outcome:?}"),
+                // Its first writes count at the first check (30 s), so the check 90 s
+                // after that closes it; the close may then spend 2 s trying to flush.
+                None => {
+                    assert_eq!(outcome, Ok(CloseReason::IdleTimeout));
+                    let after = started.elapsed();
+                    assert!(after <= Duration::from_secs(153), "closed after {after:?}");
+                }
+            }
+        }
     }
 
     /// A client's close is answered next, not after the events still queued for it.
