@@ -3,9 +3,10 @@
 # (benches/floor/*.c, nothing of Switchboard in them), pinned as compare.sh pins:
 # - one loopback write to each of 1000 sockets (paced latency cannot beat one such
 #   round): `floor loopback write` at 64 and 1024 bytes (a paced round carries ~15 lines);
-# - connect+register: the C client against the C registration server, the C client
-#   against Switchboard, and `switchboard bench connect` against the C server, each with
-#   the server's CPU per connection.
+# - connect+register: the C client against the C registration server and against
+#   Switchboard, then `switchboard bench connect` against each, all with the server's
+#   CPU per connection, one right after the other (this machine's speed moves by 2x
+#   within minutes).
 # Prints one JSON line per case on stdout, RUNS times (compare.sh runs it once per run,
 # with RUN_TAG set to its run number). Usage:
 #   benches/floor.sh [RUNS] > floor.jsonl
@@ -79,9 +80,11 @@ for number in $(seq "$RUNS"); do
   done
   c_client c
   c_client switchboard
-  start_server c
-  taskset -c 1 "$BIN" bench connect --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
-    --concurrency 32 --warmup 1s --duration "${SECONDS_MEASURED}s" \
-    | sed "s|^{|{\"run\":$run,\"case\":\"floor connect: switchboard bench, c server\",|"
-  stop_server
+  for server in c switchboard; do
+    start_server "$server"
+    taskset -c 1 "$BIN" bench connect --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
+      --concurrency 32 --warmup 1s --duration "${SECONDS_MEASURED}s" \
+      | sed "s|^{|{\"run\":$run,\"case\":\"floor connect: switchboard bench, $server server\",|"
+    stop_server
+  done
 done
