@@ -117,14 +117,14 @@ pub struct Scanner {
     run: u32,
 }
 
-impl Default for Scanner {
-    /// A scanner for [`this_run`].
-    fn default() -> Self {
-        Scanner::for_run(this_run())
-    }
-}
-
 impl Scanner {
+    /// The scanner for [`this_run`], built once: every reader shares it, so a
+    /// connection that never reads (the connect scenario) costs no searcher.
+    pub fn this_run() -> &'static Scanner {
+        static SCANNER: std::sync::OnceLock<Scanner> = std::sync::OnceLock::new();
+        SCANNER.get_or_init(|| Scanner::for_run(this_run()))
+    }
+
     pub fn for_run(run: u32) -> Self {
         let mut prefix = MARKER.to_vec();
         push_decimal(&mut prefix, u64::from(run));

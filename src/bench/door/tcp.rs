@@ -117,30 +117,45 @@ pub fn writer(write: OwnedWriteHalf, writing: TcpWriting) -> Box<dyn PayloadWrit
 /// read past its confirmation) and a writer that frames and leaves as `writing` says.
 pub fn session(stream: TcpStream, leftover: Vec<u8>, writing: TcpWriting) -> Session {
     let (read, write) = stream.into_split();
-    let mut buffer = vec![0u8; READ_BUFFER_BYTES.max(leftover.len())];
-    buffer[..leftover.len()].copy_from_slice(&leftover);
+    let filled = leftover.len();
     Session {
         reader: Box::new(LineReader {
             read,
-            buffer,
-            filled: leftover.len(),
-            scanner: Scanner::default(),
+            buffer: read_buffer(leftover),
+            filled,
+            scanner: Scanner::this_run(),
         }),
         writer: writer(write, writing),
     }
 }
 
+/// A reader's buffer, holding what registration read past its reply. Empty when that
+/// was nothing: it is allocated at the first read, so a connection that never reads
+/// (the connect and idle scenarios) costs no 32 KiB of zeroing.
+pub fn read_buffer(leftover: Vec<u8>) -> Vec<u8> {
+    if leftover.is_empty() {
+        return Vec::new();
+    }
+    let mut buffer = vec![0u8; READ_BUFFER_BYTES.max(leftover.len())];
+    buffer[..leftover.len()].copy_from_slice(&leftover);
+    buffer
+}
+
 /// Reads lines and scans whole ones for payloads; a partial last line waits for more.
 struct LineReader {
     read: OwnedReadHalf,
+    /// Empty until the first read (see [`read_buffer`]).
     buffer: Vec<u8>,
     filled: usize,
-    scanner: Scanner,
+    scanner: &'static Scanner,
 }
 
 impl DeliveryReader for LineReader {
     fn read<'a>(&'a mut self, out: &'a mut Vec<Payload>) -> BoxFuture<'a, io::Result<usize>> {
         Box::pin(async move {
+            if self.buffer.is_empty() {
+                self.buffer = vec![0u8; READ_BUFFER_BYTES];
+            }
             if self.filled == self.buffer.len() {
                 // A line longer than the buffer: scan what is there and drop it, so
                 // memory stays bounded whatever the peer sends.

@@ -199,13 +199,13 @@ impl Door for WsDoor {
                 buffer.drain(..confirmed);
             }
             let (read, write) = stream.into_split();
-            let mut reader = FrameReader {
+            let filled = buffer.len();
+            let reader = FrameReader {
                 read,
-                buffer: vec![0; READ_BUFFER_BYTES.max(buffer.len())],
-                filled: buffer.len(),
-                scanner: Scanner::default(),
+                buffer: tcp::read_buffer(buffer),
+                filled,
+                scanner: Scanner::this_run(),
             };
-            reader.buffer[..buffer.len()].copy_from_slice(&buffer);
             let frame = match self.target {
                 WsTarget::Switchboard => |payload: &[u8], out: &mut Vec<u8>| {
                     let mut say = Vec::with_capacity(payload.len() + 32);
@@ -233,9 +233,10 @@ impl Door for WsDoor {
 /// frame waits for more.
 struct FrameReader {
     read: OwnedReadHalf,
+    /// Empty until the first read (see [`tcp::read_buffer`]).
     buffer: Vec<u8>,
     filled: usize,
-    scanner: Scanner,
+    scanner: &'static Scanner,
 }
 
 impl FrameReader {
@@ -261,6 +262,9 @@ impl FrameReader {
 impl DeliveryReader for FrameReader {
     fn read<'a>(&'a mut self, out: &'a mut Vec<Payload>) -> BoxFuture<'a, io::Result<usize>> {
         Box::pin(async move {
+            if self.buffer.is_empty() {
+                self.buffer = vec![0u8; READ_BUFFER_BYTES];
+            }
             if self.filled == self.buffer.len() {
                 // One frame longer than the buffer (it is at most MAX_FRAME_BYTES).
                 let bigger = self.buffer.len() * 2;
