@@ -109,7 +109,7 @@ pub fn this_run() -> u32 {
 }
 
 /// Finds one run's payloads in text. Holds a prebuilt substring searcher for the run's
-/// prefix, so make one per reader.
+/// prefix: build one per run and share it ([`Scanner::this_run`] for this process's).
 pub struct Scanner {
     /// Searches for `~b<run>:`: other runs' payloads are skipped by the search itself,
     /// and the run number is never parsed.

@@ -33,6 +33,7 @@ thread_local! {
     static GATHER: std::cell::RefCell<Vec<u8>> =
         std::cell::RefCell::new(Vec::with_capacity(GATHER_BYTES));
 }
+
 /// A read error after which no write can succeed either.
 fn breaks_connection(error: &io::Error) -> bool {
     matches!(

@@ -801,7 +801,7 @@ mod connection_tests {
             })
             .await;
             match reads_every {
-                // Without its pongs for 400 s, ten idle checks: still served.
+                // No pong for 400 s, thirteen idle checks: still served.
                 Some(_) => assert!(outcome.is_err(), "closed: {outcome:?}"),
                 // Its first writes count at the first check (30 s), so the check 90 s
                 // after that closes it; the close may then spend 2 s trying to flush.
