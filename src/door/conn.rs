@@ -314,7 +314,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
     /// nothing held its connection (and a keepalive's idle close) forever. `None`:
     /// go round again.
     fn on_output_blocked(&mut self, cx: &mut Context<'_>) -> Option<Poll<CloseReason>> {
-        if !matches!(self.closing, Closing::Open) || self.outbox.close_reason().is_none() {
+        if !matches!(self.closing, Closing::Open) {
+            return Some(Poll::Pending);
+        }
+        // Registered before looking, so a close that comes after the look still wakes
+        // this task: the socket may never become writable, and the waker the last
+        // take registered may have been used up by a push since.
+        self.outbox.register_writer(cx.waker());
+        if self.outbox.close_reason().is_none() {
             return Some(Poll::Pending);
         }
         loop {
@@ -640,6 +647,49 @@ mod tests {
         let mut written = [0u8; 8];
         theirs.read_exact(&mut written).await.unwrap();
         assert_eq!(&written, b"AAAAAAAA");
+    }
+
+    /// Counts its wake-ups.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A close that comes while a write waits on a full socket wakes the pump, even
+    /// when a push has used up the waker its last take registered: nothing else
+    /// would (the socket may never drain, and a door may have no deadline armed).
+    #[test]
+    fn a_close_wakes_a_pump_blocked_on_a_full_socket() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (ours, _theirs) = tokio::io::duplex(8);
+            let outbox = Arc::new(Outbox::new(1 << 20));
+            let mut conn = Conn::new(ours, outbox.clone());
+            let counter = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+            let waker = std::task::Waker::from(counter.clone());
+            let mut cx = Context::from_waker(&waker);
+            let woken = || counter.0.load(std::sync::atomic::Ordering::SeqCst);
+            outbox.push(Bytes::from_static(b"AAAAAAAAAAAA"));
+            assert!(
+                conn.poll_next(&mut cx).is_pending(),
+                "blocked on the socket"
+            );
+            // Into the empty queue: wakes the waker the take registered.
+            outbox.push(Bytes::from_static(b"BBBB"));
+            assert_eq!(woken(), 1);
+            assert!(conn.poll_next(&mut cx).is_pending(), "still blocked");
+            outbox.close(CloseReason::IdleTimeout);
+            assert_eq!(woken(), 2, "the close woke nobody");
+        });
     }
 
     #[tokio::test]

@@ -180,6 +180,12 @@ impl Outbox {
         (Push::Queued, was_empty)
     }
 
+    /// Have `waker` woken by the next push, wake-up or close, without taking anything:
+    /// for a writer whose socket is full, which must still see the outbox close.
+    pub fn register_writer(&self, waker: &std::task::Waker) {
+        self.writer_waker.register(waker);
+    }
+
     /// Wake the writer so it takes what is queued.
     pub fn wake_writer(&self) {
         self.writer_waker.wake();
