@@ -11,17 +11,8 @@
 # ws-broadcast), taskset, cc (for the floor).
 set -euo pipefail
 RUNS=${RUNS:-${1:-3}}
-BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/switchboard}
-# Measure the build you mean: refuse a missing binary or one older than the sources.
-if [[ ! -x "$BIN" ]]; then
-  echo "no switchboard binary at $BIN: run cargo build --release, or set BIN" >&2
-  exit 1
-fi
-stale=$(find "$(dirname "$0")/../src" "$(dirname "$0")/../Cargo.toml" -newer "$BIN" -print -quit)
-if [[ -n "$stale" ]]; then
-  echo "$BIN is older than $stale: rebuild (cargo build --release) or set BIN" >&2
-  exit 1
-fi
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 SEED=${SEED:-$(dirname "$0")/../../shared/seeds/chat_server2.py}
 PEERS=$(dirname "$0")/peers
 DURATION=${DURATION:-10s}
@@ -43,15 +34,6 @@ stop_server() {
   if [[ -n "$DATA_DIR" ]]; then rm -rf "$DATA_DIR"; DATA_DIR=; fi
 }
 trap stop_server EXIT
-
-wait_port() {
-  for _ in $(seq 100); do
-    # Look, do not connect: a probe connection confuses the seed server for good.
-    if ss -Hltn "sport = :$1" | grep -q LISTEN; then return 0; fi
-    sleep 0.05
-  done
-  echo "server on port $1 did not come up" >&2; return 1
-}
 
 # Switchboard with one door open on $PORT (`serve_switchboard line|json|web [stored]`);
 # history in memory, or with `stored` in a fresh SQLite database (persist before fan-out).

@@ -13,11 +13,8 @@
 # Needs: cc, taskset, a release build (cargo build --release; BIN as in compare.sh).
 set -euo pipefail
 RUNS=${RUNS:-${1:-3}}
-BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/switchboard}
-if [[ ! -x "$BIN" ]]; then
-  echo "no switchboard binary at $BIN: run cargo build --release, or set BIN" >&2
-  exit 1
-fi
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 SOURCES=$(dirname "$0")/floor
 BUILT=$(mktemp -d)
 SERVER_PID=
@@ -32,14 +29,6 @@ done
 ulimit -n "$(ulimit -Hn)"
 PORT=${BASE_PORT:-24900}
 SECONDS_MEASURED=${SECONDS_MEASURED:-4}
-
-wait_port() {
-  for _ in $(seq 100); do
-    if ss -Hltn "sport = :$1" | grep -q LISTEN; then return 0; fi
-    sleep 0.05
-  done
-  echo "server on port $1 did not come up" >&2; return 1
-}
 
 # CPU seconds (user + system) the server has used so far.
 server_cpu() { awk -v tick="$(getconf CLK_TCK)" '{print ($14 + $15) / tick}' "/proc/$SERVER_PID/stat"; }

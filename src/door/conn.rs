@@ -577,15 +577,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_reset_connection_writes_nothing_more() {
+    /// A pump whose first read fails with `kind`, once that failure is reported.
+    async fn after_read_error(kind: io::ErrorKind) -> (Conn<FailingRead, Goodbye>, Arc<Outbox>) {
         let io = FailingRead {
-            error: Some(io::ErrorKind::ConnectionReset),
+            error: Some(kind),
             written: Vec::new(),
         };
         let outbox = Arc::new(Outbox::new(1 << 20));
         let mut conn = Conn::with_farewell(io, outbox.clone(), Goodbye);
         assert!(matches!(conn.next().await, Input::ReadFailed(_)));
+        (conn, outbox)
+    }
+
+    #[tokio::test]
+    async fn a_reset_connection_writes_nothing_more() {
+        let (mut conn, outbox) = after_read_error(io::ErrorKind::ConnectionReset).await;
         // What the hub hands over next (a leaver's last lines) is refused at once.
         assert_eq!(outbox.push(Bytes::from_static(b"late\n")), Push::Closed);
         assert!(outbox.is_discarding());
@@ -599,13 +605,7 @@ mod tests {
 
         // Any other read error (a TLS record that does not decrypt, say) leaves the
         // output flowing, farewell included.
-        let io = FailingRead {
-            error: Some(io::ErrorKind::InvalidData),
-            written: Vec::new(),
-        };
-        let outbox = Arc::new(Outbox::new(1 << 20));
-        let mut conn = Conn::with_farewell(io, outbox.clone(), Goodbye);
-        assert!(matches!(conn.next().await, Input::ReadFailed(_)));
+        let (mut conn, outbox) = after_read_error(io::ErrorKind::InvalidData).await;
         assert_eq!(outbox.push(Bytes::from_static(b"still\n")), Push::Queued);
         outbox.close(CloseReason::PeerReset);
         assert!(matches!(

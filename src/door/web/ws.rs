@@ -722,6 +722,31 @@ mod connection_tests {
         (door, limits, slots)
     }
 
+    /// A registered-to-the-hub connection over a 256-byte duplex (room for two of
+    /// the queued frames), with 100 frames of 100 bytes waiting in its outbox; the
+    /// client's end and one of those frames.
+    async fn connected_with_backlog<'door>(
+        door: &'door JsonDoor,
+        limits: &'door WsLimits,
+    ) -> (
+        WsConnection<'door, tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+        Bytes,
+    ) {
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (ours, theirs) = tokio::io::duplex(256);
+        let connection = WsConnection::new(door, limits, ours);
+        let client = connection.session.client();
+        door.connect(client, peer, connection.conn.outbox())
+            .await
+            .unwrap();
+        let backlog = encode_frame(OPCODE_TEXT, &[b'x'; 100]);
+        for _ in 0..100 {
+            connection.conn.outbox().push(backlog.clone());
+        }
+        (connection, theirs, backlog)
+    }
+
     /// Every idle WebSocket holds its task's future (plus ~110 bytes of task header and
     /// trailer, rounded up to the allocator's size class): this fails when it grows.
     #[tokio::test]
@@ -758,12 +783,8 @@ mod connection_tests {
         let (door, limits, _slots) = door(&tracker);
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         for reads_every in [Some(Duration::from_secs(10)), None] {
-            let (ours, mut theirs) = tokio::io::duplex(256);
-            let mut connection = WsConnection::new(&door, &limits, ours);
-            let client = connection.session.client();
-            door.connect(client, peer, connection.conn.outbox())
-                .await
-                .unwrap();
+            // 10 KB queued: at 100 bytes every 10 s, over 15 minutes of reading.
+            let (mut connection, mut theirs, _) = connected_with_backlog(&door, &limits).await;
             let nick = if reads_every.is_some() {
                 "slow"
             } else {
@@ -773,11 +794,6 @@ mod connection_tests {
             let mut frame = vec![0x81, 0x80 | name.len() as u8, 0, 0, 0, 0];
             frame.extend_from_slice(name.as_bytes());
             theirs.write_all(&frame).await.unwrap();
-            // 10 KB queued: at 100 bytes every 10 s, over 15 minutes of reading.
-            let backlog = encode_frame(OPCODE_TEXT, &[b'x'; 100]);
-            for _ in 0..100 {
-                connection.conn.outbox().push(backlog.clone());
-            }
             let peer_slot = PeerSlot::new(peer, None);
             let server = connection.serve(&peer_slot);
             let client_side = async {
@@ -821,16 +837,7 @@ mod connection_tests {
         let (door, limits, _slots) = door(&tracker);
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         // Room for two of the queued frames: the rest wait in the outbox.
-        let (ours, mut theirs) = tokio::io::duplex(256);
-        let mut connection = WsConnection::new(&door, &limits, ours);
-        let client = connection.session.client();
-        door.connect(client, peer, connection.conn.outbox())
-            .await
-            .unwrap();
-        let backlog = encode_frame(OPCODE_TEXT, &[b'x'; 100]);
-        for _ in 0..100 {
-            connection.conn.outbox().push(backlog.clone());
-        }
+        let (mut connection, mut theirs, backlog) = connected_with_backlog(&door, &limits).await;
         let peer_slot = PeerSlot::new(peer, None);
         let server = connection.serve(&peer_slot);
         let client_side = async move {
