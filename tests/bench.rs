@@ -192,6 +192,61 @@ fn idle_and_connect_scenarios_report_their_numbers() {
     client.expect("[after] still here\n");
 }
 
+/// `bench connect` against `addr` for a short window.
+fn connect_briefly(target: &str, addr: &str, concurrency: &str) -> serde_json::Value {
+    summary(&bench(&[
+        "connect",
+        "--target",
+        target,
+        "--addr",
+        addr,
+        "--concurrency",
+        concurrency,
+        "--warmup",
+        "0.2s",
+        "-d",
+        "0.5s",
+    ]))
+}
+
+#[test]
+fn connect_registers_over_the_json_and_websocket_doors() {
+    let server = start_json_and_web_server();
+    let json = connect_briefly("json", &server.doors["json"].to_string(), "4");
+    let ws = connect_briefly("ws", &server.doors["web"].to_string(), "4");
+    for connect in [json, ws] {
+        assert!(connect["connects"].as_u64().unwrap() > 0, "{connect}");
+        assert_eq!(connect["failed"], 0, "{connect}");
+        assert!(
+            connect["latency_us"]["p50"].as_f64().unwrap() > 0.0,
+            "{connect}"
+        );
+    }
+    // The server still serves after thousands of resets.
+    let mut client = LineClient::connect(server.doors["json"]);
+    client.send_line(r#"{"type":"nick","nick":"after"}"#);
+    client.send_line(r#"{"type":"say","text":"still here"}"#);
+    client.expect("still here");
+}
+
+#[test]
+fn connect_counts_and_quotes_the_registrations_the_server_refuses() {
+    // Two connections from one address are allowed, and two are held: every
+    // connection the bench makes is refused.
+    let server = Server::start(&["--max-clients-per-ip", "2", "--flood-rate", "0"]);
+    let _held = [server.join("held1"), server.join("held2")];
+    let connect = connect_briefly("switchboard", &server.line_addr().to_string(), "8");
+    assert_eq!(connect["connects"], 0, "{connect}");
+    // Each refusal ends in a close the bench reads at once, not at the 15 s deadline.
+    assert!(connect["failed"].as_u64().unwrap() > 8, "{connect}");
+    let first_error = connect["first_error"].as_str().unwrap();
+    assert!(
+        first_error.contains("registration failed (connection closed)")
+            && first_error.contains("too many connections from your address"),
+        "{connect}"
+    );
+}
+
 #[test]
 fn targets_off_loopback_are_refused_before_connecting() {
     for addr in ["192.0.2.1:9999", "10.1.2.3:7000", "[2001:db8::1]:9999"] {

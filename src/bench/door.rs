@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::payload::Payload;
+use tcp::TcpWriting;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -45,15 +46,16 @@ pub trait Door: Send + Sync {
     fn max_open_concurrency(&self) -> Option<usize> {
         None
     }
-    /// Register as `nick` over `stream`, freshly connected to `addr`, by `deadline`;
-    /// resolves once the server has confirmed the registration.
-    fn register<'a>(
-        &'a self,
-        stream: TcpStream,
-        addr: SocketAddr,
-        nick: &'a str,
-        deadline: Instant,
-    ) -> BoxFuture<'a, io::Result<Session>>;
+    /// How a connection registers as `nick` at `addr`: a fresh state machine, driven
+    /// by [`tcp::register`] here and by the `connect` scenario's own event loop.
+    fn registration(&self, addr: SocketAddr, nick: &str) -> Box<dyn Registration>;
+    /// How this server frames payloads and is left.
+    fn writing(&self) -> TcpWriting;
+    /// The registered connection as a session; `leftover` is what arrived past the
+    /// server's confirmation.
+    fn session(&self, stream: TcpStream, leftover: Vec<u8>) -> Session {
+        tcp::session(stream, leftover, self.writing())
+    }
     /// Connect to `addr` (from `source`, if given) and register as `nick`; resolves once
     /// the server has confirmed the registration, so deliveries after that are owed.
     /// The same for every door: the whole of it counts against [`REGISTER_TIMEOUT`].
@@ -65,10 +67,33 @@ pub trait Door: Send + Sync {
     ) -> BoxFuture<'a, io::Result<Session>> {
         Box::pin(async move {
             let deadline = Instant::now() + REGISTER_TIMEOUT;
-            let stream = tcp::connect(addr, source).await?;
-            self.register(stream, addr, nick, deadline).await
+            let mut stream = tcp::connect(addr, source).await?;
+            let registration = self.registration(addr, nick);
+            let leftover = tcp::register(deadline, &mut stream, registration).await?;
+            Ok(self.session(stream, leftover))
         })
     }
+}
+
+/// What a registration does next, given everything received so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send these bytes, then ask again.
+    Send(Vec<u8>),
+    /// Wait for more to arrive.
+    Read,
+    /// Registered: what arrived from this offset on belongs to the session.
+    Registered(usize),
+}
+
+/// One connection's registration as a pure state machine (bytes in, what to do out),
+/// so the async adapters and the `connect` scenario's event loop share it and tests
+/// can feed it input cut anywhere.
+pub trait Registration: Send {
+    /// Look at everything received since the connection opened (it only grows; empty
+    /// at the first call, made before anything is read) and say what comes next. A
+    /// refusal is an error that quotes what the server said.
+    fn step(&mut self, received: &[u8]) -> io::Result<Step>;
 }
 
 /// A registered connection, split so reading and sending can run in separate tasks.
@@ -140,6 +165,66 @@ impl TargetKind {
             | TargetKind::NcatChat
             | TargetKind::SeedChat
             | TargetKind::Raw => "127.0.0.1:9999",
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+
+    /// Drive `registration` as a server's `transcript` arrives, the first `arrivals[i]`
+    /// bytes of it at a time; returns what it sent and where it said the session's
+    /// input starts (or why it failed).
+    pub fn drive(
+        mut registration: Box<dyn Registration>,
+        transcript: &[u8],
+        arrivals: &[usize],
+    ) -> (Vec<Vec<u8>>, io::Result<usize>) {
+        let mut sent = Vec::new();
+        for &arrived in arrivals {
+            loop {
+                match registration.step(&transcript[..arrived]) {
+                    Ok(Step::Send(bytes)) => sent.push(bytes),
+                    Ok(Step::Read) => break,
+                    Ok(Step::Registered(end)) => return (sent, Ok(end)),
+                    Err(error) => return (sent, Err(error)),
+                }
+            }
+        }
+        (sent, Err(io::Error::other("still waiting at the end")))
+    }
+
+    /// Ways `transcript` can arrive: in two parts cut at every byte, and byte by byte.
+    pub fn arrivals(transcript: &[u8]) -> Vec<Vec<usize>> {
+        let whole = transcript.len();
+        let mut ways: Vec<Vec<usize>> = (0..=whole).map(|cut| vec![cut, whole]).collect();
+        ways.push((0..=whole).collect());
+        ways
+    }
+
+    /// However `transcript` arrives, the registration sends `sends` and settles with
+    /// the session's input starting at `end`.
+    pub fn assert_registers(
+        make: impl Fn() -> Box<dyn Registration>,
+        transcript: &[u8],
+        sends: &[&[u8]],
+        end: usize,
+    ) {
+        for arrivals in arrivals(transcript) {
+            let (sent, settled) = drive(make(), transcript, &arrivals);
+            assert_eq!(sent, sends, "arriving as {arrivals:?}");
+            assert_eq!(settled.unwrap(), end, "arriving as {arrivals:?}");
+        }
+    }
+
+    /// However `transcript` arrives, the registration fails with an error saying
+    /// `says`.
+    pub fn assert_refused(make: impl Fn() -> Box<dyn Registration>, transcript: &[u8], says: &str) {
+        for arrivals in arrivals(transcript) {
+            let (_, settled) = drive(make(), transcript, &arrivals);
+            let error = settled.unwrap_err().to_string();
+            assert!(error.contains(says), "arriving as {arrivals:?}: {error}");
         }
     }
 }

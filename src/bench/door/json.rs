@@ -6,12 +6,8 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::time::Instant;
-
-use super::tcp::{self, TcpWriting};
-use super::{BoxFuture, Door, Session};
+use super::tcp::TcpWriting;
+use super::{Door, Registration, Step};
 
 /// The request id registration waits on: the `ok` or `error` carrying it settles it,
 /// whatever else (welcome, joined, history replay) arrives first.
@@ -93,43 +89,50 @@ impl Door for JsonTcpDoor {
         true
     }
 
-    fn register<'a>(
-        &'a self,
-        mut stream: TcpStream,
-        _addr: SocketAddr,
-        nick: &'a str,
-        deadline: Instant,
-    ) -> BoxFuture<'a, io::Result<Session>> {
-        Box::pin(async move {
-            let mut request = register_request(nick);
-            request.push('\n');
-            stream.write_all(request.as_bytes()).await?;
-            let mut buffer = Vec::new();
-            let mut scanned = 0;
-            let confirmed = tcp::read_until_found(deadline, &mut stream, &mut buffer, |buffer| {
-                registration_in_lines(buffer, &mut scanned)
-            })
-            .await?;
-            buffer.drain(..confirmed);
-            Ok(tcp::session(
-                stream,
-                buffer,
-                TcpWriting {
-                    frame: |payload, out| {
-                        push_say(payload, out);
-                        out.push(b'\n');
-                    },
-                    farewell: QUIT_LINE,
-                    may_reset: true,
-                },
-            ))
+    fn registration(&self, _addr: SocketAddr, nick: &str) -> Box<dyn Registration> {
+        let mut request = register_request(nick).into_bytes();
+        request.push(b'\n');
+        Box::new(JsonRegistration {
+            request: Some(request),
+            scanned: 0,
         })
+    }
+
+    fn writing(&self) -> TcpWriting {
+        TcpWriting {
+            frame: |payload, out| {
+                push_say(payload, out);
+                out.push(b'\n');
+            },
+            farewell: QUIT_LINE,
+            may_reset: true,
+        }
+    }
+}
+
+/// Registration over the JSON door: send the request, then wait for its answer.
+struct JsonRegistration {
+    /// Taken when sent.
+    request: Option<Vec<u8>>,
+    scanned: usize,
+}
+
+impl Registration for JsonRegistration {
+    fn step(&mut self, received: &[u8]) -> io::Result<Step> {
+        if let Some(request) = self.request.take() {
+            return Ok(Step::Send(request));
+        }
+        match registration_in_lines(received, &mut self.scanned) {
+            Some(outcome) => outcome.map(Step::Registered),
+            None => Ok(Step::Read),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::door::testing::{assert_refused, assert_registers};
 
     #[test]
     fn say_carries_the_payload_as_its_text() {
@@ -209,5 +212,19 @@ mod tests {
             };
             assert_eq!(settled.unwrap(), end_of_ok, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn registration_sends_the_request_and_waits_for_its_answer() {
+        let make = || JsonTcpDoor.registration("127.0.0.1:9998".parse().unwrap(), "b1_0");
+        let mut request = register_request("b1_0").into_bytes();
+        request.push(b'\n');
+        let transcript = b"{\"type\":\"welcome\",\"nick\":\"b1_0\"}\n\
+                           {\"type\":\"ok\",\"id\":\"register\"}\n\
+                           {\"type\":\"message\",\"text\":\"~b1:0:0:1~\"}\n";
+        let end = memchr::memmem::find(transcript, b"register\"}\n").unwrap() + 11;
+        assert_registers(make, transcript, &[&request], end);
+        let refusal = b"{\"type\":\"error\",\"id\":\"register\",\"code\":\"nick_taken\",\"text\":\"taken\"}\n";
+        assert_refused(make, refusal, "nick_taken");
     }
 }

@@ -1,6 +1,6 @@
-//! TCP plumbing the line and JSON adapters share: connecting from a chosen source
-//! address, reading registration replies under a deadline, reading deliveries line by
-//! line, writing framed payloads, and leaving (politely, or by reset).
+//! TCP plumbing the adapters share: connecting from a chosen source address, driving a
+//! registration under a deadline, reading deliveries line by line, writing framed
+//! payloads, and leaving (politely, or by reset).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -11,8 +11,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::{
-    BoxFuture, DeliveryReader, PayloadWriter, Session, CLOSE_TIMEOUT, MAX_REGISTER_BYTES,
-    READ_BUFFER_BYTES,
+    BoxFuture, DeliveryReader, PayloadWriter, Registration, Session, Step, CLOSE_TIMEOUT,
+    MAX_REGISTER_BYTES, READ_BUFFER_BYTES,
 };
 use crate::bench::payload::{Payload, Scanner};
 
@@ -31,62 +31,76 @@ pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Tcp
     Ok(stream)
 }
 
-/// Read into `buffer` until `found` recognises what registration waits for: it sees the
-/// whole buffer after every read and answers `None` (read more) or the outcome. Running
-/// out of time, or the connection closing, is an error that quotes what arrived.
-pub async fn read_until_found<T>(
+/// Drive `registration` over `stream` until the server confirms it, by `deadline`;
+/// returns what arrived past the confirmation. Running out of time, the connection
+/// closing, and a reply longer than any registration's are errors that quote what
+/// arrived.
+pub async fn register(
     deadline: tokio::time::Instant,
     stream: &mut TcpStream,
-    buffer: &mut Vec<u8>,
-    mut found: impl FnMut(&[u8]) -> Option<io::Result<T>>,
-) -> io::Result<T> {
+    mut registration: Box<dyn Registration>,
+) -> io::Result<Vec<u8>> {
+    let mut received = Vec::new();
     loop {
-        if let Some(outcome) = found(buffer) {
-            return outcome;
+        match registration.step(&received)? {
+            Step::Send(bytes) => stream.write_all(&bytes).await?,
+            Step::Registered(end) => {
+                received.drain(..end);
+                return Ok(received);
+            }
+            Step::Read => {
+                check_registration_size(&received)?;
+                received.reserve(REGISTER_READ_BYTES);
+                let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut received))
+                    .await
+                    .map_err(|_| registration_timed_out(&received))??;
+                if read == 0 {
+                    return Err(registration_cut_off(&received));
+                }
+            }
         }
-        if buffer.len() > MAX_REGISTER_BYTES {
-            return Err(refused("registration failed", buffer));
-        }
-        let mut chunk = [0u8; 8192];
-        let read = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Ok(read) => read?,
-            Err(_) => return Err(refused("registration timed out", buffer)),
-        };
-        if read == 0 {
-            return Err(refused("registration failed (connection closed)", buffer));
-        }
-        buffer.extend_from_slice(&chunk[..read]);
     }
 }
 
-/// Read into `buffer` until it contains `needle` followed by a newline (or, with
-/// `line_end == false`, just `needle`). Returns the offset just past it; an early
-/// `failure` text is an error that quotes what arrived.
-pub async fn read_until(
-    deadline: tokio::time::Instant,
-    stream: &mut TcpStream,
-    buffer: &mut Vec<u8>,
+/// Room made for each registration read: replies are a few lines.
+pub const REGISTER_READ_BYTES: usize = 4096;
+
+/// Registration replies longer than [`MAX_REGISTER_BYTES`] are not what we wait for.
+pub fn check_registration_size(received: &[u8]) -> io::Result<()> {
+    if received.len() > MAX_REGISTER_BYTES {
+        return Err(refused("registration failed", received));
+    }
+    Ok(())
+}
+
+/// The error for a registration still unconfirmed at its deadline.
+pub fn registration_timed_out(received: &[u8]) -> io::Error {
+    refused("registration timed out", received)
+}
+
+/// The error for a connection the server closed before confirming registration.
+pub fn registration_cut_off(received: &[u8]) -> io::Error {
+    refused("registration failed (connection closed)", received)
+}
+
+/// Where the first `needle` at or after `*searched` in `received` ends; with
+/// `line_end`, where the line holding it ends, once that line is whole. A miss moves
+/// `*searched` on, so text already looked through is not scanned again.
+pub fn find_after(
+    received: &[u8],
+    searched: &mut usize,
     needle: &[u8],
     line_end: bool,
-    failure: Option<&[u8]>,
-) -> io::Result<usize> {
-    let mut searched = 0;
-    read_until_found(deadline, stream, buffer, |buffer| {
-        if let Some(at) = memchr::memmem::find(&buffer[searched..], needle) {
-            let after = searched + at + needle.len();
-            if !line_end {
-                return Some(Ok(after));
-            }
-            if let Some(newline) = memchr::memchr(b'\n', &buffer[after..]) {
-                return Some(Ok(after + newline + 1));
-            }
-        } else {
-            searched = buffer.len().saturating_sub(needle.len());
-        }
-        let failed = failure.is_some_and(|failure| memchr::memmem::find(buffer, failure).is_some());
-        failed.then(|| Err(refused("registration failed", buffer)))
-    })
-    .await
+) -> Option<usize> {
+    let Some(at) = memchr::memmem::find(&received[*searched..], needle) else {
+        *searched = (*searched).max(received.len().saturating_sub(needle.len()));
+        return None;
+    };
+    let after = *searched + at + needle.len();
+    if !line_end {
+        return Some(after);
+    }
+    memchr::memchr(b'\n', &received[after..]).map(|newline| after + newline + 1)
 }
 
 /// An error saying what went wrong, quoting the end of what the server sent.

@@ -10,14 +10,13 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::json::{push_say, register_request, registration_outcome};
 use super::tcp::{self, TcpWriting};
-use super::{BoxFuture, DeliveryReader, Door, Session, READ_BUFFER_BYTES};
+use super::{BoxFuture, DeliveryReader, Door, Registration, Session, Step, READ_BUFFER_BYTES};
 use crate::bench::payload::{Payload, Scanner};
 
 /// Any key will do for a client that checks nothing of the answer but its status.
@@ -112,30 +111,64 @@ fn server_frame(bytes: &[u8]) -> io::Result<Option<(u8, std::ops::Range<usize>)>
     Ok((bytes.len() >= end).then_some((first & 0x0f, header..end)))
 }
 
-/// Send the upgrade request; returns what arrived after the server's `101` answer.
-async fn handshake(
-    stream: &mut TcpStream,
-    addr: SocketAddr,
-    path: &str,
-    deadline: Instant,
-) -> io::Result<Vec<u8>> {
-    let request = format!(
+/// The upgrade request for `path` at `addr`.
+fn upgrade_request(addr: SocketAddr, path: &str) -> Vec<u8> {
+    format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut buffer = Vec::new();
-    let head_end = tcp::read_until_found(deadline, stream, &mut buffer, |buffer| {
-        let end = memchr::memmem::find(buffer, b"\r\n\r\n")? + 4;
-        Some(if buffer.starts_with(b"HTTP/1.1 101") {
-            Ok(end)
-        } else {
-            Err(tcp::refused("WebSocket upgrade refused", &buffer[..end]))
-        })
-    })
-    .await?;
-    buffer.drain(..head_end);
-    Ok(buffer)
+    )
+    .into_bytes()
+}
+
+/// Registration over WebSocket: the upgrade, then (for Switchboard) the JSON `nick`
+/// request in a frame and its answer.
+struct WsRegistration {
+    stage: WsStage,
+    /// Taken when sent.
+    upgrade: Option<Vec<u8>>,
+    /// The framed `nick` request; `None` for a peer that needs none.
+    register: Option<Vec<u8>>,
+}
+
+enum WsStage {
+    Upgrading,
+    /// Frames from `scanned` on are looked through for the answer.
+    Answering {
+        scanned: usize,
+    },
+}
+
+impl Registration for WsRegistration {
+    fn step(&mut self, received: &[u8]) -> io::Result<Step> {
+        if let Some(upgrade) = self.upgrade.take() {
+            return Ok(Step::Send(upgrade));
+        }
+        match &mut self.stage {
+            WsStage::Upgrading => {
+                let Some(head) = memchr::memmem::find(received, b"\r\n\r\n") else {
+                    return Ok(Step::Read);
+                };
+                let head_end = head + 4;
+                if !received.starts_with(b"HTTP/1.1 101") {
+                    return Err(tcp::refused(
+                        "WebSocket upgrade refused",
+                        &received[..head_end],
+                    ));
+                }
+                // A broadcast peer relays to a client from the moment its handshake
+                // is done.
+                let Some(register) = self.register.take() else {
+                    return Ok(Step::Registered(head_end));
+                };
+                self.stage = WsStage::Answering { scanned: head_end };
+                Ok(Step::Send(register))
+            }
+            WsStage::Answering { scanned } => match registration_in_frames(received, scanned) {
+                Some(outcome) => outcome.map(Step::Registered),
+                None => Ok(Step::Read),
+            },
+        }
+    }
 }
 
 /// Whether the frames from `*scanned` on settle registration: `Some(Ok(end))` with the
@@ -176,56 +209,47 @@ impl Door for WsDoor {
         self.target == WsTarget::Switchboard
     }
 
-    fn register<'a>(
-        &'a self,
-        mut stream: TcpStream,
-        addr: SocketAddr,
-        nick: &'a str,
-        deadline: Instant,
-    ) -> BoxFuture<'a, io::Result<Session>> {
-        Box::pin(async move {
-            let mut buffer = handshake(&mut stream, addr, self.path(), deadline).await?;
-            // A broadcast peer relays to a client from the moment its handshake is done.
-            if self.target == WsTarget::Switchboard {
-                let mut request = Vec::new();
-                push_client_frame(register_request(nick).as_bytes(), &mut request);
-                stream.write_all(&request).await?;
-                let mut scanned = 0;
-                let confirmed =
-                    tcp::read_until_found(deadline, &mut stream, &mut buffer, |buffer| {
-                        registration_in_frames(buffer, &mut scanned)
-                    })
-                    .await?;
-                buffer.drain(..confirmed);
-            }
-            let (read, write) = stream.into_split();
-            let filled = buffer.len();
-            let reader = FrameReader {
-                read,
-                buffer: tcp::read_buffer(buffer),
-                filled,
-                scanner: Scanner::this_run(),
-            };
-            let frame = match self.target {
+    fn registration(&self, addr: SocketAddr, nick: &str) -> Box<dyn Registration> {
+        let register = (self.target == WsTarget::Switchboard).then(|| {
+            let mut framed = Vec::new();
+            push_client_frame(register_request(nick).as_bytes(), &mut framed);
+            framed
+        });
+        Box::new(WsRegistration {
+            stage: WsStage::Upgrading,
+            upgrade: Some(upgrade_request(addr, self.path())),
+            register,
+        })
+    }
+
+    fn writing(&self) -> TcpWriting {
+        TcpWriting {
+            frame: match self.target {
                 WsTarget::Switchboard => |payload: &[u8], out: &mut Vec<u8>| {
                     let mut say = Vec::with_capacity(payload.len() + 32);
                     push_say(payload, &mut say);
                     push_client_frame(&say, out);
                 },
                 WsTarget::Broadcast => push_client_frame,
-            };
-            Ok(Session {
-                reader: Box::new(reader),
-                writer: tcp::writer(
-                    write,
-                    TcpWriting {
-                        frame,
-                        farewell: CLOSE_FRAME,
-                        may_reset: true,
-                    },
-                ),
-            })
-        })
+            },
+            farewell: CLOSE_FRAME,
+            may_reset: true,
+        }
+    }
+
+    fn session(&self, stream: TcpStream, leftover: Vec<u8>) -> Session {
+        let (read, write) = stream.into_split();
+        let filled = leftover.len();
+        let reader = FrameReader {
+            read,
+            buffer: tcp::read_buffer(leftover),
+            filled,
+            scanner: Scanner::this_run(),
+        };
+        Session {
+            reader: Box::new(reader),
+            writer: tcp::writer(write, self.writing()),
+        }
     }
 }
 
@@ -284,6 +308,7 @@ impl DeliveryReader for FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::door::testing::{assert_refused, assert_registers};
     use crate::door::web::frame::{encode_frame, FrameReader as ServerReader, WsFrame};
 
     #[test]
@@ -360,5 +385,27 @@ mod tests {
             error.to_string().contains("server shutting down"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn registration_upgrades_then_registers_over_frames() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let head = &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"[..];
+        let mut transcript = head.to_vec();
+        transcript.extend_from_slice(&encode_frame(0x1, br#"{"type":"welcome","nick":"b1_0"}"#));
+        transcript.extend_from_slice(&encode_frame(0x1, br#"{"type":"ok","id":"register"}"#));
+        let end = transcript.len();
+        transcript.extend_from_slice(&encode_frame(0x1, br#"{"type":"joined"}"#));
+        let mut register = Vec::new();
+        push_client_frame(register_request("b1_0").as_bytes(), &mut register);
+        let switchboard = || WsDoor::new(WsTarget::Switchboard).registration(addr, "b1_0");
+        let upgrade = upgrade_request(addr, "/ws");
+        assert_registers(switchboard, &transcript, &[&upgrade, &register], end);
+        // A broadcast peer's session starts right after the upgrade.
+        let broadcast = || WsDoor::new(WsTarget::Broadcast).registration(addr, "b1_0");
+        let upgrade = upgrade_request(addr, "/");
+        assert_registers(broadcast, &transcript, &[&upgrade], head.len());
+        let refusal = b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n";
+        assert_refused(switchboard, refusal, "WebSocket upgrade refused");
     }
 }
