@@ -41,7 +41,7 @@ pub enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// C registered idle connections; the server's memory per connection.
     Idle(idle::IdleArgs),
-    /// Connect+register as fast as a few workers can; connections per second.
+    /// Connect, register and leave, `--concurrency` at a time; connections per second.
     Connect(connect::ConnectArgs),
 }
 
