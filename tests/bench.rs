@@ -248,6 +248,33 @@ fn connect_counts_and_quotes_the_registrations_the_server_refuses() {
 }
 
 #[test]
+fn connect_to_a_peer_without_registration_counts_finished_connects() {
+    // `raw` registers nothing: a connection counts once its connect has finished.
+    let server = start_server();
+    let connect = connect_briefly("raw", &server.line_addr().to_string(), "4");
+    assert!(connect["connects"].as_u64().unwrap() > 0, "{connect}");
+    assert_eq!(connect["failed"], 0, "{connect}");
+}
+
+#[test]
+fn connect_to_a_closed_port_fails_every_attempt_and_says_why() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    // JSON sends first, so the refusal shows at that send, as the connect opens; raw
+    // sends nothing and waits for nothing, so only the connect's own result tells.
+    for target in ["json", "switchboard", "raw"] {
+        let connect = connect_briefly(target, &addr, "4");
+        assert_eq!(connect["connects"], 0, "{connect}");
+        // Refused slots wait for the next sweep (every 50 ms), not a tight loop.
+        let failed = connect["failed"].as_u64().unwrap();
+        assert!((4..=4 * 40).contains(&failed), "{connect}");
+        let first_error = connect["first_error"].as_str().unwrap();
+        assert!(first_error.contains("refused"), "{connect}");
+    }
+}
+
+#[test]
 fn targets_off_loopback_are_refused_before_connecting() {
     for addr in ["192.0.2.1:9999", "10.1.2.3:7000", "[2001:db8::1]:9999"] {
         for scenario in ["fanout", "idle", "connect"] {

@@ -92,6 +92,8 @@ struct Slot {
     unsent: Vec<u8>,
     /// True once asked for writable events too (a send had to wait).
     writable_interest: bool,
+    /// True once the connection has had an event (so its connect has finished).
+    established: bool,
     started_ns: u64,
 }
 
@@ -129,6 +131,7 @@ impl Slot {
             received,
             unsent,
             writable_interest,
+            established,
             ..
         } = self
         else {
@@ -143,11 +146,7 @@ impl Slot {
                         continue;
                     }
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                        if !*writable_interest {
-                            let both = Interest::READABLE | Interest::WRITABLE;
-                            registry.reregister(stream, Token(index), both)?;
-                            *writable_interest = true;
-                        }
+                        want_writable(registry, stream, index, writable_interest)?;
                         return Ok(Outcome::Waiting);
                     }
                     Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -156,6 +155,18 @@ impl Slot {
             }
             match registration.step(received)? {
                 Step::Send(bytes) => unsent.extend_from_slice(&bytes),
+                // Settled with nothing received (a peer with no registration): only
+                // once the connect has finished, and if it worked.
+                Step::Registered(_) if received.is_empty() && !*established => {
+                    want_writable(registry, stream, index, writable_interest)?;
+                    return Ok(Outcome::Waiting);
+                }
+                Step::Registered(_) if received.is_empty() => {
+                    return match stream.take_error()? {
+                        Some(error) => Err(error),
+                        None => Ok(Outcome::Registered),
+                    }
+                }
                 Step::Registered(_) => return Ok(Outcome::Registered),
                 Step::Read if readiness == Readiness::Unknown => return Ok(Outcome::Waiting),
                 Step::Read => {
@@ -182,7 +193,25 @@ impl Slot {
     }
 }
 
-/// Leave a registered connection: by reset where the server copes (no TIME_WAIT left
+/// Ask for writable events on the slot's connection too, once.
+fn want_writable(
+    registry: &Registry,
+    stream: &mut TcpStream,
+    index: usize,
+    asked: &mut bool,
+) -> io::Result<()> {
+    if !*asked {
+        registry.reregister(
+            stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        *asked = true;
+    }
+    Ok(())
+}
+
+/// Leave a connection: by reset where the server copes (no TIME_WAIT left
 /// on this side), else with the farewell and a FIN. Closing also takes the socket out
 /// of the poll set.
 fn leave(stream: TcpStream, writing: &TcpWriting) {
@@ -220,6 +249,8 @@ struct ConnectLoop {
     writing: TcpWriting,
     /// Where each read lands before it is appended to its slot's `received`.
     scratch: Vec<u8>,
+    /// Slots whose connection registered in this round of events, to open again.
+    registered: Vec<usize>,
     result: LoopResult,
 }
 
@@ -232,6 +263,7 @@ impl ConnectLoop {
                 received: Vec::new(),
                 unsent: Vec::new(),
                 writable_interest: false,
+                established: false,
                 started_ns: 0,
             })
             .collect();
@@ -243,6 +275,7 @@ impl ConnectLoop {
             slots,
             next_number: 0,
             scratch: vec![0; REGISTER_READ_BYTES],
+            registered: Vec::with_capacity(concurrency),
             result: LoopResult {
                 histogram: latency_histogram(),
                 measured: 0,
@@ -272,18 +305,29 @@ impl ConnectLoop {
                 } else {
                     Readiness::Unknown
                 };
+                self.slots[index].established = true;
                 self.advance(index, readiness);
+            }
+            // Opened here, not from `advance`: a connection that settles as it opens
+            // (a refusal at the first send) would otherwise open the next one from
+            // inside itself, without end. Those opened now wait for the next poll.
+            for index in std::mem::take(&mut self.registered) {
+                self.open(index);
             }
             if Instant::now() >= next_sweep {
                 self.sweep();
                 next_sweep = Instant::now() + SWEEP_INTERVAL;
             }
         }
+        for slot in &mut self.slots {
+            if let Some(stream) = slot.stream.take() {
+                leave(stream, &self.writing);
+            }
+        }
         Ok(self.result)
     }
 
-    /// Start the slot's next connection; a failure leaves it empty until the next sweep
-    /// (so a server that refuses at once is not hammered in a tight loop).
+    /// Start the slot's next connection.
     fn open(&mut self, index: usize) {
         let number = self.next_number;
         self.next_number += 1;
@@ -309,12 +353,15 @@ impl ConnectLoop {
         slot.received.clear();
         slot.unsent.clear();
         slot.writable_interest = false;
+        slot.established = false;
         slot.started_ns = started_ns;
         // Nothing can have arrived yet: the first readable event starts the reading.
         self.advance(index, Readiness::Unknown);
     }
 
-    /// Move the slot's registration on and finish its connection once settled.
+    /// Move the slot's registration on, and finish its connection once settled: a
+    /// registered slot is opened again after this round of events, a failed one at
+    /// the next sweep (so a server that refuses is not hammered in a tight loop).
     fn advance(&mut self, index: usize, readiness: Readiness) {
         let slot = &mut self.slots[index];
         let outcome = slot
@@ -332,12 +379,11 @@ impl ConnectLoop {
                 if let Some(stream) = slot.stream.take() {
                     leave(stream, &self.writing);
                 }
-                self.open(index);
+                self.registered.push(index);
             }
             Outcome::Failed(error) => {
                 self.shared.fail(&error);
                 slot.stream = None;
-                self.open(index);
             }
         }
     }
@@ -354,7 +400,6 @@ impl ConnectLoop {
                 self.shared
                     .fail(&tcp::registration_timed_out(&slot.received));
                 slot.stream = None;
-                self.open(index);
             }
         }
     }
