@@ -249,9 +249,20 @@ fn connect_counts_and_quotes_the_registrations_the_server_refuses() {
 
 #[test]
 fn connect_to_a_peer_without_registration_counts_finished_connects() {
-    // `raw` registers nothing: a connection counts once its connect has finished.
-    let server = start_server();
-    let connect = connect_briefly("raw", &server.line_addr().to_string(), "4");
+    // `raw` registers nothing: a connection counts once its connect has finished. The
+    // peer only accepts, with a long queue: connects that wait for nothing outrun a
+    // server doing real work per connection, and once its accept queue overflows they
+    // stall in SYN retries for a second or more (seen under CI load).
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    listener.bind(&loopback.into()).expect("bind");
+    listener.listen(4096).expect("listen");
+    let listener = std::net::TcpListener::from(listener);
+    let addr = listener.local_addr().unwrap().to_string();
+    // Ends with the test process.
+    std::thread::spawn(move || listener.incoming().for_each(drop));
+    let connect = connect_briefly("raw", &addr, "4");
     assert!(connect["connects"].as_u64().unwrap() > 0, "{connect}");
     assert_eq!(connect["failed"], 0, "{connect}");
 }
