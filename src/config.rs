@@ -214,7 +214,10 @@ pub struct ServeArgs {
     /// A web page origin (like `https://chat.example.com`) whose scripts may open
     /// WebSockets here, besides pages this server serves itself; repeat it or separate
     /// with commas, `*` allows any. Clients that send no Origin (programs, not browsers)
-    /// are never refused [default: same origin only].
+    /// are never refused. From loopback or a private network, this server's own pages
+    /// count only under an IP address or a localhost name (any other name could be a
+    /// hostile site's, pointed here: DNS rebinding); list such a name's origin here
+    /// [default: same origin only].
     #[arg(
         long = "ws-origin",
         env = "SWITCHBOARD_WS_ORIGINS",

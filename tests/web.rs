@@ -697,10 +697,19 @@ async fn hand_made_frames_pipelined_fragmented_and_broken() {
 
 /// The status line's code for a WebSocket upgrade request with these extra headers.
 async fn upgrade_status(addr: std::net::SocketAddr, extra_headers: &str) -> (u16, String) {
+    upgrade_status_as(addr, &addr.to_string(), extra_headers).await
+}
+
+/// The same, with `host` in the `Host` header.
+async fn upgrade_status_as(
+    addr: std::net::SocketAddr,
+    host: &str,
+    extra_headers: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
          {extra_headers}\r\n"
     );
@@ -748,6 +757,33 @@ async fn pages_from_other_sites_cannot_open_websockets_unless_allowed() {
     assert_eq!(upgrade_status(addr, friend).await.0, 101);
     let evil = "Origin: https://evil.example\r\n";
     assert_eq!(upgrade_status(addr, evil).await.0, 403);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn from_loopback_a_page_under_a_dns_name_is_refused_unless_listed() {
+    // This test connects from 127.0.0.1: a page whose Host and Origin agree on a name
+    // may be a hostile site that pointed its name here (DNS rebinding).
+    let server = Server::start(&[], &["web"]).await;
+    let addr = server.addr("web");
+    let port = addr.port();
+    let named = "Origin: http://chat.example\r\n";
+    let (status, answer) = upgrade_status_as(addr, "chat.example", named).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer.contains("DNS rebinding") && answer.contains("--ws-origin http://chat.example"),
+        "{answer}"
+    );
+    // localhost and addresses cannot be moved by DNS.
+    let local = format!("Origin: http://localhost:{port}\r\n");
+    let localhost = format!("localhost:{port}");
+    assert_eq!(upgrade_status_as(addr, &localhost, &local).await.0, 101);
+    server.stop().await;
+
+    // The operator names it as the server's own.
+    let server = Server::start(&["--ws-origin", "http://chat.example"], &["web"]).await;
+    let addr = server.addr("web");
+    assert_eq!(upgrade_status_as(addr, "chat.example", named).await.0, 101);
     server.stop().await;
 }
 

@@ -275,11 +275,14 @@ async fn upgrade(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     mut request: Request,
 ) -> Response {
-    let checked = ws::check_origin(request.headers(), &state.limits.origins, state.limits.tls)
+    let origins = &state.limits.origins;
+    let checked = ws::check_origin(request.headers(), origins, state.limits.tls, peer.ip())
         .and_then(|()| ws::accept_key(request.headers()));
     let accept = match checked {
         Ok(accept) => accept,
         Err(refusal) => {
+            // The page only sees its socket fail; the operator needs the reason.
+            tracing::info!(%peer, status = refusal.status.as_u16(), "web: WebSocket refused: {}", refusal.text.trim_end());
             let mut response = refuse_upgrade(refusal.status, refusal.text);
             if refusal.status == StatusCode::UPGRADE_REQUIRED {
                 response.headers_mut().insert(
