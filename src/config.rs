@@ -214,10 +214,10 @@ pub struct ServeArgs {
     /// A web page origin (like `https://chat.example.com`) whose scripts may open
     /// WebSockets here, besides pages this server serves itself; repeat it or separate
     /// with commas, `*` allows any. Clients that send no Origin (programs, not browsers)
-    /// are never refused. From loopback or a private network, this server's own pages
-    /// count only under an IP address or a localhost name (any other name could be a
-    /// hostile site's, pointed here: DNS rebinding); list such a name's origin here
-    /// [default: same origin only].
+    /// are never refused. Over plain HTTP this server's own pages count only under an
+    /// IP address or a localhost name (any other name could be a hostile site's,
+    /// pointed here: DNS rebinding); list such a name's origin here. Over TLS the
+    /// certificate binds the name [default: same origin only].
     #[arg(
         long = "ws-origin",
         env = "SWITCHBOARD_WS_ORIGINS",
@@ -489,7 +489,7 @@ impl Config {
                 .ws_origins
                 .unwrap_or_default()
                 .into_iter()
-                .map(|origin| origin.trim().trim_end_matches('/').to_ascii_lowercase())
+                .map(|origin| normalize_origin(&origin))
                 .filter(|origin| !origin.is_empty())
                 .collect(),
             http_header_timeout: match merged.http_header_timeout {
@@ -516,9 +516,41 @@ impl Config {
     }
 }
 
+/// An origin as browsers send it: lowercase, no trailing slash, no default port.
+fn normalize_origin(origin: &str) -> String {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let default_port = if origin.starts_with("https://") {
+        ":443"
+    } else if origin.starts_with("http://") {
+        ":80"
+    } else {
+        return origin;
+    };
+    match origin.strip_suffix(default_port) {
+        Some(without) => without.to_owned(),
+        None => origin,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_kept_as_browsers_send_them() {
+        for (given, kept) in [
+            ("https://Chat.Example/", "https://chat.example"),
+            ("http://chat.lan:80", "http://chat.lan"),
+            ("https://chat.example:443/", "https://chat.example"),
+            ("http://[::1]:80", "http://[::1]"),
+            ("http://chat.lan:8080", "http://chat.lan:8080"),
+            ("https://chat.example:80", "https://chat.example:80"),
+            ("http://chat.example:4430", "http://chat.example:4430"),
+            ("*", "*"),
+        ] {
+            assert_eq!(normalize_origin(given), kept, "{given}");
+        }
+    }
 
     #[test]
     fn parses_durations() {

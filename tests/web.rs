@@ -761,9 +761,9 @@ async fn pages_from_other_sites_cannot_open_websockets_unless_allowed() {
 }
 
 #[tokio::test]
-async fn from_loopback_a_page_under_a_dns_name_is_refused_unless_listed() {
-    // This test connects from 127.0.0.1: a page whose Host and Origin agree on a name
-    // may be a hostile site that pointed its name here (DNS rebinding).
+async fn over_plain_http_a_page_under_a_dns_name_is_refused_unless_listed() {
+    // A page whose Host and Origin agree on a name may be a hostile site that pointed
+    // its name here (DNS rebinding).
     let server = Server::start(&[], &["web"]).await;
     let addr = server.addr("web");
     let port = addr.port();
@@ -780,8 +780,8 @@ async fn from_loopback_a_page_under_a_dns_name_is_refused_unless_listed() {
     assert_eq!(upgrade_status_as(addr, &localhost, &local).await.0, 101);
     server.stop().await;
 
-    // The operator names it as the server's own.
-    let server = Server::start(&["--ws-origin", "http://chat.example"], &["web"]).await;
+    // The operator names it as the server's own (the default port as browsers drop it).
+    let server = Server::start(&["--ws-origin", "http://chat.example:80"], &["web"]).await;
     let addr = server.addr("web");
     assert_eq!(upgrade_status_as(addr, "chat.example", named).await.0, 101);
     server.stop().await;

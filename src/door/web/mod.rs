@@ -276,13 +276,19 @@ async fn upgrade(
     mut request: Request,
 ) -> Response {
     let origins = &state.limits.origins;
-    let checked = ws::check_origin(request.headers(), origins, state.limits.tls, peer.ip())
+    let checked = ws::check_origin(request.headers(), origins, state.limits.tls)
         .and_then(|()| ws::accept_key(request.headers()));
     let accept = match checked {
         Ok(accept) => accept,
         Err(refusal) => {
-            // The page only sees its socket fail; the operator needs the reason.
-            tracing::info!(%peer, status = refusal.status.as_u16(), "web: WebSocket refused: {}", refusal.text.trim_end());
+            // A page only sees its socket fail: the operator needs the reason. It quotes
+            // the client's Origin, so it is logged escaped and cut short.
+            let reason: String = refusal.text.trim_end().chars().take(300).collect();
+            if refusal.status == StatusCode::FORBIDDEN {
+                tracing::info!(%peer, reason = ?reason, "web: WebSocket page refused");
+            } else {
+                tracing::debug!(%peer, reason = ?reason, "web: WebSocket upgrade refused");
+            }
             let mut response = refuse_upgrade(refusal.status, refusal.text);
             if refusal.status == StatusCode::UPGRADE_REQUIRED {
                 response.headers_mut().insert(

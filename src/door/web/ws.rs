@@ -7,7 +7,7 @@
 //! pongs and the close frame are queued on the connection's own outbox between whole
 //! frames; the close frame is the [`Conn`]'s farewell, sent after the last event.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -216,18 +216,18 @@ pub fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HandshakeRefusal> 
 /// speaks TLS (`tls`), and over either scheme when it does not, since a proxy in front
 /// may terminate TLS for it (a proxy must pass `Host` on unchanged).
 ///
-/// A matching `Host` is not enough when the request comes from loopback or a private
-/// network (`peer`): a hostile site can point its own name at this server (DNS
-/// rebinding) and so reach, through the browser, a server the site itself cannot. From
-/// there the server's own origin counts only under a name no DNS can move: an IP
-/// address, `localhost` or a `*.localhost` name. Other names must be listed with
-/// `--ws-origin`. From a public address, rebinding gains a site nothing it could not do
-/// by connecting itself, so the `Host` check stands alone.
+/// A matching `Host` is not enough under a DNS name on a plain-HTTP door: a hostile
+/// site can point its own name at this server (DNS rebinding; the page's `Host` and
+/// `Origin` then agree) and so reach, through the visitor's browser, a server on their
+/// loopback or network that the site itself cannot. So the server's own origin counts
+/// only under a name no DNS can move (an IP address, `localhost`, `*.localhost`), or
+/// over TLS, where the certificate binds the name (a rebound name fails the browser's
+/// certificate check before any request is made). Other names must be listed with
+/// `--ws-origin`, and the refusal says so.
 pub fn check_origin(
     headers: &HeaderMap,
     allowed: &[String],
     tls: bool,
-    peer: IpAddr,
 ) -> Result<(), HandshakeRefusal> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
@@ -250,16 +250,16 @@ pub fn check_origin(
         let same_place = split_host_port(&host, default_port(scheme))
             .is_some_and(|(host, port)| host == page_host && port == page_port);
         if scheme_ok && same_place {
-            if !is_local_or_private(peer) || name_cannot_be_rebound(page_host) {
+            if tls || name_cannot_be_rebound(page_host) {
                 return Ok(());
             }
             return Err(HandshakeRefusal {
                 status: StatusCode::FORBIDDEN,
                 text: format!(
-                    "pages from {origin} may not open WebSockets here: from a local or \
-                     private network, {page_host} could be any site's name pointed at this \
-                     server (DNS rebinding); if it is this server's own, start the server \
-                     with --ws-origin {origin}\n"
+                    "pages from {origin} may not open WebSockets here: this door speaks \
+                     plain HTTP, so under a DNS name the page could be any site's, its name \
+                     pointed at this server (DNS rebinding); if {page_host} is this \
+                     server's own name, start the server with --ws-origin {origin}\n"
                 ),
             });
         }
@@ -273,23 +273,11 @@ pub fn check_origin(
     })
 }
 
-/// Loopback, private, link-local or unique-local: a place a web page's own site
-/// cannot reach, but the browser showing it can.
-fn is_local_or_private(peer: IpAddr) -> bool {
-    let v4 = |v4: Ipv4Addr| v4.is_loopback() || v4.is_private() || v4.is_link_local();
-    match peer {
-        IpAddr::V4(peer) => v4(peer),
-        IpAddr::V6(peer) => match peer.to_ipv4_mapped() {
-            Some(mapped) => v4(mapped),
-            None => peer.is_loopback() || peer.is_unique_local() || peer.is_unicast_link_local(),
-        },
-    }
-}
-
 /// A host (as in `Host` and origins, lowercase) that names this server whatever DNS
 /// says: an IP address, or `localhost` and its subdomains, which browsers resolve to
-/// loopback themselves.
+/// loopback themselves (a fully qualified trailing dot included).
 fn name_cannot_be_rebound(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
     host.parse::<Ipv4Addr>().is_ok()
         || host
             .strip_prefix('[')
@@ -599,19 +587,7 @@ mod tests {
         );
     }
 
-    /// A client on the public internet (a documentation address).
-    const PUBLIC_PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
-
     fn origin_check(host: &'static str, origin: Option<&'static str>, tls: bool) -> bool {
-        origin_check_from(PUBLIC_PEER, host, origin, tls)
-    }
-
-    fn origin_check_from(
-        peer: IpAddr,
-        host: &'static str,
-        origin: Option<&'static str>,
-        tls: bool,
-    ) -> bool {
         let mut headers = upgrade_headers();
         headers.insert(header::HOST, HeaderValue::from_static(host));
         if let Some(origin) = origin {
@@ -621,7 +597,7 @@ mod tests {
             "https://friend.example".to_owned(),
             "http://chat.lan:8080".to_owned(),
         ];
-        match check_origin(&headers, &allowed, tls, peer) {
+        match check_origin(&headers, &allowed, tls) {
             Ok(()) => true,
             Err(refusal) => {
                 assert_eq!(refusal.status, StatusCode::FORBIDDEN);
@@ -637,21 +613,16 @@ mod tests {
             // Programs send no Origin.
             ("chat.example:8080", None, false, true),
             // The server's own page, any case; https too, as from a TLS proxy in front.
+            ("192.0.2.1:8080", Some("http://192.0.2.1:8080"), false, true),
             (
-                "chat.example:8080",
-                Some("http://chat.example:8080"),
+                "localhost:8080",
+                Some("https://LOCALHOST:8080"),
                 false,
                 true,
             ),
-            (
-                "chat.example:8080",
-                Some("https://CHAT.example:8080"),
-                false,
-                true,
-            ),
-            ("chat.example", Some("http://chat.example"), false, true),
-            ("chat.example:80", Some("http://chat.example"), false, true),
-            ("chat.example", Some("https://chat.example"), false, true),
+            ("192.0.2.1", Some("http://192.0.2.1"), false, true),
+            ("192.0.2.1:80", Some("http://192.0.2.1"), false, true),
+            ("192.0.2.1", Some("https://192.0.2.1"), false, true),
             ("[::1]:8080", Some("http://[::1]:8080"), false, true),
             // Listed by the operator.
             (
@@ -674,32 +645,22 @@ mod tests {
                 false,
             ),
             (
-                "chat.example:8080",
-                Some("http://chat.example:9090"),
+                "192.0.2.1:8080",
+                Some("http://192.0.2.1:9090"),
                 false,
                 false,
             ),
-            (
-                "chat.example:8080",
-                Some("http://chat.example"),
-                false,
-                false,
-            ),
-            (
-                "chat.example",
-                Some("https://chat.example:8443"),
-                false,
-                false,
-            ),
+            ("192.0.2.1:8080", Some("http://192.0.2.1"), false, false),
+            ("192.0.2.1", Some("https://192.0.2.1:8443"), false, false),
             ("[::1]:8080", Some("http://[::1]:9090"), false, false),
-            ("chat.example:8080", Some("null"), false, false),
+            ("192.0.2.1:8080", Some("null"), false, false),
             (
-                "chat.example:8080",
-                Some("file://chat.example:8080"),
+                "192.0.2.1:8080",
+                Some("file://192.0.2.1:8080"),
                 false,
                 false,
             ),
-            // Over TLS, only an https page is the server's own.
+            // Over TLS, only an https page is the server's own, and under any name.
             ("chat.example", Some("https://chat.example"), true, true),
             ("chat.example:443", Some("https://chat.example"), true, true),
             ("chat.example", Some("http://chat.example"), true, false),
@@ -721,68 +682,43 @@ mod tests {
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        assert!(check_origin(&headers, &["*".to_owned()], false, PUBLIC_PEER).is_ok());
+        assert!(check_origin(&headers, &["*".to_owned()], false).is_ok());
     }
 
     #[test]
-    fn from_local_networks_the_own_origin_needs_a_name_dns_cannot_move() {
-        let local_peers = [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.9",
-            "192.168.1.20",
-            "169.254.1.1",
-            "::1",
-            "fd12::7",
-            "fe80::1",
-            "::ffff:192.168.1.20",
-        ];
-        for peer in local_peers {
-            let peer: IpAddr = peer.parse().unwrap();
-            for (host, origin, ok) in [
-                // A name: perhaps a hostile site's, pointed here (DNS rebinding).
-                ("chat.example:8080", "http://chat.example:8080", false),
-                ("chat.example", "https://chat.example", false),
-                // Addresses and localhost names mean this server whatever DNS says.
-                ("127.0.0.1:8080", "http://127.0.0.1:8080", true),
-                ("192.168.1.5:8080", "http://192.168.1.5:8080", true),
-                ("[::1]:8080", "http://[::1]:8080", true),
-                ("localhost:8080", "http://localhost:8080", true),
-                ("chat.localhost:8080", "http://chat.localhost:8080", true),
-                // A name the operator listed as its own.
-                ("chat.lan:8080", "http://chat.lan:8080", true),
-                // Still only the same place.
-                ("127.0.0.1:8080", "http://127.0.0.1:9090", false),
-                (
-                    "localhost.example:8080",
-                    "http://localhost.example:8080",
-                    false,
-                ),
-            ] {
-                assert_eq!(
-                    origin_check_from(peer, host, Some(origin), false),
-                    ok,
-                    "{peer} {host} {origin}"
-                );
-            }
-            // Programs send no Origin.
-            assert!(origin_check_from(peer, "chat.example", None, false));
+    fn over_plain_http_the_own_origin_needs_a_name_dns_cannot_move() {
+        for (host, origin, ok) in [
+            // A name: perhaps a hostile site's, pointed here (DNS rebinding).
+            ("chat.example:8080", "http://chat.example:8080", false),
+            ("chat.example", "https://chat.example", false),
+            (
+                "localhost.example:8080",
+                "http://localhost.example:8080",
+                false,
+            ),
+            // Addresses and localhost names mean this server whatever DNS says.
+            ("127.0.0.1:8080", "http://127.0.0.1:8080", true),
+            ("192.168.1.5:8080", "http://192.168.1.5:8080", true),
+            ("[fd12::7]:8080", "http://[fd12::7]:8080", true),
+            ("localhost:8080", "http://localhost:8080", true),
+            ("localhost.:8080", "http://localhost.:8080", true),
+            ("chat.localhost:8080", "http://chat.localhost:8080", true),
+            // A name the operator listed as its own.
+            ("chat.lan:8080", "http://chat.lan:8080", true),
+        ] {
+            assert_eq!(
+                origin_check(host, Some(origin), false),
+                ok,
+                "{host} {origin}"
+            );
         }
-        // From a public address a rebound name reaches nothing the site could not.
-        assert!(origin_check(
-            "chat.example:8080",
-            Some("http://chat.example:8080"),
-            false
-        ));
         let mut headers = upgrade_headers();
         headers.insert(header::HOST, HeaderValue::from_static("chat.example"));
         headers.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://chat.example"),
         );
-        let refusal = check_origin(&headers, &[], false, "127.0.0.1".parse().unwrap())
-            .unwrap_err()
-            .text;
+        let refusal = check_origin(&headers, &[], false).unwrap_err().text;
         assert!(
             refusal.contains("DNS rebinding")
                 && refusal.contains("--ws-origin http://chat.example"),
