@@ -214,10 +214,10 @@ pub struct ServeArgs {
     /// A web page origin (like `https://chat.example.com`) whose scripts may open
     /// WebSockets here, besides pages this server serves itself; repeat it or separate
     /// with commas, `*` allows any. Clients that send no Origin (programs, not browsers)
-    /// are never refused. Over plain HTTP this server's own pages count only under an
-    /// IP address or a localhost name (any other name could be a hostile site's,
-    /// pointed here: DNS rebinding); list such a name's origin here. Over TLS the
-    /// certificate binds the name [default: same origin only].
+    /// are never refused. This server's own pages count only under an IP address or
+    /// `localhost`: any other name could be a hostile site's, pointed here (DNS
+    /// rebinding), so list the origin of each name it is served under, over HTTP or
+    /// HTTPS [default: same origin only].
     #[arg(
         long = "ws-origin",
         env = "SWITCHBOARD_WS_ORIGINS",
@@ -545,7 +545,8 @@ mod tests {
             ("http://[::1]:80", "http://[::1]"),
             ("http://chat.lan:8080", "http://chat.lan:8080"),
             ("https://chat.example:80", "https://chat.example:80"),
-            ("http://chat.example:4430", "http://chat.example:4430"),
+            ("https://chat.example:4430", "https://chat.example:4430"),
+            ("http://chat.example:1080", "http://chat.example:1080"),
             ("*", "*"),
         ] {
             assert_eq!(normalize_origin(given), kept, "{given}");

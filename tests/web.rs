@@ -761,7 +761,7 @@ async fn pages_from_other_sites_cannot_open_websockets_unless_allowed() {
 }
 
 #[tokio::test]
-async fn over_plain_http_a_page_under_a_dns_name_is_refused_unless_listed() {
+async fn a_page_under_a_dns_name_is_refused_unless_listed() {
     // A page whose Host and Origin agree on a name may be a hostile site that pointed
     // its name here (DNS rebinding).
     let server = Server::start(&[], &["web"]).await;

@@ -281,13 +281,23 @@ async fn upgrade(
     let accept = match checked {
         Ok(accept) => accept,
         Err(refusal) => {
-            // A page only sees its socket fail: the operator needs the reason. It quotes
-            // the client's Origin, so it is logged escaped and cut short.
-            let reason: String = refusal.text.trim_end().chars().take(300).collect();
+            // A page only sees its socket fail, so the operator needs to know. The
+            // headers are the client's: logged escaped and cut short, without the advice
+            // the client is given (which names whatever origin it sent).
+            let quoted = |name| {
+                let value = request.headers().get(name).map(|value| value.as_bytes());
+                let value = String::from_utf8_lossy(value.unwrap_or_default());
+                value.chars().take(200).collect::<String>()
+            };
             if refusal.status == StatusCode::FORBIDDEN {
-                tracing::info!(%peer, reason = ?reason, "web: WebSocket page refused");
+                tracing::info!(
+                    %peer,
+                    origin = ?quoted(header::ORIGIN),
+                    host = ?quoted(header::HOST),
+                    "web: WebSocket refused to a page from another origin or under an unlisted name (--ws-origin)"
+                );
             } else {
-                tracing::debug!(%peer, reason = ?reason, "web: WebSocket upgrade refused");
+                tracing::debug!(%peer, status = refusal.status.as_u16(), "web: WebSocket upgrade refused");
             }
             let mut response = refuse_upgrade(refusal.status, refusal.text);
             if refusal.status == StatusCode::UPGRADE_REQUIRED {

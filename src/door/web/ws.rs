@@ -213,17 +213,16 @@ pub fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HandshakeRefusal> 
 /// refuses other sites' pages. Allowed: no Origin at all (programs, not browsers), the
 /// operator's `--ws-origin` list, and the server's own origin: the host and port the
 /// browser asked for (`Host`), default ports filled in, over https when the server
-/// speaks TLS (`tls`), and over either scheme when it does not, since a proxy in front
-/// may terminate TLS for it (a proxy must pass `Host` on unchanged).
+/// speaks TLS (`tls`), and over either scheme when it does not (a proxy in front may
+/// terminate TLS for it).
 ///
-/// A matching `Host` is not enough under a DNS name on a plain-HTTP door: a hostile
-/// site can point its own name at this server (DNS rebinding; the page's `Host` and
-/// `Origin` then agree) and so reach, through the visitor's browser, a server on their
-/// loopback or network that the site itself cannot. So the server's own origin counts
-/// only under a name no DNS can move (an IP address, `localhost`, `*.localhost`), or
-/// over TLS, where the certificate binds the name (a rebound name fails the browser's
-/// certificate check before any request is made). Other names must be listed with
-/// `--ws-origin`, and the refusal says so.
+/// The own origin counts only under a name no DNS can move: an IP address or
+/// `localhost`. Under any other name a hostile site may have pointed its own name at
+/// this server (DNS rebinding; its page's `Host` and `Origin` then agree) to reach,
+/// through the visitor's browser, a server on their machine or network that the site
+/// cannot reach itself. TLS does not settle it: a visitor who clicks through a
+/// self-signed certificate's warning once for the rebound name lets the site in. So
+/// names must be listed with `--ws-origin`, and the refusal says so.
 pub fn check_origin(
     headers: &HeaderMap,
     allowed: &[String],
@@ -250,16 +249,16 @@ pub fn check_origin(
         let same_place = split_host_port(&host, default_port(scheme))
             .is_some_and(|(host, port)| host == page_host && port == page_port);
         if scheme_ok && same_place {
-            if tls || name_cannot_be_rebound(page_host) {
+            if name_cannot_be_rebound(page_host) {
                 return Ok(());
             }
             return Err(HandshakeRefusal {
                 status: StatusCode::FORBIDDEN,
                 text: format!(
-                    "pages from {origin} may not open WebSockets here: this door speaks \
-                     plain HTTP, so under a DNS name the page could be any site's, its name \
-                     pointed at this server (DNS rebinding); if {page_host} is this \
-                     server's own name, start the server with --ws-origin {origin}\n"
+                    "pages from {origin} may not open WebSockets here: under a DNS name \
+                     the page could be any site's, its name pointed at this server (DNS \
+                     rebinding); if {page_host} is this server's own name, start the \
+                     server with --ws-origin {origin}\n"
                 ),
             });
         }
@@ -274,17 +273,17 @@ pub fn check_origin(
 }
 
 /// A host (as in `Host` and origins, lowercase) that names this server whatever DNS
-/// says: an IP address, or `localhost` and its subdomains, which browsers resolve to
-/// loopback themselves (a fully qualified trailing dot included).
+/// says: an IP address, or `localhost` (with or without its trailing dot), which
+/// browsers resolve to loopback themselves. Not `*.localhost`: Safari, and Firefox
+/// before 84, ask DNS for those.
 fn name_cannot_be_rebound(host: &str) -> bool {
-    let host = host.strip_suffix('.').unwrap_or(host);
     host.parse::<Ipv4Addr>().is_ok()
         || host
             .strip_prefix('[')
             .and_then(|host| host.strip_suffix(']'))
             .is_some_and(|host| host.parse::<Ipv6Addr>().is_ok())
         || host == "localhost"
-        || host.ends_with(".localhost")
+        || host == "localhost."
 }
 
 fn default_port(scheme: &str) -> u16 {
@@ -660,16 +659,11 @@ mod tests {
                 false,
                 false,
             ),
-            // Over TLS, only an https page is the server's own, and under any name.
-            ("chat.example", Some("https://chat.example"), true, true),
-            ("chat.example:443", Some("https://chat.example"), true, true),
-            ("chat.example", Some("http://chat.example"), true, false),
-            (
-                "chat.example:443",
-                Some("http://chat.example:443"),
-                true,
-                false,
-            ),
+            // Over TLS, only an https page is the server's own.
+            ("192.0.2.1", Some("https://192.0.2.1"), true, true),
+            ("192.0.2.1:443", Some("https://192.0.2.1"), true, true),
+            ("192.0.2.1", Some("http://192.0.2.1"), true, false),
+            ("192.0.2.1:443", Some("http://192.0.2.1:443"), true, false),
         ] {
             assert_eq!(
                 origin_check(host, origin, tls),
@@ -686,32 +680,46 @@ mod tests {
     }
 
     #[test]
-    fn over_plain_http_the_own_origin_needs_a_name_dns_cannot_move() {
-        for (host, origin, ok) in [
-            // A name: perhaps a hostile site's, pointed here (DNS rebinding).
-            ("chat.example:8080", "http://chat.example:8080", false),
-            ("chat.example", "https://chat.example", false),
-            (
-                "localhost.example:8080",
-                "http://localhost.example:8080",
-                false,
-            ),
-            // Addresses and localhost names mean this server whatever DNS says.
-            ("127.0.0.1:8080", "http://127.0.0.1:8080", true),
-            ("192.168.1.5:8080", "http://192.168.1.5:8080", true),
-            ("[fd12::7]:8080", "http://[fd12::7]:8080", true),
-            ("localhost:8080", "http://localhost:8080", true),
-            ("localhost.:8080", "http://localhost.:8080", true),
-            ("chat.localhost:8080", "http://chat.localhost:8080", true),
-            // A name the operator listed as its own.
-            ("chat.lan:8080", "http://chat.lan:8080", true),
-        ] {
-            assert_eq!(
-                origin_check(host, Some(origin), false),
-                ok,
-                "{host} {origin}"
-            );
+    fn the_own_origin_needs_a_name_dns_cannot_move() {
+        for tls in [false, true] {
+            for (host, origin, ok) in [
+                // A name: perhaps a hostile site's, pointed here (DNS rebinding), over
+                // TLS too (a self-signed certificate's warning clicked through).
+                ("chat.example:8443", "https://chat.example:8443", false),
+                ("chat.example", "https://chat.example", false),
+                ("CHAT.example", "https://chat.example", false),
+                (
+                    "localhost.example:8443",
+                    "https://localhost.example:8443",
+                    false,
+                ),
+                ("evillocalhost:8443", "https://evillocalhost:8443", false),
+                ("chat.localhost:8443", "https://chat.localhost:8443", false),
+                // Addresses and localhost mean this server whatever DNS says.
+                ("127.0.0.1:8443", "https://127.0.0.1:8443", true),
+                ("192.168.1.5:8443", "https://192.168.1.5:8443", true),
+                ("[fd12::7]:8443", "https://[fd12::7]:8443", true),
+                ("LOCALHOST:8443", "https://localhost:8443", true),
+                ("localhost.:8443", "https://localhost.:8443", true),
+            ] {
+                assert_eq!(
+                    origin_check(host, Some(origin), tls),
+                    ok,
+                    "{host} {origin} tls {tls}"
+                );
+            }
         }
+        // A name the operator listed as its own, and that name unlisted.
+        assert!(origin_check(
+            "chat.lan:8080",
+            Some("http://chat.lan:8080"),
+            false
+        ));
+        assert!(!origin_check(
+            "chat.lan:9090",
+            Some("http://chat.lan:9090"),
+            false
+        ));
         let mut headers = upgrade_headers();
         headers.insert(header::HOST, HeaderValue::from_static("chat.example"));
         headers.insert(
