@@ -275,8 +275,7 @@ async fn upgrade(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     mut request: Request,
 ) -> Response {
-    let origins = &state.limits.origins;
-    let checked = ws::check_origin(request.headers(), origins, state.limits.tls)
+    let checked = ws::check_origin(request.headers(), &state.limits.origins, state.limits.tls)
         .and_then(|()| ws::accept_key(request.headers()));
     let accept = match checked {
         Ok(accept) => accept,
