@@ -214,10 +214,10 @@ pub struct ServeArgs {
     /// A web page origin (like `https://chat.example.com`) whose scripts may open
     /// WebSockets here, besides pages this server serves itself; repeat it or separate
     /// with commas, `*` allows any. Clients that send no Origin (programs, not browsers)
-    /// are never refused. This server's own pages count only under an IP address or
-    /// `localhost`: any other name could be a hostile site's, pointed here (DNS
-    /// rebinding), so list the origin of each name it is served under, over HTTP or
-    /// HTTPS [default: same origin only].
+    /// are never refused. This server's own pages count only under an IP address,
+    /// `localhost` or a name on its TLS certificate: any other name could be a hostile
+    /// site's, pointed here (DNS rebinding), so list the origin of each other name it
+    /// is served under [default: same origin only].
     #[arg(
         long = "ws-origin",
         env = "SWITCHBOARD_WS_ORIGINS",

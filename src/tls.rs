@@ -52,27 +52,26 @@ pub struct TlsSettings {
     pub key: PathBuf,
     pub streams: Arc<ServerConfig>,
     pub web: Arc<ServerConfig>,
+    /// The chain's first certificate: whose names the web door trusts as its own.
+    pub leaf: CertificateDer<'static>,
 }
 
 impl TlsSettings {
     pub fn load(cert: &Path, key: &Path) -> Result<TlsSettings, TlsError> {
+        let streams = load_server_config(cert, key, &[])?;
+        let leaf = read_chain(cert)?.swap_remove(0);
         Ok(TlsSettings {
             cert: cert.into(),
             key: key.into(),
-            streams: load_server_config(cert, key, &[])?,
+            streams,
             web: load_server_config(cert, key, &[b"http/1.1"])?,
+            leaf,
         })
     }
 }
 
-/// Load `cert` (PEM chain, leaf first) and `key` (PEM PKCS#8, PKCS#1 or SEC1) into a
-/// server config using the ring provider. `alpn` lists protocols to offer (e.g.
-/// `http/1.1` for the web door; empty for the line and JSON doors).
-pub fn load_server_config(
-    cert: &Path,
-    key: &Path,
-    alpn: &[&[u8]],
-) -> Result<Arc<ServerConfig>, TlsError> {
+/// The PEM certificate chain in `cert`, leaf first; never empty.
+fn read_chain(cert: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| TlsError::Cert {
             path: cert.into(),
@@ -89,6 +88,35 @@ pub fn load_server_config(
             message: "no PEM certificate found in it".into(),
         });
     }
+    Ok(chain)
+}
+
+/// Whether the certificate `leaf` is valid for `host`, a name or address as a `Host`
+/// header gives it (an IPv6 address in brackets, no port). Its names are the
+/// operator's: a name pointed at this server by someone else is not among them.
+pub fn certifies(leaf: &CertificateDer<'_>, host: &str) -> bool {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+        .unwrap_or(host);
+    let (Ok(leaf), Ok(name)) = (
+        webpki::EndEntityCert::try_from(leaf),
+        rustls_pki_types::ServerName::try_from(host),
+    ) else {
+        return false;
+    };
+    leaf.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+/// Load `cert` (PEM chain, leaf first) and `key` (PEM PKCS#8, PKCS#1 or SEC1) into a
+/// server config using the ring provider. `alpn` lists protocols to offer (e.g.
+/// `http/1.1` for the web door; empty for the line and JSON doors).
+pub fn load_server_config(
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = read_chain(cert)?;
     let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
         path: key.into(),
         message: describe(e, "private key"),

@@ -22,8 +22,12 @@ struct Certificate {
 }
 
 fn certificate() -> Certificate {
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "chat.test".into(),
+    ])
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
@@ -141,6 +145,32 @@ async fn tls_line_json_https_and_wss_reach_the_same_room() {
             .is_none_or(|line| !line.contains("welcome")),
         "plain text must not reach the chat on a TLS port"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn over_wss_pages_under_the_certificates_names_are_the_servers_own() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = certificate();
+    let server = Server::start(
+        &["--tls-cert", path(&tls.cert), "--tls-key", path(&tls.key)],
+        &["web"],
+    )
+    .await;
+    let web = server.addr("web");
+    // chat.test is on the certificate; evil.test could be anyone's name pointed here.
+    for (name, status) in [("chat.test", &b"101"[..]), ("evil.test", b"403")] {
+        let mut stream = tls_connect(&tls.connector, web).await;
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {name}\r\nOrigin: https://{name}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[9..12], status, "{name}");
+    }
     server.stop().await;
 }
 

@@ -275,7 +275,9 @@ async fn upgrade(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     mut request: Request,
 ) -> Response {
-    let checked = ws::check_origin(request.headers(), &state.limits.origins, state.limits.tls)
+    let limits = &state.limits;
+    let certificate = limits.certificate.as_ref();
+    let checked = ws::check_origin(request.headers(), &limits.origins, limits.tls, certificate)
         .and_then(|()| ws::accept_key(request.headers()));
     let accept = match checked {
         Ok(accept) => accept,

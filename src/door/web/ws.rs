@@ -15,6 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use bytes::{Buf, Bytes};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -42,6 +43,8 @@ pub struct WsLimits {
     pub origins: Vec<String>,
     /// The web door speaks TLS: its own pages' origin is https.
     pub tls: bool,
+    /// Its certificate, when it speaks TLS: names it covers count as the server's own.
+    pub certificate: Option<CertificateDer<'static>>,
 }
 
 impl WsLimits {
@@ -216,17 +219,19 @@ pub fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HandshakeRefusal> 
 /// speaks TLS (`tls`), and over either scheme when it does not (a proxy in front may
 /// terminate TLS for it).
 ///
-/// The own origin counts only under a name no DNS can move: an IP address or
-/// `localhost`. Under any other name a hostile site may have pointed its own name at
-/// this server (DNS rebinding; its page's `Host` and `Origin` then agree) to reach,
-/// through the visitor's browser, a server on their machine or network that the site
-/// cannot reach itself. TLS does not settle it: a visitor who clicks through a
-/// self-signed certificate's warning once for the rebound name lets the site in. So
-/// names must be listed with `--ws-origin`, and the refusal says so.
+/// The own origin counts only under a name no DNS can move (an IP address or
+/// `localhost`) or a name on the door's TLS `certificate`. Under any other name a
+/// hostile site may have pointed its own name at this server (DNS rebinding; its
+/// page's `Host` and `Origin` then agree) to reach, through the visitor's browser, a
+/// server on their machine or network that the site cannot reach itself. That TLS is
+/// spoken is not enough (a visitor who clicks through a certificate warning once for
+/// the rebound name lets the site in); the certificate's names are, since they are the
+/// operator's. Other names must be listed with `--ws-origin`, and the refusal says so.
 pub fn check_origin(
     headers: &HeaderMap,
     allowed: &[String],
     tls: bool,
+    certificate: Option<&CertificateDer<'_>>,
 ) -> Result<(), HandshakeRefusal> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
@@ -249,7 +254,9 @@ pub fn check_origin(
         let same_place = split_host_port(&host, default_port(scheme))
             .is_some_and(|(host, port)| host == page_host && port == page_port);
         if scheme_ok && same_place {
-            if name_cannot_be_rebound(page_host) {
+            let certified =
+                || certificate.is_some_and(|leaf| crate::tls::certifies(leaf, page_host));
+            if name_cannot_be_rebound(page_host) || certified() {
                 return Ok(());
             }
             return Err(HandshakeRefusal {
@@ -596,7 +603,7 @@ mod tests {
             "https://friend.example".to_owned(),
             "http://chat.lan:8080".to_owned(),
         ];
-        match check_origin(&headers, &allowed, tls) {
+        match check_origin(&headers, &allowed, tls, None) {
             Ok(()) => true,
             Err(refusal) => {
                 assert_eq!(refusal.status, StatusCode::FORBIDDEN);
@@ -676,7 +683,7 @@ mod tests {
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        assert!(check_origin(&headers, &["*".to_owned()], false).is_ok());
+        assert!(check_origin(&headers, &["*".to_owned()], false, None).is_ok());
     }
 
     #[test]
@@ -726,12 +733,50 @@ mod tests {
             header::ORIGIN,
             HeaderValue::from_static("http://chat.example"),
         );
-        let refusal = check_origin(&headers, &[], false).unwrap_err().text;
+        let refusal = check_origin(&headers, &[], false, None).unwrap_err().text;
         assert!(
             refusal.contains("DNS rebinding")
                 && refusal.contains("--ws-origin http://chat.example"),
             "{refusal}"
         );
+    }
+
+    #[test]
+    fn over_tls_the_certificates_names_are_the_servers_own() {
+        let names = ["chat.example.org", "*.wild.example", "192.0.2.9", "::2"];
+        let generated =
+            rcgen::generate_simple_self_signed(names.map(String::from).to_vec()).unwrap();
+        let leaf = generated.cert.der();
+        for (host, origin, ok) in [
+            ("chat.example.org", "https://chat.example.org", true),
+            (
+                "chat.example.org:8443",
+                "https://chat.example.org:8443",
+                true,
+            ),
+            ("room.wild.example", "https://room.wild.example", true),
+            ("192.0.2.9", "https://192.0.2.9", true),
+            ("[::2]", "https://[::2]", true),
+            // Names the certificate does not carry: perhaps rebound.
+            ("evil.example", "https://evil.example", false),
+            (
+                "chat.example.org.evil.example",
+                "https://chat.example.org.evil.example",
+                false,
+            ),
+            ("wild.example", "https://wild.example", false),
+            // Over TLS an http page is not the server's own, certificate or not.
+            ("chat.example.org", "http://chat.example.org", false),
+        ] {
+            let mut headers = upgrade_headers();
+            headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+            assert_eq!(
+                check_origin(&headers, &[], true, Some(leaf)).is_ok(),
+                ok,
+                "{host} {origin}"
+            );
+        }
     }
 
     #[test]
@@ -786,6 +831,7 @@ mod connection_tests {
             idle_timeout: Duration::from_secs(90),
             origins: Vec::new(),
             tls: false,
+            certificate: None,
         });
         (door, limits, slots)
     }
