@@ -57,14 +57,19 @@ pub struct TlsSettings {
 }
 
 impl TlsSettings {
+    /// Each file is read once, so every door and the Origin check see the same
+    /// certificate even if the files are replaced meanwhile.
     pub fn load(cert: &Path, key: &Path) -> Result<TlsSettings, TlsError> {
-        let streams = load_server_config(cert, key, &[])?;
-        let leaf = read_chain(cert)?.swap_remove(0);
+        let chain = read_chain(cert)?;
+        let leaf = chain[0].clone();
+        let streams = server_config(cert, key, chain)?;
+        let mut web = streams.clone();
+        web.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(TlsSettings {
             cert: cert.into(),
             key: key.into(),
-            streams,
-            web: load_server_config(cert, key, &[b"http/1.1"])?,
+            streams: Arc::new(streams),
+            web: Arc::new(web),
             leaf,
         })
     }
@@ -95,10 +100,14 @@ fn read_chain(cert: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// header gives it (an IPv6 address in brackets, no port). Its names are the
 /// operator's: a name pointed at this server by someone else is not among them.
 pub fn certifies(leaf: &CertificateDer<'_>, host: &str) -> bool {
-    let host = host
+    let host = match host
         .strip_prefix('[')
         .and_then(|host| host.strip_suffix(']'))
-        .unwrap_or(host);
+    {
+        Some(inside) if inside.parse::<std::net::Ipv6Addr>().is_ok() => inside,
+        Some(_) => return false,
+        None => host,
+    };
     let (Ok(leaf), Ok(name)) = (
         webpki::EndEntityCert::try_from(leaf),
         rustls_pki_types::ServerName::try_from(host),
@@ -108,15 +117,13 @@ pub fn certifies(leaf: &CertificateDer<'_>, host: &str) -> bool {
     leaf.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
-/// Load `cert` (PEM chain, leaf first) and `key` (PEM PKCS#8, PKCS#1 or SEC1) into a
-/// server config using the ring provider. `alpn` lists protocols to offer (e.g.
-/// `http/1.1` for the web door; empty for the line and JSON doors).
-pub fn load_server_config(
+/// A server config (ring provider, no ALPN) for `chain`, read from `cert`, and the
+/// key in `key` (PEM PKCS#8, PKCS#1 or SEC1).
+fn server_config(
     cert: &Path,
     key: &Path,
-    alpn: &[&[u8]],
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = read_chain(cert)?;
+    chain: Vec<CertificateDer<'static>>,
+) -> Result<ServerConfig, TlsError> {
     let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
         path: key.into(),
         message: describe(e, "private key"),
@@ -126,15 +133,14 @@ pub fn load_server_config(
         key: key.into(),
         message,
     };
-    let mut config =
+    let config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| pair_error(e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(chain, private_key)
             .map_err(|e| pair_error(e.to_string()))?;
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
 /// Accept TCP connections on `listener` until `shutdown`, handshake each in its own
@@ -188,10 +194,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
-        let missing = load_server_config(&cert, &key, &[]).unwrap_err();
+        let missing = TlsSettings::load(&cert, &key).unwrap_err();
         assert!(missing.to_string().contains("cert.pem"), "{missing}");
         std::fs::write(&cert, "not a certificate\n").unwrap();
-        let garbage = load_server_config(&cert, &key, &[]).unwrap_err();
+        let garbage = TlsSettings::load(&cert, &key).unwrap_err();
         assert!(
             garbage.to_string().contains("cert.pem")
                 && garbage.to_string().contains("no PEM certificate"),
@@ -200,10 +206,12 @@ mod tests {
         let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         std::fs::write(&cert, generated.cert.pem()).unwrap();
         std::fs::write(&key, "nothing here\n").unwrap();
-        let bad_key = load_server_config(&cert, &key, &[]).unwrap_err();
+        let bad_key = TlsSettings::load(&cert, &key).unwrap_err();
         assert!(bad_key.to_string().contains("key.pem"), "{bad_key}");
         std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-        let config = load_server_config(&cert, &key, &[b"http/1.1"]).unwrap();
-        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        let settings = TlsSettings::load(&cert, &key).unwrap();
+        assert_eq!(settings.web.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert!(settings.streams.alpn_protocols.is_empty());
+        assert_eq!(&settings.leaf, generated.cert.der());
     }
 }

@@ -254,8 +254,9 @@ pub fn check_origin(
         let same_place = split_host_port(&host, default_port(scheme))
             .is_some_and(|(host, port)| host == page_host && port == page_port);
         if scheme_ok && same_place {
+            // The certificate's names count only where the door speaks TLS with it.
             let certified =
-                || certificate.is_some_and(|leaf| crate::tls::certifies(leaf, page_host));
+                || tls && certificate.is_some_and(|leaf| crate::tls::certifies(leaf, page_host));
             if name_cannot_be_rebound(page_host) || certified() {
                 return Ok(());
             }
@@ -265,7 +266,12 @@ pub fn check_origin(
                     "pages from {origin} may not open WebSockets here: under a DNS name \
                      the page could be any site's, its name pointed at this server (DNS \
                      rebinding); if {page_host} is this server's own name, start the \
-                     server with --ws-origin {origin}\n"
+                     server with --ws-origin {origin}{or_certificate}\n",
+                    or_certificate = if tls {
+                        ", or put the name on its TLS certificate"
+                    } else {
+                        ""
+                    },
                 ),
             });
         }
@@ -777,6 +783,30 @@ mod tests {
                 "{host} {origin}"
             );
         }
+        // The names count only where the door speaks TLS with that certificate; a
+        // bracketed name is no address.
+        let mut headers = upgrade_headers();
+        headers.insert(header::HOST, HeaderValue::from_static("chat.example.org"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://chat.example.org"),
+        );
+        assert!(check_origin(&headers, &[], false, Some(leaf)).is_err());
+        assert!(!crate::tls::certifies(leaf, "[chat.example.org]"));
+        // Over TLS the refusal names both ways in.
+        headers.insert(header::HOST, HeaderValue::from_static("evil.example"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        let refusal = check_origin(&headers, &[], true, Some(leaf))
+            .unwrap_err()
+            .text;
+        assert!(
+            refusal.contains("--ws-origin https://evil.example")
+                && refusal.contains("TLS certificate"),
+            "{refusal}"
+        );
     }
 
     #[test]
