@@ -353,7 +353,6 @@ fn spawn_json_and_web(
             ping_interval: config.ws_ping_interval,
             idle_timeout: config.ws_ping_interval * 3,
             origins: config.ws_origins.clone(),
-            tls: config.tls.is_some(),
             certificate: config.tls.as_ref().map(|tls| tls.leaf.clone()),
         };
         let web = WebDoor::new(

@@ -277,7 +277,8 @@ async fn upgrade(
 ) -> Response {
     let limits = &state.limits;
     let certificate = limits.certificate.as_ref();
-    let checked = ws::check_origin(request.headers(), &limits.origins, limits.tls, certificate)
+    let tls = certificate.is_some();
+    let checked = ws::check_origin(request.headers(), &limits.origins, tls, certificate)
         .and_then(|()| ws::accept_key(request.headers()));
     let accept = match checked {
         Ok(accept) => accept,

@@ -41,9 +41,8 @@ pub struct WsLimits {
     /// Origins besides the server's own whose pages may open WebSockets (lowercase,
     /// no trailing slash; `*` allows any).
     pub origins: Vec<String>,
-    /// The web door speaks TLS: its own pages' origin is https.
-    pub tls: bool,
-    /// Its certificate, when it speaks TLS: names it covers count as the server's own.
+    /// The web door's certificate when it speaks TLS (its own pages' origin is then
+    /// https), whose names count as the server's own.
     pub certificate: Option<CertificateDer<'static>>,
 }
 
@@ -599,12 +598,18 @@ mod tests {
         );
     }
 
-    fn origin_check(host: &'static str, origin: Option<&'static str>, tls: bool) -> bool {
+    /// An upgrade request for `host`, from a page at `origin` (none: a program).
+    fn page_headers(host: &str, origin: Option<&str>) -> HeaderMap {
         let mut headers = upgrade_headers();
-        headers.insert(header::HOST, HeaderValue::from_static(host));
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
         if let Some(origin) = origin {
-            headers.insert(header::ORIGIN, HeaderValue::from_static(origin));
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
         }
+        headers
+    }
+
+    fn origin_check(host: &'static str, origin: Option<&'static str>, tls: bool) -> bool {
+        let headers = page_headers(host, origin);
         let allowed = [
             "https://friend.example".to_owned(),
             "http://chat.lan:8080".to_owned(),
@@ -733,12 +738,7 @@ mod tests {
             Some("http://chat.lan:9090"),
             false
         ));
-        let mut headers = upgrade_headers();
-        headers.insert(header::HOST, HeaderValue::from_static("chat.example"));
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://chat.example"),
-        );
+        let headers = page_headers("chat.example", Some("http://chat.example"));
         let refusal = check_origin(&headers, &[], false, None).unwrap_err().text;
         assert!(
             refusal.contains("DNS rebinding")
@@ -774,9 +774,7 @@ mod tests {
             // Over TLS an http page is not the server's own, certificate or not.
             ("chat.example.org", "http://chat.example.org", false),
         ] {
-            let mut headers = upgrade_headers();
-            headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
-            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+            let headers = page_headers(host, Some(origin));
             assert_eq!(
                 check_origin(&headers, &[], true, Some(leaf)).is_ok(),
                 ok,
@@ -785,20 +783,11 @@ mod tests {
         }
         // The names count only where the door speaks TLS with that certificate; a
         // bracketed name is no address.
-        let mut headers = upgrade_headers();
-        headers.insert(header::HOST, HeaderValue::from_static("chat.example.org"));
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://chat.example.org"),
-        );
+        let headers = page_headers("chat.example.org", Some("http://chat.example.org"));
         assert!(check_origin(&headers, &[], false, Some(leaf)).is_err());
         assert!(!crate::tls::certifies(leaf, "[chat.example.org]"));
         // Over TLS the refusal names both ways in.
-        headers.insert(header::HOST, HeaderValue::from_static("evil.example"));
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://evil.example"),
-        );
+        let headers = page_headers("evil.example", Some("https://evil.example"));
         let refusal = check_origin(&headers, &[], true, Some(leaf))
             .unwrap_err()
             .text;
@@ -860,7 +849,6 @@ mod connection_tests {
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
             origins: Vec::new(),
-            tls: false,
             certificate: None,
         });
         (door, limits, slots)
