@@ -206,6 +206,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_HTTP_HEADER_TIMEOUT", value_name = "DURATION")]
     pub http_header_timeout: Option<Seconds>,
 
+    /// A TLS handshake that has not finished by then is dropped; the connection holds its
+    /// slot (counted against --max-clients and --max-clients-per-ip) until then [default: 10s].
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TLS_HANDSHAKE_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub tls_handshake_timeout: Option<Seconds>,
+
     /// WebSocket keepalive ping interval; a socket that neither sends anything nor takes its
     /// output for three intervals is closed [default: 30s].
     #[arg(long, env = "SWITCHBOARD_WS_PING_INTERVAL", value_name = "DURATION")]
@@ -259,6 +268,7 @@ impl ServeArgs {
             max_json_bytes: self.max_json_bytes.or(lower.max_json_bytes),
             ws_ping_interval: self.ws_ping_interval.or(lower.ws_ping_interval),
             http_header_timeout: self.http_header_timeout.or(lower.http_header_timeout),
+            tls_handshake_timeout: self.tls_handshake_timeout.or(lower.tls_handshake_timeout),
             ws_origins: self.ws_origins.or(lower.ws_origins),
         }
     }
@@ -296,6 +306,8 @@ pub struct Config {
     pub max_json_bytes: usize,
     pub ws_ping_interval: Duration,
     pub http_header_timeout: Duration,
+    /// A TLS handshake must finish within this.
+    pub tls_handshake_timeout: Duration,
     /// Origins besides the server's own whose pages may open WebSockets.
     pub ws_origins: Vec<String>,
 }
@@ -498,6 +510,16 @@ impl Config {
                 Some(_) => {
                     return Err(ConfigError::Invalid {
                         setting: "--http-header-timeout",
+                        problem: "must be at least 10ms".into(),
+                    })
+                }
+            },
+            tls_handshake_timeout: match merged.tls_handshake_timeout {
+                None => Duration::from_secs(10),
+                Some(Seconds(timeout)) if timeout >= Duration::from_millis(10) => timeout,
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        setting: "--tls-handshake-timeout",
                         problem: "must be at least 10ms".into(),
                     })
                 }

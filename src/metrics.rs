@@ -30,6 +30,8 @@ pub const DELIVERIES: &str = "switchboard_deliveries_total";
 pub const QUEUE_BYTES: &str = "switchboard_queue_bytes";
 /// Connections ended, by door and reason ([`CloseReason::as_str`]).
 pub const DISCONNECTS: &str = "switchboard_disconnects_total";
+/// Connections turned away before they reached a door, by listener and reason.
+pub const REFUSED: &str = "switchboard_refused_total";
 /// Messages committed to the history database.
 pub const HISTORY_SAVED: &str = "switchboard_history_messages_saved_total";
 /// History transactions (batches) committed.
@@ -81,6 +83,10 @@ impl Metrics {
             metrics::describe_counter!(DELIVERIES, "Events of any kind queued to recipients.");
             metrics::describe_gauge!(QUEUE_BYTES, "Bytes waiting in outbound queues.");
             metrics::describe_counter!(DISCONNECTS, "Connections ended, by door and reason.");
+            metrics::describe_counter!(
+                REFUSED,
+                "Connections refused before reaching a door (limits, TLS handshake), by listener and reason."
+            );
             metrics::describe_counter!(HISTORY_SAVED, "Messages committed to history.");
             metrics::describe_counter!(HISTORY_BATCHES, "History transactions committed.");
             metrics::describe_counter!(HISTORY_FAILED, "Messages history could not save.");
@@ -109,6 +115,12 @@ impl Metrics {
 
     fn with<T>(&self, f: impl FnOnce() -> T) -> T {
         metrics::with_local_recorder(&self.inner.recorder, f)
+    }
+
+    /// A connection to `listener` was turned away for `reason` before reaching its door.
+    pub fn refused(&self, listener: &'static str, reason: &'static str) {
+        self.with(|| metrics::counter!(REFUSED, "listener" => listener, "reason" => reason))
+            .increment(1);
     }
 
     /// Handles for one front door.

@@ -7,17 +7,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::sync::Arc;
+
 use crate::config::Config;
 use crate::door::json::codec::JsonRender;
-use crate::door::json::{JsonDoor, JsonSettings};
-use crate::door::line::{LineDoor, LineSettings};
+use crate::door::line::LineSettings;
+use crate::door::listen::{self, DoorKind, Doors, Listener};
+use crate::door::session::SessionSettings;
 use crate::door::web::ws::{WsLimits, WsRender};
 use crate::door::web::WebDoor;
 use crate::door::ConnectionSlots;
 use crate::hub::{self, Command, HistoryBackend, HubConfig};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreDone, StoreError};
-use tokio_rustls::TlsAcceptor;
 
 /// A listener could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -58,25 +60,11 @@ async fn bind(
     Ok(listener)
 }
 
-async fn bind_optional(
-    door: &'static str,
-    flag: &'static str,
-    addr: Option<SocketAddr>,
-) -> Result<Option<TcpListener>, BindError> {
-    match addr {
-        Some(addr) => bind(door, flag, addr).await.map(Some),
-        None => Ok(None),
-    }
-}
-
 /// A server with its listeners bound, ready to run.
 pub struct Server {
     config: Config,
-    line: Option<TcpListener>,
-    json: Option<TcpListener>,
-    web: Option<TcpListener>,
-    line_tls: Option<TcpListener>,
-    json_tls: Option<TcpListener>,
+    /// The door list, each with its bound socket.
+    listeners: Vec<(Listener, TcpListener)>,
     metrics: Metrics,
     /// The opened history database (`None` with `--memory`).
     store: Option<Store>,
@@ -117,48 +105,37 @@ impl Server {
     /// never appears to be listening.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let store = open_history(&config).await?;
-        let line = bind_optional("line", "--line", config.line).await?;
-        let json = bind_optional("json", "--json", config.json).await?;
-        let web = bind_optional("web", "--web", config.web).await?;
-        let line_tls = bind_optional("line-tls", "--line-tls", config.line_tls).await?;
-        let json_tls = bind_optional("json-tls", "--json-tls", config.json_tls).await?;
+        let mut listeners = Vec::new();
+        for spec in listen::listeners(&config) {
+            let socket = bind(spec.name(), spec.flag(), spec.addr).await?;
+            listeners.push((spec, socket));
+        }
         Ok(Server {
             config,
-            line,
+            listeners,
             store,
-            json,
-            web,
-            line_tls,
-            json_tls,
             metrics: Metrics::new(),
         })
     }
 
-    /// Each door's name and the address it really listens on (port 0 resolved).
+    /// Each stream door's name and the address it really listens on (port 0
+    /// resolved); the web door is [`Server::web_url`].
     pub fn listening(&self) -> Vec<(&'static str, SocketAddr)> {
-        let mut doors = Vec::new();
-        let optional = [
-            ("line", &self.line),
-            ("json", &self.json),
-            ("line-tls", &self.line_tls),
-            ("json-tls", &self.json_tls),
-        ];
-        for (door, listener) in optional {
-            if let Some(Ok(addr)) = listener.as_ref().map(TcpListener::local_addr) {
-                doors.push((door, addr));
-            }
-        }
-        doors
+        self.listeners
+            .iter()
+            .filter(|(spec, _)| spec.kind != DoorKind::Web)
+            .filter_map(|(spec, socket)| Some((spec.name(), socket.local_addr().ok()?)))
+            .collect()
     }
 
     /// The web door's URL (`https` with TLS), with the port it really listens on.
     pub fn web_url(&self) -> Option<String> {
-        let addr = self.web.as_ref()?.local_addr().ok()?;
-        let scheme = if self.config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let (spec, socket) = self
+            .listeners
+            .iter()
+            .find(|(spec, _)| spec.kind == DoorKind::Web)?;
+        let addr = socket.local_addr().ok()?;
+        let scheme = if spec.tls { "https" } else { "http" };
         Some(format!("{scheme}://{addr}/"))
     }
 
@@ -197,58 +174,26 @@ impl Server {
             &tracker,
         )?;
         let slots = ConnectionSlots::new(config.max_clients, config.max_clients_per_ip);
-        let line_door = LineDoor::with_metrics(
-            hub.clone(),
-            slots.clone(),
-            LineSettings {
-                max_line_bytes: config.max_line_bytes,
-                max_queue_bytes: config.max_queue_bytes,
-                register_timeout: config.register_timeout,
-                idle_timeout: config.idle_timeout,
-                flood: config.flood,
-                default_room: config.default_room.clone(),
-            },
-            self.metrics.door("line"),
-        );
-        if let (Some(listener), Some(tls)) = (self.line_tls, &config.tls) {
-            let door = line_door.clone();
-            let slots = slots.clone();
-            tracker.spawn(crate::tls::accept_loop(
-                "line-tls",
-                listener,
-                TlsAcceptor::from(tls.streams.clone()),
-                shutdown.clone(),
-                tracker.clone(),
-                move |stream, peer| {
-                    let door = door.clone();
-                    let slots = slots.clone();
-                    async move {
-                        // Refused connections are counted and logged by the plain door.
-                        if let Ok(slot) = slots.acquire(peer) {
-                            door.run(stream, peer).await;
-                            drop(slot);
-                        }
-                    }
-                },
-            ));
-        }
-        if let Some(listener) = self.line {
-            tracker.spawn(line_door.serve(listener, shutdown.clone(), tracker.clone()));
-        }
-        tracker.spawn(return_freed_memory(shutdown.clone()));
-        spawn_json_and_web(
-            JsonAndWeb {
-                json: self.json,
-                json_tls: self.json_tls,
-                web: self.web,
-            },
+        let doors = Arc::new(build_doors(
             &config,
             &hub,
             &slots,
             &self.metrics,
+            &self.listeners,
             &shutdown,
             &tracker,
-        );
+        ));
+        for (spec, socket) in self.listeners {
+            tracker.spawn(listen::serve(
+                spec,
+                socket,
+                doors.clone(),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
+        drop(doors);
+        tracker.spawn(return_freed_memory(shutdown.clone()));
 
         shutdown.cancelled().await;
         tracing::info!(
@@ -290,84 +235,84 @@ impl Server {
 
 /// How long shutdown waits for the history writer to commit what it holds.
 const STORE_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// The listeners of the JSON and web doors.
-struct JsonAndWeb {
-    json: Option<TcpListener>,
-    json_tls: Option<TcpListener>,
-    web: Option<TcpListener>,
-}
-
-/// Start the JSON door (plain and TLS) and the web door on `tracker`.
-fn spawn_json_and_web(
-    listeners: JsonAndWeb,
+/// Build every door the listeners lead to, and start the web door's HTTP server when
+/// it has a listener.
+fn build_doors(
     config: &Config,
     hub: &hub::HubHandle,
-    slots: &std::sync::Arc<ConnectionSlots>,
+    slots: &Arc<ConnectionSlots>,
     metrics: &Metrics,
+    listeners: &[(Listener, TcpListener)],
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) {
-    let json_settings = JsonSettings {
-        max_message_bytes: config.max_json_bytes,
+) -> Doors {
+    let session = SessionSettings {
         max_queue_bytes: config.max_queue_bytes,
         register_timeout: config.register_timeout,
+        idle_timeout: config.idle_timeout,
         flood: config.flood,
     };
-    let json_door = JsonDoor::new(
+    let line = crate::door::line::door(
         hub.clone(),
-        slots.clone(),
-        json_settings.clone(),
+        session.clone(),
+        LineSettings {
+            max_line_bytes: config.max_line_bytes,
+            default_room: config.default_room.clone(),
+        },
+        metrics.door("line"),
+    );
+    // The JSON doors keep their connections however long they are quiet (devices
+    // report rarely); the WebSocket keepalive finds dead peers there.
+    let json_session = SessionSettings {
+        idle_timeout: None,
+        ..session
+    };
+    let json = crate::door::json::door(
         "json",
+        hub.clone(),
+        json_session.clone(),
+        config.max_json_bytes,
         metrics.door("json"),
         JsonRender::new(),
     );
-    if let Some(listener) = listeners.json {
-        tracker.spawn(
-            json_door
-                .clone()
-                .serve(listener, shutdown.clone(), tracker.clone()),
-        );
-    }
-    if let (Some(listener), Some(tls)) = (listeners.json_tls, &config.tls) {
-        let door = json_door.clone();
-        tracker.spawn(crate::tls::accept_loop(
-            "json-tls",
-            listener,
-            TlsAcceptor::from(tls.streams.clone()),
-            shutdown.clone(),
-            tracker.clone(),
-            move |stream, peer| door.clone().accept(stream, peer),
-        ));
-    }
-    if let Some(listener) = listeners.web {
-        let ws_door = JsonDoor::new(
-            hub.clone(),
-            slots.clone(),
-            json_settings,
-            "ws",
-            metrics.door("ws"),
-            WsRender::new(),
-        );
-        let limits = WsLimits {
-            max_message_bytes: config.max_json_bytes,
-            ping_interval: config.ws_ping_interval,
-            idle_timeout: config.ws_ping_interval * 3,
-            origins: config.ws_origins.clone(),
-            certificate: config.tls.as_ref().map(|tls| tls.leaf.clone()),
-        };
-        let web = WebDoor::new(
-            ws_door,
-            metrics.clone(),
-            limits,
-            shutdown.clone(),
-            tracker.clone(),
-            config.http_header_timeout,
-        );
-        let tls = config
-            .tls
-            .as_ref()
-            .map(|tls| TlsAcceptor::from(tls.web.clone()));
-        tracker.spawn(web.serve(listener, tls));
+    let web = listeners
+        .iter()
+        .find(|(spec, _)| spec.kind == DoorKind::Web)
+        .and_then(|(_, socket)| socket.local_addr().ok())
+        .map(|local| {
+            let ws = crate::door::json::door(
+                "ws",
+                hub.clone(),
+                json_session,
+                config.max_json_bytes,
+                metrics.door("ws"),
+                WsRender::new(),
+            );
+            let limits = WsLimits {
+                max_message_bytes: config.max_json_bytes,
+                ping_interval: config.ws_ping_interval,
+                idle_timeout: config.ws_ping_interval * 3,
+                origins: config.ws_origins.clone(),
+                certificate: config.tls.as_ref().map(|tls| tls.leaf.clone()),
+            };
+            WebDoor::new(
+                Arc::new(ws),
+                metrics.clone(),
+                limits,
+                shutdown.clone(),
+                tracker.clone(),
+            )
+            .start(local)
+        });
+    Doors {
+        line: Arc::new(line),
+        json: Arc::new(json),
+        web,
+        slots: slots.clone(),
+        metrics: metrics.clone(),
+        tls: config.tls.clone(),
+        handshake_timeout: config.tls_handshake_timeout,
+        http_header_timeout: config.http_header_timeout,
     }
 }
 

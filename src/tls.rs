@@ -1,25 +1,13 @@
-//! TLS for the front doors: load a PEM certificate chain and key into a rustls
-//! `ServerConfig` built on the ring provider (never a process-wide default), and the
-//! accept loop for TLS-only stream listeners (`--line-tls`, `--json-tls`) that
-//! handshakes each connection in its own task so a slow handshake blocks nobody.
+//! TLS for the front doors: load a PEM certificate chain and key into rustls
+//! `ServerConfig`s built on the ring provider (never a process-wide default). The
+//! handshake itself happens on the doors' shared accept path (`door::listen`).
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-/// A handshake that has not finished by then is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A certificate or key file that cannot be used, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -141,48 +129,6 @@ fn server_config(
             .with_single_cert(chain, private_key)
             .map_err(|e| pair_error(e.to_string()))?;
     Ok(config)
-}
-
-/// Accept TCP connections on `listener` until `shutdown`, handshake each in its own
-/// task (bounded by [`HANDSHAKE_TIMEOUT`]) and hand the encrypted stream to `serve`.
-/// Every task runs on `tracker`, inside the server's shutdown scope.
-pub async fn accept_loop<F, Fut>(
-    door: &'static str,
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    serve: F,
-) where
-    F: Fn(TlsStream<TcpStream>, SocketAddr) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let stop = shutdown.clone();
-    crate::door::accept_loop(door, listener, stop, |stream, peer| {
-        let acceptor = acceptor.clone();
-        let serve = serve.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-            let stream = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                done = handshake => match done {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "{door}: TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "{door}: TLS handshake timed out");
-                        return;
-                    }
-                },
-            };
-            serve(stream, peer).await;
-        });
-        std::future::ready(())
-    })
-    .await;
 }
 
 #[cfg(test)]

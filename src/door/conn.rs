@@ -156,6 +156,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
         }
         match (deadline, &mut self.deadline) {
             (None, slot) => *slot = None,
+            // Moving a timer costs more than reading a chunk: only when it changed.
+            (Some(at), Some(sleep)) if sleep.deadline() == at => {}
             (Some(at), Some(sleep)) => sleep.as_mut().reset(at),
             (Some(at), slot) => *slot = Some(Box::pin(tokio::time::sleep_until(at))),
         }

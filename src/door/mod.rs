@@ -1,10 +1,14 @@
 //! Front doors: each turns one wire format into hub commands and renders hub events
-//! back. Shared here: the stream connection pump and the connection limits.
+//! back. Shared here: the connection pump (`conn`), the session driver every door runs
+//! on (`session`), flood control, the door list and accept path (`listen`), and the
+//! connection limits.
 
 pub mod conn;
 pub mod flood;
 pub mod json;
 pub mod line;
+pub mod listen;
+pub mod session;
 pub mod web;
 
 use std::collections::HashMap;
@@ -32,8 +36,8 @@ pub fn tune_listener(listener: &tokio::net::TcpListener) -> std::io::Result<()> 
 /// Accept TCP connections on `listener` until `shutdown`, handing each to `on_accept`
 /// (which spawns its task, or queues the connection; the next accept waits for it, so
 /// a full queue holds new connections in the kernel's backlog). Accept errors (out of
-/// descriptors and the like) back off briefly instead of spinning. Shared by every
-/// door's listener.
+/// descriptors and the like) back off briefly instead of spinning. Under every door's
+/// listener (`listen::serve`).
 pub async fn accept_loop<Accepted: std::future::Future<Output = ()>>(
     door: &'static str,
     listener: tokio::net::TcpListener,
@@ -71,6 +75,16 @@ pub struct ConnectionSlots {
 pub enum Refusal {
     ServerFull { max: usize },
     TooManyFromAddress { max: usize },
+}
+
+impl Refusal {
+    /// Stable snake_case name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::ServerFull { .. } => "server_full",
+            Refusal::TooManyFromAddress { .. } => "too_many_from_address",
+        }
+    }
 }
 
 impl std::fmt::Display for Refusal {

@@ -373,7 +373,7 @@ impl Connection {
                 {
                     // The sender paused inside a character: put the burst back (it
                     // fits, it came from the framer) and give the rest time to arrive.
-                    let mut none = Vec::new();
+                    let mut none: Vec<Frame> = Vec::new();
                     framer.push(&text, &mut none);
                     self.holding_unfinished_character = true;
                     self.burst_deadline = Some(Instant::now() + UNFINISHED_CHARACTER_GAP);

@@ -318,7 +318,7 @@ mod tests {
             let mut framed = Vec::new();
             push_client_frame(&payload, &mut framed);
             let mut reader = ServerReader::new(1 << 20, 1 << 21, 16);
-            let mut frames = Vec::new();
+            let mut frames = Vec::<WsFrame>::new();
             reader.push(&framed, &mut frames).unwrap();
             assert_eq!(frames, [WsFrame::Text(payload.into())], "{length} bytes");
         }

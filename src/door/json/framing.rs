@@ -46,7 +46,7 @@ impl JsonLineFramer {
     }
 
     /// Feed bytes; complete frames are appended to `out`.
-    pub fn push(&mut self, chunk: &Bytes, out: &mut Vec<JsonFrame>) {
+    pub fn push<T: From<JsonFrame>>(&mut self, chunk: &Bytes, out: &mut Vec<T>) {
         let mut start = 0;
         while start < chunk.len() {
             let newline = memchr::memchr(b'\n', &chunk[start..]).map(|offset| start + offset);
@@ -75,7 +75,7 @@ impl JsonLineFramer {
                     let take = (end - start).min(room);
                     self.partial.extend_from_slice(&chunk[start..start + take]);
                     if ended || self.partial.len() >= OVERSIZE_HEAD_BYTES {
-                        out.push(self.too_long());
+                        out.push(self.too_long().into());
                     }
                 }
                 if ended {
@@ -88,13 +88,13 @@ impl JsonLineFramer {
 
     /// A complete message: its CR trimmed, blank ones skipped, and the cap checked
     /// again (the one byte of slack is only for a CR).
-    fn emit(&self, line: Bytes, out: &mut Vec<JsonFrame>) {
+    fn emit<T: From<JsonFrame>>(&self, line: Bytes, out: &mut Vec<T>) {
         let Some(line) = trim(line) else { return };
         if line.len() > self.max_bytes {
             let head = line.slice(..line.len().min(OVERSIZE_HEAD_BYTES));
-            out.push(JsonFrame::TooLong { head });
+            out.push(JsonFrame::TooLong { head }.into());
         } else {
-            out.push(JsonFrame::Message(line));
+            out.push(JsonFrame::Message(line).into());
         }
     }
 
@@ -109,10 +109,10 @@ impl JsonLineFramer {
     }
 
     /// The peer closed: a last message without a newline still counts.
-    pub fn finish(&mut self, out: &mut Vec<JsonFrame>) {
+    pub fn finish<T: From<JsonFrame>>(&mut self, out: &mut Vec<T>) {
         if self.discarding {
             if self.head_pending {
-                out.push(self.too_long());
+                out.push(self.too_long().into());
             }
         } else {
             let partial = std::mem::take(&mut self.partial).freeze();
@@ -157,7 +157,7 @@ mod tests {
         };
         for step in [1, 7, 256, 257, 300] {
             let mut framer = JsonLineFramer::new(256);
-            let mut out = Vec::new();
+            let mut out = Vec::<JsonFrame>::new();
             for piece in input.chunks(step) {
                 framer.push(&Bytes::copy_from_slice(piece), &mut out);
             }

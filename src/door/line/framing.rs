@@ -51,7 +51,7 @@ impl LineFramer {
 
     /// Feed bytes; complete frames are appended to `out`. Lines that arrive whole in
     /// `chunk` are sliced from it without copying.
-    pub fn push(&mut self, chunk: &Bytes, out: &mut Vec<Frame>) {
+    pub fn push<T: From<Frame>>(&mut self, chunk: &Bytes, out: &mut Vec<T>) {
         let mut start = 0;
         while let Some(offset) = memchr::memchr(b'\n', &chunk[start..]) {
             let end = start + offset;
@@ -65,7 +65,7 @@ impl LineFramer {
                     self.partial.extend_from_slice(&chunk[start..end]);
                     std::mem::take(&mut self.partial).freeze()
                 };
-                out.push(self.finish_line(line));
+                out.push(self.finish_line(line).into());
             }
             start = end + 1;
         }
@@ -77,7 +77,7 @@ impl LineFramer {
         if self.partial.len() + rest.len() > self.max_line_bytes as usize + 1 {
             self.partial = BytesMut::new();
             self.discarding = true;
-            out.push(Frame::TooLong);
+            out.push(Frame::TooLong.into());
         } else {
             self.partial.extend_from_slice(rest);
         }
@@ -99,22 +99,22 @@ impl LineFramer {
     }
 
     /// The connection went quiet: for an unframed client, what it sent is one message.
-    pub fn end_burst(&mut self, out: &mut Vec<Frame>) {
+    pub fn end_burst<T: From<Frame>>(&mut self, out: &mut Vec<T>) {
         if self.seen_newline {
             return;
         }
         self.discarding = false;
         if !self.partial.is_empty() {
             let burst = std::mem::take(&mut self.partial).freeze();
-            out.push(self.finish_line(burst));
+            out.push(self.finish_line(burst).into());
         }
     }
 
     /// The peer closed: an unfinished last line still counts.
-    pub fn finish(&mut self, out: &mut Vec<Frame>) {
+    pub fn finish<T: From<Frame>>(&mut self, out: &mut Vec<T>) {
         if !self.discarding && !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial).freeze();
-            out.push(self.finish_line(line));
+            out.push(self.finish_line(line).into());
         }
         self.discarding = false;
     }
@@ -138,14 +138,14 @@ mod tests {
     fn check_every_split(max: usize, input: &[u8], expected: &[Frame]) {
         for split in 0..=input.len() {
             let mut framer = LineFramer::new(max);
-            let mut out = Vec::new();
+            let mut out = Vec::<Frame>::new();
             framer.push(&Bytes::copy_from_slice(&input[..split]), &mut out);
             framer.push(&Bytes::copy_from_slice(&input[split..]), &mut out);
             framer.finish(&mut out);
             assert_eq!(out, expected, "split at {split}");
         }
         let mut framer = LineFramer::new(max);
-        let mut out = Vec::new();
+        let mut out = Vec::<Frame>::new();
         for byte in input {
             framer.push(&Bytes::copy_from_slice(&[*byte]), &mut out);
         }
@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn endless_line_keeps_memory_bounded() {
         let mut framer = LineFramer::new(1024);
-        let mut out = Vec::new();
+        let mut out = Vec::<Frame>::new();
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
         for _ in 0..100 {
             framer.push(&chunk, &mut out);
@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn unframed_bursts_become_messages() {
         let mut framer = LineFramer::new(100);
-        let mut out = Vec::new();
+        let mut out = Vec::<Frame>::new();
         framer.push(&Bytes::from_static(b"bo"), &mut out);
         framer.push(&Bytes::from_static(b"b"), &mut out);
         assert!(out.is_empty());
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn framed_clients_are_never_split_by_quiet_time() {
         let mut framer = LineFramer::new(100);
-        let mut out = Vec::new();
+        let mut out = Vec::<Frame>::new();
         framer.push(&Bytes::from_static(b"alice\nhal"), &mut out);
         assert!(!framer.awaiting_burst_end());
         framer.end_burst(&mut out);
@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn over_long_unframed_burst_is_refused() {
         let mut framer = LineFramer::new(4);
-        let mut out = Vec::new();
+        let mut out = Vec::<Frame>::new();
         framer.push(&Bytes::from_static(b"0123456789"), &mut out);
         framer.end_burst(&mut out);
         framer.push(&Bytes::from_static(b"ok"), &mut out);

@@ -138,7 +138,11 @@ impl FrameReader {
     /// completes to `frames`. On a violation, returns the error; frames completed earlier in
     /// the same call are still in `frames`. After an error, or after a Close frame was read,
     /// the reader ignores all further input (returns Ok and adds nothing).
-    pub fn push(&mut self, bytes: &[u8], frames: &mut Vec<WsFrame>) -> Result<(), FrameError> {
+    pub fn push<T: From<WsFrame>>(
+        &mut self,
+        bytes: &[u8],
+        frames: &mut Vec<T>,
+    ) -> Result<(), FrameError> {
         let result = self.read(bytes, frames);
         if result.is_err() {
             self.stop();
@@ -151,7 +155,11 @@ impl FrameReader {
         self.buffer.capacity()
     }
 
-    fn read(&mut self, mut input: &[u8], frames: &mut Vec<WsFrame>) -> Result<(), FrameError> {
+    fn read<T: From<WsFrame>>(
+        &mut self,
+        mut input: &[u8],
+        frames: &mut Vec<T>,
+    ) -> Result<(), FrameError> {
         while !self.stopped {
             if self.in_payload {
                 // Checked before looking at the input so an empty payload completes even
@@ -343,18 +351,18 @@ impl FrameReader {
         self.remaining -= chunk.len() as u64;
     }
 
-    fn finish_frame(&mut self, frames: &mut Vec<WsFrame>) -> Result<(), FrameError> {
+    fn finish_frame<T: From<WsFrame>>(&mut self, frames: &mut Vec<T>) -> Result<(), FrameError> {
         self.header_pos = 0;
         self.in_payload = false;
         let opcode = self.opcode();
         if self.is_control() {
             let payload = self.take_control_payload();
             match opcode {
-                OPCODE_PING => frames.push(WsFrame::Ping(payload)),
-                OPCODE_PONG => frames.push(WsFrame::Pong(payload)),
+                OPCODE_PING => frames.push(WsFrame::Ping(payload).into()),
+                OPCODE_PONG => frames.push(WsFrame::Pong(payload).into()),
                 _ => {
                     let close = parse_close(payload)?;
-                    frames.push(close);
+                    frames.push(close.into());
                     self.stop();
                 }
             }
@@ -378,7 +386,7 @@ impl FrameReader {
         } else {
             WsFrame::Binary(Bytes::from(message))
         };
-        frames.push(frame);
+        frames.push(frame.into());
         Ok(())
     }
 
@@ -696,7 +704,7 @@ mod tests {
     #[test]
     fn control_frame_comes_out_before_the_message_completes() {
         let mut reader = FrameReader::new(ROOMY.max, ROOMY.hard, ROOMY.head);
-        let mut frames = Vec::new();
+        let mut frames = Vec::<WsFrame>::new();
         let first = client_frame(false, OPCODE_BINARY, b"abc", KEY);
         let pong = client_frame(true, OPCODE_PONG, b"p", KEY);
         let last = client_frame(true, OPCODE_CONTINUATION, b"def", KEY);
@@ -810,7 +818,7 @@ mod tests {
     #[test]
     fn too_long_does_not_buffer_the_rest() {
         let mut reader = FrameReader::new(TIGHT.max, TIGHT.hard, TIGHT.head);
-        let mut frames = Vec::new();
+        let mut frames = Vec::<WsFrame>::new();
         let input = client_frame(false, OPCODE_BINARY, &pattern(60), KEY);
         assert_eq!(reader.push(&input, &mut frames), Ok(()));
         assert!(reader.buffered_capacity() <= TIGHT.head);
@@ -1007,7 +1015,7 @@ mod tests {
         assert_eq!(frames_of(&input, ROOMY), expected);
 
         let mut reader = FrameReader::new(ROOMY.max, ROOMY.hard, ROOMY.head);
-        let mut frames = Vec::new();
+        let mut frames = Vec::<WsFrame>::new();
         assert_eq!(reader.push(&close, &mut frames), Ok(()));
         assert_eq!(reader.push(&after, &mut frames), Ok(()));
         assert_eq!(reader.push(&[0x00, 0x00], &mut frames), Ok(()));
@@ -1018,7 +1026,7 @@ mod tests {
     #[test]
     fn input_after_an_error_is_ignored_and_earlier_frames_kept() {
         let mut reader = FrameReader::new(ROOMY.max, ROOMY.hard, ROOMY.head);
-        let mut frames = Vec::new();
+        let mut frames = Vec::<WsFrame>::new();
         let good = client_frame(true, OPCODE_TEXT, b"ok", KEY);
         let input = [good.clone(), vec![FIN_BIT | OPCODE_TEXT, 0]].concat();
         assert_eq!(
@@ -1149,7 +1157,7 @@ mod tests {
     #[test]
     fn single_frame_is_unmasked_into_an_exact_buffer() {
         let mut reader = FrameReader::new(ROOMY.max, ROOMY.hard, ROOMY.head);
-        let mut frames = Vec::new();
+        let mut frames = Vec::<WsFrame>::new();
         let payload = pattern(1000);
         let input = client_frame(true, OPCODE_BINARY, &payload, KEY);
         // Everything but the last byte: the buffer was sized from the header.
@@ -1160,7 +1168,7 @@ mod tests {
     #[test]
     fn a_declared_length_reserves_at_most_one_read_ahead() {
         let mut reader = FrameReader::new(ROOMY.max, ROOMY.hard, ROOMY.head);
-        let mut frames = Vec::new();
+        let mut frames = Vec::<WsFrame>::new();
         let payload = pattern(90_000);
         let input = client_frame(true, OPCODE_BINARY, &payload, KEY);
         // The header alone (64-bit length and mask key) commits no more than a read's worth.
@@ -1173,7 +1181,7 @@ mod tests {
     #[test]
     fn a_message_in_too_many_fragments_is_too_big() {
         let mut reader = FrameReader::new(ROOMY.max, ROOMY.hard, ROOMY.head);
-        let mut frames = Vec::new();
+        let mut frames = Vec::<WsFrame>::new();
         let mut input = client_frame(false, OPCODE_TEXT, b"", KEY);
         for _ in 1..MAX_FRAGMENTS - 1 {
             input.extend(client_frame(false, OPCODE_CONTINUATION, b"", KEY));

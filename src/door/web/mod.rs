@@ -1,14 +1,13 @@
 //! The web front door: one HTTP listener (plain, or HTTPS with `--tls-cert`) serving
 //! the chat page embedded from `web/`, the JSON protocol over WebSocket at `/ws`,
-//! `/healthz` and `/metrics`. Connections are accepted (and TLS-handshaken) by our own
-//! task and handed to axum through a channel, so a slow handshake blocks nobody and
-//! every task stays inside the server's shutdown scope.
+//! `/healthz` and `/metrics`. Connections come from the doors' shared accept path
+//! (`door::listen`: slot, TLS handshake, head deadline) and are handed to axum through
+//! a channel, so a slow handshake blocks nobody and every task stays inside the
+//! server's shutdown scope.
 
 pub mod frame;
 pub mod head_deadline;
 pub mod ws;
-
-use self::head_deadline::HeadDeadline;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,14 +21,11 @@ use axum::routing::get;
 use axum::Router;
 use hyper::upgrade::OnUpgrade;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::json::JsonDoor;
-use super::PeerSlot;
 use crate::metrics::Metrics;
 use ws::WsLimits;
 
@@ -51,7 +47,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebStream for T {}
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// Hands connections accepted by [`accept_loop`] to axum.
+/// Hands connections accepted by the doors' accept path (`door::listen`) to axum.
 pub struct WebListener {
     incoming: mpsc::Receiver<(Box<dyn WebStream>, SocketAddr)>,
     local: SocketAddr,
@@ -93,8 +89,6 @@ struct WebState {
 /// The web door, ready to serve.
 pub struct WebDoor {
     state: WebState,
-    /// Each HTTP request head must arrive whole within this (slowloris defence).
-    header_timeout: Duration,
 }
 
 impl WebDoor {
@@ -104,10 +98,8 @@ impl WebDoor {
         limits: WsLimits,
         shutdown: CancellationToken,
         tracker: TaskTracker,
-        header_timeout: Duration,
     ) -> Self {
         WebDoor {
-            header_timeout,
             state: WebState {
                 door,
                 metrics,
@@ -130,73 +122,26 @@ impl WebDoor {
             .with_state(self.state.clone())
     }
 
-    /// Serve `listener` (with TLS when `tls` is given) until shutdown.
-    pub async fn serve(self, listener: TcpListener, tls: Option<TlsAcceptor>) {
-        let local = match listener.local_addr() {
-            Ok(local) => local,
-            Err(error) => {
-                tracing::error!(%error, "web: listener has no address");
-                return;
-            }
-        };
+    /// Start serving HTTP on the server's tracker until shutdown: connections come
+    /// through the returned queue from the doors' accept path (`door::listen`), which
+    /// took their slot, did the TLS handshake and put the head deadline on them.
+    /// `local` is the listener's address.
+    pub fn start(self, local: SocketAddr) -> mpsc::Sender<(Box<dyn WebStream>, SocketAddr)> {
         let (queue, incoming) = mpsc::channel(ACCEPT_QUEUE);
-        let state = &self.state;
-        state.tracker.spawn(accept_loop(
-            listener,
-            tls,
-            self.header_timeout,
-            queue,
-            state.shutdown.clone(),
-            state.tracker.clone(),
-        ));
         let app = self.router().into_make_service_with_connect_info::<Peer>();
-        let shutdown = state.shutdown.clone();
-        let served = axum::serve(WebListener { incoming, local }, app)
-            .with_graceful_shutdown(async move {
-                shutdown.cancelled().await;
-                tokio::time::sleep(HEALTH_DRAIN).await;
-            })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "web: server failed");
-        }
-    }
-}
-
-/// Accept TCP connections (handshaking TLS in a task per connection) and queue them
-/// for axum, until shutdown: the doors' shared accept loops, with a queue at the end.
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    header_timeout: Duration,
-    queue: mpsc::Sender<(Box<dyn WebStream>, SocketAddr)>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    // TCP_NODELAY and keepalive come from the listener (`door::tune_listener`).
-    match tls {
-        None => {
-            crate::door::accept_loop("web", listener, shutdown, |stream, peer| {
-                let queue = queue.clone();
-                async move {
-                    let stream = HeadDeadline::new(stream, header_timeout);
-                    // Fails only once axum has stopped, which is at shutdown.
-                    let _ = queue.send((Box::new(stream), peer)).await;
-                }
-            })
-            .await
-        }
-        Some(acceptor) => {
-            let serve = move |stream, peer| {
-                let queue = queue.clone();
-                async move {
-                    let stream: Box<dyn WebStream> =
-                        Box::new(HeadDeadline::new(stream, header_timeout));
-                    let _ = queue.send((stream, peer)).await;
-                }
-            };
-            crate::tls::accept_loop("web", listener, acceptor, shutdown, tracker, serve).await
-        }
+        let shutdown = self.state.shutdown.clone();
+        self.state.tracker.spawn(async move {
+            let served = axum::serve(WebListener { incoming, local }, app)
+                .with_graceful_shutdown(async move {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(HEALTH_DRAIN).await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "web: server failed");
+            }
+        });
+        queue
     }
 }
 
@@ -320,18 +265,13 @@ async fn upgrade(
     if state.shutdown.is_cancelled() {
         return refuse_upgrade(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
-    let Ok(slot) = state.door.acquire(peer) else {
-        return refuse_upgrade(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many connections; try again later\n",
-        );
-    };
     // Upgraded sockets live outside axum's graceful shutdown: track them ourselves.
+    // The connection's slot was taken at accept and stays with the upgraded stream.
     state.tracker.spawn(ws::run(
         state.door.clone(),
         state.limits.clone(),
         on_upgrade,
-        PeerSlot::new(peer, Some(slot)),
+        peer,
     ));
     (
         StatusCode::SWITCHING_PROTOCOLS,

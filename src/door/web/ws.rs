@@ -7,7 +7,7 @@
 //! pongs and the close frame are queued on the connection's own outbox between whole
 //! frames; the close frame is the [`Conn`]'s farewell, sent after the last event.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,15 +19,19 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::super::conn::{Conn, Farewell, Input};
+use super::super::conn::{Conn, Farewell};
+use super::super::flood::Stamp;
 use super::super::json::codec::{JsonRender, OVERSIZE_HEAD_BYTES};
-use super::super::json::{JsonDoor, JsonSession};
+use super::super::json::JsonDoor;
+#[cfg(test)]
+use super::super::session::drive_conn;
+use super::super::session::{drive, Framing, Unit};
 use super::super::PeerSlot;
 use super::frame::{
     close_payload, encode_frame, write_header, FrameError, FrameReader, WsFrame, MAX_HEADER_BYTES,
     OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
 };
-use crate::hub::{CloseReason, Event, HubGone, Render};
+use crate::hub::{CloseReason, Event, Render};
 
 /// WebSocket limits and keepalive.
 #[derive(Debug, Clone)]
@@ -325,190 +329,141 @@ fn split_host_port(authority: &str, default: u16) -> Option<(&str, u16)> {
     }
 }
 
-/// Drive one WebSocket, once hyper hands over the upgraded connection, until it closes.
-///
-/// This future is the connection's task for its whole life, so what it holds while
-/// idle is kept small: shared settings come by `Arc`, the peer's address shares its
-/// slot's space, the connection's state is one [`WsConnection`], and the work done per
-/// read (frames, hub commands) is boxed, so its state exists only while it runs.
-pub async fn run(
-    door: Arc<JsonDoor>,
-    limits: Arc<WsLimits>,
-    upgrade: OnUpgrade,
-    peer_slot: PeerSlot,
-) {
-    let upgraded = match upgrade.await {
-        Ok(upgraded) => upgraded,
-        Err(error) => {
-            tracing::debug!(peer = %peer_slot.peer(), %error, "ws: upgrade failed");
-            return;
-        }
-    };
-    let mut connection = WsConnection::new(&door, &limits, TokioIo::new(upgraded));
-    let client = connection.session.client();
-    let outbox = connection.conn.outbox();
-    if Box::pin(door.connect(client, peer_slot.peer(), outbox))
-        .await
-        .is_err()
-    {
-        Box::pin(connection.say_goodbye()).await;
-        return;
-    }
-    let counted = door.metrics().connected(connection.conn.outbox());
-    let reason = connection.serve(&peer_slot).await;
-    drop(counted);
-    drop(connection);
-    Box::pin(door.closed(client, peer_slot.peer(), reason)).await;
-    drop(peer_slot);
-}
-
-/// Everything one WebSocket holds while it lives (every idle connection holds one).
-struct WsConnection<'door, S> {
-    conn: Conn<S, CloseFrame>,
-    session: JsonSession<'door>,
+/// WebSocket framing for the JSON protocol: one object per text (or binary) message.
+/// Pings are answered with pongs queued between whole frames; a keepalive ping goes out
+/// every `ping_interval`, and a peer neither heard from nor taking output for
+/// `idle_timeout` is closed.
+pub struct WsFraming {
     reader: FrameReader,
-    limits: &'door WsLimits,
+    limits: Arc<WsLimits>,
     /// When the peer last sent anything (a pong counts), or was seen taking our output.
-    last_heard: Instant,
+    last_heard: Stamp,
     /// When the next keepalive ping is due (and the peer's silence is checked).
-    next_ping: Instant,
-    /// The deadline armed on the pump: re-armed only when it changes, since moving a
-    /// timer costs more than reading a chunk.
-    armed: Option<Instant>,
+    next_ping: Stamp,
 }
 
-impl<'door, S: AsyncRead + AsyncWrite + Unpin> WsConnection<'door, S> {
-    fn new(door: &'door JsonDoor, limits: &'door WsLimits, io: S) -> Self {
-        let (client, outbox) = door.new_client();
+/// A WebSocket's control frames, handled once they get their flood-control token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsControl {
+    Ping(Bytes),
+    Pong,
+}
+
+impl From<WsFrame> for Unit<WsControl> {
+    fn from(frame: WsFrame) -> Self {
+        match frame {
+            WsFrame::Text(message) | WsFrame::Binary(message) => Unit::Message(message),
+            WsFrame::TooLong { head } => Unit::TooLong { head },
+            WsFrame::Ping(payload) => Unit::Control(WsControl::Ping(payload)),
+            WsFrame::Pong(_) => Unit::Control(WsControl::Pong),
+            WsFrame::Close { .. } => Unit::PeerClosed,
+        }
+    }
+}
+
+impl WsFraming {
+    pub fn new(limits: Arc<WsLimits>) -> Self {
         let now = Instant::now();
-        WsConnection {
-            conn: Conn::with_farewell(io, outbox, CloseFrame),
-            session: door.session(client),
+        WsFraming {
             reader: FrameReader::new(
                 limits.max_message_bytes,
                 limits.hard_max(),
                 OVERSIZE_HEAD_BYTES,
             ),
+            last_heard: Stamp::at(now),
+            next_ping: Stamp::at(now + limits.ping_interval),
             limits,
-            last_heard: now,
-            next_ping: now + limits.ping_interval,
-            armed: None,
-        }
-    }
-
-    /// The hub has stopped before it knew this client: send the close frame (1001)
-    /// and close.
-    async fn say_goodbye(&mut self) {
-        self.conn.outbox().close(CloseReason::Shutdown);
-        let conn = &mut self.conn;
-        let flush = async move { while !matches!(conn.next().await, Input::Finished(_)) {} };
-        let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
-    }
-
-    /// Pump until the connection finishes; returns why.
-    async fn serve(&mut self, peer: &PeerSlot) -> CloseReason {
-        loop {
-            let deadline = match self.session.register_deadline() {
-                Some(register) => register.min(self.next_ping),
-                None => self.next_ping,
-            };
-            if self.armed != Some(deadline) {
-                self.conn.set_deadline(Some(deadline));
-                self.armed = Some(deadline);
-            }
-            // Scoped, so the input is not stored across the handling's await.
-            let handling = {
-                let input = self.conn.next().await;
-                if let Input::Finished(reason) = input {
-                    return reason;
-                }
-                Box::pin(self.on_input(input, peer.peer()))
-            };
-            if handling.await.is_err() {
-                // The hub is gone (shutdown finished): close on our own.
-                self.conn.outbox().close(CloseReason::Shutdown);
-            }
-        }
-    }
-
-    async fn on_input(&mut self, input: Input, peer: SocketAddr) -> Result<(), HubGone> {
-        let client = self.session.client();
-        match input {
-            Input::Data(chunk) => {
-                self.last_heard = Instant::now();
-                let mut frames = Vec::new();
-                let parsed = self.reader.push(&chunk, &mut frames);
-                drop(chunk);
-                handle_frames(&mut self.session, &mut self.conn, frames).await?;
-                if let Err(error) = parsed {
-                    tracing::debug!(client, %peer, ?error, "ws: bad frame");
-                    self.session.leave(reason_for(error)).await?;
-                }
-                Ok(())
-            }
-            // The TCP connection ended without a close frame.
-            Input::Eof => self.session.leave(CloseReason::PeerClosed).await,
-            Input::ReadFailed(error) => {
-                tracing::debug!(client, %peer, %error, "ws: read failed");
-                self.session.leave(CloseReason::PeerReset).await
-            }
-            Input::Deadline => {
-                self.armed = None;
-                let now = Instant::now();
-                if now < self.next_ping {
-                    return self.session.register_timed_out().await;
-                }
-                self.next_ping = now + self.limits.ping_interval;
-                // A ping waits behind what is queued before it, so a peer reading a
-                // long backlog slowly sends no pong for a long time. Output moving
-                // says it is there: more writes than the last ping's own one. A dead
-                // peer's socket buffer stops taking them once full, and with no
-                // backlog the pings alone never count.
-                if self.conn.take_writes() > 1 {
-                    self.last_heard = now;
-                }
-                if now.duration_since(self.last_heard) > self.limits.idle_timeout {
-                    self.session.leave(CloseReason::IdleTimeout).await
-                } else {
-                    self.conn.outbox().push(Bytes::from_static(&PING_FRAME));
-                    Ok(())
-                }
-            }
-            Input::Finished(_) => Ok(()),
         }
     }
 }
 
-/// Hand what the reader completed to the session, in order.
-async fn handle_frames<S: AsyncRead + AsyncWrite + Unpin>(
-    session: &mut JsonSession<'_>,
-    conn: &mut Conn<S, CloseFrame>,
-    frames: Vec<WsFrame>,
-) -> Result<(), HubGone> {
-    for frame in frames {
-        match frame {
-            WsFrame::Text(message) | WsFrame::Binary(message) => {
-                session.handle_message(&message).await?
-            }
-            WsFrame::TooLong { head } => session.handle_too_long(&head).await?,
-            WsFrame::Ping(payload) => {
-                session.control_frame().await?;
-                if !session.is_leaving() {
-                    // Queued behind what the peer is owed, between whole frames.
-                    conn.outbox().push(encode_frame(OPCODE_PONG, &payload));
-                }
-            }
-            WsFrame::Pong(_) => session.control_frame().await?,
-            WsFrame::Close { .. } => {
-                // RFC 6455 5.5.1: answer a close "as soon as practical". The peer reads
-                // no more messages (a browser drops them), so what is still queued for
-                // it is dropped and our close frame goes next.
-                conn.abandon_output(CloseReason::PeerClosed);
-                session.leave(CloseReason::PeerClosed).await?
-            }
+impl Framing for WsFraming {
+    type Control = WsControl;
+
+    fn push(&mut self, chunk: &Bytes, units: &mut Vec<Unit<WsControl>>) {
+        self.last_heard = Stamp::now();
+        if let Err(error) = self.reader.push(chunk, units) {
+            units.push(Unit::Broken(reason_for(error)));
         }
     }
-    Ok(())
+
+    /// The TCP connection ended without a close frame: a partial frame is dropped.
+    fn finish(&mut self, _units: &mut Vec<Unit<WsControl>>) {}
+
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.next_ping.instant())
+    }
+
+    fn on_deadline<S, F>(
+        &mut self,
+        conn: &mut Conn<S, F>,
+        _units: &mut Vec<Unit<WsControl>>,
+    ) -> Option<CloseReason>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        F: Farewell,
+    {
+        let now = Stamp::now();
+        if now < self.next_ping {
+            return None;
+        }
+        self.next_ping = now + self.limits.ping_interval;
+        // A ping waits behind what is queued before it, so a peer reading a long
+        // backlog slowly sends no pong for a long time. Output moving says it is
+        // there: more writes than the last ping's own one. A dead peer's socket buffer
+        // stops taking them once full, and with no backlog the pings alone never count.
+        if conn.take_writes() > 1 {
+            self.last_heard = now;
+        }
+        if now.saturating_duration_since(self.last_heard) > self.limits.idle_timeout {
+            return Some(CloseReason::IdleTimeout);
+        }
+        conn.outbox().push(Bytes::from_static(&PING_FRAME));
+        None
+    }
+
+    fn on_control<S, F>(&mut self, control: WsControl, conn: &mut Conn<S, F>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        F: Farewell,
+    {
+        if let WsControl::Ping(payload) = control {
+            // Queued behind what the peer is owed, between whole frames.
+            conn.outbox().push(encode_frame(OPCODE_PONG, &payload));
+        }
+    }
+
+    /// RFC 6455 5.5.1: answer a close "as soon as practical". The peer reads no more
+    /// messages (a browser drops them), so what is still queued for it is dropped and
+    /// our close frame goes next.
+    fn on_peer_closed<S, F>(&mut self, conn: &mut Conn<S, F>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        F: Farewell,
+    {
+        conn.abandon_output(CloseReason::PeerClosed);
+    }
+}
+
+/// Drive one WebSocket, once hyper hands over the upgraded connection, until it
+/// closes. The connection's slot travels inside the upgraded stream (it was taken
+/// when the TCP connection was accepted).
+pub async fn run(
+    door: Arc<JsonDoor>,
+    limits: Arc<WsLimits>,
+    upgrade: OnUpgrade,
+    peer: std::net::SocketAddr,
+) {
+    let upgraded = match upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "ws: upgrade failed");
+            return;
+        }
+    };
+    let framing = WsFraming::new(limits);
+    let io = TokioIo::new(upgraded);
+    drive(door, io, PeerSlot::new(peer, None), framing, CloseFrame).await;
 }
 
 #[cfg(test)]
@@ -819,91 +774,68 @@ mod tests {
 mod connection_tests {
     use super::*;
     use crate::door::flood::FloodSettings;
-    use crate::door::json::JsonSettings;
-    use crate::door::ConnectionSlots;
+    use crate::door::session::SessionSettings;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_util::task::TaskTracker;
 
-    /// A WebSocket door on a live in-memory hub, its limits, and its slots.
-    fn door(tracker: &TaskTracker) -> (Arc<JsonDoor>, Arc<WsLimits>, Arc<ConnectionSlots>) {
-        let slots = ConnectionSlots::new(10, 10);
-        let door = JsonDoor::new(
+    /// A WebSocket door on a live in-memory hub, and its limits.
+    fn door(tracker: &TaskTracker, ping_interval: Duration) -> (Arc<JsonDoor>, Arc<WsLimits>) {
+        let door = crate::door::json::door(
+            "ws",
             crate::hub::spawn_in_memory(tracker),
-            slots.clone(),
-            JsonSettings {
-                max_message_bytes: 1024,
+            SessionSettings {
                 max_queue_bytes: 1 << 20,
-                register_timeout: Duration::from_secs(10),
+                register_timeout: Duration::from_secs(1000),
+                idle_timeout: None,
                 flood: FloodSettings {
                     rate: 10.0,
                     burst: 5,
                     patience: Duration::from_secs(2),
                 },
             },
-            "ws",
+            1024,
             crate::metrics::Metrics::new().door("ws"),
             WsRender::new(),
         );
         let limits = Arc::new(WsLimits {
             max_message_bytes: 1024,
-            ping_interval: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(90),
+            ping_interval,
+            idle_timeout: ping_interval * 3,
             origins: Vec::new(),
             certificate: None,
         });
-        (door, limits, slots)
+        (Arc::new(door), limits)
     }
 
-    /// A registered-to-the-hub connection over a 256-byte duplex (room for two of
-    /// the queued frames), with 100 frames of 100 bytes waiting in its outbox; the
-    /// client's end and one of those frames.
-    async fn connected_with_backlog<'door>(
-        door: &'door JsonDoor,
-        limits: &'door WsLimits,
-    ) -> (
-        WsConnection<'door, tokio::io::DuplexStream>,
-        tokio::io::DuplexStream,
-        Bytes,
-    ) {
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let (ours, theirs) = tokio::io::duplex(256);
-        let connection = WsConnection::new(door, limits, ours);
-        let client = connection.session.client();
-        door.connect(client, peer, connection.conn.outbox())
-            .await
-            .unwrap();
+    /// A client frame: final, masked with a zero key (as a client must mask).
+    fn client_text(text: &str) -> Vec<u8> {
+        assert!(text.len() < 126);
+        let mut frame = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(text.as_bytes());
+        frame
+    }
+
+    /// A connection over a 256-byte duplex (room for two of the queued frames) that
+    /// has sent its name, with 100 frames of 100 bytes waiting in its outbox (a room's
+    /// backlog); the running connection, the client's end and one of those frames.
+    async fn served_with_backlog(
+        door: Arc<JsonDoor>,
+        limits: Arc<WsLimits>,
+        nick: &str,
+    ) -> (tokio::task::JoinHandle<()>, tokio::io::DuplexStream, Bytes) {
+        let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (ours, mut theirs) = tokio::io::duplex(256);
+        let outbox = Arc::new(crate::hub::Outbox::new(1 << 20));
         let backlog = encode_frame(OPCODE_TEXT, &[b'x'; 100]);
         for _ in 0..100 {
-            connection.conn.outbox().push(backlog.clone());
+            outbox.push(backlog.clone());
         }
-        (connection, theirs, backlog)
-    }
-
-    /// Every idle WebSocket holds its task's future (plus ~110 bytes of task header and
-    /// trailer, rounded up to the allocator's size class): this fails when it grows.
-    #[tokio::test]
-    async fn an_idle_websocket_future_stays_small() {
-        let tracker = TaskTracker::new();
-        let (door, limits, slots) = door(&tracker);
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let slot = slots.acquire(peer).unwrap();
-        // A request hyper never saw: its upgrade fails at once, but the future is the same.
-        let upgrade = hyper::upgrade::on(axum::http::Request::new(()));
-        let task = run(door, limits, upgrade, PeerSlot::new(peer, Some(slot)));
-        let size = std::mem::size_of_val(&task);
-        eprintln!(
-            "websocket future {size} bytes: state {}, session {}, reader {}, conn {}",
-            std::mem::size_of::<WsConnection<TokioIo<hyper::upgrade::Upgraded>>>(),
-            std::mem::size_of::<JsonSession>(),
-            std::mem::size_of::<FrameReader>(),
-            std::mem::size_of::<Conn<TokioIo<hyper::upgrade::Upgraded>, CloseFrame>>(),
-        );
-        // 520 bytes here: with the task's header, a 640-byte allocation; at 576 (a
-        // metrics guard that copied the door's handles) it was 768, and the
-        // tungstenite version's future was 1,224 bytes.
-        assert!(size <= 520, "websocket future grew to {size} bytes");
-        task.await;
-        assert_eq!(slots.in_use(), 0, "the slot is freed with the future");
+        let name = client_text(&format!(r#"{{"type":"nick","nick":"{nick}"}}"#));
+        theirs.write_all(&name).await.unwrap();
+        let conn = Conn::with_farewell(ours, outbox, CloseFrame);
+        let framing = WsFraming::new(limits);
+        let task = tokio::spawn(drive_conn(door, conn, PeerSlot::new(peer, None), framing));
+        (task, theirs, backlog)
     }
 
     /// A client reading a long backlog slowly sends no pong until it reaches the
@@ -912,22 +844,11 @@ mod connection_tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_reader_is_not_idle_but_a_silent_one_is() {
         let tracker = TaskTracker::new();
-        let (door, limits, _slots) = door(&tracker);
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        for reads_every in [Some(Duration::from_secs(10)), None] {
+        let (door, limits) = door(&tracker, Duration::from_secs(30));
+        for (nick, reads_every) in [("slow", Some(Duration::from_secs(10))), ("silent", None)] {
             // 10 KB queued: at 100 bytes every 10 s, over 15 minutes of reading.
-            let (mut connection, mut theirs, _) = connected_with_backlog(&door, &limits).await;
-            let nick = if reads_every.is_some() {
-                "slow"
-            } else {
-                "silent"
-            };
-            let name = format!(r#"{{"type":"nick","nick":"{nick}"}}"#);
-            let mut frame = vec![0x81, 0x80 | name.len() as u8, 0, 0, 0, 0];
-            frame.extend_from_slice(name.as_bytes());
-            theirs.write_all(&frame).await.unwrap();
-            let peer_slot = PeerSlot::new(peer, None);
-            let server = connection.serve(&peer_slot);
+            let (task, mut theirs, _) =
+                served_with_backlog(door.clone(), limits.clone(), nick).await;
             let client_side = async {
                 let mut chunk = [0u8; 100];
                 loop {
@@ -943,7 +864,7 @@ mod connection_tests {
             let started = Instant::now();
             let outcome = tokio::time::timeout(Duration::from_secs(400), async {
                 tokio::select! {
-                    reason = server => reason,
+                    finished = task => finished,
                     _ = client_side => unreachable!(),
                 }
             })
@@ -954,7 +875,7 @@ mod connection_tests {
                 // Its first writes count at the first check (30 s), so the check 90 s
                 // after that closes it; the close may then spend 2 s trying to flush.
                 None => {
-                    assert_eq!(outcome, Ok(CloseReason::IdleTimeout));
+                    assert!(matches!(outcome, Ok(Ok(()))), "{outcome:?}");
                     let after = started.elapsed();
                     assert!(after <= Duration::from_secs(153), "closed after {after:?}");
                 }
@@ -966,24 +887,16 @@ mod connection_tests {
     #[tokio::test]
     async fn a_client_close_is_answered_before_the_backlog() {
         let tracker = TaskTracker::new();
-        let (door, limits, _slots) = door(&tracker);
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        // Room for two of the queued frames: the rest wait in the outbox.
-        let (mut connection, mut theirs, backlog) = connected_with_backlog(&door, &limits).await;
-        let peer_slot = PeerSlot::new(peer, None);
-        let server = connection.serve(&peer_slot);
-        let client_side = async move {
-            // Close, code 1000, masked with a zero key as a client must mask.
-            theirs
-                .write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])
-                .await
-                .unwrap();
-            let mut received = Vec::new();
-            theirs.read_to_end(&mut received).await.unwrap();
-            received
-        };
-        let (reason, received) = tokio::join!(server, client_side);
-        assert_eq!(reason, CloseReason::PeerClosed);
+        let (door, limits) = door(&tracker, Duration::from_secs(30));
+        let (task, mut theirs, backlog) = served_with_backlog(door, limits, "closer").await;
+        // Close, code 1000, masked with a zero key as a client must mask.
+        theirs
+            .write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])
+            .await
+            .unwrap();
+        let mut received = Vec::new();
+        theirs.read_to_end(&mut received).await.unwrap();
+        task.await.unwrap();
         let close = close_frame(CloseReason::PeerClosed);
         assert!(received.ends_with(&close), "no close frame last");
         let events = (received.len() - close.len()) / backlog.len();
@@ -991,5 +904,24 @@ mod connection_tests {
             events < 10,
             "{events} of the 100 queued frames went out before the close"
         );
+    }
+
+    /// Every idle WebSocket holds its task's future (plus ~110 bytes of task header and
+    /// trailer, rounded up to the allocator's size class): this fails when it grows.
+    #[tokio::test]
+    async fn an_idle_websocket_future_stays_small() {
+        let tracker = TaskTracker::new();
+        let (door, limits) = door(&tracker, Duration::from_secs(30));
+        let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        // A request hyper never saw: its upgrade fails at once, but the future is the same.
+        let upgrade = hyper::upgrade::on(axum::http::Request::new(()));
+        let task = run(door, limits, upgrade, peer);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("websocket future {size} bytes");
+        // 528 bytes on the shared session driver (520 before it): with the task's
+        // ~110-byte header and trailer still a 640-byte allocation, which this keeps.
+        // The tungstenite version's future was 1,224 bytes.
+        assert!(size <= 528, "websocket future grew to {size} bytes");
+        task.await;
     }
 }
