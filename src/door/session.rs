@@ -64,11 +64,14 @@ pub trait Framing {
     }
 
     /// A deadline passed (perhaps not the framing's own). Units it completes go to
-    /// `units`; `Some` closes the connection for that reason.
+    /// `units`; `Some` closes the connection for that reason. `input_waiting`: the
+    /// driver holds input from the peer that flood control has not let through yet
+    /// (and reads nothing more meanwhile), so the peer is anything but silent.
     fn on_deadline<S, F>(
         &mut self,
         _conn: &mut Conn<S, F>,
         _units: &mut Vec<Unit<Self::Control>>,
+        _input_waiting: bool,
     ) -> Option<CloseReason>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -427,7 +430,10 @@ where
         if self.throttled_until.is_some_and(|until| now >= until) {
             self.throttled_until = None;
         }
-        Ok(self.framing.on_deadline(&mut self.conn, units))
+        let input_waiting = !self.pending.is_empty();
+        Ok(self
+            .framing
+            .on_deadline(&mut self.conn, units, input_waiting))
     }
 
     /// Queue units after those already pending.

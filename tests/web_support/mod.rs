@@ -21,12 +21,29 @@ pub struct Server {
     pub child: Child,
     pub doors: HashMap<String, String>,
     stdout: BufReader<ChildStdout>,
+    /// What the server logged, when started with [`Server::start_logged`].
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
     /// Start `switchboard serve` with every door on 127.0.0.1:0 plus `extra` flags, and
     /// wait until it has printed where each door in `doors` listens.
     pub async fn start(extra: &[&str], doors: &[&str]) -> Server {
+        Server::launch(extra, doors, None).await
+    }
+
+    /// [`Server::start`], keeping what the server logs at `filter` (a `RUST_LOG`
+    /// value) for [`Server::log`].
+    pub async fn start_logged(extra: &[&str], doors: &[&str], filter: &str) -> Server {
+        Server::launch(extra, doors, Some(filter)).await
+    }
+
+    /// Everything logged so far (with [`Server::start_logged`]).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    async fn launch(extra: &[&str], doors: &[&str], log_filter: Option<&str>) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         command.arg("serve");
         for flag in ["--line", "--json", "--web"] {
@@ -40,11 +57,26 @@ impl Server {
         }
         command
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_filter.unwrap_or("warn"))
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if log_filter.is_some() {
+            command.stderr(Stdio::piped());
+        }
         let mut child = command.spawn().expect("start the server");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut found = HashMap::new();
         let mut line = String::new();
@@ -66,6 +98,7 @@ impl Server {
             child,
             doors: found,
             stdout,
+            log,
         }
     }
 

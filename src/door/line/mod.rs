@@ -105,6 +105,7 @@ impl Framing for LineFraming {
         &mut self,
         _conn: &mut Conn<S, F>,
         units: &mut Vec<Unit<Infallible>>,
+        _input_waiting: bool,
     ) -> Option<CloseReason>
     where
         S: AsyncRead + AsyncWrite + Unpin,

@@ -398,6 +398,7 @@ impl Framing for WsFraming {
         &mut self,
         conn: &mut Conn<S, F>,
         _units: &mut Vec<Unit<WsControl>>,
+        input_waiting: bool,
     ) -> Option<CloseReason>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -412,7 +413,9 @@ impl Framing for WsFraming {
         // backlog slowly sends no pong for a long time. Output moving says it is
         // there: more writes than the last ping's own one. A dead peer's socket buffer
         // stops taking them once full, and with no backlog the pings alone never count.
-        if conn.take_writes() > 1 {
+        // Input held back by flood control is input all the same: its pongs wait
+        // unread behind it, and only our pause keeps them from being heard.
+        if conn.take_writes() > 1 || input_waiting {
             self.last_heard = now;
         }
         if now.saturating_duration_since(self.last_heard) > self.limits.idle_timeout {
