@@ -6,8 +6,6 @@
 mod web_support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
@@ -16,7 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
-use web_support::{http_get, metric, Lines, Server, Ws, WAIT};
+use web_support::{certificate, http_get, metric, Lines, Server, Ws, WAIT};
 
 /// How many messages each flooder sends at once.
 const FLOOD: usize = 20;
@@ -157,36 +155,6 @@ async fn throttled_json_and_websocket_clients_keep_receiving() {
     server.stop().await;
 }
 
-struct Certificate {
-    _dir: tempfile::TempDir,
-    cert: PathBuf,
-    key: PathBuf,
-    connector: TlsConnector,
-}
-
-fn certificate() -> Certificate {
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, generated.cert.pem()).unwrap();
-    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(generated.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Certificate {
-        _dir: dir,
-        cert,
-        key,
-        connector: TlsConnector::from(Arc::new(config)),
-    }
-}
-
 /// A TCP connection to `addr` from the loopback address `from` (the whole 127/8 is
 /// this machine's), so one address's limit can be filled while another checks.
 async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
@@ -196,6 +164,16 @@ async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
         .await
         .expect("connected in time")
         .unwrap()
+}
+
+/// A line connection from 127.0.0.2, once the server has taken it in (its prompt
+/// arrived): with `--max-clients-per-ip 1` that address is now full.
+async fn hold_a_slot(server: &Server) -> TcpStream {
+    let mut holder = connect_from("127.0.0.2", server.addr("line")).await;
+    let mut prompt = [0u8; 17];
+    holder.read_exact(&mut prompt).await.unwrap();
+    assert_eq!(&prompt, b"Enter your name: ");
+    holder
 }
 
 /// Whether the server closes `stream` within `within` (EOF or reset).
@@ -223,23 +201,11 @@ async fn scrape(server: &Server, connector: &TlsConnector) -> String {
 /// served again. Another address is served throughout.
 #[tokio::test]
 async fn a_tls_handshake_flood_is_held_by_the_limits_and_the_deadline() {
-    let tls = certificate();
-    let server = Server::start(
-        &[
-            "--tls-cert",
-            tls.cert.to_str().unwrap(),
-            "--tls-key",
-            tls.key.to_str().unwrap(),
-            "--line-tls",
-            "127.0.0.1:0",
-            "--max-clients-per-ip",
-            "4",
-            "--tls-handshake-timeout",
-            "2s",
-        ],
-        &["line-tls", "web"],
-    )
-    .await;
+    let tls = certificate(&["localhost"]);
+    let mut flags = tls.flags().to_vec();
+    flags.extend(["--line-tls", "127.0.0.1:0", "--max-clients-per-ip", "4"]);
+    flags.extend(["--tls-handshake-timeout", "2s"]);
+    let server = Server::start(&flags, &["line-tls", "web"]).await;
     let door = server.addr("line-tls");
     let opened = Instant::now();
     let mut silent = Vec::new();
@@ -295,28 +261,17 @@ async fn a_tls_handshake_flood_is_held_by_the_limits_and_the_deadline() {
 /// that door's words (none before a TLS handshake), logged once and counted once.
 #[tokio::test]
 async fn refusals_on_every_door_are_told_logged_and_counted() {
-    let tls = certificate();
+    let tls = certificate(&["localhost"]);
+    let mut flags = tls.flags().to_vec();
+    flags.extend(["--line-tls", "127.0.0.1:0", "--json-tls", "127.0.0.1:0"]);
+    flags.extend(["--max-clients-per-ip", "1"]);
     let server = Server::start_logged(
-        &[
-            "--tls-cert",
-            tls.cert.to_str().unwrap(),
-            "--tls-key",
-            tls.key.to_str().unwrap(),
-            "--line-tls",
-            "127.0.0.1:0",
-            "--json-tls",
-            "127.0.0.1:0",
-            "--max-clients-per-ip",
-            "1",
-        ],
+        &flags,
         &["line", "json", "line-tls", "json-tls", "web"],
         "info",
     )
     .await;
-    let mut holder = connect_from("127.0.0.2", server.addr("line")).await;
-    let mut prompt = [0u8; 17];
-    holder.read_exact(&mut prompt).await.unwrap();
-    assert_eq!(&prompt, b"Enter your name: ");
+    let holder = hold_a_slot(&server).await;
 
     let refusal = "too many connections from your address (limit 1); close one and retry";
     let mut said = std::collections::HashMap::new();
@@ -368,9 +323,7 @@ async fn refusals_on_every_door_are_told_logged_and_counted() {
 #[tokio::test]
 async fn a_refused_web_connection_is_answered_503() {
     let server = Server::start(&["--max-clients-per-ip", "1"], &["line", "web"]).await;
-    let mut holder = connect_from("127.0.0.2", server.addr("line")).await;
-    let mut prompt = [0u8; 17];
-    holder.read_exact(&mut prompt).await.unwrap();
+    let holder = hold_a_slot(&server).await;
     let mut refused = connect_from("127.0.0.2", server.addr("web")).await;
     let mut answer = Vec::new();
     tokio::time::timeout(WAIT, refused.read_to_end(&mut answer))

@@ -4,50 +4,14 @@
 
 mod web_support;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use rustls_pki_types::ServerName;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-use web_support::{http_get, Lines, Server, Ws};
-
-struct Certificate {
-    _dir: tempfile::TempDir,
-    cert: PathBuf,
-    key: PathBuf,
-    connector: TlsConnector,
-}
-
-fn certificate() -> Certificate {
-    let generated = rcgen::generate_simple_self_signed(vec![
-        "localhost".into(),
-        "127.0.0.1".into(),
-        "chat.test".into(),
-    ])
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, generated.cert.pem()).unwrap();
-    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(generated.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Certificate {
-        _dir: dir,
-        cert,
-        key,
-        connector: TlsConnector::from(Arc::new(config)),
-    }
-}
+use web_support::{certificate, http_get, Lines, Server, Ws};
 
 async fn tls_connect(connector: &TlsConnector, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
@@ -61,7 +25,7 @@ fn path(p: &Path) -> &str {
 
 #[tokio::test]
 async fn tls_line_json_https_and_wss_reach_the_same_room() {
-    let tls = certificate();
+    let tls = certificate(&["localhost", "127.0.0.1", "chat.test"]);
     let server = Server::start(
         &[
             "--tls-cert",
@@ -151,7 +115,7 @@ async fn tls_line_json_https_and_wss_reach_the_same_room() {
 #[tokio::test]
 async fn over_wss_pages_under_the_certificates_names_are_the_servers_own() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tls = certificate();
+    let tls = certificate(&["localhost", "127.0.0.1", "chat.test"]);
     let server = Server::start(
         &["--tls-cert", path(&tls.cert), "--tls-key", path(&tls.key)],
         &["web"],
@@ -176,7 +140,7 @@ async fn over_wss_pages_under_the_certificates_names_are_the_servers_own() {
 
 #[tokio::test]
 async fn unusable_certificate_files_are_named_at_startup() {
-    let tls = certificate();
+    let tls = certificate(&["localhost", "127.0.0.1", "chat.test"]);
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing-cert.pem");
     let garbage = dir.path().join("garbage-key.pem");

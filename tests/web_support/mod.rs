@@ -306,6 +306,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Ws<S> {
     }
 }
 
+/// A self-signed certificate for `names`, its PEM files, and a client that trusts it.
+pub struct Certificate {
+    _dir: tempfile::TempDir,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+impl Certificate {
+    /// `--tls-cert FILE --tls-key FILE` for this certificate.
+    pub fn flags(&self) -> [&str; 4] {
+        let cert = self.cert.to_str().expect("a UTF-8 temporary path");
+        let key = self.key.to_str().expect("a UTF-8 temporary path");
+        ["--tls-cert", cert, "--tls-key", key]
+    }
+}
+
+pub fn certificate(names: &[&str]) -> Certificate {
+    let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+    let generated = rcgen::generate_simple_self_signed(names).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(generated.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Certificate {
+        _dir: dir,
+        cert,
+        key,
+        connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+    }
+}
+
 /// The value of one Prometheus series in `/metrics` text, e.g.
 /// `switchboard_messages_in_total{door="ws"}`.
 pub fn metric(text: &str, series: &str) -> f64 {
