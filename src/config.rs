@@ -124,8 +124,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_REGISTER_TIMEOUT", value_name = "DURATION")]
     pub register_timeout: Option<Seconds>,
 
-    /// Close a connection that sends nothing for this long; 0 = never (half-open peers
-    /// are found by TCP keepalive instead) [default: 0].
+    /// Close a line-door connection that sends nothing for this long; 0 = never (half-open
+    /// peers are found by TCP keepalive instead; JSON devices may be quiet for long, and
+    /// the WebSocket keepalive finds dead browsers) [default: 0].
     #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", value_name = "DURATION")]
     pub idle_timeout: Option<Seconds>,
 

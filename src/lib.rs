@@ -1,18 +1,21 @@
 //! Switchboard: a real-time chat hub and socket toolkit.
 //!
 //! One hub, several front doors: plain text lines over TCP (netcat, telnet, the seed
-//! clients), and more to come (JSON, WebSocket, IRC), all leading to the same rooms.
+//! clients), JSON lines for programs and devices, and WebSocket for the built-in web
+//! page, each with TLS, all leading to the same rooms.
 //!
 //! # Layout
 //!
 //! - [`hub`]: the chat core. One task owns rooms, nicknames and clients; it receives
 //!   [`hub::Command`]s and fans [`hub::Event`]s out to bounded per-client outboxes.
 //!   It knows events, not bytes.
-//! - [`door`]: front doors. Each turns its wire format into hub commands and renders
-//!   events back ([`hub::Render`]); [`door::conn`] is the shared connection pump.
-//!   [`door::json`] is the JSON protocol (over TCP, and over WebSocket in
-//!   [`door::web`], which also serves the chat page, `/healthz` and `/metrics`).
-//! - [`tls`]: PEM certificate loading (rustls, ring provider) and TLS accept loops.
+//! - [`door`]: front doors. Each is a pure framing and a pure protocol run by the one
+//!   session driver ([`door::session`]) over the shared connection pump
+//!   ([`door::conn`]); [`door::listen`] is the door list and the one accept path (slot,
+//!   TLS handshake, door). [`door::line`] is the text protocol, [`door::json`] the JSON
+//!   protocol (over TCP, and over WebSocket in [`door::web`], which also serves the
+//!   chat page, `/healthz` and `/metrics`).
+//! - [`tls`]: PEM certificate loading (rustls, ring provider).
 //! - [`metrics`]: per-server Prometheus metrics.
 //! - [`store`]: durable history: a SQLite file written by one thread in batched
 //!   transactions; the hub delivers a message only once it is committed.
