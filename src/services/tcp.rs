@@ -96,28 +96,14 @@ pub async fn serve(
     let settings = Arc::new(settings);
     // One address may use every slot: the cap is on the total.
     let slots = ConnectionSlots::new(settings.max_clients, settings.max_clients);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of descriptors: back off instead of spinning.
-                    tracing::warn!(%error, "tcp accept failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                    }
-                }
-            },
-        };
+    crate::door::accept_loop("tcp", listener, shutdown.clone(), |stream, peer| {
         let slot = match slots.acquire(peer) {
             Ok(slot) => slot,
             Err(refusal) => {
                 tracing::info!(%peer, reason = "server_full", "tcp connection refused: {refusal}");
                 // Best effort, never waits: a refused peer gets no task.
                 let _ = stream.try_write(format!("error: {refusal}\n").as_bytes());
-                continue;
+                return std::future::ready(());
             }
         };
         let _ = stream.set_nodelay(true);
@@ -136,7 +122,9 @@ pub async fn serve(
             );
             drop(slot);
         });
-    }
+        std::future::ready(())
+    })
+    .await;
 }
 
 /// One unit of input to answer.
