@@ -3,9 +3,11 @@
 //! The hub pushes rendered, shared `Bytes` handles; the connection's writer takes
 //! everything queued at once and writes it with one vectored write. The byte count
 //! covers what is queued *and* what the writer has taken but not yet written, so
-//! the bound is the client's whole pending output. A push that would exceed the
-//! bound closes the outbox with [`CloseReason::SlowConsumer`]: the publisher never
-//! waits for a reader, and the slow client is the only one affected.
+//! the bound is the client's whole pending output. What a push over the bound does is
+//! the outbox's [`Overflow`] policy: for the hub's clients it closes the outbox with
+//! [`CloseReason::SlowConsumer`] (the publisher never waits for a reader, and the slow
+//! client is the only one affected); for a connection that only answers its own input
+//! (the echo services) the push is queued and the connection stops reading instead.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,13 +29,27 @@ use super::CloseReason;
 /// join storm (16 slots, 512 bytes, cost ~200 bytes per idle connection at 19,000).
 const INITIAL_QUEUE_SLOTS: usize = 12;
 
+/// What a push over the byte bound does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Close the outbox as a slow consumer and drop what is queued: for output that
+    /// others publish (the hub's fan-out), which must never wait for one reader.
+    CloseSlowConsumer,
+    /// Queue it anyway; the connection reads nothing more until its output is back
+    /// under the bound ([`Outbox::holds_reading`]). For output that only the
+    /// connection's own input produces, where not reading is the backpressure: the
+    /// bound is exceeded by at most the answers to one read.
+    PauseReading,
+}
+
 /// What became of a [`Outbox::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
     /// Queued for the writer.
     Queued,
-    /// This push went over the byte bound: the outbox is now closed as a slow consumer
-    /// and the caller (the hub) should remove the client.
+    /// This push went over the byte bound of a [`Overflow::CloseSlowConsumer`] outbox:
+    /// it is now closed as a slow consumer and the caller (the hub) should remove the
+    /// client.
     Overflowed,
     /// The outbox was already closed; the bytes were dropped because nobody will write them.
     Closed,
@@ -107,6 +123,7 @@ pub struct Outbox {
     /// looked at its outbox since: whatever is pushed now goes out in its coming write.
     awaits_take: AtomicBool,
     max_pending_bytes: usize,
+    overflow: Overflow,
 }
 
 /// What the writer got from [`Outbox::poll_take`].
@@ -119,7 +136,12 @@ pub enum Take {
 }
 
 impl Outbox {
+    /// An outbox that closes as a slow consumer when it goes over `max_pending_bytes`.
     pub fn new(max_pending_bytes: usize) -> Self {
+        Outbox::with_overflow(max_pending_bytes, Overflow::CloseSlowConsumer)
+    }
+
+    pub fn with_overflow(max_pending_bytes: usize, overflow: Overflow) -> Self {
         Outbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -132,6 +154,7 @@ impl Outbox {
             writer_waker: AtomicWaker::new(),
             awaits_take: AtomicBool::new(false),
             max_pending_bytes,
+            overflow,
         }
     }
 
@@ -163,7 +186,9 @@ impl Outbox {
         if state.closed.is_some() {
             return (Push::Closed, false);
         }
-        if state.pending_bytes + bytes.len() > self.max_pending_bytes {
+        if state.pending_bytes + bytes.len() > self.max_pending_bytes
+            && self.overflow == Overflow::CloseSlowConsumer
+        {
             state.closed = Some(CloseReason::SlowConsumer);
             state.discard = true;
             state.queue.clear();
@@ -302,6 +327,14 @@ impl Outbox {
         state.pending_bytes = state.pending_bytes.saturating_sub(written);
     }
 
+    /// True while a [`Overflow::PauseReading`] outbox is at or over its bound: its
+    /// connection reads nothing until the writer has caught up. Always false (and no
+    /// lock taken) for the hub's outboxes.
+    pub fn holds_reading(&self) -> bool {
+        self.overflow == Overflow::PauseReading
+            && self.lock().pending_bytes >= self.max_pending_bytes
+    }
+
     /// True once nothing more should be written: a slow consumer's close, or
     /// [`Outbox::close_discarding`].
     pub fn is_discarding(&self) -> bool {
@@ -335,6 +368,32 @@ mod tests {
         // Taken but unwritten bytes still count against the bound.
         assert_eq!(outbox.pending_bytes(), 7);
         assert_eq!(outbox.push(Bytes::from_static(b"1234")), Push::Overflowed);
+    }
+
+    #[test]
+    fn a_pausing_outbox_queues_past_its_bound_and_holds_reading_until_written() {
+        let outbox = Outbox::with_overflow(10, Overflow::PauseReading);
+        assert!(!outbox.holds_reading());
+        assert_eq!(outbox.push(Bytes::from_static(b"abcdefgh")), Push::Queued);
+        assert!(!outbox.holds_reading(), "8 of 10 bytes");
+        // Over the bound: still queued, never closed, and reading is held.
+        assert_eq!(outbox.push(Bytes::from_static(b"ijkl")), Push::Queued);
+        assert!(outbox.holds_reading());
+        assert_eq!(outbox.close_reason(), None);
+        let (poll, batch) = take(&outbox);
+        assert_eq!(poll, Poll::Ready(Take::Data));
+        assert_eq!(batch.len(), 2, "nothing was dropped");
+        // Taken is not written: still held until the writer reports it gone.
+        assert!(outbox.holds_reading());
+        outbox.written(8);
+        assert!(!outbox.holds_reading(), "4 of 10 bytes left");
+        // The hub's default never holds reading: it closes instead.
+        let closing = Outbox::new(10);
+        assert_eq!(
+            closing.push(Bytes::from_static(b"abcdefghijkl")),
+            Push::Overflowed
+        );
+        assert!(!closing.holds_reading());
     }
 
     #[test]

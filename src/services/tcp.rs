@@ -1,5 +1,7 @@
 //! The TCP side of the services: an accept loop with a connection cap, and one task per
-//! connection that reads, frames, answers and writes with bounded buffers.
+//! connection that frames and answers what it reads. The bytes move through the same
+//! [`Conn`] pump as every chat door (coalesced writes, flush, half-close and linger on
+//! close), with an outbox that pauses reading instead of closing when it is full.
 //!
 //! What a "message" is on TCP:
 //! - `echo` has none: bytes go back exactly as they arrive (RFC 862).
@@ -10,38 +12,32 @@
 //!   unterminated last message is answered too, then the connection closes.
 //!
 //! Backpressure: while a connection's unsent output is over `max_pending_bytes`, the
-//! task stops reading from that connection (and stops turning queued messages into
-//! replies), so a client that sends but never reads costs bounded memory and stalls
-//! nobody else. Nothing read or written for `idle_timeout` closes the connection.
+//! pump stops reading from that connection ([`Overflow::PauseReading`]), so a client
+//! that sends but never reads costs bounded memory (the bound plus the answers to one
+//! read) and stalls nobody else. Nothing read or written for `idle_timeout` closes the
+//! connection (checked once per timeout, so a connection whose last write came just
+//! after a check gets up to twice the timeout).
 
-use std::collections::VecDeque;
-use std::io::{self, IoSlice};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::mode::{unfinished_utf8_tail, Mode, Responder};
+use crate::door::conn::{Conn, Input};
 use crate::door::line::framing::{Frame, LineFramer};
 use crate::door::line::BURST_GAP;
 use crate::door::ConnectionSlots;
+use crate::hub::outbox::{Outbox, Overflow};
+use crate::hub::CloseReason as PumpReason;
 
-/// Bytes read per `try_read`; lives on the stack of a synchronous helper, never in the
-/// connection.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
-/// Buffers handed to one vectored write.
-const MAX_IOVECS: usize = 64;
 /// After a burst ended in the middle of a UTF-8 character, how long to wait for the
 /// rest of it before answering what is there (as invalid text).
 const UNFINISHED_CHARACTER_GAP: Duration = Duration::from_secs(1);
-/// On close: how long to keep flushing output and waiting for the peer's EOF.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Settings shared by every TCP connection.
 #[derive(Debug, Clone)]
@@ -107,11 +103,11 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = Connection::new(stream, peer, responder.clone(), settings.clone());
+        let connection = Connection::new(responder.clone(), settings.clone());
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             tracing::debug!(%peer, "tcp connection opened");
-            let summary = connection.run(&shutdown).await;
+            let summary = connection.run(stream, &shutdown).await;
             tracing::info!(
                 %peer,
                 reason = summary.reason.as_str(),
@@ -147,212 +143,199 @@ struct Summary {
     answered: u64,
 }
 
+/// What one connection knows beyond its pump: how to cut and answer its input.
 struct Connection {
-    stream: TcpStream,
-    peer: SocketAddr,
     responder: Responder,
     settings: Arc<TcpSettings>,
     /// `None` in echo mode: bytes pass through unframed.
     framer: Option<LineFramer>,
-    /// Messages read but not yet answered; only filled while output is under its bound.
-    messages: VecDeque<Message>,
-    output: VecDeque<Bytes>,
-    output_bytes: usize,
+    /// Where frames are cut into; kept so a read does not allocate a new one.
+    frames: Vec<Frame>,
     read_open: bool,
     /// When the current unframed burst counts as finished.
     burst_deadline: Option<Instant>,
     /// The last burst ended mid-character and was put back to wait for the rest.
     holding_unfinished_character: bool,
     bytes_in: u64,
-    bytes_out: u64,
+    /// Everything handed to the outbox; what is still pending at the end was not sent.
+    bytes_queued: u64,
     answered: u64,
 }
 
 impl Connection {
-    fn new(
-        stream: TcpStream,
-        peer: SocketAddr,
-        responder: Responder,
-        settings: Arc<TcpSettings>,
-    ) -> Self {
+    fn new(responder: Responder, settings: Arc<TcpSettings>) -> Self {
         let framer = match responder.mode() {
             Mode::Echo => None,
             Mode::Upper | Mode::Random => Some(LineFramer::new(settings.max_message_bytes)),
         };
         Connection {
-            stream,
-            peer,
             responder,
             settings,
             framer,
-            messages: VecDeque::new(),
-            output: VecDeque::new(),
-            output_bytes: 0,
+            frames: Vec::new(),
             read_open: true,
             burst_deadline: None,
             holding_unfinished_character: false,
             bytes_in: 0,
-            bytes_out: 0,
+            bytes_queued: 0,
             answered: 0,
         }
     }
 
-    async fn run(mut self, shutdown: &CancellationToken) -> Summary {
-        let reason = self.pump(shutdown).await;
-        if matches!(
-            reason,
-            CloseReason::PeerClosed | CloseReason::Answered | CloseReason::Shutdown
-        ) {
-            self.close_gracefully().await;
-        }
-        tracing::trace!(peer = %self.peer, "tcp connection task done");
+    /// Serve `stream` until it is finished: every answer has been written (or could
+    /// not be) when this returns.
+    async fn run(mut self, stream: TcpStream, shutdown: &CancellationToken) -> Summary {
+        let outbox = Arc::new(Outbox::with_overflow(
+            self.settings.max_pending_bytes,
+            Overflow::PauseReading,
+        ));
+        let mut conn = Conn::new(stream, outbox.clone());
+        let reason = self.pump(&mut conn, &outbox, shutdown).await;
+        let unsent = outbox.pending_bytes() as u64;
+        tracing::trace!("tcp connection task done");
         Summary {
             reason,
             bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
+            bytes_out: self.bytes_queued.saturating_sub(unsent),
             answered: self.answered,
         }
     }
 
-    /// Move bytes both ways until the connection is finished; every answer has been
-    /// written when this returns a graceful reason.
-    async fn pump(&mut self, shutdown: &CancellationToken) -> CloseReason {
+    async fn pump(
+        &mut self,
+        conn: &mut Conn<TcpStream>,
+        outbox: &Outbox,
+        shutdown: &CancellationToken,
+    ) -> CloseReason {
         let idle_timeout = self.settings.idle_timeout;
         let mut idle_deadline = idle_timeout.map(|timeout| Instant::now() + timeout);
+        // Why we closed the outbox; the pump then flushes, half-closes and lingers.
         let mut closing: Option<CloseReason> = None;
-        let mut close_deadline: Option<Instant> = None;
         loop {
-            self.answer_queued();
             if closing.is_none() {
-                if self.settings.once && self.answered > 0 {
-                    // Whatever else was sent is not answered: one message per connection.
-                    self.messages.clear();
-                    closing = Some(CloseReason::Answered);
-                } else if !self.read_open && self.messages.is_empty() {
-                    closing = Some(CloseReason::PeerClosed);
+                let reason = if self.settings.once && self.answered > 0 {
+                    Some(CloseReason::Answered)
+                } else if !self.read_open {
+                    Some(CloseReason::PeerClosed)
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    closing = Some(reason);
+                    outbox.close(PumpReason::PeerClosed);
                 }
             }
-            if let Some(reason) = closing {
-                if self.output.is_empty() {
-                    return reason;
-                }
-            }
-            let want_read = closing.is_none()
-                && self.read_open
-                && self.messages.is_empty()
-                && self.output_bytes < self.settings.max_pending_bytes;
-            let want_write = !self.output.is_empty();
-            let progressed = tokio::select! {
+            conn.set_deadline(earliest(self.burst_deadline, idle_deadline));
+            let input = tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if close_deadline.is_none() => {
-                    self.messages.clear();
-                    closing = Some(closing.unwrap_or(CloseReason::Shutdown));
-                    close_deadline = Some(Instant::now() + CLOSE_FLUSH_TIMEOUT);
-                    false
+                _ = shutdown.cancelled(), if closing.is_none() => {
+                    closing = Some(CloseReason::Shutdown);
+                    outbox.close(PumpReason::Shutdown);
+                    continue;
                 }
-                _ = sleep_until_or_never(close_deadline) => {
-                    return closing.unwrap_or(CloseReason::Shutdown);
-                }
-                ready = self.stream.writable(), if want_write => match ready.and_then(|()| self.write_some()) {
-                    Ok(written) => written > 0,
-                    Err(_) => return CloseReason::PeerReset,
-                },
-                ready = self.stream.readable(), if want_read => match ready.and_then(|()| read_chunk(&self.stream)) {
-                    Ok(Some(chunk)) => {
-                        self.on_data(chunk);
-                        true
-                    }
-                    Ok(None) => {
-                        self.on_eof();
-                        true
-                    }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => false,
-                    Err(_) => return CloseReason::PeerReset,
-                },
-                _ = sleep_until_or_never(self.burst_deadline) => {
-                    self.burst_deadline = None;
-                    self.on_burst_end();
-                    false
-                }
-                _ = sleep_until_or_never(idle_deadline) => {
-                    return if self.output.is_empty() {
-                        CloseReason::IdleTimeout
-                    } else {
-                        CloseReason::Stalled
-                    };
-                }
+                input = conn.next() => input,
             };
-            if progressed {
-                idle_deadline = idle_timeout.map(|timeout| Instant::now() + timeout);
+            match input {
+                Input::Data(chunk) => {
+                    idle_deadline = idle_timeout.map(|timeout| Instant::now() + timeout);
+                    self.on_data(chunk, outbox);
+                }
+                Input::Eof => self.on_eof(outbox),
+                // Plain TCP: any read error means the connection is gone.
+                Input::ReadFailed(_) => return CloseReason::PeerReset,
+                Input::Deadline => {
+                    let now = Instant::now();
+                    if self.burst_deadline.is_some_and(|at| at <= now) {
+                        self.burst_deadline = None;
+                        self.on_burst_end(outbox);
+                    }
+                    if idle_deadline.is_some_and(|at| at <= now) {
+                        if conn.take_writes() > 0 {
+                            idle_deadline = idle_timeout.map(|timeout| now + timeout);
+                        } else if outbox.pending_bytes() == 0 {
+                            return CloseReason::IdleTimeout;
+                        } else {
+                            return CloseReason::Stalled;
+                        }
+                    }
+                }
+                Input::Finished(PumpReason::PeerReset) => return CloseReason::PeerReset,
+                Input::Finished(_) => return closing.unwrap_or(CloseReason::PeerReset),
             }
         }
     }
 
-    /// Turn queued messages into replies while the output is under its bound.
-    fn answer_queued(&mut self) {
-        while self.output_bytes < self.settings.max_pending_bytes {
-            if self.settings.once && self.answered > 0 {
-                return;
-            }
-            let Some(message) = self.messages.pop_front() else {
-                return;
-            };
-            match message {
-                Message::Raw(bytes) => self.queue_output(bytes),
-                Message::Line(text) => {
-                    let reply = self.responder.answer(&text);
-                    self.queue_output(reply);
-                    self.queue_output(Bytes::from_static(b"\n"));
-                }
-                Message::Burst(text) => {
-                    let reply = self.responder.answer(&text);
-                    self.queue_output(reply);
-                }
-                Message::TooLong => {
-                    let error = format!(
-                        "error: message over {} bytes, discarded\n",
-                        self.settings.max_message_bytes
-                    );
-                    self.queue_output(Bytes::from(error));
-                }
-            }
-            self.answered += 1;
+    /// Answer `message` into the outbox (which never refuses: it pauses reading).
+    fn answer(&mut self, message: Message, outbox: &Outbox) {
+        if self.settings.once && self.answered > 0 {
+            // One message per connection: whatever else was sent is not answered.
+            return;
         }
+        match message {
+            Message::Raw(bytes) => self.queue(bytes, outbox),
+            Message::Line(text) => {
+                let reply = self.responder.answer(&text);
+                self.queue(reply, outbox);
+                self.queue(Bytes::from_static(b"\n"), outbox);
+            }
+            Message::Burst(text) => {
+                let reply = self.responder.answer(&text);
+                self.queue(reply, outbox);
+            }
+            Message::TooLong => {
+                let error = format!(
+                    "error: message over {} bytes, discarded\n",
+                    self.settings.max_message_bytes
+                );
+                self.queue(Bytes::from(error), outbox);
+            }
+        }
+        self.answered += 1;
     }
 
-    fn queue_output(&mut self, bytes: Bytes) {
+    fn queue(&mut self, bytes: Bytes, outbox: &Outbox) {
         if !bytes.is_empty() {
-            self.output_bytes += bytes.len();
-            self.output.push_back(bytes);
+            self.bytes_queued += bytes.len() as u64;
+            outbox.push(bytes);
         }
     }
 
-    fn on_data(&mut self, chunk: Bytes) {
+    /// Answer every frame the framer has cut, as a line or (at a burst's end or EOF)
+    /// as a burst.
+    fn answer_frames(&mut self, as_lines: bool, outbox: &Outbox) {
+        let mut frames = std::mem::take(&mut self.frames);
+        for frame in frames.drain(..) {
+            let message = match frame {
+                Frame::Line(text) if as_lines => Message::Line(text),
+                Frame::Line(text) => Message::Burst(text),
+                Frame::TooLong => Message::TooLong,
+            };
+            self.answer(message, outbox);
+        }
+        self.frames = frames;
+    }
+
+    fn on_data(&mut self, chunk: Bytes, outbox: &Outbox) {
         self.bytes_in += chunk.len() as u64;
         let Some(framer) = &mut self.framer else {
-            self.messages.push_back(Message::Raw(chunk));
+            self.answer(Message::Raw(chunk), outbox);
             return;
         };
-        let mut frames = Vec::new();
-        framer.push(&chunk, &mut frames);
+        framer.push(&chunk, &mut self.frames);
         self.burst_deadline = framer
             .awaiting_burst_end()
             .then(|| Instant::now() + BURST_GAP);
         self.holding_unfinished_character = false;
-        self.messages
-            .extend(frames.into_iter().map(|frame| match frame {
-                Frame::Line(text) => Message::Line(text),
-                Frame::TooLong => Message::TooLong,
-            }));
+        self.answer_frames(true, outbox);
     }
 
-    fn on_burst_end(&mut self) {
+    fn on_burst_end(&mut self, outbox: &Outbox) {
         let Some(framer) = &mut self.framer else {
             return;
         };
-        let mut frames = Vec::new();
-        framer.end_burst(&mut frames);
-        for frame in frames {
+        framer.end_burst(&mut self.frames);
+        let mut frames = std::mem::take(&mut self.frames);
+        for frame in frames.drain(..) {
             match frame {
                 Frame::Line(text)
                     if self.responder.mode() == Mode::Upper
@@ -362,102 +345,35 @@ impl Connection {
                     // The sender paused inside a character: put the burst back (it
                     // fits, it came from the framer) and give the rest time to arrive.
                     let mut none: Vec<Frame> = Vec::new();
-                    framer.push(&text, &mut none);
+                    if let Some(framer) = &mut self.framer {
+                        framer.push(&text, &mut none);
+                    }
                     self.holding_unfinished_character = true;
                     self.burst_deadline = Some(Instant::now() + UNFINISHED_CHARACTER_GAP);
                 }
                 Frame::Line(text) => {
                     self.holding_unfinished_character = false;
-                    self.messages.push_back(Message::Burst(text));
+                    self.answer(Message::Burst(text), outbox);
                 }
-                Frame::TooLong => self.messages.push_back(Message::TooLong),
+                Frame::TooLong => self.answer(Message::TooLong, outbox),
             }
         }
+        self.frames = frames;
     }
 
-    fn on_eof(&mut self) {
+    fn on_eof(&mut self, outbox: &Outbox) {
         self.read_open = false;
         self.burst_deadline = None;
         if let Some(framer) = &mut self.framer {
-            let mut frames = Vec::new();
-            framer.finish(&mut frames);
-            self.messages
-                .extend(frames.into_iter().map(|frame| match frame {
-                    Frame::Line(text) => Message::Burst(text),
-                    Frame::TooLong => Message::TooLong,
-                }));
+            framer.finish(&mut self.frames);
+            self.answer_frames(false, outbox);
         }
-    }
-
-    /// One vectored write of as much queued output as the socket takes now.
-    fn write_some(&mut self) -> io::Result<usize> {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let count = self.output.len().min(MAX_IOVECS);
-        for (slot, bytes) in slices.iter_mut().zip(self.output.iter()) {
-            *slot = IoSlice::new(bytes);
-        }
-        let written = match self.stream.try_write_vectored(&slices[..count]) {
-            Ok(written) => written,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(0),
-            Err(error) => return Err(error),
-        };
-        let mut remaining = written;
-        while remaining > 0 {
-            let Some(front) = self.output.front_mut() else {
-                break;
-            };
-            if front.len() <= remaining {
-                remaining -= front.len();
-                self.output.pop_front();
-            } else {
-                front.advance(remaining);
-                remaining = 0;
-            }
-        }
-        self.output_bytes -= written;
-        self.bytes_out += written as u64;
-        if self.output.is_empty() {
-            // Release the queue's storage so an idle connection holds none.
-            self.output = VecDeque::new();
-        }
-        Ok(written)
-    }
-
-    /// Half-close, then read until the peer's EOF (bounded), so unread input in our
-    /// receive buffer does not turn the close into a reset that eats the last answer.
-    async fn close_gracefully(&mut self) {
-        let _ = self.stream.shutdown().await;
-        if !self.read_open {
-            return;
-        }
-        let linger = async {
-            loop {
-                if self.stream.readable().await.is_err() {
-                    return;
-                }
-                match read_chunk(&self.stream) {
-                    Ok(Some(_)) => continue,
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                    Ok(None) | Err(_) => return,
-                }
-            }
-        };
-        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, linger).await;
     }
 }
 
-/// Read what the socket has now. `Ok(None)` is EOF.
-fn read_chunk(stream: &TcpStream) -> io::Result<Option<Bytes>> {
-    let mut chunk = [0u8; READ_CHUNK_BYTES];
-    match stream.try_read(&mut chunk)? {
-        0 => Ok(None),
-        read => Ok(Some(Bytes::copy_from_slice(&chunk[..read]))),
-    }
-}
-
-async fn sleep_until_or_never(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+fn earliest(first: Option<Instant>, second: Option<Instant>) -> Option<Instant> {
+    match (first, second) {
+        (Some(first), Some(second)) => Some(first.min(second)),
+        (first, second) => first.or(second),
     }
 }
