@@ -26,6 +26,7 @@
 //! - [`services`]: echo, uppercase and random-reply services over TCP and UDP.
 //! - [`send`]: the one-shot `send` client.
 //! - [`bench`]: the `bench` load generator (fan-out, idle memory, connect rate).
+//! - [`memory`]: the allocator (jemalloc) and handing freed memory back to the system.
 //! - [`cli`]: command-line definitions.
 //!
 //! `docs/ARCHITECTURE.md` tells the concurrency story: who owns what, which queues
