@@ -190,6 +190,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_JSON_TLS", value_name = "ADDR")]
     pub json_tls: Option<SocketAddr>,
 
+    /// IRC door for irssi, WeeChat, HexChat and bots (6667 is customary), or `off` [default: off].
+    #[arg(long, env = "SWITCHBOARD_IRC", value_name = "ADDR|off")]
+    pub irc: Option<Listen>,
+
+    /// TLS-only IRC door (needs --tls-cert and --tls-key; 6697 is customary) [default: off].
+    #[arg(long, env = "SWITCHBOARD_IRC_TLS", value_name = "ADDR")]
+    pub irc_tls: Option<SocketAddr>,
+
     /// PEM certificate chain (leaf first); turns on TLS with --tls-key.
     #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -264,6 +272,8 @@ impl ServeArgs {
             web: self.web.or(lower.web),
             line_tls: self.line_tls.or(lower.line_tls),
             json_tls: self.json_tls.or(lower.json_tls),
+            irc: self.irc.or(lower.irc),
+            irc_tls: self.irc_tls.or(lower.irc_tls),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             max_json_bytes: self.max_json_bytes.or(lower.max_json_bytes),
@@ -302,6 +312,9 @@ pub struct Config {
     pub web: Option<SocketAddr>,
     pub line_tls: Option<SocketAddr>,
     pub json_tls: Option<SocketAddr>,
+    /// IRC door; `None` when off.
+    pub irc: Option<SocketAddr>,
+    pub irc_tls: Option<SocketAddr>,
     /// Loaded certificate and key, when TLS is on.
     pub tls: Option<crate::tls::TlsSettings>,
     pub max_json_bytes: usize,
@@ -380,6 +393,7 @@ fn tls_settings(merged: &ServeArgs) -> Result<Option<crate::tls::TlsSettings>, C
             let wants_tls = [
                 ("--line-tls", merged.line_tls),
                 ("--json-tls", merged.json_tls),
+                ("--irc-tls", merged.irc_tls),
             ];
             match wants_tls.iter().find(|(_, addr)| addr.is_some()) {
                 Some((setting, _)) => Err(ConfigError::Invalid {
@@ -492,6 +506,8 @@ impl Config {
                 .0,
             line_tls: merged.line_tls,
             json_tls: merged.json_tls,
+            irc: merged.irc.and_then(|listen| listen.0),
+            irc_tls: merged.irc_tls,
             tls,
             max_json_bytes: at_least(
                 "--max-json-bytes",

@@ -304,9 +304,11 @@ fn build_doors(
             )
             .start(local)
         });
+    let irc = crate::door::irc::door(hub.clone(), session, metrics.door("irc"));
     Doors {
         line: Arc::new(line),
         json: Arc::new(json),
+        irc: Arc::new(irc),
         web,
         slots: slots.clone(),
         metrics: metrics.clone(),

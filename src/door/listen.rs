@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::irc::IrcDoor;
 use super::json::codec::JsonRender;
 use super::json::JsonDoor;
 use super::line::LineDoor;
@@ -35,6 +36,8 @@ pub enum DoorKind {
     Line,
     /// JSON lines (`door::json`).
     Json,
+    /// IRC (`door::irc`).
+    Irc,
     /// HTTP: the page, `/ws`, `/healthz`, `/metrics` (`door::web`).
     Web,
 }
@@ -56,6 +59,8 @@ impl Listener {
             (DoorKind::Line, true) => "line-tls",
             (DoorKind::Json, false) => "json",
             (DoorKind::Json, true) => "json-tls",
+            (DoorKind::Irc, false) => "irc",
+            (DoorKind::Irc, true) => "irc-tls",
             (DoorKind::Web, _) => "web",
         }
     }
@@ -67,6 +72,8 @@ impl Listener {
             (DoorKind::Line, true) => "--line-tls",
             (DoorKind::Json, false) => "--json",
             (DoorKind::Json, true) => "--json-tls",
+            (DoorKind::Irc, false) => "--irc",
+            (DoorKind::Irc, true) => "--irc-tls",
             (DoorKind::Web, _) => "--web",
         }
     }
@@ -82,6 +89,8 @@ pub fn listeners(config: &Config) -> Vec<Listener> {
         (DoorKind::Json, config.json, false),
         (DoorKind::Line, config.line_tls, true),
         (DoorKind::Json, config.json_tls, true),
+        (DoorKind::Irc, config.irc, false),
+        (DoorKind::Irc, config.irc_tls, true),
         (DoorKind::Web, config.web, tls),
     ]
     .into_iter()
@@ -102,6 +111,7 @@ pub type WebQueue = mpsc::Sender<(Box<dyn WebStream>, SocketAddr)>;
 pub struct Doors {
     pub line: Arc<LineDoor>,
     pub json: Arc<JsonDoor>,
+    pub irc: Arc<IrcDoor>,
     /// `None` when the web door is off.
     pub web: Option<WebQueue>,
     pub slots: Arc<ConnectionSlots>,
@@ -120,7 +130,7 @@ impl Doors {
         let tls = self.tls.as_ref().filter(|_| listener.tls)?;
         let config = match listener.kind {
             DoorKind::Web => tls.web.clone(),
-            DoorKind::Line | DoorKind::Json => tls.streams.clone(),
+            DoorKind::Line | DoorKind::Json | DoorKind::Irc => tls.streams.clone(),
         };
         Some(TlsAcceptor::from(config))
     }
@@ -181,6 +191,14 @@ impl Doors {
                     None => connection.await,
                 }
             }
+            DoorKind::Irc => {
+                let peer_slot = PeerSlot::new(peer, Some(slot));
+                let connection = super::irc::drive(self.irc.clone(), stream, peer_slot);
+                match spawn_on {
+                    Some(tracker) => drop(tracker.spawn(connection)),
+                    None => connection.await,
+                }
+            }
             DoorKind::Web => {
                 let Some(queue) = &self.web else { return };
                 // The slot lives in the stream: an upgraded WebSocket keeps it.
@@ -211,6 +229,7 @@ fn refusal_words(kind: DoorKind, refusal: Refusal) -> Vec<u8> {
                 .map(|bytes| bytes.to_vec())
                 .unwrap_or_default()
         }
+        DoorKind::Irc => format!("ERROR :Closing link: {refusal}\r\n").into_bytes(),
         DoorKind::Web => {
             let body = format!("{refusal}\n");
             format!(
@@ -334,7 +353,7 @@ mod tests {
     fn every_listener_has_its_own_name_and_flag() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let mut seen = std::collections::HashSet::new();
-        for kind in [DoorKind::Line, DoorKind::Json] {
+        for kind in [DoorKind::Line, DoorKind::Json, DoorKind::Irc] {
             for tls in [false, true] {
                 let listener = Listener { kind, addr, tls };
                 assert!(seen.insert(listener.name()));

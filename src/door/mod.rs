@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod flood;
+pub mod irc;
 pub mod json;
 pub mod line;
 pub mod listen;

@@ -1,0 +1,451 @@
+//! The IRC front door: irssi, WeeChat, HexChat and bots join the same rooms as every
+//! other door (a room `#general` is the channel `#general`). [`IrcProtocol`] maps IRC
+//! commands to hub requests and answers what it can itself (PING, CAP, MODE queries);
+//! it rides line framing ([`IrcFraming`], CR LF) on the shared session driver, events
+//! are rendered by [`render::IrcRender`], and a close says `ERROR :Closing link`.
+//!
+//! What a client gets today: registration (CAP LS/REQ/END with no capabilities
+//! offered, NICK, USER, PASS ignored), the welcome numerics 001-005 and 422, PING/PONG,
+//! JOIN (several channels), PART, PRIVMSG and NOTICE to channels and nicks (CTCP
+//! ACTION is `/me`), NICK changes, NAMES, LIST, WHOIS, WHO (empty), MODE and TOPIC
+//! queries, VERSION, TIME, QUIT, and error numerics. Flood control, the register
+//! timeout, slow consumers and the connection limits are the driver's, as on every door.
+
+pub mod message;
+pub mod render;
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::ops::Deref;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use self::message::{ctcp_action, parse};
+use self::render::{IrcRender, SERVER_NAME};
+use super::conn::Farewell;
+use super::line::framing::LineFramer;
+use super::session::{self, Door, Framing, Notice, Protocol, SessionSettings, Step, Unit};
+use super::PeerSlot;
+use crate::hub::{CloseReason, HubHandle, Request, Tag};
+use crate::metrics::DoorMetrics;
+use crate::text::NickError;
+
+/// The longest line a client may send, without its CR LF (RFC 1459: 512 with them).
+/// No capability that lets a client send tags is offered, so none are allowed for.
+pub const MAX_LINE_BYTES: usize = 510;
+
+/// The IRC door: its session rules and its protocol.
+pub type IrcDoor = Door<IrcProtocol>;
+
+/// Build the IRC door on `hub`.
+pub fn door(hub: HubHandle, session: SessionSettings, metrics: DoorMetrics) -> IrcDoor {
+    Door {
+        name: "irc",
+        hub,
+        render: IrcRender::new(),
+        settings: session,
+        metrics,
+        protocol: IrcProtocol,
+    }
+}
+
+/// Drive one IRC connection (plain or TLS) from registration to close.
+pub fn drive<'door, D, S>(door: D, stream: S, peer: PeerSlot) -> impl Future<Output = ()> + 'door
+where
+    D: Deref<Target = IrcDoor> + 'door,
+    S: AsyncRead + AsyncWrite + Unpin + 'door,
+{
+    let framing = IrcFraming(LineFramer::new(MAX_LINE_BYTES));
+    session::drive(door, stream, peer, framing, IrcFarewell)
+}
+
+/// CR LF (or bare LF) framing. Unlike the line door there is no burst gap: every IRC
+/// client ends its lines, so an unterminated line waits for its end.
+pub struct IrcFraming(pub LineFramer);
+
+impl Framing for IrcFraming {
+    type Control = Infallible;
+
+    fn push(&mut self, chunk: &Bytes, units: &mut Vec<Unit<Infallible>>) {
+        self.0.push(chunk, units);
+    }
+
+    fn finish(&mut self, units: &mut Vec<Unit<Infallible>>) {
+        self.0.finish(units);
+    }
+}
+
+/// `ERROR` with the reason, the last line before the server closes (RFC 2812 3.7.4).
+pub struct IrcFarewell;
+
+impl Farewell for IrcFarewell {
+    fn farewell(&self, reason: CloseReason) -> Option<Bytes> {
+        Some(format!("ERROR :Closing link: {}\r\n", reason.as_str()).into())
+    }
+}
+
+/// What an IRC connection remembers before and during registration.
+#[derive(Debug, Default)]
+pub struct IrcState {
+    /// From NICK, until the hub has answered the registration.
+    nick: Option<String>,
+    /// USER was sent.
+    user: bool,
+    /// Between `CAP LS`/`CAP REQ` and `CAP END`: registration waits (IRCv3).
+    negotiating: bool,
+    /// A registration is with the hub.
+    registering: bool,
+}
+
+/// The IRC protocol: stateless itself; per-connection state is [`IrcState`].
+pub struct IrcProtocol;
+
+/// `:switchboard NUMERIC * rest` as one line.
+fn numeric(number: u16, rest: &str) -> Step {
+    Step::Send(format!(":{SERVER_NAME} {number:03} * {rest}\r\n").into())
+}
+
+fn send_line(line: String) -> Step {
+    Step::Send(Bytes::from(line + "\r\n"))
+}
+
+fn request(request: Request) -> Step {
+    Step::Request { tag: None, request }
+}
+
+impl IrcProtocol {
+    fn before_registration(
+        &self,
+        state: &mut IrcState,
+        command: &str,
+        params: &[&str],
+        steps: &mut Vec<Step>,
+    ) {
+        match command {
+            "NICK" => match params.first() {
+                Some(nick) if !nick.is_empty() => state.nick = Some((*nick).to_owned()),
+                _ => steps.push(numeric(431, ":No nickname given")),
+            },
+            "USER" if params.len() < 4 => steps.push(numeric(461, "USER :Not enough parameters")),
+            "USER" => state.user = true,
+            // No server password is configured: any is accepted, as servers do.
+            "PASS" => {}
+            "QUIT" => steps.push(Step::Leave(CloseReason::ClientQuit)),
+            _ => steps.push(numeric(451, ":You have not registered")),
+        }
+        if state.nick.is_some() && state.user && !state.negotiating && !state.registering {
+            state.registering = true;
+            steps.push(Step::Register {
+                tag: None,
+                nick: state.nick.clone().unwrap_or_default(),
+            });
+        }
+    }
+
+    fn registered(&self, command: &str, params: &[&str], steps: &mut Vec<Step>) {
+        match command {
+            "JOIN" => {
+                let Some(channels) = params.first().filter(|c| !c.is_empty()) else {
+                    steps.push(numeric(461, "JOIN :Not enough parameters"));
+                    return;
+                };
+                for room in channels.split(',').filter(|room| !room.is_empty()) {
+                    steps.push(request(Request::Join {
+                        room: room.to_owned(),
+                    }));
+                    // The member list a client expects right after its JOIN.
+                    steps.push(request(Request::Who {
+                        room: Some(room.to_owned()),
+                    }));
+                }
+            }
+            "PART" => {
+                let Some(channels) = params.first().filter(|c| !c.is_empty()) else {
+                    steps.push(numeric(461, "PART :Not enough parameters"));
+                    return;
+                };
+                let reason = params.get(1).map(|reason| (*reason).to_owned());
+                for room in channels.split(',').filter(|room| !room.is_empty()) {
+                    steps.push(request(Request::Part {
+                        room: Some(room.to_owned()),
+                        reason: reason.clone(),
+                    }));
+                }
+            }
+            "PRIVMSG" | "NOTICE" => {
+                let Some(target) = params.first().filter(|t| !t.is_empty()) else {
+                    steps.push(numeric(411, &format!(":No recipient given ({command})")));
+                    return;
+                };
+                let Some(text) = params.get(1).filter(|text| !text.is_empty()) else {
+                    steps.push(numeric(412, ":No text to send"));
+                    return;
+                };
+                let (text, action) = match ctcp_action(text) {
+                    Some(body) => (body, true),
+                    // Other CTCP queries (VERSION, PING) are not relayed as speech.
+                    None if text.starts_with('\u{1}') => return,
+                    None => (*text, false),
+                };
+                let text = text.to_owned();
+                if target.starts_with('#') {
+                    steps.push(request(Request::Say {
+                        room: Some((*target).to_owned()),
+                        text,
+                        data: None,
+                        action,
+                    }));
+                } else {
+                    steps.push(request(Request::Whisper {
+                        to: (*target).to_owned(),
+                        text,
+                        data: None,
+                        action,
+                    }));
+                }
+            }
+            "NICK" => match params.first().filter(|nick| !nick.is_empty()) {
+                Some(nick) => steps.push(request(Request::Nick {
+                    nick: (*nick).to_owned(),
+                })),
+                None => steps.push(numeric(431, ":No nickname given")),
+            },
+            "NAMES" => steps.push(request(Request::Who {
+                room: params.first().map(|room| (*room).to_owned()),
+            })),
+            "LIST" => steps.push(request(Request::Rooms)),
+            "WHOIS" => match params.last().filter(|nick| !nick.is_empty()) {
+                Some(nick) => steps.push(request(Request::Whois {
+                    nick: (*nick).to_owned(),
+                })),
+                None => steps.push(numeric(431, ":No nickname given")),
+            },
+            // Hosts and real names are not kept, so WHO lists nobody; clients that
+            // sync channels with it still get the end they wait for.
+            "WHO" => {
+                let mask = params.first().copied().unwrap_or("*");
+                steps.push(numeric(315, &format!("{mask} :End of /WHO list")));
+            }
+            "MODE" => match params {
+                [target] if target.starts_with('#') => {
+                    steps.push(numeric(324, &format!("{target} +")));
+                }
+                [target] => steps.push(send_line(format!(":{SERVER_NAME} 221 {target} +"))),
+                [target, ..] => steps.push(numeric(
+                    482,
+                    &format!("{target} :Modes cannot be changed on this server yet"),
+                )),
+                [] => steps.push(numeric(461, "MODE :Not enough parameters")),
+            },
+            "TOPIC" => match params.first() {
+                Some(room) => steps.push(numeric(331, &format!("{room} :No topic is set"))),
+                None => steps.push(numeric(461, "TOPIC :Not enough parameters")),
+            },
+            "VERSION" => steps.push(numeric(
+                351,
+                &format!(
+                    "switchboard-{} {SERVER_NAME} :Switchboard chat server",
+                    env!("CARGO_PKG_VERSION")
+                ),
+            )),
+            "TIME" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |now| now.as_secs());
+                steps.push(numeric(391, &format!("{SERVER_NAME} :{now}")));
+            }
+            "QUIT" => steps.push(request(Request::Quit {
+                reason: params.first().map(|reason| (*reason).to_owned()),
+            })),
+            "USER" | "PASS" => steps.push(numeric(462, ":You may not reregister")),
+            _ => steps.push(numeric(421, &format!("{command} :Unknown command"))),
+        }
+    }
+}
+
+impl Protocol for IrcProtocol {
+    type State = IrcState;
+
+    fn on_message(
+        &self,
+        state: &mut IrcState,
+        line: &[u8],
+        registered: bool,
+        steps: &mut Vec<Step>,
+    ) {
+        // Older clients send Latin-1 or other legacy encodings: shown, not refused.
+        let line = String::from_utf8_lossy(line);
+        let Some(message) = parse(&line) else { return };
+        let params = &message.params[..];
+        match message.command.as_str() {
+            "PING" => {
+                let token = params.first().copied().unwrap_or(SERVER_NAME);
+                steps.push(send_line(format!(
+                    ":{SERVER_NAME} PONG {SERVER_NAME} :{token}"
+                )));
+            }
+            "PONG" => {}
+            "CAP" => {
+                let subcommand = params.first().map(|s| s.to_ascii_uppercase());
+                let nick = state.nick.as_deref().filter(|_| registered).unwrap_or("*");
+                match subcommand.as_deref() {
+                    Some("LS") | Some("LIST") => {
+                        if !registered {
+                            state.negotiating = true;
+                        }
+                        let sub = subcommand.as_deref().unwrap_or("LS");
+                        steps.push(send_line(format!(":{SERVER_NAME} CAP {nick} {sub} :")));
+                    }
+                    Some("REQ") => {
+                        if !registered {
+                            state.negotiating = true;
+                        }
+                        let wanted = params.get(1).copied().unwrap_or("");
+                        steps.push(send_line(format!(
+                            ":{SERVER_NAME} CAP {nick} NAK :{wanted}"
+                        )));
+                    }
+                    Some("END") => {
+                        state.negotiating = false;
+                        if !registered {
+                            self.before_registration(state, "PASS", &[], steps);
+                        }
+                    }
+                    _ => {
+                        let mut rest = String::new();
+                        let _ = write!(
+                            rest,
+                            "{} :Invalid CAP command",
+                            params.first().unwrap_or(&"")
+                        );
+                        steps.push(numeric(410, &rest));
+                    }
+                }
+            }
+            command if registered => self.registered(command, params, steps),
+            command => self.before_registration(state, command, params, steps),
+        }
+    }
+
+    fn on_too_long(&self, _: &mut IrcState, _head: &[u8], _: bool, steps: &mut Vec<Step>) {
+        steps.push(numeric(
+            417,
+            &format!(":Input line was too long (limit {MAX_LINE_BYTES} bytes); it was discarded"),
+        ));
+    }
+
+    fn on_registered(
+        &self,
+        state: &mut IrcState,
+        _tag: Option<Tag>,
+        answer: Result<(), NickError>,
+        steps: &mut Vec<Step>,
+    ) {
+        state.registering = false;
+        let nick = state.nick.take().unwrap_or_default();
+        match answer {
+            // The default room was joined on registration: its member list, as after
+            // any JOIN.
+            Ok(()) => steps.push(request(Request::Who { room: None })),
+            Err(NickError::Taken) => {
+                steps.push(numeric(433, &format!("{nick} :Nickname is already in use")))
+            }
+            Err(why) => steps.push(numeric(432, &format!("{nick} :Erroneous nickname: {why}"))),
+        }
+    }
+
+    fn notice(&self, notice: Notice) -> Bytes {
+        let text = match notice {
+            Notice::SlowDown { rate } => {
+                format!("slow down: over {rate} messages per second; your messages are delayed")
+            }
+            Notice::Flooding => "disconnected for flooding".to_owned(),
+            Notice::RegisterTimeout { limit } => format!(
+                "no registration (NICK and USER) within {}s",
+                limit.as_secs_f64()
+            ),
+            Notice::IdleTimeout { limit } => {
+                format!("nothing received for {}s", limit.as_secs_f64())
+            }
+        };
+        format!(":{SERVER_NAME} NOTICE * :{text}\r\n").into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(state: &mut IrcState, line: &str, registered: bool) -> Vec<Step> {
+        let mut steps = Vec::new();
+        IrcProtocol.on_message(state, line.as_bytes(), registered, &mut steps);
+        steps
+    }
+
+    fn sent(steps: &[Step]) -> String {
+        steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Send(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn registers_after_nick_and_user_and_waits_for_cap_end() {
+        let mut state = IrcState::default();
+        let ls = run(&mut state, "CAP LS 302", false);
+        assert_eq!(sent(&ls), ":switchboard CAP * LS :\r\n");
+        assert!(run(&mut state, "NICK alice", false).is_empty());
+        assert!(
+            run(&mut state, "USER alice 0 * :Alice", false).is_empty(),
+            "registration waits for CAP END"
+        );
+        let end = run(&mut state, "CAP END", false);
+        assert!(matches!(&end[..], [Step::Register { nick, .. }] if nick == "alice"));
+        // A taken name: 433, and a new NICK registers again.
+        let mut steps = Vec::new();
+        IrcProtocol.on_registered(&mut state, None, Err(NickError::Taken), &mut steps);
+        assert!(sent(&steps).contains(" 433 * alice :Nickname is already in use"));
+        let retry = run(&mut state, "NICK alice_", false);
+        assert!(matches!(&retry[..], [Step::Register { nick, .. }] if nick == "alice_"));
+    }
+
+    #[test]
+    fn commands_before_registration_get_451_and_ping_is_answered() {
+        let mut state = IrcState::default();
+        assert!(sent(&run(&mut state, "JOIN #a", false)).contains(" 451 "));
+        assert_eq!(
+            sent(&run(&mut state, "PING :abc", false)),
+            ":switchboard PONG switchboard :abc\r\n"
+        );
+    }
+
+    #[test]
+    fn registered_commands_become_hub_requests() {
+        let mut state = IrcState::default();
+        let join = run(&mut state, "JOIN #a,#b", true);
+        assert_eq!(join.len(), 4, "a join and a NAMES for each channel");
+        assert!(matches!(
+            &run(&mut state, "PRIVMSG #a :hello there", true)[..],
+            [Step::Request { request: Request::Say { room: Some(room), text, action: false, .. }, .. }]
+                if room == "#a" && text == "hello there"
+        ));
+        assert!(matches!(
+            &run(&mut state, "PRIVMSG bob :\u{1}ACTION waves\u{1}", true)[..],
+            [Step::Request { request: Request::Whisper { to, text, action: true, .. }, .. }]
+                if to == "bob" && text == "waves"
+        ));
+        assert!(run(&mut state, "PRIVMSG bob :\u{1}VERSION\u{1}", true).is_empty());
+        assert!(sent(&run(&mut state, "PRIVMSG #a", true)).contains(" 412 "));
+        assert!(sent(&run(&mut state, "FROB x", true)).contains(" 421 * FROB :Unknown command"));
+        assert!(sent(&run(&mut state, "USER a 0 * :b", true)).contains(" 462 "));
+        assert!(matches!(
+            &run(&mut state, "QUIT :bye", true)[..],
+            [Step::Request { request: Request::Quit { reason: Some(reason) }, .. }] if reason == "bye"
+        ));
+    }
+}

@@ -1,0 +1,412 @@
+//! How hub events look on the IRC door: `:nick!nick@switchboard PRIVMSG #room :text`,
+//! JOIN/PART/NICK lines, numerics for the welcome, NAMES, LIST, WHOIS and errors, and
+//! history as NOTICEs. Rendered once per event for every IRC client (render-once), so a
+//! numeric's target is the recipient's nick only where the event names it (the
+//! welcome); elsewhere it is `*`, which clients accept.
+//!
+//! No CR, LF or NUL ever reaches the wire inside a line: the hub already neutralises
+//! message text, and every line is checked again here, so input from another door can
+//! never forge an IRC command.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+
+use crate::hub::{ChatMessage, ErrorCode, Event, HistoryPage, Render, Reply, Target};
+use crate::text::{MAX_NICK_CHARS, MAX_ROOM_CHARS};
+
+/// The server's name in prefixes and numerics.
+pub const SERVER_NAME: &str = "switchboard";
+
+/// Renders events for IRC clients.
+pub struct IrcRender {
+    /// The ISUPPORT (005) tokens, built once.
+    isupport: String,
+}
+
+impl IrcRender {
+    pub fn new() -> Arc<Self> {
+        Arc::new(IrcRender {
+            isupport: isupport_tokens(),
+        })
+    }
+}
+
+/// What this server supports, truthfully: names fold case the same way on every door
+/// (`text::fold_case`); ASCII letters fold as `ascii` says, and other letters fold by
+/// Unicode lowercase, which no CASEMAPPING token names.
+fn isupport_tokens() -> String {
+    format!(
+        "CASEMAPPING=ascii CHANTYPES=# NICKLEN={MAX_NICK_CHARS} CHANNELLEN={MAX_ROOM_CHARS} \
+         PREFIX=() CHANMODES=,,, TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard"
+    )
+}
+
+/// Lines being rendered: each is checked for CR, LF and NUL and ended with CR LF.
+struct Lines {
+    out: String,
+    line_start: usize,
+}
+
+impl Lines {
+    fn new() -> Self {
+        Lines {
+            out: String::new(),
+            line_start: 0,
+        }
+    }
+
+    /// End the line written since the last `end`: anything that could end or cut it
+    /// becomes a space.
+    fn end(&mut self) {
+        if self.out[self.line_start..].contains(['\r', '\n', '\0']) {
+            let safe: String = self.out[self.line_start..]
+                .chars()
+                .map(|c| {
+                    if matches!(c, '\r' | '\n' | '\0') {
+                        ' '
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            self.out.truncate(self.line_start);
+            self.out.push_str(&safe);
+        }
+        self.out.push_str("\r\n");
+        self.line_start = self.out.len();
+    }
+
+    /// `:switchboard NUMERIC target ` then the caller writes the rest.
+    fn numeric(&mut self, numeric: u16, target: &str) -> &mut String {
+        let _ = write!(self.out, ":{SERVER_NAME} {numeric:03} {target} ");
+        &mut self.out
+    }
+}
+
+fn write_message(lines: &mut Lines, message: &ChatMessage) {
+    let target: &str = match &message.target {
+        Target::Room(room) => room,
+        Target::Private(to) => to,
+    };
+    let from = &message.from;
+    let out = &mut lines.out;
+    let _ = write!(out, ":{from}!{from}@{SERVER_NAME} PRIVMSG {target} :");
+    if message.action {
+        out.push_str("\u{1}ACTION ");
+    }
+    out.push_str(&message.text);
+    if let Some(data) = &message.data {
+        if !message.text.is_empty() {
+            out.push(' ');
+        }
+        let _ = write!(out, "{data}");
+    }
+    if message.action {
+        out.push('\u{1}');
+    }
+    lines.end();
+}
+
+/// History as NOTICEs, so clients do not show it as live speech.
+fn write_history(lines: &mut Lines, page: &HistoryPage) {
+    for message in &page.messages {
+        let target: &str = match &message.target {
+            Target::Room(room) => room,
+            Target::Private(_) => "*",
+        };
+        let secs = message
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        let (hours, minutes, seconds) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+        let _ = write!(
+            lines.out,
+            ":{SERVER_NAME} NOTICE {target} :[history {hours:02}:{minutes:02}:{seconds:02}] "
+        );
+        let from = &message.from;
+        if message.action {
+            let _ = write!(lines.out, "* {from} {}", message.text);
+        } else {
+            let _ = write!(lines.out, "<{from}> {}", message.text);
+        }
+        if let Some(data) = &message.data {
+            let _ = write!(lines.out, " {data}");
+        }
+        lines.end();
+    }
+}
+
+/// The numeric for a hub error.
+fn error_numeric(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::NoSuchNick => 401,
+        ErrorCode::NoSuchRoom => 403,
+        ErrorCode::RoomInvalid => 479,
+        ErrorCode::NotInRoom => 442,
+        ErrorCode::NickInvalid => 432,
+        ErrorCode::NickTaken => 433,
+        ErrorCode::NotRegistered => 451,
+        ErrorCode::AlreadyRegistered => 462,
+        ErrorCode::UnknownCommand => 421,
+        ErrorCode::BadRequest => 461,
+        ErrorCode::LineTooLong => 417,
+        // No numeric fits; FAIL is IRCv3's standard reply for these.
+        ErrorCode::Flood | ErrorCode::HistoryUnavailable => 0,
+    }
+}
+
+impl IrcRender {
+    fn write_event(&self, lines: &mut Lines, event: &Event) {
+        match event {
+            Event::Welcome { nick, .. } => {
+                let version = env!("CARGO_PKG_VERSION");
+                let _ = write!(
+                    lines.numeric(1, nick),
+                    ":Welcome to Switchboard, {nick}!{nick}@{SERVER_NAME}"
+                );
+                lines.end();
+                let _ = write!(
+                    lines.numeric(2, nick),
+                    ":Your host is {SERVER_NAME}, running switchboard-{version}"
+                );
+                lines.end();
+                let _ = write!(lines.numeric(3, nick), ":This server speaks to every door");
+                lines.end();
+                let _ = write!(
+                    lines.numeric(4, nick),
+                    "{SERVER_NAME} switchboard-{version} i n"
+                );
+                lines.end();
+                let _ = write!(
+                    lines.numeric(5, nick),
+                    "{} :are supported by this server",
+                    self.isupport
+                );
+                lines.end();
+                let _ = write!(lines.numeric(422, nick), ":MOTD File is missing");
+                lines.end();
+            }
+            Event::Joined { room, nick, .. } => {
+                let _ = write!(lines.out, ":{nick}!{nick}@{SERVER_NAME} JOIN {room}");
+                lines.end();
+            }
+            Event::Left {
+                room, nick, reason, ..
+            } => {
+                let _ = write!(lines.out, ":{nick}!{nick}@{SERVER_NAME} PART {room}");
+                if let Some(reason) = reason {
+                    let _ = write!(lines.out, " :{reason}");
+                }
+                lines.end();
+            }
+            Event::Message(message) => write_message(lines, message),
+            Event::Replay(page) => write_history(lines, page),
+            Event::NickChanged { old, new, .. } => {
+                let _ = write!(lines.out, ":{old}!{old}@{SERVER_NAME} NICK {new}");
+                lines.end();
+            }
+            Event::Notice { text } => {
+                let _ = write!(lines.out, ":{SERVER_NAME} NOTICE * :{text}");
+                lines.end();
+            }
+            Event::Reply { reply, .. } => self.write_reply(lines, reply),
+            Event::Error { code, text, .. } => match error_numeric(*code) {
+                0 => {
+                    let _ = write!(lines.out, "FAIL * {} :{text}", code.as_str().to_uppercase());
+                    lines.end();
+                }
+                numeric => {
+                    let _ = write!(lines.numeric(numeric, "*"), ":{text}");
+                    lines.end();
+                }
+            },
+        }
+    }
+
+    fn write_reply(&self, lines: &mut Lines, reply: &Reply) {
+        match reply {
+            Reply::Done | Reply::Pong => {}
+            Reply::Rooms(rooms) => {
+                let _ = write!(lines.numeric(321, "*"), "Channel :Users Name");
+                lines.end();
+                for room in rooms {
+                    let _ = write!(lines.numeric(322, "*"), "{} {} :", room.name, room.members);
+                    lines.end();
+                }
+                let _ = write!(lines.numeric(323, "*"), ":End of /LIST");
+                lines.end();
+            }
+            Reply::Who { room, members } => {
+                // One 353 per ~400 bytes of names keeps each line under 512.
+                for chunk in name_chunks(members) {
+                    let _ = write!(lines.numeric(353, "*"), "= {room} :{chunk}");
+                    lines.end();
+                }
+                let _ = write!(lines.numeric(366, "*"), "{room} :End of /NAMES list");
+                lines.end();
+            }
+            Reply::Whois(info) => {
+                let nick = &info.nick;
+                let _ = write!(
+                    lines.numeric(311, "*"),
+                    "{nick} {nick} {SERVER_NAME} * :client {} on the {} door",
+                    info.client,
+                    info.door
+                );
+                lines.end();
+                if !info.rooms.is_empty() {
+                    let rooms: Vec<&str> = info.rooms.iter().map(|room| &**room).collect();
+                    let _ = write!(lines.numeric(319, "*"), "{nick} :{}", rooms.join(" "));
+                    lines.end();
+                }
+                let _ = write!(lines.numeric(312, "*"), "{nick} {SERVER_NAME} :Switchboard");
+                lines.end();
+                let _ = write!(
+                    lines.numeric(317, "*"),
+                    "{nick} 0 {} :seconds idle, signon time",
+                    signon_time(info.connected_for_secs)
+                );
+                lines.end();
+                let _ = write!(lines.numeric(318, "*"), "{nick} :End of /WHOIS list");
+                lines.end();
+            }
+            Reply::History(page) => write_history(lines, page),
+        }
+    }
+}
+
+fn signon_time(connected_for_secs: u64) -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |now| now.as_secs())
+        .saturating_sub(connected_for_secs)
+}
+
+/// Space-separated names in chunks short enough for one 353 line each.
+fn name_chunks(members: &[Arc<str>]) -> Vec<String> {
+    let mut chunks = vec![String::new()];
+    for member in members {
+        let current = chunks.last_mut().expect("never empty");
+        if !current.is_empty() && current.len() + member.len() > 400 {
+            chunks.push(String::new());
+        }
+        let current = chunks.last_mut().expect("never empty");
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(member);
+    }
+    chunks
+}
+
+impl Render for IrcRender {
+    fn render(&self, event: &Event) -> Option<Bytes> {
+        let mut lines = Lines::new();
+        self.write_event(&mut lines, event);
+        (!lines.out.is_empty()).then(|| Bytes::from(lines.out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn render(event: &Event) -> String {
+        let bytes = IrcRender::new().render(event).unwrap_or_default();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn message(target: Target, text: &str, action: bool) -> Event {
+        Event::Message(Arc::new(ChatMessage {
+            id: 1,
+            time: SystemTime::now(),
+            target,
+            from: "alice".into(),
+            from_client: 1,
+            text: text.into(),
+            data: None,
+            action,
+        }))
+    }
+
+    #[test]
+    fn messages_are_privmsg_with_a_full_prefix() {
+        assert_eq!(
+            render(&message(Target::Room("#general".into()), "hi there", false)),
+            ":alice!alice@switchboard PRIVMSG #general :hi there\r\n"
+        );
+        assert_eq!(
+            render(&message(Target::Private("bob".into()), "psst", false)),
+            ":alice!alice@switchboard PRIVMSG bob :psst\r\n"
+        );
+        assert_eq!(
+            render(&message(Target::Room("#a".into()), "waves", true)),
+            ":alice!alice@switchboard PRIVMSG #a :\u{1}ACTION waves\u{1}\r\n"
+        );
+    }
+
+    /// Text from another door that somehow still holds a line break cannot start a
+    /// second, forged IRC command.
+    #[test]
+    fn a_line_break_in_text_never_starts_a_new_line() {
+        let forged = render(&message(
+            Target::Room("#a".into()),
+            "hi\r\nQUIT :owned\0",
+            false,
+        ));
+        assert_eq!(forged.matches("\r\n").count(), 1, "{forged:?}");
+        assert!(!forged.contains('\0'));
+        assert!(forged.ends_with("QUIT :owned \r\n"));
+    }
+
+    #[test]
+    fn the_welcome_names_the_client_and_says_what_is_supported() {
+        let welcome = render(&Event::Welcome {
+            client: 7,
+            nick: "bob".into(),
+        });
+        let numerics: Vec<&str> = welcome
+            .lines()
+            .map(|line| line.split(' ').nth(1).unwrap())
+            .collect();
+        assert_eq!(numerics, ["001", "002", "003", "004", "005", "422"]);
+        assert!(welcome.starts_with(":switchboard 001 bob :Welcome"));
+        assert!(welcome.contains("CASEMAPPING=ascii CHANTYPES=# NICKLEN=32"));
+    }
+
+    #[test]
+    fn names_come_in_chunks_that_fit_a_line() {
+        let members: Vec<Arc<str>> = (0..200).map(|n| format!("user{n:04}").into()).collect();
+        let names = render(&Event::Reply {
+            tag: None,
+            reply: Reply::Who {
+                room: "#big".into(),
+                members,
+            },
+        });
+        let lines: Vec<&str> = names.split("\r\n").filter(|l| !l.is_empty()).collect();
+        assert!(lines.len() > 2);
+        assert!(lines.iter().all(|line| line.len() <= 510), "{lines:?}");
+        assert!(lines.last().unwrap().contains(" 366 * #big :End of /NAMES"));
+        let named: usize = lines
+            .iter()
+            .filter(|line| line.contains(" 353 "))
+            .map(|line| line.rsplit(':').next().unwrap().split(' ').count())
+            .sum();
+        assert_eq!(named, 200);
+    }
+
+    #[test]
+    fn errors_carry_their_numeric() {
+        let error = render(&Event::Error {
+            tag: None,
+            code: ErrorCode::NoSuchNick,
+            text: "no such user: carol".into(),
+        });
+        assert_eq!(error, ":switchboard 401 * :no such user: carol\r\n");
+    }
+}

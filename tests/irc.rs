@@ -1,0 +1,190 @@
+//! The IRC door over raw sockets against the real binary: registration, the welcome,
+//! channels shared with the line and WebSocket doors, private messages, error
+//! numerics, and text from other doors that cannot forge IRC lines.
+
+mod web_support;
+
+use serde_json::json;
+use tokio::net::TcpStream;
+use web_support::{Lines, Server, Ws};
+
+const DOORS: &[&str] = &["irc", "line", "json", "web"];
+
+async fn start() -> Server {
+    Server::start(&["--irc", "127.0.0.1:0"], DOORS).await
+}
+
+/// Register `nick` and read through the welcome and the default room's NAMES.
+async fn irc_login(server: &Server, nick: &str) -> Lines<TcpStream> {
+    let mut irc = Lines::connect(server.addr("irc")).await;
+    irc.send_line(&format!("NICK {nick}\r")).await;
+    irc.send_line(&format!("USER {nick} 0 * :{nick} the tester\r"))
+        .await;
+    irc.line_containing(" 001 ").await;
+    irc.line_containing(" 366 ").await;
+    irc
+}
+
+#[tokio::test]
+async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
+    let server = start().await;
+    let mut irc = Lines::connect(server.addr("irc")).await;
+    irc.send_line("CAP LS 302\r").await;
+    assert_eq!(irc.line().await.unwrap(), ":switchboard CAP * LS :");
+    irc.send_line("NICK alice\r").await;
+    irc.send_line("USER alice 0 * :Alice\r").await;
+    irc.send_line("CAP END\r").await;
+    let welcome = irc.line().await.unwrap();
+    assert!(
+        welcome.starts_with(":switchboard 001 alice :Welcome"),
+        "{welcome}"
+    );
+    let isupport = irc.line_containing(" 005 ").await;
+    assert!(isupport.contains("CHANTYPES=#"), "{isupport}");
+    irc.line_containing(" 422 ").await;
+    // Landed in the default room like every client: JOIN, then its member list.
+    assert_eq!(
+        irc.line().await.unwrap(),
+        ":alice!alice@switchboard JOIN #general"
+    );
+    let names = irc.line_containing(" 353 ").await;
+    assert!(names.ends_with("#general :alice"), "{names}");
+    irc.line_containing(" 366 * #general ").await;
+
+    let mut nc = web_support::Lines::line_login(server.addr("line"), "bob").await;
+    assert_eq!(
+        irc.line().await.unwrap(),
+        ":bob!bob@switchboard JOIN #general"
+    );
+    let (mut ws, _) = Ws::login(&format!("ws://{}/ws", server.addr("web")), "carol").await;
+    irc.line_containing(":carol!carol@switchboard JOIN #general")
+        .await;
+
+    nc.send_line("hello from netcat").await;
+    assert_eq!(
+        irc.line().await.unwrap(),
+        ":bob!bob@switchboard PRIVMSG #general :hello from netcat"
+    );
+    ws.send(json!({"type": "say", "text": "hello from the browser"}))
+        .await;
+    assert_eq!(
+        irc.line().await.unwrap(),
+        ":carol!carol@switchboard PRIVMSG #general :hello from the browser"
+    );
+
+    irc.send_line("PRIVMSG #general :hello from irc\r").await;
+    nc.line_containing("[alice] hello from irc").await;
+    // The browser has bob's line and its own before it.
+    let said = loop {
+        let message = ws.of_type("message").await;
+        if message["from"] == "alice" {
+            break message;
+        }
+    };
+    assert_eq!(said["text"], "hello from irc");
+
+    irc.send_line("PRIVMSG #general :\u{1}ACTION waves\u{1}\r")
+        .await;
+    nc.line_containing("* alice waves").await;
+
+    // A private message both ways.
+    irc.send_line("PRIVMSG bob :psst\r").await;
+    nc.line_containing("[alice -> bob] psst").await;
+    nc.send_line("/msg alice back at you").await;
+    irc.line_containing(":bob!bob@switchboard PRIVMSG alice :back at you")
+        .await;
+
+    // Another channel: JOIN answers with the JOIN and NAMES; others see it.
+    irc.send_line("JOIN #side\r").await;
+    irc.line_containing(":alice!alice@switchboard JOIN #side")
+        .await;
+    irc.line_containing(" 353 * = #side :alice").await;
+    irc.line_containing(" 366 * #side ").await;
+    nc.send_line("/join #side").await;
+    irc.line_containing(":bob!bob@switchboard JOIN #side").await;
+    nc.send_line("in the side room").await;
+    irc.line_containing("PRIVMSG #side :in the side room").await;
+    irc.send_line("PART #side :enough\r").await;
+    nc.line_containing("alice left #side").await;
+
+    irc.send_line("QUIT :bye now\r").await;
+    irc.line_containing("ERROR :Closing link: client_quit")
+        .await;
+    assert_eq!(irc.line().await, None, "closed after ERROR");
+    nc.line_containing("alice left #general").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn irc_errors_come_as_numerics_and_the_connection_keeps_serving() {
+    let server = start().await;
+    let _bob = web_support::Lines::line_login(server.addr("line"), "bob").await;
+    let mut irc = Lines::connect(server.addr("irc")).await;
+    irc.send_line("JOIN #general\r").await;
+    irc.line_containing(" 451 * :You have not registered").await;
+    irc.send_line("PING :early\r").await;
+    assert_eq!(
+        irc.line().await.unwrap(),
+        ":switchboard PONG switchboard :early"
+    );
+    // A name taken on another door, compared case-insensitively.
+    irc.send_line("NICK BOB\r").await;
+    irc.send_line("USER x 0 * :x\r").await;
+    irc.line_containing(" 433 * BOB :Nickname is already in use")
+        .await;
+    irc.send_line("NICK b@d\r").await;
+    irc.line_containing(" 432 * b@d :Erroneous nickname").await;
+    irc.send_line("NICK dave\r").await;
+    irc.line_containing(" 001 dave ").await;
+    irc.line_containing(" 366 ").await;
+
+    irc.send_line("FROBNICATE now\r").await;
+    irc.line_containing(" 421 * FROBNICATE :Unknown command")
+        .await;
+    irc.send_line("PRIVMSG nobody :hello?\r").await;
+    irc.line_containing(" 401 * ").await;
+    irc.send_line("PRIVMSG #general\r").await;
+    irc.line_containing(" 412 * :No text to send").await;
+    irc.send_line("USER again 0 * :x\r").await;
+    irc.line_containing(" 462 ").await;
+    let long = format!("PRIVMSG #general :{}\r", "x".repeat(600));
+    irc.send_line(&long).await;
+    irc.line_containing(" 417 * :Input line was too long").await;
+    // Still served after all of it.
+    irc.send_line("PING :still-here\r").await;
+    irc.line_containing("PONG switchboard :still-here").await;
+    irc.send_line("WHOIS bob\r").await;
+    irc.line_containing(" 311 * bob bob switchboard * :client")
+        .await;
+    irc.line_containing(" 318 * bob :End of /WHOIS list").await;
+    irc.send_line("LIST\r").await;
+    irc.line_containing(" 322 * #general 2 :").await;
+    irc.line_containing(" 323 ").await;
+    server.stop().await;
+}
+
+/// A JSON program's text holding CR LF must not become a second IRC line (a forged
+/// command) for IRC clients; nor may a name or room from elsewhere.
+#[tokio::test]
+async fn text_from_other_doors_cannot_forge_irc_lines() {
+    let server = start().await;
+    let mut irc = irc_login(&server, "alice").await;
+    let (mut json, _) = web_support::Lines::json_login(server.addr("json"), "mallory").await;
+    irc.line_containing("JOIN #general").await;
+    json.send_json(json!({"type": "say", "text": "hi\r\nQUIT :pwned\r\nPRIVMSG #general :x"}))
+        .await;
+    let line = irc
+        .line_containing(":mallory!mallory@switchboard PRIVMSG")
+        .await;
+    assert!(
+        line.contains("QUIT :pwned"),
+        "the text arrives as text: {line}"
+    );
+    // The very next line is the pong, not a forged command.
+    irc.send_line("PING :after\r").await;
+    assert_eq!(
+        irc.line().await.unwrap(),
+        ":switchboard PONG switchboard :after"
+    );
+    server.stop().await;
+}
