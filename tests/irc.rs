@@ -188,3 +188,51 @@ async fn text_from_other_doors_cannot_forge_irc_lines() {
     );
     server.stop().await;
 }
+
+/// `--irc-tls`: the same door behind TLS (as irssi's `-tls` or WeeChat's `tls=on`
+/// reach it), and its traffic counted under its own door label in `/metrics`.
+#[tokio::test]
+async fn the_irc_door_over_tls_and_in_the_metrics() {
+    let tls = web_support::certificate(&["localhost"]);
+    let mut extra = vec!["--irc-tls", "127.0.0.1:0"];
+    extra.extend(tls.flags());
+    let server = Server::start(&extra, &["irc-tls", "line", "web"]).await;
+    let tcp = TcpStream::connect(server.addr("irc-tls")).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tls
+        .connector
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let mut irc = Lines::new(stream);
+    irc.send_line("NICK secure\r").await;
+    irc.send_line("USER secure 0 * :over tls\r").await;
+    irc.line_containing(" 001 secure ").await;
+    irc.line_containing(" 366 ").await;
+    let mut nc = Lines::line_login(server.addr("line"), "plain").await;
+    irc.send_line("PRIVMSG #general :sealed\r").await;
+    nc.line_containing("[secure] sealed").await;
+
+    let web = server.addr("web");
+    let (_, metrics) = web_support::http_get(
+        tls_connect_web(&tls.connector, web).await,
+        "localhost",
+        "/metrics",
+    )
+    .await;
+    assert_eq!(
+        web_support::metric(&metrics, "switchboard_messages_in_total{door=\"irc\"}"),
+        1.0,
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+async fn tls_connect_web(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
