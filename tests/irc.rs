@@ -197,14 +197,7 @@ async fn the_irc_door_over_tls_and_in_the_metrics() {
     let mut extra = vec!["--irc-tls", "127.0.0.1:0"];
     extra.extend(tls.flags());
     let server = Server::start(&extra, &["irc-tls", "line", "web"]).await;
-    let tcp = TcpStream::connect(server.addr("irc-tls")).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let stream = tls
-        .connector
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake");
-    let mut irc = Lines::new(stream);
+    let mut irc = Lines::new(tls_connect(&tls.connector, server.addr("irc-tls")).await);
     irc.send_line("NICK secure\r").await;
     irc.send_line("USER secure 0 * :over tls\r").await;
     irc.line_containing(" 001 secure ").await;
@@ -215,7 +208,7 @@ async fn the_irc_door_over_tls_and_in_the_metrics() {
 
     let web = server.addr("web");
     let (_, metrics) = web_support::http_get(
-        tls_connect_web(&tls.connector, web).await,
+        tls_connect(&tls.connector, web).await,
         "localhost",
         "/metrics",
     )
@@ -228,7 +221,7 @@ async fn the_irc_door_over_tls_and_in_the_metrics() {
     server.stop().await;
 }
 
-async fn tls_connect_web(
+async fn tls_connect(
     connector: &tokio_rustls::TlsConnector,
     addr: std::net::SocketAddr,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
