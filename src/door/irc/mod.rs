@@ -232,10 +232,26 @@ impl IrcProtocol {
                 [target] if target.starts_with('#') => {
                     steps.push(numeric(324, &format!("{target} +")));
                 }
-                [target] => steps.push(send_line(format!(":{SERVER_NAME} 221 {target} +"))),
+                // User modes: none are kept, so a client's `MODE me +i` is answered
+                // with what it has.
+                [target, ..] if !target.starts_with('#') => {
+                    steps.push(send_line(format!(":{SERVER_NAME} 221 {target} +")))
+                }
+                // List queries clients send on joining: the lists are empty.
+                [target, "b" | "+b"] => {
+                    steps.push(numeric(368, &format!("{target} :End of channel ban list")))
+                }
+                [target, "e" | "+e"] => steps.push(numeric(
+                    349,
+                    &format!("{target} :End of channel exception list"),
+                )),
+                [target, "I" | "+I"] => steps.push(numeric(
+                    347,
+                    &format!("{target} :End of channel invite list"),
+                )),
                 [target, ..] => steps.push(numeric(
                     482,
-                    &format!("{target} :Modes cannot be changed on this server yet"),
+                    &format!("{target} :Channel modes cannot be changed on this server yet"),
                 )),
                 [] => steps.push(numeric(461, "MODE :Not enough parameters")),
             },
