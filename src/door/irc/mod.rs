@@ -104,11 +104,17 @@ pub struct IrcProtocol;
 
 /// `:switchboard NUMERIC * rest` as one line.
 fn numeric(number: u16, rest: &str) -> Step {
-    Step::Send(format!(":{SERVER_NAME} {number:03} * {rest}\r\n").into())
+    send_line(format!(":{SERVER_NAME} {number:03} * {rest}"))
 }
 
-fn send_line(line: String) -> Step {
-    Step::Send(Bytes::from(line + "\r\n"))
+/// One line the door says itself. What it echoes of the client's input (a command's
+/// name, a nick) may hold a lone CR or NUL: made a space, so it cannot end the line.
+fn send_line(mut line: String) -> Step {
+    if line.contains(['\r', '\n', '\0']) {
+        line = line.replace(['\r', '\n', '\0'], " ");
+    }
+    line.push_str("\r\n");
+    Step::Send(Bytes::from(line))
 }
 
 fn request(request: Request) -> Step {
@@ -459,6 +465,8 @@ mod tests {
         assert!(sent(&run(&mut state, "PRIVMSG #a", true)).contains(" 412 "));
         assert!(sent(&run(&mut state, "FROB x", true)).contains(" 421 * FROB :Unknown command"));
         assert!(sent(&run(&mut state, "USER a 0 * :b", true)).contains(" 462 "));
+        let odd = sent(&run(&mut state, "FOO\rBAR\0", true));
+        assert_eq!(odd.matches(['\r', '\n', '\0']).count(), 2, "{odd:?}");
         assert!(matches!(
             &run(&mut state, "QUIT :bye", true)[..],
             [Step::Request { request: Request::Quit { reason: Some(reason) }, .. }] if reason == "bye"
