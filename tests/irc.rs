@@ -90,6 +90,14 @@ async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
     // A private message both ways.
     irc.send_line("PRIVMSG bob :psst\r").await;
     nc.line_containing("[alice -> bob] psst").await;
+    // An IRC client shows what it typed itself: none of it comes back, so the next
+    // line it gets is what bob says after having seen all of it.
+    nc.send_line("got all three").await;
+    assert_eq!(
+        irc.line().await.unwrap(),
+        ":bob!bob@switchboard PRIVMSG #general :got all three",
+        "nothing alice said was echoed to her"
+    );
     nc.send_line("/msg alice back at you").await;
     irc.line_containing(":bob!bob@switchboard PRIVMSG alice :back at you")
         .await;

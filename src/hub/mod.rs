@@ -40,6 +40,12 @@ use crate::text::{fold_case, normalize_room, sanitize_text, validate_nick, NickE
 pub trait Render: Send + Sync + 'static {
     /// The bytes to send for `event`, or `None` when this format does not show it.
     fn render(&self, event: &Event) -> Option<Bytes>;
+
+    /// Whether a sender gets its own messages back. IRC clients without
+    /// `echo-message` show what they typed themselves and would show it twice.
+    fn echoes_own_messages(&self) -> bool {
+        true
+    }
 }
 
 /// See [`HubConfig::flush_interval`]: unnoticeable in a chat, and only reached when a
@@ -369,6 +375,24 @@ impl BatchFormat {
             start = end;
         }
     }
+    /// Queue for `member` everything from byte `given` on, now: a copy of the open
+    /// lines when they are few (freezing would split every other member's coming
+    /// handle, once per leaver in a leave storm), else the open lines frozen and shared.
+    fn hand_owed(&mut self, given: usize, member: &Member, outgoing: &mut Outgoing) {
+        let unfrozen_from = given.max(self.frozen_len);
+        let open_owed = self.len() - unfrozen_from;
+        if member.outbox.is_discarding() {
+            // Its connection is broken (or it is a slow consumer): nothing handed
+            // over could be written.
+        } else if open_owed > 0 && open_owed <= LEAVER_COPY_LIMIT {
+            self.queue_frozen_from(given, member, outgoing);
+            let copy = Bytes::copy_from_slice(&self.open[unfrozen_from - self.frozen_len..]);
+            outgoing.queue(member.client, &member.outbox, copy);
+        } else {
+            self.freeze_open();
+            self.queue_frozen_from(given, member, outgoing);
+        }
+    }
 }
 
 impl RoomBatch {
@@ -421,21 +445,31 @@ impl RoomBatch {
         let (index, given) = self.given.swap_remove(position);
         let format = &mut self.formats[index];
         format.members -= 1;
-        let unfrozen_from = given.max(format.frozen_len);
-        let open_owed = format.len() - unfrozen_from;
-        if member.outbox.is_discarding() {
-            // Its connection is broken (or it is a slow consumer): nothing handed
-            // over could be written.
-        } else if open_owed > 0 && open_owed <= LEAVER_COPY_LIMIT {
-            // A copy for the leaver alone: freezing here would split every other
-            // member's coming handle, once per leaver in a leave storm.
-            format.queue_frozen_from(given, member, outgoing);
-            let copy = Bytes::copy_from_slice(&format.open[unfrozen_from - format.frozen_len..]);
-            outgoing.queue(member.client, &member.outbox, copy);
-        } else {
-            format.freeze_open();
-            format.queue_frozen_from(given, member, outgoing);
+        format.hand_owed(given, member, outgoing);
+    }
+
+    /// Render `event` for every member but the one at `position`, who said it and
+    /// does not want it back. That member is first handed what it is owed so far,
+    /// then its place moves past the new line: the others still share one buffer, and
+    /// the skip costs one small copy per message said, none per recipient.
+    fn append_skipping(
+        &mut self,
+        event: &Event,
+        position: usize,
+        member: &Member,
+        outgoing: &mut Outgoing,
+    ) -> (u64, bool) {
+        let index = self.given[position].0;
+        let format = &mut self.formats[index];
+        format.hand_owed(self.given[position].1, member, outgoing);
+        let before = format.len();
+        let (mut delivered, full) = self.append(event);
+        let after = self.formats[index].len();
+        if after > before {
+            delivered -= 1;
         }
+        self.given[position].1 = after;
+        (delivered, full)
     }
 
     /// Mid-round: freeze what has gathered and queue it for the members whose writer
@@ -781,7 +815,11 @@ impl Hub {
             Delivery::Room(key) => self.broadcast(&key, &event),
             Delivery::Private { to } => {
                 self.send_to(to, &event);
-                if to != pending.sender {
+                let echoes = self
+                    .clients
+                    .get(&pending.sender)
+                    .is_some_and(|sender| sender.render.echoes_own_messages());
+                if to != pending.sender && echoes {
                     self.send_to(pending.sender, &event);
                 }
             }
@@ -1429,11 +1467,38 @@ impl Hub {
         if !presence {
             batch.presence_until = None;
         }
-        let (delivered, full) = batch.append(event);
+        let (delivered, full) = match Self::silent_sender(&self.clients, key, event) {
+            Some(position) => {
+                let member = &room.members[position];
+                batch.append_skipping(event, position, member, &mut self.outgoing)
+            }
+            None => batch.append(event),
+        };
         self.count_deliveries(event, delivered);
         if full {
             self.seal_batch();
         }
+    }
+
+    /// For a message in room `key` whose sender is a member that does not want its
+    /// own messages back: the sender's position in the room.
+    fn silent_sender(
+        clients: &HashMap<ClientId, Box<Client>>,
+        key: &str,
+        event: &Event,
+    ) -> Option<usize> {
+        let Event::Message(message) = event else {
+            return None;
+        };
+        let sender = clients.get(&message.from_client)?;
+        if sender.render.echoes_own_messages() {
+            return None;
+        }
+        sender
+            .rooms
+            .iter()
+            .find(|membership| membership.key == key)
+            .map(|membership| membership.position)
     }
 
     /// One metrics update per fan-out, never one per recipient.
@@ -1529,10 +1594,24 @@ mod tests {
         }
     }
 
+    /// [`Plain`] for clients that do not get their own messages back (as IRC's).
+    struct Quiet(Plain);
+
+    impl Render for Quiet {
+        fn render(&self, event: &Event) -> Option<Bytes> {
+            self.0.render(event)
+        }
+
+        fn echoes_own_messages(&self) -> bool {
+            false
+        }
+    }
+
     struct TestHub {
         hub: Hub,
         line: Arc<dyn Render>,
         json: Arc<dyn Render>,
+        quiet: Arc<dyn Render>,
         outboxes: HashMap<ClientId, Arc<Outbox>>,
     }
 
@@ -1548,6 +1627,7 @@ mod tests {
                 hub: Hub::new(config, history),
                 line: Arc::new(Plain("")),
                 json: Arc::new(Plain("J ")),
+                quiet: Arc::new(Quiet(Plain("Q "))),
                 outboxes: HashMap::new(),
             }
         }
@@ -1567,14 +1647,23 @@ mod tests {
 
         /// Connect and register `nick` (joining #lobby); `json` picks the second format.
         fn client(&mut self, id: ClientId, nick: &str, json: bool) {
-            let outbox = Arc::new(Outbox::new(1 << 20));
             let render = if json { &self.json } else { &self.line };
+            self.client_with(id, nick, render.clone());
+        }
+
+        /// Connect and register `nick` with the format that does not echo.
+        fn quiet_client(&mut self, id: ClientId, nick: &str) {
+            self.client_with(id, nick, self.quiet.clone());
+        }
+
+        fn client_with(&mut self, id: ClientId, nick: &str, render: Arc<dyn Render>) {
+            let outbox = Arc::new(Outbox::new(1 << 20));
             self.hub.handle(Command::Connect(Box::new(Connection {
                 client: id,
                 peer: "127.0.0.1:1".parse().unwrap(),
                 door: "test",
                 outbox: outbox.clone(),
-                render: render.clone(),
+                render,
             })));
             let (reply, _answer) = oneshot::channel();
             self.hub.handle(Command::Register {
@@ -1885,9 +1974,10 @@ mod tests {
                 owed: &mut HashMap<ClientId, String>,
                 room: &str,
                 line: &str,
+                skip: Option<ClientId>,
             ) {
                 for (client, joined) in rooms {
-                    if joined.contains(&room) {
+                    if joined.contains(&room) && Some(*client) != skip {
                         owed.get_mut(client).unwrap().push_str(line);
                     }
                 }
@@ -1909,7 +1999,8 @@ mod tests {
                         said += 1;
                         test.say_in(c, Some(room), &format!("m{said}"));
                         let line = format!("{room} {}: m{said}\n", nicks[&c]);
-                        tell(&rooms, &mut owed, room, &line);
+                        let skip = (c % 5 == 0).then_some(c);
+                        tell(&rooms, &mut owed, room, &line, skip);
                     }
                     (3, Some(c)) => {
                         let room = ROOMS[random(4) as usize];
@@ -1920,7 +2011,13 @@ mod tests {
                             joined.push(again);
                         } else {
                             joined.push(room);
-                            tell(&rooms, &mut owed, room, &format!("+{} {room}\n", nicks[&c]));
+                            tell(
+                                &rooms,
+                                &mut owed,
+                                room,
+                                &format!("+{} {room}\n", nicks[&c]),
+                                None,
+                            );
                         }
                     }
                     (4, Some(c)) if !rooms[&c].is_empty() => {
@@ -1930,24 +2027,46 @@ mod tests {
                             reason: None,
                         };
                         test.request(c, part);
-                        tell(&rooms, &mut owed, room, &format!("-{} {room}\n", nicks[&c]));
+                        tell(
+                            &rooms,
+                            &mut owed,
+                            room,
+                            &format!("-{} {room}\n", nicks[&c]),
+                            None,
+                        );
                         rooms.get_mut(&c).unwrap().retain(|r| *r != room);
                     }
                     (5, Some(c)) => {
                         test.quit(c);
                         for room in rooms.remove(&c).unwrap() {
-                            tell(&rooms, &mut owed, room, &format!("-{} {room}\n", nicks[&c]));
+                            tell(
+                                &rooms,
+                                &mut owed,
+                                room,
+                                &format!("-{} {room}\n", nicks[&c]),
+                                None,
+                            );
                         }
                     }
                     (6, _) => {
                         let id = next_id;
                         next_id += 1;
                         let nick = format!("u{id}");
-                        test.client(id, &nick, id % 3 == 0);
+                        if id % 5 == 0 {
+                            test.quiet_client(id, &nick);
+                        } else {
+                            test.client(id, &nick, id % 3 == 0);
+                        }
                         owed.insert(id, String::new());
                         rooms.insert(id, Vec::new());
                         rooms.get_mut(&id).unwrap().push("#lobby");
-                        tell(&rooms, &mut owed, "#lobby", &format!("+{nick} #lobby\n"));
+                        tell(
+                            &rooms,
+                            &mut owed,
+                            "#lobby",
+                            &format!("+{nick} #lobby\n"),
+                            None,
+                        );
                         nicks.insert(id, nick);
                     }
                     (7, Some(c)) => {
@@ -1994,13 +2113,16 @@ mod tests {
                 received.entry(id).or_default().push_str(&taken);
             }
             for (id, expected) in &owed {
-                // The JSON-format clients' lines carry a "J " prefix.
+                // The JSON-format clients' lines carry a "J " prefix, the quiet ones' "Q ".
                 let got: String = received
                     .get(id)
                     .map(String::as_str)
                     .unwrap_or_default()
                     .split_inclusive('\n')
-                    .map(|line| line.strip_prefix("J ").unwrap_or(line))
+                    .map(|line| {
+                        let line = line.strip_prefix("J ").unwrap_or(line);
+                        line.strip_prefix("Q ").unwrap_or(line)
+                    })
                     .collect();
                 assert_eq!(&got, expected, "seed {seed}, client {id}");
             }
@@ -2174,6 +2296,64 @@ mod tests {
         test.flush();
         assert_eq!(test.take(1), ["#lobby jay: hi\n"]);
         assert_eq!(test.take(2), ["J #lobby jay: hi\n"]);
+    }
+
+    #[test]
+    fn a_sender_that_does_not_echo_gets_everything_but_its_own_messages() {
+        let mut test = TestHub::settled(&["ann", "bob"]);
+        test.quiet_client(3, "irc");
+        test.flush();
+        for id in 1..=3 {
+            test.take(id);
+        }
+        test.say(1, "one");
+        test.say(3, "two");
+        test.say(1, "three");
+        test.say(3, "four");
+        test.flush();
+        // The others still get the round as one buffer...
+        let all = "#lobby ann: one\n#lobby irc: two\n#lobby ann: three\n#lobby irc: four\n";
+        assert_eq!(test.take(2), [all]);
+        assert_eq!(test.take(1), [all]);
+        // ...and the quiet sender gets the rest, in order, without its own lines.
+        assert_eq!(
+            test.take(3).concat(),
+            "Q #lobby ann: one\nQ #lobby ann: three\n"
+        );
+        // Owed more than a copy's worth when it speaks: the owed lines are shared.
+        let long = "x".repeat(LEAVER_COPY_LIMIT);
+        test.say(1, &long);
+        test.say(3, "five");
+        test.flush();
+        assert_eq!(test.take(3).concat(), format!("Q #lobby ann: {long}\n"));
+        let both = format!("#lobby ann: {long}\n#lobby irc: five\n");
+        assert_eq!(test.take(2).concat(), both);
+        assert_eq!(test.take(1).concat(), both);
+        // Its private messages are not echoed either; the recipient's are.
+        test.request(
+            3,
+            Request::Whisper {
+                to: "ann".into(),
+                text: "psst".into(),
+                data: None,
+                action: false,
+            },
+        );
+        test.request(
+            1,
+            Request::Whisper {
+                to: "irc".into(),
+                text: "hey".into(),
+                data: None,
+                action: false,
+            },
+        );
+        test.flush();
+        assert_eq!(
+            test.take(1).concat(),
+            "private irc: psst\nprivate ann: hey\n"
+        );
+        assert_eq!(test.take(3).concat(), "Q private ann: hey\n");
     }
 
     #[test]

@@ -308,6 +308,11 @@ impl Render for IrcRender {
         self.write_event(&mut lines, event);
         (!lines.out.is_empty()).then(|| Bytes::from(lines.out))
     }
+
+    /// Without `echo-message` an IRC client shows what its user typed itself.
+    fn echoes_own_messages(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
