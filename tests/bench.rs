@@ -2,11 +2,11 @@
 //! 127.0.0.1 port 0 (line, JSON and WebSocket doors), small sizes, its one-line JSON
 //! summary checked; and the refusal of targets that are not on loopback.
 
-mod common;
+mod support;
 
 use std::process::{Command, Output};
 
-use common::*;
+use support::blocking::*;
 
 /// Run `switchboard bench ARGS...`, bounded by the bench's own hard cap.
 fn bench(args: &[&str]) -> Output {
@@ -41,12 +41,9 @@ fn start_server() -> Server {
 
 /// A server with only the JSON and web doors open, on port 0.
 fn start_json_and_web_server() -> Server {
-    let mut command = Command::new(binary());
-    command
-        .args(["serve", "--memory", "--line", "off"])
-        .args(["--json", "127.0.0.1:0", "--web", "127.0.0.1:0"])
-        .args(BENCH_LIMITS);
-    Server::spawn(command, &[], &["json", "web"])
+    let mut named = vec!["--json", "127.0.0.1:0", "--web", "127.0.0.1:0"];
+    named.extend(BENCH_LIMITS);
+    Server::spawn(serve_command(&named, "off"), &[], &["json", "web"])
 }
 
 /// Every message reached every receiver, once and in order, and some in the window.

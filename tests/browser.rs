@@ -7,13 +7,13 @@
 //! Needs `/usr/bin/chromium` (apt-get install chromium) and
 //! `npm ci --prefix tests/browser`; missing either is a failure, not a skip.
 
-mod web_support;
+mod support;
 
 use std::path::Path;
 use std::process::Stdio;
 
+use support::web::{Lines, Server, WAIT};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use web_support::{Lines, Server, WAIT};
 
 #[tokio::test]
 async fn browser_and_netcat_user_chat_in_general() {

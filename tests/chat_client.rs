@@ -12,12 +12,17 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod support;
+
 /// Only to avoid hanging forever; nothing here is expected to take long.
 const TIMEOUT: Duration = Duration::from_secs(20);
 const NAME_PROMPT: &str = "Enter your name: ";
 
 fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    isolated(Command::new(support::binary()))
+}
+
+fn isolated(mut command: Command) -> Command {
     // Settings from the environment of whoever runs the tests must not leak in.
     for (key, _) in std::env::vars() {
         if key.starts_with("SWITCHBOARD_") {
@@ -57,10 +62,7 @@ struct Server {
 
 impl Server {
     fn start(listen: &str) -> Result<Server, String> {
-        let mut child = binary()
-            .args([
-                "serve", "--memory", "--json", "off", "--web", "off", "--line", listen,
-            ])
+        let mut child = isolated(support::serve_command(&["--line", listen], "off"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -71,8 +73,8 @@ impl Server {
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("line: listening on ") {
-                    let _ = found.send(addr.trim().to_owned());
+                if let Some(("line", place)) = support::listening(&line) {
+                    let _ = found.send(place.to_owned());
                 }
             }
         });

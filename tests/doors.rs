@@ -3,18 +3,18 @@
 //! door), and the one accept path: connection limits taken before a TLS handshake,
 //! the handshake's deadline, and refusals logged once and counted on every listener.
 
-mod web_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
 use serde_json::json;
+use support::web::{certificate, http_get, metric, Lines, Server, Ws, WAIT};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
-use web_support::{certificate, http_get, metric, Lines, Server, Ws, WAIT};
 
 /// How many messages each flooder sends at once.
 const FLOOD: usize = 20;

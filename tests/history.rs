@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod support;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -18,22 +20,17 @@ struct Server {
     addr: SocketAddr,
 }
 
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_switchboard")
-}
-
 impl Server {
     fn start(args: &[&str]) -> Server {
         Self::start_in(None, args)
     }
 
     fn start_in(cwd: Option<&Path>, args: &[&str]) -> Server {
-        let mut command = Command::new(binary());
         // Bulk senders here test durability, not flood control.
+        let mut named = vec!["--line", "127.0.0.1:0", "--flood-rate", "0"];
+        named.extend(args);
+        let mut command = support::serve_command(&named, "off");
         command
-            .args(["serve", "--line", "127.0.0.1:0", "--flood-rate", "0"])
-            .args(["--json", "off", "--web", "off"])
-            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env_remove("RUST_LOG");
@@ -55,8 +52,8 @@ impl Server {
                 let _ = child.wait();
                 panic!("server exited before listening: {}", log.join().unwrap());
             };
-            if let Some(addr) = line.strip_prefix("line: listening on ") {
-                break addr.parse().unwrap();
+            if let Some(("line", place)) = support::listening(&line) {
+                break support::socket_addr(place).expect("the line door's address");
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -88,17 +85,9 @@ impl Drop for Server {
 
 /// Run the server expecting it to refuse to start: (exit success?, stderr).
 fn start_fails(args: &[&str]) -> (bool, String) {
-    let output = Command::new(binary())
-        .args([
-            "serve",
-            "--line",
-            "127.0.0.1:0",
-            "--json",
-            "off",
-            "--web",
-            "off",
-        ])
-        .args(args)
+    let mut named = vec!["--line", "127.0.0.1:0"];
+    named.extend(args);
+    let output = support::serve_command(&named, "off")
         .output()
         .expect("run the server");
     let stdout = String::from_utf8_lossy(&output.stdout);

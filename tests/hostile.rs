@@ -2,11 +2,11 @@
 //! idle and never-registering connections, per-address limits and churn. Each case
 //! uses the real binary and checks that everyone else keeps being served.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::blocking::*;
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

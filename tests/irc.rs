@@ -2,11 +2,11 @@
 //! channels shared with the line and WebSocket doors, private messages, error
 //! numerics, and text from other doors that cannot forge IRC lines.
 
-mod web_support;
+mod support;
 
 use serde_json::json;
+use support::web::{Lines, Server, Ws};
 use tokio::net::TcpStream;
-use web_support::{Lines, Server, Ws};
 
 const DOORS: &[&str] = &["irc", "line", "json", "web"];
 
@@ -51,7 +51,7 @@ async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
     assert!(names.ends_with("#general :alice"), "{names}");
     irc.line_containing(" 366 * #general ").await;
 
-    let mut nc = web_support::Lines::line_login(server.addr("line"), "bob").await;
+    let mut nc = support::web::Lines::line_login(server.addr("line"), "bob").await;
     assert_eq!(
         irc.line().await.unwrap(),
         ":bob!bob@switchboard JOIN #general"
@@ -126,7 +126,7 @@ async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
 #[tokio::test]
 async fn irc_errors_come_as_numerics_and_the_connection_keeps_serving() {
     let server = start().await;
-    let _bob = web_support::Lines::line_login(server.addr("line"), "bob").await;
+    let _bob = support::web::Lines::line_login(server.addr("line"), "bob").await;
     let mut irc = Lines::connect(server.addr("irc")).await;
     irc.send_line("JOIN #general\r").await;
     irc.line_containing(" 451 * :You have not registered").await;
@@ -177,7 +177,7 @@ async fn irc_errors_come_as_numerics_and_the_connection_keeps_serving() {
 async fn text_from_other_doors_cannot_forge_irc_lines() {
     let server = start().await;
     let mut irc = irc_login(&server, "alice").await;
-    let (mut json, _) = web_support::Lines::json_login(server.addr("json"), "mallory").await;
+    let (mut json, _) = support::web::Lines::json_login(server.addr("json"), "mallory").await;
     irc.line_containing("JOIN #general").await;
     json.send_json(json!({"type": "say", "text": "hi\r\nQUIT :pwned\r\nPRIVMSG #general :x"}))
         .await;
@@ -201,7 +201,7 @@ async fn text_from_other_doors_cannot_forge_irc_lines() {
 /// reach it), and its traffic counted under its own door label in `/metrics`.
 #[tokio::test]
 async fn the_irc_door_over_tls_and_in_the_metrics() {
-    let tls = web_support::certificate(&["localhost"]);
+    let tls = support::web::certificate(&["localhost"]);
     let mut extra = vec!["--irc-tls", "127.0.0.1:0"];
     extra.extend(tls.flags());
     let server = Server::start(&extra, &["irc-tls", "line", "web"]).await;
@@ -215,14 +215,14 @@ async fn the_irc_door_over_tls_and_in_the_metrics() {
     nc.line_containing("[secure] sealed").await;
 
     let web = server.addr("web");
-    let (_, metrics) = web_support::http_get(
+    let (_, metrics) = support::web::http_get(
         tls_connect(&tls.connector, web).await,
         "localhost",
         "/metrics",
     )
     .await;
     assert_eq!(
-        web_support::metric(&metrics, "switchboard_messages_in_total{door=\"irc\"}"),
+        support::web::metric(&metrics, "switchboard_messages_in_total{door=\"irc\"}"),
         1.0,
         "{metrics}"
     );

@@ -2,14 +2,14 @@
 //! of its own, joins `#general`, talks with a netcat-style line user and a WebSocket
 //! user, and quits cleanly.
 
-mod web_support;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use web_support::{Lines, Server, Ws, WAIT};
+use support::web::{Lines, Server, Ws, WAIT};
 
 /// A tmux server on a socket of its own, so the test touches no other tmux session;
 /// killed (with irssi in it) when dropped.

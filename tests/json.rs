@@ -1,10 +1,10 @@
 //! The JSON protocol over TCP against the real binary: every request type, every
 //! error path (each carrying its request id back), and the connection staying usable.
 
-mod web_support;
+mod support;
 
 use serde_json::json;
-use web_support::{Lines, Server};
+use support::web::{Lines, Server};
 
 #[tokio::test]
 async fn every_request_type_works_and_is_acknowledged_by_id() {

@@ -1,13 +1,13 @@
 //! The plain-text door end to end: the real binary on 127.0.0.1 port 0, raw TCP
 //! clients (as netcat or telnet would be), and the seed Python clients unmodified.
 
-mod common;
+mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use support::blocking::*;
 
 #[test]
 fn asks_for_a_name_and_refuses_taken_or_invalid_ones() {
@@ -408,12 +408,7 @@ fn help_documents_every_flag_and_bad_config_is_explained() {
     // A port already in use names the door and the flag to change it.
     let server = Server::start(&[]);
     let taken = server.line_addr().to_string();
-    let output = Command::new(binary())
-        .args([
-            "serve", "--memory", "--json", "off", "--web", "off", "--line", &taken,
-        ])
-        .output()
-        .unwrap();
+    let output = serve_command(&["--line", &taken], "off").output().unwrap();
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(

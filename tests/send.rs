@@ -8,7 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const SEEDS: &str = "/work/shared/seeds";
+mod support;
+
 /// Generous: only there so a broken build fails instead of hanging.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
@@ -37,7 +38,7 @@ fn seed_server(program: &str, ready: &str) -> (Guard, u16) {
     let port = free_port();
     let mut child = Command::new("python3")
         .args(["-u", program, "server"])
-        .current_dir(SEEDS)
+        .current_dir(support::seeds_dir())
         .env("SEED_PORT", port.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -67,7 +68,7 @@ fn seed_server(program: &str, ready: &str) -> (Guard, u16) {
 
 /// Start `switchboard echo` with `args`; return it with its TCP and UDP addresses.
 fn echo_service(args: &[&str]) -> (Guard, Option<SocketAddr>, Option<SocketAddr>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut child = Command::new(support::binary())
         .arg("echo")
         .args(args)
         .stdin(Stdio::null())
@@ -82,11 +83,10 @@ fn echo_service(args: &[&str]) -> (Guard, Option<SocketAddr>, Option<SocketAddr>
     while tcp.is_none() || udp.is_none() {
         line.clear();
         assert!(reader.read_line(&mut line).unwrap() > 0, "echo exited");
-        if let Some(addr) = line.trim().strip_prefix("echo tcp: listening on ") {
-            tcp = Some(addr.parse().unwrap());
-        }
-        if let Some(addr) = line.trim().strip_prefix("echo udp: listening on ") {
-            udp = Some(addr.parse().unwrap());
+        match support::listening(&line) {
+            Some(("echo tcp", place)) => tcp = support::socket_addr(place),
+            Some(("echo udp", place)) => udp = support::socket_addr(place),
+            _ => {}
         }
     }
     thread::spawn(move || {
@@ -98,7 +98,7 @@ fn echo_service(args: &[&str]) -> (Guard, Option<SocketAddr>, Option<SocketAddr>
 
 /// Run `switchboard send ARGS` with `stdin`, bounded by the hang guard.
 fn send(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut child = Command::new(support::binary())
         .arg("send")
         .args(args)
         .stdin(Stdio::piped())

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const SEEDS: &str = "/work/shared/seeds";
+mod support;
+
 /// Generous: only there so a broken build fails instead of hanging.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
@@ -35,7 +36,7 @@ fn drain(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
 
 impl Service {
     fn start(args: &[&str]) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        let mut child = Command::new(support::binary())
             .arg("echo")
             .args(args)
             .stdin(Stdio::null())
@@ -59,15 +60,10 @@ impl Service {
                 );
             }
             printed.push_str(&line);
-            let parse = |prefix: &str| {
-                line.trim()
-                    .strip_prefix(prefix)
-                    .map(|addr| addr.parse::<SocketAddr>().unwrap())
-            };
-            if let Some(addr) = parse("echo tcp: listening on ") {
-                tcp = Some(addr);
-            } else if let Some(addr) = parse("echo udp: listening on ") {
-                udp = Some(addr);
+            match support::listening(&line) {
+                Some(("echo tcp", place)) => tcp = support::socket_addr(place),
+                Some(("echo udp", place)) => udp = support::socket_addr(place),
+                _ => {}
             }
             let wants_tcp = !args.contains(&"--udp") || args.contains(&"--tcp");
             let wants_udp = !args.contains(&"--tcp") || args.contains(&"--udp");
@@ -142,7 +138,7 @@ fn seed_client(program: &str, addr: SocketAddr, input: &str) -> String {
     let mut child = Command::new("python3")
         .arg("-u")
         .arg(program)
-        .current_dir(SEEDS)
+        .current_dir(support::seeds_dir())
         .env("SEED_HOST", addr.ip().to_string())
         .env("SEED_PORT", addr.port().to_string())
         .stdin(Stdio::piped())

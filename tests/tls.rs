@@ -2,16 +2,16 @@
 //! TLS-only line and JSON listeners, HTTPS and WSS on the web listener, and clear
 //! startup errors for unusable certificate files.
 
-mod web_support;
+mod support;
 
 use std::path::Path;
 
 use rustls_pki_types::ServerName;
 use serde_json::json;
+use support::web::{certificate, http_get, Lines, Server, Ws};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-use web_support::{certificate, http_get, Lines, Server, Ws};
 
 async fn tls_connect(connector: &TlsConnector, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
@@ -158,20 +158,9 @@ async fn unusable_certificate_files_are_named_at_startup() {
         (vec!["--line-tls", "127.0.0.1:0"], "--tls-cert"),
     ];
     for (args, expected) in cases {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args([
-                "serve",
-                "--memory",
-                "--line",
-                "127.0.0.1:0",
-                "--json",
-                "off",
-                "--web",
-                "off",
-            ])
-            .args(&args)
-            .output()
-            .unwrap();
+        let mut named = vec!["--line", "127.0.0.1:0"];
+        named.extend(&args);
+        let output = support::serve_command(&named, "off").output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} should not start");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");

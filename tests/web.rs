@@ -2,13 +2,13 @@
 //! across line, JSON and WebSocket doors, the page, /healthz, /metrics, keepalive and
 //! the shutdown close frame.
 
-mod web_support;
+mod support;
 
 use serde_json::json;
+use support::web::{http_get, metric, Lines, Server, Ws};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use web_support::{http_get, metric, Lines, Server, Ws};
 
 fn ws_url(server: &Server) -> String {
     format!("ws://{}/ws", server.addr("web"))
@@ -193,7 +193,7 @@ async fn page_health_and_metrics_are_served() {
     browser.of_type("message").await;
     // The netcat user's copy may still be on its way: poll until both deliveries of
     // both messages are counted (an over-count still fails the exact check below).
-    let deadline = tokio::time::Instant::now() + web_support::WAIT;
+    let deadline = tokio::time::Instant::now() + support::web::WAIT;
     let after = loop {
         let (status, after) = get(&server, "/metrics").await;
         assert_eq!(status, 200);
@@ -232,7 +232,7 @@ async fn page_health_and_metrics_are_served() {
     browser.of_type("left").await;
     // The connection task counts its close once the socket is done: poll for it.
     let series = "switchboard_disconnects_total{door=\"line\",reason=\"client_quit\"}";
-    let deadline = tokio::time::Instant::now() + web_support::WAIT;
+    let deadline = tokio::time::Instant::now() + support::web::WAIT;
     loop {
         let (_, later) = get(&server, "/metrics").await;
         if metric(&later, series) == 1.0 {
@@ -391,7 +391,7 @@ async fn slowloris_is_cut_off_while_pages_and_websockets_are_served() {
     assert!(cut_off, "the trickling connection was never closed");
     assert!(started.elapsed() < std::time::Duration::from_secs(8));
     let mut rest = Vec::new();
-    let silent_read = tokio::time::timeout(web_support::WAIT, silent.read_to_end(&mut rest)).await;
+    let silent_read = tokio::time::timeout(support::web::WAIT, silent.read_to_end(&mut rest)).await;
     assert!(
         silent_read.is_ok(),
         "the silent connection was never closed"
@@ -465,7 +465,7 @@ async fn websocket_compression_is_never_negotiated() {
     let mut response = Vec::new();
     let mut chunk = [0u8; 1024];
     while !response.windows(4).any(|w| w == b"\r\n\r\n") {
-        let read = tokio::time::timeout(web_support::WAIT, stream.read(&mut chunk))
+        let read = tokio::time::timeout(support::web::WAIT, stream.read(&mut chunk))
             .await
             .expect("upgrade response in time")
             .unwrap();
@@ -523,7 +523,7 @@ impl RawWs {
         use tokio::io::AsyncReadExt;
         let mut chunk = [0u8; 4096];
         // A reset is an error here, not an end: the server's closes must be clean.
-        let read = tokio::time::timeout(web_support::WAIT, self.stream.read(&mut chunk))
+        let read = tokio::time::timeout(support::web::WAIT, self.stream.read(&mut chunk))
             .await
             .expect("server answered in time")
             .expect("read without a reset");
@@ -715,7 +715,7 @@ async fn upgrade_status_as(
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = vec![0u8; 4096];
-    let read = tokio::time::timeout(web_support::WAIT, stream.read(&mut response))
+    let read = tokio::time::timeout(support::web::WAIT, stream.read(&mut response))
         .await
         .expect("an answer in time")
         .unwrap();
@@ -725,7 +725,7 @@ async fn upgrade_status_as(
         // A refused upgrade closes the connection (it is no longer under the deadline
         // that guards request heads).
         let mut rest = Vec::new();
-        tokio::time::timeout(web_support::WAIT, stream.read_to_end(&mut rest))
+        tokio::time::timeout(support::web::WAIT, stream.read_to_end(&mut rest))
             .await
             .expect("the server closes a refused upgrade")
             .unwrap();

@@ -1,7 +1,6 @@
-//! Shared harness for integration tests: start the real `switchboard` binary on
-//! 127.0.0.1 port 0, learn its addresses from what it prints, talk to it over real
-//! sockets, signal it, and always stop it (by PID) when the test ends.
-#![allow(dead_code, unused_imports)]
+//! Blocking clients and a server handle for plain (non-async) tests: start the real
+//! binary, talk to it over std sockets, signal it, and always stop it (by PID) when
+//! the test ends.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,23 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Generous bound for anything the server should do promptly; only there to stop a
-/// broken server from hanging the suite, never to measure speed.
-pub const PATIENCE: Duration = Duration::from_secs(10);
-
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_switchboard")
-}
-
-pub fn seeds_dir() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seeds");
-    assert!(
-        dir.join("README.md").exists(),
-        "the seed programs are expected at {}",
-        dir.display()
-    );
-    dir
-}
+pub use super::{binary, seeds_dir, serve_command, PATIENCE};
 
 /// A running server process.
 pub struct Server {
@@ -38,30 +21,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start `switchboard serve` with the line door on port 0 plus `args`.
+    /// Start `switchboard serve` with the line door on port 0 plus `args` (other
+    /// doors off unless `args` name them).
     pub fn start(args: &[&str]) -> Server {
         Self::start_with_env(args, &[])
     }
 
-    /// As [`Server::start`], with extra environment. History stays in memory unless the
-    /// test names a data directory, so parallel tests never share one.
+    /// As [`Server::start`], with extra environment.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(binary());
-        command.arg("serve").arg("--line").arg("127.0.0.1:0");
-        if !args
-            .iter()
-            .any(|arg| *arg == "--data" || *arg == "--memory")
-        {
-            command.arg("--memory");
+        let mut named = args.to_vec();
+        if !args.contains(&"--line") {
+            named.extend(["--line", "127.0.0.1:0"]);
         }
-        // Only the doors a test asks for, so parallel tests never fight over fixed ports.
-        for door in ["--json", "--web"] {
-            if !args.contains(&door) {
-                command.args([door, "off"]);
-            }
-        }
-        command.args(args);
-        Self::spawn(command, env, &["line"])
+        Self::spawn(serve_command(&named, "off"), env, &["line"])
     }
 
     /// Spawn `command`, wait until it has printed a listening line for each of `doors`.
@@ -97,15 +69,10 @@ impl Server {
                     panic!("server did not print listening lines for {doors:?}; got {found:?}");
                 }
             };
-            if let Some((door, rest)) = line.split_once(": listening on ") {
-                let addr = rest
-                    .trim()
-                    .trim_start_matches("http://")
-                    .trim_start_matches("https://");
-                let addr = addr.trim_end_matches('/');
-                if let Ok(addr) = addr.parse() {
-                    found.insert(door.to_string(), addr);
-                }
+            if let Some((door, addr)) = super::listening(&line)
+                .and_then(|(door, place)| Some((door, super::socket_addr(place)?)))
+            {
+                found.insert(door.to_string(), addr);
             }
         }
         Server {

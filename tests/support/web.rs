@@ -1,6 +1,6 @@
-//! Shared by the JSON, web, TLS and browser tests: start the real binary on port 0,
-//! read the addresses it prints, and talk to it as line, JSON and WebSocket clients.
-#![allow(dead_code)]
+//! Async (tokio) clients and a server handle for the JSON, web, TLS, IRC and browser
+//! tests: start the real binary with every door on port 0, read the addresses it
+//! prints, and talk to it as line, JSON and WebSocket clients.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Generous: only to turn a hang into a failure.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = super::PATIENCE;
 
 pub struct Server {
     pub child: Child,
@@ -44,19 +44,8 @@ impl Server {
     }
 
     async fn launch(extra: &[&str], doors: &[&str], log_filter: Option<&str>) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-        command.arg("serve");
-        for flag in ["--line", "--json", "--web"] {
-            if !extra.contains(&flag) {
-                command.args([flag, "127.0.0.1:0"]);
-            }
-        }
-        // Parallel tests must not share a history directory.
-        if !extra.contains(&"--data") {
-            command.arg("--memory");
-        }
+        let mut command = Command::from(super::serve_command(extra, "127.0.0.1:0"));
         command
-            .args(extra)
             .env("RUST_LOG", log_filter.unwrap_or("warn"))
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
@@ -90,8 +79,8 @@ impl Server {
                 read > 0,
                 "server exited before printing every door: {found:?}"
             );
-            if let Some((door, rest)) = line.trim().split_once(": listening on ") {
-                found.insert(door.to_owned(), rest.to_owned());
+            if let Some((door, place)) = super::listening(&line) {
+                found.insert(door.to_owned(), place.to_owned());
             }
         }
         Server {
@@ -104,12 +93,7 @@ impl Server {
 
     /// The address a door listens on (`web` gives host:port without the scheme).
     pub fn addr(&self, door: &str) -> SocketAddr {
-        let text = &self.doors[door];
-        let text = text
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches('/');
-        text.parse().unwrap()
+        super::socket_addr(&self.doors[door]).expect("a door's address")
     }
 
     pub fn url(&self, door: &str) -> String {
