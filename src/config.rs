@@ -190,7 +190,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_JSON_TLS", value_name = "ADDR")]
     pub json_tls: Option<SocketAddr>,
 
-    /// IRC door for irssi, WeeChat, HexChat and bots (6667 is customary), or `off` [default: off].
+    /// IRC door for irssi, WeeChat, HexChat and bots, or `off` [default: 0.0.0.0:6667].
     #[arg(long, env = "SWITCHBOARD_IRC", value_name = "ADDR|off")]
     pub irc: Option<Listen>,
 
@@ -506,7 +506,10 @@ impl Config {
                 .0,
             line_tls: merged.line_tls,
             json_tls: merged.json_tls,
-            irc: merged.irc.and_then(|listen| listen.0),
+            irc: merged
+                .irc
+                .unwrap_or(Listen(Some(SocketAddr::from(([0, 0, 0, 0], 6667)))))
+                .0,
             irc_tls: merged.irc_tls,
             tls,
             max_json_bytes: at_least(
@@ -628,6 +631,25 @@ mod tests {
         assert_eq!(config.register_timeout, Duration::from_secs(5));
         assert_eq!(config.line.map(|addr| addr.port()), Some(9999));
         assert_eq!(config.default_room, "#general");
+    }
+
+    #[test]
+    fn every_plain_door_has_its_customary_port_and_tls_doors_are_opt_in() {
+        let config = Config::from_args(ServeArgs::default()).unwrap();
+        let port = |door: Option<SocketAddr>| door.map(|addr| addr.port());
+        assert_eq!(port(config.line), Some(9999));
+        assert_eq!(port(config.json), Some(9998));
+        assert_eq!(port(config.web), Some(8080));
+        assert_eq!(port(config.irc), Some(6667));
+        assert_eq!(
+            (config.line_tls, config.json_tls, config.irc_tls),
+            (None, None, None)
+        );
+        let args = ServeArgs {
+            irc: Some("off".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(Config::from_args(args).unwrap().irc, None);
     }
 
     #[test]

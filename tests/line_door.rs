@@ -389,10 +389,13 @@ fn help_documents_every_flag_and_bad_config_is_explained() {
         "--max-queue-bytes",
         "--max-clients",
         "--register-timeout",
+        "--irc",
+        "--irc-tls",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
     assert!(help.contains("SWITCHBOARD_LINE") && help.contains("default: 0.0.0.0:9999"));
+    assert!(help.contains("SWITCHBOARD_IRC") && help.contains("default: 0.0.0.0:6667"));
     let output = Command::new(binary())
         .args([
             "serve",
