@@ -101,6 +101,7 @@ pub struct ServeArgs {
     pub line: Option<Listen>,
 
     /// Room every client joins once named [default: #general].
+    #[allow(rustdoc::broken_intra_doc_links)] // the text is --help's, not a link
     #[arg(long, env = "SWITCHBOARD_DEFAULT_ROOM", value_name = "ROOM")]
     pub default_room: Option<String>,
 

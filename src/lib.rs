@@ -25,7 +25,7 @@
 //! - [`client`]: the `chat` terminal client.
 //! - [`services`]: echo, uppercase and random-reply services over TCP and UDP.
 //! - [`send`]: the one-shot `send` client.
-//! - [`bench`]: the `bench` load generator (fan-out, idle memory, connect rate).
+//! - [`bench`](mod@bench): the `bench` load generator (fan-out, idle memory, connect rate).
 //! - [`memory`]: the allocator (jemalloc) and handing freed memory back to the system.
 //! - [`cli`]: command-line definitions.
 //!

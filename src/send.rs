@@ -35,6 +35,7 @@ Example: printf 'GET / HTTP/1.0\\r\\n\\r\\n' | switchboard send 127.0.0.1:8080";
 #[command(after_help = SEND_AFTER_HELP)]
 pub struct SendArgs {
     /// Server to talk to: HOST:PORT, where HOST is a name or an address ([::1]:7 for IPv6).
+    #[allow(rustdoc::broken_intra_doc_links)] // the text is --help's, not a link
     #[arg(value_name = "HOST:PORT")]
     pub target: String,
 

@@ -2,7 +2,7 @@
 //! payload and finds deliveries. The scenarios only see [`Door`], [`DeliveryReader`]
 //! and [`PayloadWriter`]; `--target` picks the adapter ([`TargetKind`]).
 //!
-//! Adapters: the line family over TCP ([`line`]: Switchboard's line door, `ncat
+//! Adapters: the line family over TCP ([`line`](mod@line): Switchboard's line door, `ncat
 //! --chat`, the seed chat server, any raw line peer), Switchboard's JSON protocol
 //! ([`json`]: over TCP, and over WebSocket in [`ws`], which also drives a plain
 //! WebSocket broadcast peer). [`tcp`] holds the plumbing the TCP adapters share.
