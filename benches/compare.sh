@@ -38,7 +38,7 @@ trap stop_server EXIT
 # Switchboard with one door open on $PORT (`serve_switchboard line|json|web [stored]`);
 # history in memory, or with `stored` in a fresh SQLite database (persist before fan-out).
 serve_switchboard() {
-  local doors=(--line off --json off --web off)
+  local doors=(--line off --json off --web off --irc off)
   case "$1" in
     line) doors[1]="127.0.0.1:$PORT" ;;
     json) doors[3]="127.0.0.1:$PORT" ;;

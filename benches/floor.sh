@@ -38,7 +38,7 @@ start_server() {
   case "$1" in
     c) taskset -c 0 "$BUILT/register_server" "$PORT" & ;;
     switchboard)
-      RUST_LOG=warn taskset -c 0 "$BIN" serve --line "127.0.0.1:$PORT" --json off --web off \
+      RUST_LOG=warn taskset -c 0 "$BIN" serve --line "127.0.0.1:$PORT" --json off --web off --irc off \
         --memory --flood-rate 0 --max-clients 100000 --max-clients-per-ip 100000 >/dev/null & ;;
   esac
   SERVER_PID=$!
