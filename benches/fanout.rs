@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use switchboard::door::line::render::LineRender;
-use switchboard::hub::outbox::Take;
 use switchboard::hub::{
     self, ClientId, CloseReason, Command, Connection, HistoryBackend, HubConfig, HubHandle, Outbox,
     Push, Request,
 };
+use switchboard::outbox::Take;
 
 const RECIPIENTS: usize = 1000;
 

@@ -1,20 +1,24 @@
 //! Switchboard: a real-time chat hub and socket toolkit.
 //!
 //! One hub, several front doors: plain text lines over TCP (netcat, telnet, the seed
-//! clients), JSON lines for programs and devices, and WebSocket for the built-in web
-//! page, each with TLS, all leading to the same rooms.
+//! clients), JSON lines for programs and devices, IRC for existing IRC clients, and
+//! WebSocket for the built-in web page, each with TLS, all leading to the same rooms.
 //!
 //! # Layout
 //!
+//! - [`chat`]: the shared vocabulary (messages, requests, replies, events, error
+//!   codes, close reasons); a leaf every other module may import.
 //! - [`hub`]: the chat core. One task owns rooms, nicknames and clients; it receives
-//!   [`hub::Command`]s and fans [`hub::Event`]s out to bounded per-client outboxes.
-//!   It knows events, not bytes.
+//!   [`hub::Command`]s and fans [`chat::Event`]s out to bounded per-client outboxes
+//!   (the fan-out engine in `hub/fanout.rs`). It knows events, not bytes.
 //! - [`door`]: front doors. Each is a pure framing and a pure protocol run by the one
 //!   session driver ([`door::session`]) over the shared connection pump
 //!   ([`door::conn`]); [`door::listen`] is the door list and the one accept path (slot,
 //!   TLS handshake, door). [`door::line`] is the text protocol, [`door::json`] the JSON
 //!   protocol (over TCP, and over WebSocket in [`door::web`], which also serves the
-//!   chat page, `/healthz` and `/metrics`).
+//!   chat page, `/healthz` and `/metrics`), [`door::irc`] the IRC protocol.
+//! - [`outbox`]: a connection's bounded output queue, between the hub (or a service)
+//!   that fills it and the connection pump that drains it.
 //! - [`tls`]: PEM certificate loading (rustls, ring provider).
 //! - [`metrics`]: per-server Prometheus metrics.
 //! - [`store`]: durable history: a SQLite file written by one thread in batched
@@ -33,6 +37,7 @@
 //! exist and how big they are, how shutdown propagates.
 
 pub mod bench;
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -40,6 +45,7 @@ pub mod door;
 pub mod hub;
 pub mod memory;
 pub mod metrics;
+pub mod outbox;
 pub mod send;
 pub mod server;
 pub mod services;

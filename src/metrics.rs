@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, Weak};
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::hub::{CloseReason, Outbox};
+use crate::chat::CloseReason;
+use crate::outbox::Outbox;
 
 /// Connections opened, by door (`line`, `json`, `ws`).
 pub const CONNECTIONS: &str = "switchboard_connections_total";

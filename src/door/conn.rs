@@ -18,8 +18,8 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::hub::outbox::{Outbox, Take};
-use crate::hub::CloseReason;
+use crate::chat::CloseReason;
+use crate::outbox::{Outbox, Take};
 
 /// Bytes read per `poll_read`; lives on the stack, never in the connection.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -145,7 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
     }
 
     /// Pause or resume reading; output keeps flowing either way. (An outbox with the
-    /// [`Overflow::PauseReading`](crate::hub::outbox::Overflow) policy also pauses
+    /// [`Overflow::PauseReading`](crate::outbox::Overflow) policy also pauses
     /// reading by itself while it is over its bound.)
     pub fn set_reading(&mut self, reading: bool) {
         self.read_paused = !reading;
@@ -436,7 +436,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Farewell> Conn<S, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::Push;
+    use crate::outbox::Push;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A farewell that names the reason.
@@ -709,7 +709,7 @@ mod tests {
         let (ours, mut theirs) = tokio::io::duplex(4);
         let outbox = Arc::new(Outbox::with_overflow(
             8,
-            crate::hub::outbox::Overflow::PauseReading,
+            crate::outbox::Overflow::PauseReading,
         ));
         let mut conn = Conn::new(ours, outbox.clone());
         assert_eq!(

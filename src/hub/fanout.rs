@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::outbox::{FlushRound, Outbox, Push};
 use super::{ClientId, Event, Render, Room};
+use crate::outbox::{FlushRound, Outbox, Push};
 
 /// A room batch is sealed early once one format's lines reach this: one socket write's
 /// worth (the writer's gather size), and far below any client's outbox bound, so a

@@ -18,7 +18,6 @@
 mod event;
 mod fanout;
 pub mod history;
-pub mod outbox;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +29,9 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::chat::*;
+pub use crate::outbox::{FlushRound, Outbox, Push};
 pub use event::*;
-pub use outbox::{FlushRound, Outbox, Push};
 
 use self::fanout::{Member, Outgoing, RenderOnce, RoomBatch};
 use self::history::{Delivery, History, PageRequest, Pending, Recorded};
@@ -1238,7 +1238,7 @@ mod tests {
 
     use super::fanout::*;
     use super::*;
-    use crate::hub::outbox::Take;
+    use crate::outbox::Take;
     use std::collections::VecDeque;
     use std::task::{Context, Poll, Waker};
 

@@ -28,12 +28,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::mode::{unfinished_utf8_tail, Mode, Responder};
+use crate::chat::CloseReason as PumpReason;
 use crate::door::conn::{Conn, Input};
 use crate::door::line::framing::{Frame, LineFramer};
 use crate::door::line::BURST_GAP;
 use crate::door::ConnectionSlots;
-use crate::hub::outbox::{Outbox, Overflow};
-use crate::hub::CloseReason as PumpReason;
+use crate::outbox::{Outbox, Overflow};
 
 /// After a burst ended in the middle of a UTF-8 character, how long to wait for the
 /// rest of it before answering what is there (as invalid text).

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::hub::{ChatMessage, ClientId, Command, Tag};
+use crate::chat::{ChatMessage, ClientId, Tag};
+use crate::hub::Command;
 use crate::metrics::HistoryMetrics;
 
 pub use writer::StoreDone;
@@ -348,7 +349,7 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{HistoryPage, HistoryScope, Target};
+    use crate::chat::{HistoryPage, HistoryScope, Target};
     use std::time::SystemTime;
 
     fn message(id: u64, target: Target, from: &str, text: &str) -> ChatMessage {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Conversation, Loaded, LoadedRoom, Query, Retention};
-use crate::hub::{ChatMessage, HistoryPage, Target};
+use crate::chat::{ChatMessage, HistoryPage, Target};
 
 /// Bumped when the schema changes incompatibly.
 const SCHEMA_VERSION: i64 = 1;

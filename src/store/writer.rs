@@ -10,7 +10,8 @@ use tokio::sync::mpsc::Sender;
 
 use super::sqlite::{self, Append};
 use super::{hint_for, Job, Store};
-use crate::hub::{Command, Reply};
+use crate::chat::Reply;
+use crate::hub::Command;
 use crate::metrics::HistoryMetrics;
 
 /// Rows one retention step may delete; small, so appends never wait long behind it.

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
-use super::CloseReason;
+use crate::chat::CloseReason;
 
 /// Room made in an empty queue at its first push: a burst usually follows, and a
 /// round usually gives a member a few handles (at most 33 from one room batch, fewer

@@ -1,0 +1,330 @@
+//! The chat vocabulary every part of the server shares: client ids, messages and
+//! their targets, history pages, requests, replies, events, error codes and the named
+//! reasons a connection ends. A leaf: the store, the metrics and the doors import it
+//! without importing the hub, and no wire format appears here.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Unique for the life of the process; assigned at connect, before a name is chosen.
+pub type ClientId = u64;
+
+/// A client-chosen request id (JSON's `id`), carried back on the reply or error.
+pub type Tag = Arc<str>;
+
+/// Structured payload a message may carry beside its text (device commands, telemetry).
+pub type Data = Arc<serde_json::Value>;
+
+/// Why a connection ended. Every connection ends with exactly one, logged once by the
+/// task that owns the connection and counted by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// `/quit`, `end`, `/q`, or the JSON quit request.
+    ClientQuit,
+    /// The peer closed its side (EOF).
+    PeerClosed,
+    /// Reset or another I/O error on the socket.
+    PeerReset,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client's outbound queue went over its byte bound.
+    SlowConsumer,
+    /// Flood control gave up on a client that kept flooding.
+    Flood,
+    /// A line or frame over the size cap (on doors where that ends the connection).
+    LineTooLong,
+    /// Input that cannot be made sense of (e.g. HTTP on the line port, or a WebSocket
+    /// text frame that is not UTF-8).
+    BadInput,
+    /// A WebSocket frame that breaks the protocol (unmasked, reserved bits, bad opcode).
+    ProtocolError,
+    /// Never chose a name within the register timeout.
+    RegisterTimeout,
+    /// Nothing received within the idle timeout.
+    IdleTimeout,
+    /// Refused at accept: the global or per-address connection limit.
+    ServerFull,
+}
+
+impl CloseReason {
+    /// Stable snake_case name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientQuit => "client_quit",
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::PeerReset => "peer_reset",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Flood => "flood",
+            CloseReason::LineTooLong => "line_too_long",
+            CloseReason::BadInput => "bad_input",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::RegisterTimeout => "register_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::ServerFull => "server_full",
+        }
+    }
+
+    /// The client's side ended it in one of the ordinary ways (a reset is one: browsers
+    /// closing a tab, phones changing networks), or the server is stopping. Logged at
+    /// debug: at thousands of connections a second these lines were most of the log
+    /// (and its write was a syscall per connection); the metrics count them by reason.
+    pub fn is_routine(self) -> bool {
+        matches!(
+            self,
+            CloseReason::ClientQuit
+                | CloseReason::PeerClosed
+                | CloseReason::PeerReset
+                | CloseReason::Shutdown
+        )
+    }
+
+    /// Words for people: shown in leave notices.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CloseReason::ClientQuit => "quit",
+            CloseReason::PeerClosed => "connection closed",
+            CloseReason::PeerReset => "connection reset",
+            CloseReason::Shutdown => "server shutting down",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::Flood => "flooding",
+            CloseReason::LineTooLong => "line too long",
+            CloseReason::BadInput => "bad input",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::RegisterTimeout => "no name chosen in time",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::ServerFull => "server full",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// What a registered client can ask of the hub.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Say something in a room (`None`: the client's current room).
+    Say {
+        room: Option<String>,
+        text: String,
+        data: Option<Data>,
+        action: bool,
+    },
+    /// A private message to one nickname.
+    Whisper {
+        to: String,
+        text: String,
+        data: Option<Data>,
+        action: bool,
+    },
+    Join {
+        room: String,
+    },
+    /// Leave a room (`None`: the current room).
+    Part {
+        room: Option<String>,
+        reason: Option<String>,
+    },
+    Nick {
+        nick: String,
+    },
+    Rooms,
+    /// Members of a room (`None`: the current room).
+    Who {
+        room: Option<String>,
+    },
+    Whois {
+        nick: String,
+    },
+    Ping,
+    Quit {
+        reason: Option<String>,
+    },
+    /// A page of a room's history (`None`: the current room), oldest first: the last
+    /// `limit` messages, or those with id below `before` and/or above `after` (with
+    /// `after`, the first `limit` after it). `limit` defaults to
+    /// [`DEFAULT_HISTORY_LIMIT`] and is capped at [`MAX_HISTORY_LIMIT`].
+    History {
+        room: Option<String>,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<usize>,
+    },
+    /// The same for the private conversation between the client and nickname `with`.
+    PrivateHistory {
+        with: String,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<usize>,
+    },
+}
+
+/// Messages in a history page when the request names no limit.
+pub const DEFAULT_HISTORY_LIMIT: usize = 20;
+/// Most messages in one history page: bounded output per request.
+pub const MAX_HISTORY_LIMIT: usize = 500;
+
+/// A chat message, room or private, shared by every recipient.
+#[derive(Debug, Clone)]
+pub struct ChatMessage {
+    /// Per-room sequence for room messages, one sequence for all private ones; both
+    /// increase monotonically and survive restarts when history is stored on disk.
+    pub id: u64,
+    pub time: SystemTime,
+    pub target: Target,
+    pub from: Arc<str>,
+    pub from_client: ClientId,
+    pub text: Arc<str>,
+    pub data: Option<Data>,
+    /// `/me`: an action rather than speech.
+    pub action: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Room(Arc<str>),
+    /// A private message to this nickname.
+    Private(Arc<str>),
+}
+
+/// Whose history a page holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryScope {
+    /// A room, by its display name.
+    Room(Arc<str>),
+    /// The private conversation between the asking client and this nickname.
+    Private(Arc<str>),
+}
+
+/// Stored messages, oldest first: a replay on join or the answer to a history request.
+/// Every message in it is history (already said), never live traffic.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub scope: HistoryScope,
+    pub messages: Vec<Arc<ChatMessage>>,
+    /// More stored messages lie beyond this page in the direction asked for (older
+    /// ones for a "last N" or `before` page, newer ones for an `after` page).
+    pub more: bool,
+}
+
+/// One room in a `/rooms` listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub name: Arc<str>,
+    pub members: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct WhoisInfo {
+    pub nick: Arc<str>,
+    pub client: ClientId,
+    pub door: &'static str,
+    pub rooms: Vec<Arc<str>>,
+    pub connected_for_secs: u64,
+}
+
+/// Stable, machine-readable error codes (the JSON door sends them as strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    NickInvalid,
+    NickTaken,
+    NoSuchNick,
+    NoSuchRoom,
+    RoomInvalid,
+    NotInRoom,
+    NotRegistered,
+    AlreadyRegistered,
+    UnknownCommand,
+    BadRequest,
+    LineTooLong,
+    Flood,
+    /// The history store could not save or read messages (disk full, I/O error, busy).
+    HistoryUnavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NickInvalid => "nick_invalid",
+            ErrorCode::NickTaken => "nick_taken",
+            ErrorCode::NoSuchNick => "no_such_nick",
+            ErrorCode::NoSuchRoom => "no_such_room",
+            ErrorCode::RoomInvalid => "room_invalid",
+            ErrorCode::NotInRoom => "not_in_room",
+            ErrorCode::NotRegistered => "not_registered",
+            ErrorCode::AlreadyRegistered => "already_registered",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::LineTooLong => "line_too_long",
+            ErrorCode::Flood => "flood",
+            ErrorCode::HistoryUnavailable => "history_unavailable",
+        }
+    }
+}
+
+/// Answers to one client's request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The request was done; nothing more to say (JSON acknowledges it).
+    Done,
+    Rooms(Vec<RoomSummary>),
+    Who {
+        room: Arc<str>,
+        members: Vec<Arc<str>>,
+    },
+    Whois(WhoisInfo),
+    Pong,
+    /// The answer to [`Request::History`] or [`Request::PrivateHistory`].
+    History(Arc<HistoryPage>),
+}
+
+/// What the hub sends to clients. Rendered once per wire format for a broadcast.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// To the client alone, right after it registered.
+    Welcome {
+        client: ClientId,
+        nick: Arc<str>,
+    },
+    /// To the room, the joiner included.
+    Joined {
+        room: Arc<str>,
+        nick: Arc<str>,
+        client: ClientId,
+    },
+    /// To the room, the leaver included when it is still connected.
+    Left {
+        room: Arc<str>,
+        nick: Arc<str>,
+        client: ClientId,
+        reason: Option<Arc<str>>,
+    },
+    Message(Arc<ChatMessage>),
+    /// To a client that just joined a room, right after its `Joined` and before any live
+    /// message of that room: the room's last messages (`--replay N`), marked as history.
+    Replay(Arc<HistoryPage>),
+    /// To everyone who shares a room with the client, and the client.
+    NickChanged {
+        old: Arc<str>,
+        new: Arc<str>,
+        client: ClientId,
+    },
+    /// A notice from the server itself (e.g. "server shutting down").
+    Notice {
+        text: Arc<str>,
+    },
+    /// The answer to one request.
+    Reply {
+        tag: Option<Tag>,
+        reply: Reply,
+    },
+    Error {
+        tag: Option<Tag>,
+        code: ErrorCode,
+        text: Arc<str>,
+    },
+}
