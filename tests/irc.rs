@@ -30,7 +30,10 @@ async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
     let server = start().await;
     let mut irc = Lines::connect(server.addr("irc")).await;
     irc.send_line("CAP LS 302\r").await;
-    assert_eq!(irc.line().await.unwrap(), ":switchboard CAP * LS :");
+    assert_eq!(
+        irc.line().await.unwrap(),
+        ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time"
+    );
     irc.send_line("NICK alice\r").await;
     irc.send_line("USER alice 0 * :Alice\r").await;
     irc.send_line("CAP END\r").await;
@@ -194,6 +197,64 @@ async fn text_from_other_doors_cannot_forge_irc_lines() {
         irc.line().await.unwrap(),
         ":switchboard PONG switchboard :after"
     );
+    server.stop().await;
+}
+
+/// IRCv3 capabilities, negotiated before registration: `echo-message` brings a
+/// client's own lines back, `server-time` tags every line, and a joiner's replayed
+/// history carries the time each message was said; a client that asked for nothing in
+/// the same room is sent neither.
+#[tokio::test]
+async fn negotiated_capabilities_change_what_that_client_is_sent() {
+    let server = start().await;
+    let mut plain = irc_login(&server, "plain").await;
+    plain
+        .send_line("PRIVMSG #general :said before carol came\r")
+        .await;
+    // Seen by bob (who came first) once it is in the history.
+    let mut nc = support::web::Lines::line_login(server.addr("line"), "bob").await;
+    nc.send_line("/history").await;
+    nc.line_containing("said before carol came").await;
+
+    let mut carol = Lines::connect(server.addr("irc")).await;
+    carol.send_line("CAP LS 302\r").await;
+    let offered = carol.line_containing(" CAP * LS :").await;
+    assert!(
+        offered.contains("server-time") && offered.contains("echo-message"),
+        "{offered}"
+    );
+    carol.send_line("NICK carol\r").await;
+    carol.send_line("USER carol 0 * :Carol\r").await;
+    carol.send_line("CAP REQ :server-time echo-message\r").await;
+    carol
+        .line_containing(" CAP * ACK :server-time echo-message")
+        .await;
+    carol.send_line("CAP END\r").await;
+    let welcome = carol.line_containing(" 001 carol ").await;
+    assert!(welcome.starts_with("@time="), "{welcome}");
+    // The replay: the PRIVMSG as it was, tagged with when it was said.
+    let replayed = carol
+        .line_containing(":plain!plain@switchboard PRIVMSG #general :said before carol came")
+        .await;
+    assert!(replayed.starts_with("@time=20"), "{replayed}");
+    carol.line_containing(" 366 ").await;
+
+    carol
+        .send_line("PRIVMSG #general :with my own echo\r")
+        .await;
+    let echoed = carol
+        .line_containing(":carol!carol@switchboard PRIVMSG #general :with my own echo")
+        .await;
+    assert!(echoed.starts_with("@time="), "{echoed}");
+    // The plain client: untagged, and still not sent its own lines.
+    let seen = plain
+        .line_containing("PRIVMSG #general :with my own echo")
+        .await;
+    assert_eq!(
+        seen,
+        ":carol!carol@switchboard PRIVMSG #general :with my own echo"
+    );
+    nc.line_containing("[carol] with my own echo").await;
     server.stop().await;
 }
 

@@ -16,11 +16,12 @@ fuzz_target!(|input: &[u8]| {
             assert!(message.params.len() <= MAX_PARAMS);
         }
     }
+    let protocol = IrcProtocol::new();
     let mut state = IrcState::default();
     for registered in [false, true] {
         for line in input.split(|&byte| byte == b'\n') {
             let mut steps = Vec::new();
-            IrcProtocol.on_message(&mut state, line, registered, &mut steps);
+            protocol.on_message(&mut state, line, registered, &mut steps);
             for step in steps {
                 if let Step::Send(bytes) = step {
                     assert!(bytes.ends_with(b"\r\n"));

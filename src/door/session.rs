@@ -105,6 +105,9 @@ pub enum Step {
     Send(Bytes),
     /// Take this name; the answer comes back through [`Protocol::on_registered`].
     Register { tag: Option<Tag>, nick: String },
+    /// Render this client's events with `render` from now on (before registering
+    /// only; see [`Command::Render`]).
+    Render(Arc<dyn Render>),
     /// A request for the hub (a `Quit` before a name is a plain leave).
     Request { tag: Option<Tag>, request: Request },
     /// Close the connection for this reason (the hub announces it).
@@ -535,6 +538,9 @@ where
             let client = self.client;
             match step {
                 Step::Send(bytes) => door.hub.send(Command::Deliver { client, bytes }).await?,
+                Step::Render(render) => {
+                    door.hub.send(Command::Render { client, render }).await?;
+                }
                 Step::Register { tag, nick } => {
                     let answer = door.hub.register(client, nick).await?;
                     if answer.is_ok() {

@@ -21,6 +21,13 @@ pub enum Command {
         nick: String,
         reply: oneshot::Sender<Result<(), NickError>>,
     },
+    /// From now on render this client's events with `render` (a door whose clients
+    /// negotiate how they are sent things, as IRC's capabilities). Only before it has
+    /// registered: a client in rooms keeps its renderer.
+    Render {
+        client: ClientId,
+        render: Arc<dyn Render>,
+    },
     /// Anything a registered client asks for.
     Request {
         client: ClientId,

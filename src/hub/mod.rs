@@ -51,6 +51,13 @@ pub trait Render: Send + Sync + 'static {
     }
 }
 
+/// Renderers are told apart by identity; this names the trait in debug output.
+impl std::fmt::Debug for dyn Render {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn Render")
+    }
+}
+
 /// See [`HubConfig::flush_interval`]: unnoticeable in a chat, and only reached when a
 /// round of writes is slower than that.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
@@ -437,6 +444,13 @@ impl Hub {
                 reply,
             } => {
                 let _ = reply.send(self.register(client, &nick));
+            }
+            Command::Render { client, render } => {
+                if let Some(client) = self.clients.get_mut(&client) {
+                    if client.nick.is_none() {
+                        client.render = render;
+                    }
+                }
             }
             Command::Request {
                 client,

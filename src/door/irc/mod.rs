@@ -4,8 +4,9 @@
 //! it rides line framing ([`IrcFraming`], CR LF) on the shared session driver, events
 //! are rendered by [`render::IrcRender`], and a close says `ERROR :Closing link`.
 //!
-//! What a client gets today: registration (CAP LS/REQ/END with no capabilities
-//! offered, NICK, USER, PASS ignored), the welcome numerics 001-005 and 422, PING/PONG,
+//! What a client gets today: registration (CAP LS/LIST/REQ/END offering
+//! `cap-notify`, `echo-message`, `multi-prefix` and `server-time`; NICK, USER, PASS
+//! ignored), the welcome numerics 001-005 and 422, PING/PONG,
 //! JOIN (several channels), PART, PRIVMSG and NOTICE to channels and nicks (CTCP
 //! ACTION is `/me`), NICK changes, NAMES, LIST, WHOIS, WHO (empty), MODE and TOPIC
 //! queries, VERSION, TIME, QUIT, and error numerics. Flood control, the register
@@ -23,7 +24,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::message::{ctcp_action, parse};
-use self::render::{IrcRender, SERVER_NAME};
+use self::render::{Caps, IrcRenders, SERVER_NAME};
 use super::conn::Farewell;
 use super::line::framing::LineFramer;
 use super::session::{self, Door, Framing, Notice, Protocol, SessionSettings, Step, Unit};
@@ -41,13 +42,14 @@ pub type IrcDoor = Door<IrcProtocol>;
 
 /// Build the IRC door on `hub`.
 pub fn door(hub: HubHandle, session: SessionSettings, metrics: DoorMetrics) -> IrcDoor {
+    let protocol = IrcProtocol::new();
     Door {
         name: "irc",
         hub,
-        render: IrcRender::new(),
+        render: protocol.renders.for_caps(Caps::default()).clone(),
         settings: session,
         metrics,
-        protocol: IrcProtocol,
+        protocol,
     }
 }
 
@@ -97,10 +99,57 @@ pub struct IrcState {
     negotiating: bool,
     /// A registration is with the hub.
     registering: bool,
+    /// Which of [`CAPS`] the client has asked for and been given.
+    enabled: [bool; CAPS.len()],
 }
 
-/// The IRC protocol: stateless itself; per-connection state is [`IrcState`].
-pub struct IrcProtocol;
+/// The capabilities among those `enabled` that change how a client is rendered.
+fn render_caps(enabled: [bool; CAPS.len()]) -> Caps {
+    Caps {
+        echo_message: enabled[1],
+        server_time: enabled[3],
+    }
+}
+
+/// The IRCv3 capabilities offered, in `CAP LS` order. `cap-notify` is there for
+/// clients that ask (the list never changes, so there is never a NEW or DEL to
+/// notify); `multi-prefix` costs nothing, as no channel has member prefixes yet.
+const CAPS: [&str; 4] = ["cap-notify", "echo-message", "multi-prefix", "server-time"];
+
+/// `enabled` after a `CAP REQ` for `wanted` (`name` or `-name`, space-separated), or
+/// `None` if it names one not offered: a request is granted whole or not at all.
+fn requested(enabled: [bool; CAPS.len()], wanted: &str) -> Option<[bool; CAPS.len()]> {
+    let mut after = enabled;
+    for token in wanted.split_whitespace() {
+        let (name, on) = match token.strip_prefix('-') {
+            Some(name) => (name, false),
+            None => (token, true),
+        };
+        let index = CAPS.iter().position(|cap| cap.eq_ignore_ascii_case(name))?;
+        after[index] = on;
+    }
+    Some(after)
+}
+
+/// The IRC protocol. Per-connection state is [`IrcState`]; what it shares is one
+/// renderer per capability combination.
+pub struct IrcProtocol {
+    renders: IrcRenders,
+}
+
+impl IrcProtocol {
+    pub fn new() -> Self {
+        IrcProtocol {
+            renders: IrcRenders::new(),
+        }
+    }
+}
+
+impl Default for IrcProtocol {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// `:switchboard NUMERIC * rest` as one line.
 fn numeric(number: u16, rest: &str) -> Step {
@@ -143,6 +192,10 @@ impl IrcProtocol {
         }
         if state.nick.is_some() && state.user && !state.negotiating && !state.registering {
             state.registering = true;
+            let caps = render_caps(state.enabled);
+            if caps != Caps::default() {
+                steps.push(Step::Render(self.renders.for_caps(caps).clone()));
+            }
             steps.push(Step::Register {
                 tag: None,
                 nick: state.nick.clone().unwrap_or_default(),
@@ -313,20 +366,44 @@ impl Protocol for IrcProtocol {
                 let subcommand = params.first().map(|s| s.to_ascii_uppercase());
                 let nick = state.nick.as_deref().filter(|_| registered).unwrap_or("*");
                 match subcommand.as_deref() {
-                    Some("LS") | Some("LIST") => {
+                    Some("LS") => {
                         if !registered {
                             state.negotiating = true;
                         }
-                        let sub = subcommand.as_deref().unwrap_or("LS");
-                        steps.push(send_line(format!(":{SERVER_NAME} CAP {nick} {sub} :")));
+                        let offered = CAPS.join(" ");
+                        steps.push(send_line(format!(
+                            ":{SERVER_NAME} CAP {nick} LS :{offered}"
+                        )));
+                    }
+                    Some("LIST") => {
+                        let enabled: Vec<&str> = CAPS
+                            .iter()
+                            .zip(state.enabled)
+                            .filter_map(|(cap, on)| on.then_some(*cap))
+                            .collect();
+                        let enabled = enabled.join(" ");
+                        steps.push(send_line(format!(
+                            ":{SERVER_NAME} CAP {nick} LIST :{enabled}"
+                        )));
                     }
                     Some("REQ") => {
                         if !registered {
                             state.negotiating = true;
                         }
                         let wanted = params.get(1).copied().unwrap_or("");
+                        let before = render_caps(state.enabled);
+                        // A client in rooms keeps how it is rendered.
+                        let granted = requested(state.enabled, wanted)
+                            .filter(|after| !registered || render_caps(*after) == before);
+                        let answer = match granted {
+                            Some(after) => {
+                                state.enabled = after;
+                                "ACK"
+                            }
+                            None => "NAK",
+                        };
                         steps.push(send_line(format!(
-                            ":{SERVER_NAME} CAP {nick} NAK :{wanted}"
+                            ":{SERVER_NAME} CAP {nick} {answer} :{wanted}"
                         )));
                     }
                     Some("END") => {
@@ -399,10 +476,11 @@ impl Protocol for IrcProtocol {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::{Event, Render};
 
     fn run(state: &mut IrcState, line: &str, registered: bool) -> Vec<Step> {
         let mut steps = Vec::new();
-        IrcProtocol.on_message(state, line.as_bytes(), registered, &mut steps);
+        IrcProtocol::new().on_message(state, line.as_bytes(), registered, &mut steps);
         steps
     }
 
@@ -420,7 +498,10 @@ mod tests {
     fn registers_after_nick_and_user_and_waits_for_cap_end() {
         let mut state = IrcState::default();
         let ls = run(&mut state, "CAP LS 302", false);
-        assert_eq!(sent(&ls), ":switchboard CAP * LS :\r\n");
+        assert_eq!(
+            sent(&ls),
+            ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time\r\n"
+        );
         assert!(run(&mut state, "NICK alice", false).is_empty());
         assert!(
             run(&mut state, "USER alice 0 * :Alice", false).is_empty(),
@@ -430,10 +511,71 @@ mod tests {
         assert!(matches!(&end[..], [Step::Register { nick, .. }] if nick == "alice"));
         // A taken name: 433, and a new NICK registers again.
         let mut steps = Vec::new();
-        IrcProtocol.on_registered(&mut state, None, Err(NickError::Taken), &mut steps);
+        IrcProtocol::new().on_registered(&mut state, None, Err(NickError::Taken), &mut steps);
         assert!(sent(&steps).contains(" 433 * alice :Nickname is already in use"));
         let retry = run(&mut state, "NICK alice_", false);
         assert!(matches!(&retry[..], [Step::Register { nick, .. }] if nick == "alice_"));
+    }
+
+    #[test]
+    fn capabilities_are_granted_whole_or_not_at_all_and_pick_the_renderer() {
+        let mut state = IrcState::default();
+        run(&mut state, "CAP LS 302", false);
+        let nak = run(&mut state, "CAP REQ :server-time sasl", false);
+        assert_eq!(sent(&nak), ":switchboard CAP * NAK :server-time sasl\r\n");
+        let ack = run(&mut state, "CAP REQ :server-time echo-message", false);
+        assert_eq!(
+            sent(&ack),
+            ":switchboard CAP * ACK :server-time echo-message\r\n"
+        );
+        let off = run(&mut state, "CAP REQ :-echo-message MULTI-PREFIX", false);
+        assert_eq!(
+            sent(&off),
+            ":switchboard CAP * ACK :-echo-message MULTI-PREFIX\r\n"
+        );
+        let list = run(&mut state, "CAP LIST", false);
+        assert_eq!(
+            sent(&list),
+            ":switchboard CAP * LIST :multi-prefix server-time\r\n"
+        );
+        run(&mut state, "NICK alice", false);
+        run(&mut state, "USER alice 0 * :Alice", false);
+        // Registration starts with CAP END, rendered as negotiated.
+        let end = run(&mut state, "CAP END", false);
+        let protocol = IrcProtocol::new();
+        let wanted = protocol.renders.for_caps(Caps {
+            echo_message: false,
+            server_time: true,
+        });
+        match &end[..] {
+            [Step::Render(render), Step::Register { nick, .. }] => {
+                assert_eq!(nick, "alice");
+                // The door's one renderer for that combination (by what it renders).
+                let event = Event::Notice { text: "x".into() };
+                let ours = render.render(&event).unwrap();
+                assert!(ours.starts_with(b"@time="), "{ours:?}");
+                let theirs = wanted.render(&event).unwrap();
+                assert_eq!(ours.len(), theirs.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Once in rooms, a request that would change the rendering is refused; others pass.
+        let late = run(&mut state, "CAP REQ echo-message", true);
+        assert!(
+            sent(&late).contains(" NAK :echo-message"),
+            "{}",
+            sent(&late)
+        );
+        let fine = run(&mut state, "CAP REQ cap-notify", true);
+        assert!(sent(&fine).contains(" ACK :cap-notify"), "{}", sent(&fine));
+    }
+
+    #[test]
+    fn no_capabilities_means_no_render_step() {
+        let mut state = IrcState::default();
+        run(&mut state, "NICK bob", false);
+        let registering = run(&mut state, "USER bob 0 * :Bob", false);
+        assert!(matches!(&registering[..], [Step::Register { .. }]));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! How hub events look on the IRC door: `:nick!nick@switchboard PRIVMSG #room :text`,
 //! JOIN/PART/NICK lines, numerics for the welcome, NAMES, LIST, WHOIS and errors, and
-//! history as NOTICEs. Rendered once per event for every IRC client (render-once), so a
-//! numeric's target is the recipient's nick only where the event names it (the
-//! welcome); elsewhere it is `*`, which clients accept.
+//! history as NOTICEs. Rendered once per event for every IRC client with the same
+//! capabilities (render-once: one shared [`IrcRender`] per combination of
+//! `echo-message` and `server-time`, see [`IrcRenders`]), so a numeric's target is the
+//! recipient's nick only where the event names it (the welcome); elsewhere it is `*`,
+//! which clients accept. With `server-time` every line carries `@time=`, a message's
+//! its own (a replayed one the time it was first said), and history comes as the
+//! PRIVMSGs it was, as bouncers play it back.
 //!
 //! No CR, LF or NUL ever reaches the wire inside a line: the hub already neutralises
 //! message text, and every line is checked again here, so input from another door can
@@ -10,7 +14,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -20,18 +24,85 @@ use crate::text::{MAX_NICK_CHARS, MAX_ROOM_CHARS};
 /// The server's name in prefixes and numerics.
 pub const SERVER_NAME: &str = "switchboard";
 
-/// Renders events for IRC clients.
+/// The IRCv3 capabilities that change what a client is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    /// The sender gets its own messages back (`echo-message`).
+    pub echo_message: bool,
+    /// Every line is tagged with `@time=` (`server-time`).
+    pub server_time: bool,
+}
+
+/// Renders events for IRC clients with one set of [`Caps`].
 pub struct IrcRender {
     /// The ISUPPORT (005) tokens, built once.
     isupport: String,
+    caps: Caps,
 }
 
 impl IrcRender {
+    /// The renderer for clients that negotiated nothing.
     pub fn new() -> Arc<Self> {
+        Self::with_caps(Caps::default())
+    }
+
+    pub fn with_caps(caps: Caps) -> Arc<Self> {
         Arc::new(IrcRender {
             isupport: isupport_tokens(),
+            caps,
         })
     }
+}
+
+/// One shared renderer per combination of [`Caps`]: a room of IRC clients costs one
+/// rendering per combination in use, never one per client.
+pub struct IrcRenders([Arc<IrcRender>; 4]);
+
+impl IrcRenders {
+    pub fn new() -> Self {
+        IrcRenders(std::array::from_fn(|index| {
+            IrcRender::with_caps(Caps {
+                echo_message: index & 1 != 0,
+                server_time: index & 2 != 0,
+            })
+        }))
+    }
+
+    pub fn for_caps(&self, caps: Caps) -> &Arc<IrcRender> {
+        &self.0[usize::from(caps.echo_message) | usize::from(caps.server_time) << 1]
+    }
+}
+
+impl Default for IrcRenders {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `@time=YYYY-MM-DDThh:mm:ss.sssZ ` (UTC, milliseconds), as `server-time` writes it.
+fn time_tag(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (hours, minutes, seconds) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    // Days to a civil date (Howard Hinnant's algorithm, proleptic Gregorian).
+    let days = (secs / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "@time={year:04}-{month:02}-{day:02}T{hours:02}:{minutes:02}:{seconds:02}.{:03}Z ",
+        since.subsec_millis()
+    )
 }
 
 /// What this server supports, truthfully: names fold case the same way on every door
@@ -48,6 +119,8 @@ fn isupport_tokens() -> String {
 struct Lines {
     out: String,
     line_start: usize,
+    /// Put in front of each line as it ends (the `server-time` tag).
+    tag: Option<String>,
 }
 
 impl Lines {
@@ -55,6 +128,7 @@ impl Lines {
         Lines {
             out: String::new(),
             line_start: 0,
+            tag: None,
         }
     }
 
@@ -74,6 +148,9 @@ impl Lines {
                 .collect();
             self.out.truncate(self.line_start);
             self.out.push_str(&safe);
+        }
+        if let Some(tag) = &self.tag {
+            self.out.insert_str(self.line_start, tag);
         }
         self.out.push_str("\r\n");
         self.line_start = self.out.len();
@@ -110,9 +187,15 @@ fn write_message(lines: &mut Lines, message: &ChatMessage) {
     lines.end();
 }
 
-/// History as NOTICEs, so clients do not show it as live speech.
-fn write_history(lines: &mut Lines, page: &HistoryPage) {
+/// History as NOTICEs, so clients do not show it as live speech; with `server-time`,
+/// as the PRIVMSGs they were, each tagged with the time it was said.
+fn write_history(lines: &mut Lines, page: &HistoryPage, server_time: bool) {
     for message in &page.messages {
+        if server_time {
+            lines.tag = Some(time_tag(message.time));
+            write_message(lines, message);
+            continue;
+        }
         let target: &str = match &message.target {
             Target::Room(room) => room,
             Target::Private(_) => "*",
@@ -203,7 +286,7 @@ impl IrcRender {
                 lines.end();
             }
             Event::Message(message) => write_message(lines, message),
-            Event::Replay(page) => write_history(lines, page),
+            Event::Replay(page) => write_history(lines, page, self.caps.server_time),
             Event::NickChanged { old, new, .. } => {
                 let _ = write!(lines.out, ":{old}!{old}@{SERVER_NAME} NICK {new}");
                 lines.end();
@@ -273,7 +356,7 @@ impl IrcRender {
                 let _ = write!(lines.numeric(318, "*"), "{nick} :End of /WHOIS list");
                 lines.end();
             }
-            Reply::History(page) => write_history(lines, page),
+            Reply::History(page) => write_history(lines, page, self.caps.server_time),
         }
     }
 }
@@ -305,13 +388,20 @@ fn name_chunks(members: &[Arc<str>]) -> Vec<String> {
 impl Render for IrcRender {
     fn render(&self, event: &Event) -> Option<Bytes> {
         let mut lines = Lines::new();
+        if self.caps.server_time {
+            let time = match event {
+                Event::Message(message) => message.time,
+                _ => SystemTime::now(),
+            };
+            lines.tag = Some(time_tag(time));
+        }
         self.write_event(&mut lines, event);
         (!lines.out.is_empty()).then(|| Bytes::from(lines.out))
     }
 
     /// Without `echo-message` an IRC client shows what its user typed itself.
     fn echoes_own_messages(&self) -> bool {
-        false
+        self.caps.echo_message
     }
 }
 
@@ -336,6 +426,94 @@ mod tests {
             data: None,
             action,
         }))
+    }
+
+    #[test]
+    fn server_time_tags_are_utc_with_milliseconds() {
+        let at = |secs: u64, millis: u64| {
+            time_tag(UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + millis))
+        };
+        assert_eq!(at(0, 0), "@time=1970-01-01T00:00:00.000Z ");
+        assert_eq!(at(951_782_400, 5), "@time=2000-02-29T00:00:00.005Z ");
+        assert_eq!(at(1_700_000_000, 123), "@time=2023-11-14T22:13:20.123Z ");
+        assert_eq!(at(4_107_542_399, 999), "@time=2100-02-28T23:59:59.999Z ");
+    }
+
+    #[test]
+    fn capabilities_pick_echo_and_time_tags_and_history_keeps_its_time() {
+        let plain = IrcRender::new();
+        assert!(!plain.echoes_own_messages());
+        let echo = IrcRender::with_caps(Caps {
+            echo_message: true,
+            server_time: false,
+        });
+        assert!(echo.echoes_own_messages());
+        let timed = IrcRender::with_caps(Caps {
+            echo_message: false,
+            server_time: true,
+        });
+        let said = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let old = Arc::new(ChatMessage {
+            id: 7,
+            time: said,
+            target: Target::Room("#general".into()),
+            from: "bob".into(),
+            from_client: 2,
+            text: "earlier\r\nQUIT".into(),
+            data: None,
+            action: false,
+        });
+        let live = timed.render(&Event::Message(old.clone())).unwrap();
+        assert_eq!(
+            &live[..],
+            b"@time=2023-11-14T22:13:20.000Z :bob!bob@switchboard PRIVMSG #general :earlier  QUIT\r\n"
+        );
+        // Replayed history: the PRIVMSGs as they were, each at its own time.
+        let page = Arc::new(HistoryPage {
+            scope: crate::hub::HistoryScope::Room("#general".into()),
+            messages: vec![old.clone(), old],
+            more: false,
+        });
+        let replay = timed.render(&Event::Replay(page.clone())).unwrap();
+        let replay = String::from_utf8(replay.to_vec()).unwrap();
+        assert_eq!(
+            replay
+                .matches("@time=2023-11-14T22:13:20.000Z :bob!")
+                .count(),
+            2
+        );
+        // Without server-time it stays NOTICEs, and nothing is tagged.
+        let notices =
+            String::from_utf8(plain.render(&Event::Replay(page)).unwrap().to_vec()).unwrap();
+        assert!(notices.starts_with(":switchboard NOTICE #general :[history 22:13:20] <bob>"));
+        // Several lines in one event: each its own tag.
+        let welcome = timed
+            .render(&Event::Welcome {
+                client: 1,
+                nick: "alice".into(),
+            })
+            .unwrap();
+        let welcome = String::from_utf8(welcome.to_vec()).unwrap();
+        assert!(
+            welcome.lines().all(|line| line.starts_with("@time=")),
+            "{welcome}"
+        );
+    }
+
+    /// One renderer per combination, shared: the same Arc for the same caps.
+    #[test]
+    fn one_renderer_per_capability_combination() {
+        let renders = IrcRenders::new();
+        let caps = Caps {
+            echo_message: true,
+            server_time: true,
+        };
+        assert!(Arc::ptr_eq(renders.for_caps(caps), renders.for_caps(caps)));
+        assert!(!Arc::ptr_eq(
+            renders.for_caps(caps),
+            renders.for_caps(Caps::default())
+        ));
+        assert!(renders.for_caps(caps).echoes_own_messages());
     }
 
     #[test]
