@@ -348,17 +348,21 @@ pub async fn run(args: FanoutArgs, file_limit: u64) -> anyhow::Result<serde_json
         }));
     }
     let setup_started = Instant::now();
+    // By connection index, which registrations finishing out of order do not keep:
+    // the accounting pairs receiver `i` with sender `i` (a sender is not owed its own
+    // messages where the server does not echo).
     let mut receivers = Vec::with_capacity(args.clients);
     let mut writers: Vec<Option<Box<dyn PayloadWriter>>> =
         (0..args.clients).map(|_| None).collect();
     target
         .open_all(args.clients, |index, session| {
-            receivers.push(tokio::spawn(receive(
+            let task = tokio::spawn(receive(
                 session.reader,
                 shared.clone(),
                 index,
                 stop_receiving.clone(),
-            )));
+            ));
+            receivers.push((index, task));
             writers[index] = Some(session.writer);
             opened.fetch_add(1, Ordering::Relaxed);
         })
@@ -452,8 +456,9 @@ pub async fn run(args: FanoutArgs, file_limit: u64) -> anyhow::Result<serde_json
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop_receiving.cancel();
+    receivers.sort_unstable_by_key(|(index, _)| *index);
     let mut results = Vec::with_capacity(receivers.len());
-    for task in receivers {
+    for (_, task) in receivers {
         results.push(task.await?);
     }
     progress.finish().await;
