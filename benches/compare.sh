@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Compare switchboard, `ncat --chat` and the seed chat server with `switchboard bench`,
 # and switchboard's WebSocket door (ws) with a plain Node `ws` broadcast server
-# (ws-broadcast, benches/peers/ws-broadcast.mjs); `json` (the JSON door) on request.
+# (ws-broadcast, benches/peers/ws-broadcast.mjs); `json` (the JSON door) on request;
+# `irc` (switchboard's IRC door) beside `ngircd` and `inspircd` (Debian packages, run
+# with benches/peers/*.conf.in) on request: KINDS="irc ngircd inspircd".
 # Server pinned to CPU 0, generator to CPU 1; each case run RUNS times; prints one JSON
 # summary per run (tagged with the case) on stdout, then (benches/floor.sh) what minimal
 # C programs get on the same machine at the same moment. Usage:
@@ -43,6 +45,7 @@ serve_switchboard() {
     line) doors[1]="127.0.0.1:$PORT" ;;
     json) doors[3]="127.0.0.1:$PORT" ;;
     web) doors[5]="127.0.0.1:$PORT" ;;
+    irc) doors[7]="127.0.0.1:$PORT" ;;
   esac
   local history=(--memory)
   if [[ "${2:-}" == stored ]]; then
@@ -61,6 +64,18 @@ start_server() {
     switchboard-history) serve_switchboard line stored ;;
     json) serve_switchboard json ;;
     ws) serve_switchboard web ;;
+    irc) serve_switchboard irc ;;
+    ngircd | inspircd)
+      # Their own config with this run's port, in a scratch directory the daemon can
+      # write its pid file to (ngircd drops root for nobody).
+      DATA_DIR=$(mktemp -d)
+      chmod 777 "$DATA_DIR"
+      sed "s|@PORT@|$PORT|; s|@DIR@|$DATA_DIR|" "$PEERS/$1.conf.in" > "$DATA_DIR/$1.conf"
+      if [[ "$1" == ngircd ]]; then
+        taskset -c 0 ngircd --nodaemon --config "$DATA_DIR/ngircd.conf" >/dev/null 2>&1 &
+      else
+        taskset -c 0 inspircd --nofork --runasroot --config="$DATA_DIR/inspircd.conf" >/dev/null 2>&1 &
+      fi ;;
     ws-broadcast)
       [[ -d "$PEERS/node_modules/ws" ]] || npm ci --prefix "$PEERS" --silent >&2
       taskset -c 0 node "$PEERS/ws-broadcast.mjs" "$PORT" 127.0.0.1 >/dev/null & ;;
@@ -74,6 +89,11 @@ start_server() {
 }
 
 bench() { taskset -c 1 "$BIN" bench "$@" --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID"; }
+# The bench's --target for a kind: the IRC servers all speak `irc`.
+target_of() { case "$1" in irc | ngircd | inspircd) echo irc ;; *) echo "$1" ;; esac; }
+# Connections opened at once: ngircd listens with a backlog of 10, and past it the
+# kernel drops final ACKs, whose connections then outwait the registration timeout.
+opening() { case "$1" in ngircd) echo 8 ;; *) echo 128 ;; esac; }
 # tag CASE: prefix each summary with the run number and what the case is.
 tag() { sed "s|^{|{\"run\":$run,\"case\":\"$1\",|"; }
 
@@ -81,12 +101,14 @@ for run in $(seq "$RUNS"); do
   for kind in ${KINDS:-switchboard ncat-chat seed-chat ws ws-broadcast}; do
     for n in $SIZES; do
       start_server "$kind"
-      bench fanout --target "$kind" --clients "$n" --senders 10 --window 16 \
+      bench fanout --target "$(target_of "$kind")" --open-concurrency "$(opening "$kind")" \
+        --clients "$n" --senders 10 --window 16 \
         --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" | tag "$kind fanout N=$n"
       stop_server
     done
     start_server "$kind"
-    bench idle --target "$kind" --connections 1000 | tag "$kind idle C=1000"
+    bench idle --target "$(target_of "$kind")" --open-concurrency "$(opening "$kind")" \
+      --connections 1000 | tag "$kind idle C=1000"
     stop_server
     if [[ "$kind" == switchboard || "$kind" == json || "$kind" == ws ]]; then
       start_server "$kind"

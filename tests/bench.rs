@@ -1,6 +1,7 @@
 //! `switchboard bench` end to end: the real bench binary against a real server on
-//! 127.0.0.1 port 0 (line, JSON and WebSocket doors), small sizes, its one-line JSON
-//! summary checked; and the refusal of targets that are not on loopback.
+//! 127.0.0.1 port 0 (line, JSON, WebSocket and IRC doors, and the IRC peers ngircd
+//! and InspIRCd it is compared with), small sizes, its one-line JSON summary checked;
+//! and the refusal of targets that are not on loopback.
 
 mod support;
 
@@ -122,6 +123,129 @@ fn fanout_over_the_json_and_websocket_doors_delivers_everything_in_order() {
         assert_eq!(summary["target"], target);
         assert_delivered_cleanly(&summary);
         assert!(summary["server_cpu_s"].is_number(), "{summary}");
+    }
+}
+
+/// A small closed-loop fan-out over `--target irc` against `addr`.
+fn irc_fanout(addr: &str, pid: u32) -> serde_json::Value {
+    let pid = pid.to_string();
+    let output = bench(&[
+        "fanout",
+        "--target",
+        "irc",
+        "--addr",
+        addr,
+        "--clients",
+        "20",
+        "--senders",
+        "3",
+        // ngircd's listen backlog is 10 (see benches/compare.sh).
+        "--open-concurrency",
+        "8",
+        "--warmup",
+        "0.3s",
+        "--duration",
+        "1s",
+        "--server-pid",
+        &pid,
+        "--hard-cap",
+        "60s",
+    ]);
+    summary(&output)
+}
+
+#[test]
+fn fanout_over_the_irc_door_delivers_everything_and_nothing_back_to_the_sender() {
+    let mut args = vec!["--irc", "127.0.0.1:0"];
+    args.extend(BENCH_LIMITS);
+    let server = Server::spawn(serve_command(&args, "off"), &[], &["irc"]);
+    let summary = irc_fanout(&server.doors["irc"].to_string(), server.child.id());
+    assert_eq!(summary["target"], "irc");
+    // No echo: a message is owed to every client but its sender, and `lost` counts
+    // any that did not come.
+    assert_delivered_cleanly(&summary);
+}
+
+/// The IRC servers the IRC door is measured against, started from the configs
+/// benches/compare.sh uses, on a free loopback port; stopped by PID on drop.
+struct IrcPeer {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl IrcPeer {
+    fn start(name: &str) -> IrcPeer {
+        let program = format!("/usr/sbin/{name}");
+        assert!(
+            std::path::Path::new(&program).exists(),
+            "{program} is missing: run `apt-get install -y ngircd inspircd` (.ci/run does)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        // ngircd drops root for nobody, who must be able to write its pid file.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("benches/peers/{name}.conf.in"));
+        let config = std::fs::read_to_string(template)
+            .unwrap()
+            .replace("@PORT@", &port.to_string())
+            .replace("@DIR@", &dir.path().display().to_string());
+        let config_path = dir.path().join(format!("{name}.conf"));
+        std::fs::write(&config_path, config).unwrap();
+        let mut command = Command::new(&program);
+        match name {
+            "ngircd" => command.arg("--nodaemon").arg("--config").arg(&config_path),
+            _ => command
+                .args(["--nofork", "--runasroot"])
+                .arg(format!("--config={}", config_path.display())),
+        };
+        let child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("start {program}: {error}"));
+        let addr = format!("127.0.0.1:{port}");
+        let peer = IrcPeer {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(&peer.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} did not listen on {}",
+                peer.addr
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        peer
+    }
+}
+
+impl Drop for IrcPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_irc_target_drives_ngircd_and_inspircd_as_it_drives_switchboard() {
+    for name in ["ngircd", "inspircd"] {
+        let peer = IrcPeer::start(name);
+        let summary = irc_fanout(&peer.addr, peer.child.id());
+        assert_delivered_cleanly(&summary);
     }
 }
 

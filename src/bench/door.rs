@@ -5,8 +5,10 @@
 //! Adapters: the line family over TCP ([`line`](mod@line): Switchboard's line door, `ncat
 //! --chat`, the seed chat server, any raw line peer), Switchboard's JSON protocol
 //! ([`json`]: over TCP, and over WebSocket in [`ws`], which also drives a plain
-//! WebSocket broadcast peer). [`tcp`] holds the plumbing the TCP adapters share.
+//! WebSocket broadcast peer), and IRC ([`irc`]: Switchboard's IRC door, ngircd,
+//! InspIRCd). [`tcp`] holds the plumbing the TCP adapters share.
 
+pub mod irc;
 pub mod json;
 pub mod line;
 pub mod tcp;
@@ -140,6 +142,9 @@ pub enum TargetKind {
     /// A plain WebSocket broadcast peer (benches/peers/ws-broadcast.mjs): no
     /// registration, each text frame relayed to every other client, no echo.
     WsBroadcast,
+    /// Any IRC server (Switchboard's `--irc` door, ngircd, InspIRCd): NICK and USER,
+    /// `JOIN #bench`, payloads as PRIVMSGs to it, no echo.
+    Irc,
 }
 
 impl TargetKind {
@@ -153,6 +158,7 @@ impl TargetKind {
             TargetKind::Json => Arc::new(json::JsonTcpDoor),
             TargetKind::Ws => Arc::new(ws::WsDoor::new(ws::WsTarget::Switchboard)),
             TargetKind::WsBroadcast => Arc::new(ws::WsDoor::new(ws::WsTarget::Broadcast)),
+            TargetKind::Irc => Arc::new(irc::IrcDoor),
         }
     }
 
@@ -161,6 +167,7 @@ impl TargetKind {
         match self {
             TargetKind::Json => "127.0.0.1:9998",
             TargetKind::Ws | TargetKind::WsBroadcast => "127.0.0.1:8080",
+            TargetKind::Irc => "127.0.0.1:6667",
             TargetKind::Switchboard
             | TargetKind::NcatChat
             | TargetKind::SeedChat
