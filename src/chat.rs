@@ -140,6 +140,12 @@ pub enum Request {
     Whois {
         nick: String,
     },
+    /// A room's topic (`None`: the current room): asked for with no `text`, set with
+    /// some (cleared with an empty one). Setting it needs membership.
+    Topic {
+        room: Option<String>,
+        text: Option<String>,
+    },
     Ping,
     Quit {
         reason: Option<String>,
@@ -211,6 +217,14 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
+/// What a room is about, and who said so when. Kept while the room has members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    pub text: Arc<str>,
+    pub set_by: Arc<str>,
+    pub time: SystemTime,
+}
+
 /// One room in a `/rooms` listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSummary {
@@ -277,6 +291,12 @@ pub enum Reply {
         members: Vec<Arc<str>>,
     },
     Whois(WhoisInfo),
+    /// A room's topic: the answer to [`Request::Topic`] without text, and what a
+    /// joiner is told of a room that has one.
+    Topic {
+        room: Arc<str>,
+        topic: Option<Arc<Topic>>,
+    },
     Pong,
     /// The answer to [`Request::History`] or [`Request::PrivateHistory`].
     History(Arc<HistoryPage>),
@@ -312,6 +332,12 @@ pub enum Event {
         old: Arc<str>,
         new: Arc<str>,
         client: ClientId,
+    },
+    /// To the room, the setter included: its topic is now `text` (empty: cleared).
+    TopicChanged {
+        room: Arc<str>,
+        nick: Arc<str>,
+        text: Arc<str>,
     },
     /// A notice from the server itself (e.g. "server shutting down").
     Notice {

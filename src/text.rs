@@ -8,6 +8,8 @@ use std::fmt;
 pub const MAX_NICK_CHARS: usize = 32;
 /// Longest room name, in characters, including the leading `#`.
 pub const MAX_ROOM_CHARS: usize = 50;
+/// Longest room topic, in characters (IRC's TOPICLEN): fits one IRC line with room to spare.
+pub const MAX_TOPIC_CHARS: usize = 300;
 
 /// Why a nickname was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -200,6 +200,74 @@ async fn text_from_other_doors_cannot_forge_irc_lines() {
     server.stop().await;
 }
 
+/// TOPIC set from IRC reaches every door, a joiner gets 332/333, the line door can
+/// ask for it; WHO lists a channel's members one 352 each.
+#[tokio::test]
+async fn topics_are_shared_across_doors_and_who_lists_the_members() {
+    let server = start().await;
+    let mut alice = irc_login(&server, "alice").await;
+    let mut bob = support::web::Lines::line_login(server.addr("line"), "bob").await;
+    let (mut json, _) = support::web::Lines::json_login(server.addr("json"), "jo").await;
+    alice
+        .line_containing(":jo!jo@switchboard JOIN #general")
+        .await;
+    alice.send_line("TOPIC #general\r").await;
+    alice
+        .line_containing(" 331 * #general :No topic is set")
+        .await;
+
+    alice.send_line("TOPIC #general :release on Friday\r").await;
+    alice
+        .line_containing(":alice!alice@switchboard TOPIC #general :release on Friday")
+        .await;
+    bob.line_containing("*** alice set the topic of #general: release on Friday")
+        .await;
+    let changed = json.json_of_type("topic_changed").await;
+    assert_eq!(changed["nick"], "alice");
+    assert_eq!(changed["text"], "release on Friday");
+    bob.send_line("/topic").await;
+    bob.line_containing("*** topic of #general: release on Friday (set by alice)")
+        .await;
+
+    // A joiner hears the topic after its JOIN, before the NAMES.
+    let mut carol = Lines::connect(server.addr("irc")).await;
+    carol.send_line("NICK carol\r").await;
+    carol.send_line("USER carol 0 * :Carol\r").await;
+    carol
+        .line_containing(":carol!carol@switchboard JOIN #general")
+        .await;
+    assert_eq!(
+        carol.line().await.unwrap(),
+        ":switchboard 332 * #general :release on Friday"
+    );
+    let who_set = carol.line().await.unwrap();
+    assert!(
+        who_set.starts_with(":switchboard 333 * #general alice!alice@switchboard "),
+        "{who_set}"
+    );
+    carol.line_containing(" 366 ").await;
+
+    carol.send_line("WHO #general\r").await;
+    for nick in ["alice", "bob", "carol", "jo"] {
+        assert_eq!(
+            carol.line().await.unwrap(),
+            format!(
+                ":switchboard 352 * #general {nick} switchboard switchboard {nick} H :0 {nick}"
+            )
+        );
+    }
+    assert_eq!(
+        carol.line().await.unwrap(),
+        ":switchboard 315 * #general :End of /WHO list"
+    );
+    // Setting a topic of a channel you are not in is refused with its numeric.
+    bob.send_line("/join #side").await;
+    bob.line_containing("*** bob joined #side").await;
+    carol.send_line("TOPIC #side :mine now\r").await;
+    carol.line_containing(" 442 * :you are not in #side").await;
+    server.stop().await;
+}
+
 /// IRCv3 capabilities, negotiated before registration: `echo-message` brings a
 /// client's own lines back, `server-time` tags every line, and a joiner's replayed
 /// history carries the time each message was said; a client that asked for nothing in

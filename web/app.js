@@ -110,6 +110,17 @@
       case 'history': return (message.messages || []).forEach(onMessage);
       case 'nick': return onNick(message);
       case 'notice': return addNotice(current, message.text);
+      case 'topic': {
+        const key = fold(message.room);
+        if (message.text === null || message.text === undefined) {
+          return purpose ? addNotice(key, `${message.room} has no topic`) : undefined;
+        }
+        return addNotice(key, `topic: ${message.text} (set by ${message.set_by})`);
+      }
+      case 'topic_changed':
+        return addNotice(fold(message.room), message.text
+          ? `${message.nick} set the topic: ${message.text}`
+          : `${message.nick} cleared the topic`);
       case 'rooms': roomList = message.rooms || []; return renderSidebar();
       case 'members': return renderMembers(message.room, message.members || []);
       case 'whois': {

@@ -36,7 +36,9 @@ pub use event::*;
 use self::fanout::{Member, Outgoing, RenderOnce, RoomBatch};
 use self::history::{Delivery, History, PageRequest, Pending, Recorded};
 use crate::store::{self, Retention, StoreError};
-use crate::text::{fold_case, normalize_room, sanitize_text, validate_nick, NickError};
+use crate::text::{
+    fold_case, normalize_room, sanitize_text, validate_nick, NickError, MAX_TOPIC_CHARS,
+};
 
 /// Turns hub events into one wire format. One instance per front door, shared by all
 /// of that door's connections; a broadcast calls it once per event, not per recipient.
@@ -251,6 +253,7 @@ struct Membership {
 struct Room {
     name: Arc<str>,
     members: Vec<Member>,
+    topic: Option<Arc<Topic>>,
 }
 
 struct Hub {
@@ -621,6 +624,7 @@ impl Hub {
                 let room = room.name.clone();
                 self.reply(id, tag, Reply::Who { room, members });
             }
+            Request::Topic { room, text } => self.topic(id, tag, room, text),
             Request::Whois { nick } => {
                 let Some(&target) = self.nicks.get(&fold_case(&nick)) else {
                     self.error(
@@ -843,6 +847,53 @@ impl Hub {
         self.record_and_deliver(message, Delivery::Room(key), id, tag);
     }
 
+    fn topic(
+        &mut self,
+        id: ClientId,
+        tag: Option<Tag>,
+        room: Option<String>,
+        text: Option<String>,
+    ) {
+        let Some(key) = self.resolve_room(id, &tag, room) else {
+            return;
+        };
+        let name = self.rooms[&key].name.clone();
+        let Some(text) = text else {
+            let topic = self.rooms[&key].topic.clone();
+            self.reply(id, tag, Reply::Topic { room: name, topic });
+            return;
+        };
+        if !self.clients[&id].in_room(&key) {
+            let text = format!("you are not in {name}; /join it first");
+            self.error(id, tag, ErrorCode::NotInRoom, &text);
+            return;
+        }
+        let text: Arc<str> = sanitize_text(text.trim()).into();
+        if text.chars().count() > MAX_TOPIC_CHARS {
+            let why = format!("the topic is longer than {MAX_TOPIC_CHARS} characters");
+            self.error(id, tag, ErrorCode::BadRequest, &why);
+            return;
+        }
+        let nick = self.clients[&id].nick.clone().unwrap_or_default();
+        let room = self.rooms.get_mut(&key).expect("resolved above");
+        room.topic = (!text.is_empty()).then(|| {
+            Arc::new(Topic {
+                text: text.clone(),
+                set_by: nick.clone(),
+                time: SystemTime::now(),
+            })
+        });
+        let event = Event::TopicChanged {
+            room: name,
+            nick,
+            text,
+        };
+        self.broadcast(&key, &event);
+        if tag.is_some() {
+            self.reply(id, tag, Reply::Done);
+        }
+    }
+
     fn whisper(
         &mut self,
         id: ClientId,
@@ -913,12 +964,14 @@ impl Hub {
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
             name: name.as_str().into(),
             members: Vec::new(),
+            topic: None,
         });
         client.rooms.push(Membership {
             key: key.clone(),
             position: room.members.len(),
         });
         let name = room.name.clone();
+        let topic = room.topic.clone();
         let announce = !room.members.is_empty();
         let event = Event::Joined {
             room: name.clone(),
@@ -939,6 +992,11 @@ impl Hub {
         // The joiner has been given everything the open batch holds (nothing), so its
         // own output can go straight to it without sealing the batch for the others.
         self.send_direct(id, &event);
+        if topic.is_some() {
+            let room = name.clone();
+            let reply = Reply::Topic { room, topic };
+            self.send_direct(id, &Event::Reply { tag: None, reply });
+        }
         // Before any live message of the room: those are delivered by later commands.
         if let Some(page) = self.history.replay(&key, &name) {
             self.send_direct(id, &Event::Replay(Arc::new(page)));
@@ -1270,6 +1328,7 @@ mod tests {
                 Event::Joined { room, nick, .. } => format!("+{nick} {room}"),
                 Event::Left { room, nick, .. } => format!("-{nick} {room}"),
                 Event::NickChanged { old, new, .. } => format!("{old}={new}"),
+                Event::TopicChanged { room, nick, text } => format!("{nick} topic {room}: {text}"),
                 Event::Reply { .. } => "ok".into(),
                 Event::Notice { text } => format!("notice {text}"),
                 Event::Error { text, .. } => format!("error {text}"),
@@ -2076,6 +2135,57 @@ mod tests {
             test.take(3).concat(),
             "#lobby ann: before\n#lobby ann: after\n#lobby ann: last\n"
         );
+    }
+
+    #[test]
+    fn a_topic_is_set_by_members_told_to_joiners_and_gone_with_the_room() {
+        let mut test = TestHub::settled(&["ann", "bob"]);
+        let topic = |text: Option<&str>| Request::Topic {
+            room: None,
+            text: text.map(Into::into),
+        };
+        test.request(1, topic(None));
+        test.request(1, topic(Some("  release\non Friday ")));
+        test.flush();
+        // Plain renders every reply as "ok": the query's answer, then the change, to
+        // everyone in the room.
+        let change = "ann topic #lobby: release\u{FFFD}on Friday\n";
+        assert_eq!(test.take(1).concat(), format!("ok\n{change}"));
+        assert_eq!(test.take(2).concat(), change);
+        assert_eq!(
+            test.hub.rooms["#lobby"]
+                .topic
+                .as_ref()
+                .map(|topic| &*topic.text),
+            Some("release\u{FFFD}on Friday"),
+            "trimmed, and the newline neutralised as in any message"
+        );
+        // A joiner is told the topic right after its own join.
+        test.client(3, "cat", false);
+        let joined = test.take(3).concat();
+        assert_eq!(joined, "+cat #lobby\nok\n");
+        // Too long, or from outside the room: refused, nothing changes.
+        test.request(2, topic(Some(&"x".repeat(MAX_TOPIC_CHARS + 1))));
+        test.request(
+            3,
+            Request::Topic {
+                room: Some("#elsewhere".into()),
+                text: Some("hi".into()),
+            },
+        );
+        test.flush();
+        assert!(test
+            .take(2)
+            .concat()
+            .contains("error the topic is longer than"));
+        assert!(test.take(3).concat().contains("error there is no room"));
+        // Everyone leaves: the room and its topic are gone; a new room has none.
+        for id in 1..=3 {
+            test.quit(id);
+        }
+        test.flush();
+        test.client(4, "dan", false);
+        assert!(test.hub.rooms["#lobby"].topic.is_none());
     }
 
     #[test]

@@ -281,12 +281,21 @@ impl IrcProtocol {
                 })),
                 None => steps.push(numeric(431, ":No nickname given")),
             },
-            // Hosts and real names are not kept, so WHO lists nobody; clients that
-            // sync channels with it still get the end they wait for.
-            "WHO" => {
-                let mask = params.first().copied().unwrap_or("*");
-                steps.push(numeric(315, &format!("{mask} :End of /WHO list")));
-            }
+            // A channel's members, one 352 each (the request is tagged so the
+            // renderer answers it as WHO, not as NAMES). Other masks match nobody:
+            // clients still get the end they wait for.
+            "WHO" => match params.first().copied() {
+                Some(room) if room.starts_with('#') => steps.push(Step::Request {
+                    tag: Some(render::WHO_TAG.into()),
+                    request: Request::Who {
+                        room: Some(room.to_owned()),
+                    },
+                }),
+                mask => {
+                    let mask = mask.unwrap_or("*");
+                    steps.push(numeric(315, &format!("{mask} :End of /WHO list")));
+                }
+            },
             "MODE" => match params {
                 [target] if target.starts_with('#') => {
                     steps.push(numeric(324, &format!("{target} +")));
@@ -314,9 +323,12 @@ impl IrcProtocol {
                 )),
                 [] => steps.push(numeric(461, "MODE :Not enough parameters")),
             },
-            "TOPIC" => match params.first() {
-                Some(room) => steps.push(numeric(331, &format!("{room} :No topic is set"))),
-                None => steps.push(numeric(461, "TOPIC :Not enough parameters")),
+            "TOPIC" => match params {
+                [room, rest @ ..] if !room.is_empty() => steps.push(request(Request::Topic {
+                    room: Some((*room).to_owned()),
+                    text: rest.first().map(|text| (*text).to_owned()),
+                })),
+                _ => steps.push(numeric(461, "TOPIC :Not enough parameters")),
             },
             "VERSION" => steps.push(numeric(
                 351,

@@ -19,10 +19,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::hub::{ChatMessage, ErrorCode, Event, HistoryPage, Render, Reply, Target};
-use crate::text::{MAX_NICK_CHARS, MAX_ROOM_CHARS};
+use crate::text::{MAX_NICK_CHARS, MAX_ROOM_CHARS, MAX_TOPIC_CHARS};
 
 /// The server's name in prefixes and numerics.
 pub const SERVER_NAME: &str = "switchboard";
+
+/// The tag on a member-list request that asks for WHO's 352 lines instead of NAMES.
+pub const WHO_TAG: &str = "irc:who";
 
 /// The IRCv3 capabilities that change what a client is sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -111,7 +114,7 @@ fn time_tag(time: SystemTime) -> String {
 fn isupport_tokens() -> String {
     format!(
         "CASEMAPPING=ascii CHANTYPES=# NICKLEN={MAX_NICK_CHARS} CHANNELLEN={MAX_ROOM_CHARS} \
-         PREFIX=() CHANMODES=,,, TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard"
+         TOPICLEN={MAX_TOPIC_CHARS} PREFIX=() CHANMODES=,,, TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard"
     )
 }
 
@@ -295,6 +298,28 @@ impl IrcRender {
                 let _ = write!(lines.out, ":{SERVER_NAME} NOTICE * :{text}");
                 lines.end();
             }
+            Event::TopicChanged { room, nick, text } => {
+                let _ = write!(
+                    lines.out,
+                    ":{nick}!{nick}@{SERVER_NAME} TOPIC {room} :{text}"
+                );
+                lines.end();
+            }
+            Event::Reply {
+                tag: Some(tag),
+                reply: Reply::Who { room, members },
+            } if &**tag == WHO_TAG => {
+                // Hosts and real names are not kept: the nick stands in for both.
+                for nick in members {
+                    let _ = write!(
+                        lines.numeric(352, "*"),
+                        "{room} {nick} {SERVER_NAME} {SERVER_NAME} {nick} H :0 {nick}"
+                    );
+                    lines.end();
+                }
+                let _ = write!(lines.numeric(315, "*"), "{room} :End of /WHO list");
+                lines.end();
+            }
             Event::Reply { reply, .. } => self.write_reply(lines, reply),
             Event::Error { code, text, .. } => match error_numeric(*code) {
                 0 => {
@@ -312,6 +337,28 @@ impl IrcRender {
     fn write_reply(&self, lines: &mut Lines, reply: &Reply) {
         match reply {
             Reply::Done | Reply::Pong => {}
+            Reply::Topic { room, topic: None } => {
+                let _ = write!(lines.numeric(331, "*"), "{room} :No topic is set");
+                lines.end();
+            }
+            Reply::Topic {
+                room,
+                topic: Some(topic),
+            } => {
+                let _ = write!(lines.numeric(332, "*"), "{room} :{}", topic.text);
+                lines.end();
+                let set_at = topic
+                    .time
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs());
+                let _ = write!(
+                    lines.numeric(333, "*"),
+                    "{room} {}!{}@{SERVER_NAME} {set_at}",
+                    topic.set_by,
+                    topic.set_by
+                );
+                lines.end();
+            }
             Reply::Rooms(rooms) => {
                 let _ = write!(lines.numeric(321, "*"), "Channel :Users Name");
                 lines.end();
@@ -426,6 +473,33 @@ mod tests {
             data: None,
             action,
         }))
+    }
+
+    #[test]
+    fn a_member_list_asked_for_by_who_comes_as_352_lines() {
+        let members: Vec<Arc<str>> = vec!["alice".into(), "bob".into()];
+        let who = Event::Reply {
+            tag: Some(WHO_TAG.into()),
+            reply: Reply::Who {
+                room: "#general".into(),
+                members: members.clone(),
+            },
+        };
+        assert_eq!(
+            render(&who),
+            ":switchboard 352 * #general alice switchboard switchboard alice H :0 alice\r\n\
+             :switchboard 352 * #general bob switchboard switchboard bob H :0 bob\r\n\
+             :switchboard 315 * #general :End of /WHO list\r\n"
+        );
+        // Untagged (NAMES, and after JOIN): 353 and 366.
+        let names = Event::Reply {
+            tag: None,
+            reply: Reply::Who {
+                room: "#general".into(),
+                members,
+            },
+        };
+        assert!(render(&names).starts_with(":switchboard 353 * = #general :alice bob\r\n"));
     }
 
     #[test]

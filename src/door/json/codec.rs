@@ -225,6 +225,10 @@ fn decode_object(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
         "whois" => Request::Whois {
             nick: fields.required_str("nick")?.into(),
         },
+        "topic" => Request::Topic {
+            room: fields.optional_string("room")?,
+            text: fields.optional_string("text")?,
+        },
         "ping" => Request::Ping,
         "quit" => Request::Quit {
             reason: fields.optional_string("reason")?,
@@ -353,6 +357,9 @@ impl JsonRender {
             Event::NickChanged { old, new, client } => json!({
                 "type": "nick", "old": &**old, "new": &**new, "client": client,
             }),
+            Event::TopicChanged { room, nick, text } => json!({
+                "type": "topic_changed", "room": &**room, "nick": &**nick, "text": &**text,
+            }),
             Event::Notice { text } => json!({ "type": "notice", "text": &**text }),
             Event::Reply { tag, reply } => {
                 let mut value = match reply {
@@ -371,6 +378,17 @@ impl JsonRender {
                         "members": members.iter().map(|m| &**m).collect::<Vec<_>>(),
                     }),
                     Reply::History(page) => history_value(page),
+                    Reply::Topic { room, topic } => match topic {
+                        Some(topic) => json!({
+                            "type": "topic",
+                            "room": &**room,
+                            "text": &*topic.text,
+                            "set_by": &*topic.set_by,
+                            "time": topic.time.duration_since(UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as u64),
+                        }),
+                        None => json!({ "type": "topic", "room": &**room, "text": null }),
+                    },
                     Reply::Whois(info) => json!({
                         "type": "whois",
                         "nick": &*info.nick,
@@ -573,6 +591,20 @@ mod tests {
                 }),
             ),
             (r#"{"type":"rooms"}"#, ClientMessage::Hub(Request::Rooms)),
+            (
+                r##"{"type":"topic","room":"#a","text":""}"##,
+                ClientMessage::Hub(Request::Topic {
+                    room: Some("#a".into()),
+                    text: Some(String::new()),
+                }),
+            ),
+            (
+                r#"{"type":"topic"}"#,
+                ClientMessage::Hub(Request::Topic {
+                    room: None,
+                    text: None,
+                }),
+            ),
             (
                 r#"{"type":"members"}"#,
                 ClientMessage::Hub(Request::Who { room: None }),

@@ -32,6 +32,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("/rooms", "list rooms and how many are in each"),
     ("/who [#room]", "list a room's members"),
     (
+        "/topic [#room] [text]",
+        "show a room's topic (default: the current one), or set it",
+    ),
+    (
         "/whois NAME",
         "who NAME is: client id, rooms, how connected",
     ),
@@ -116,6 +120,15 @@ pub fn parse(line: &str) -> LineInput {
             _ => LineInput::Invalid("a name cannot contain spaces".into()),
         },
         "ping" => LineInput::Request(Request::Ping),
+        "topic" => {
+            let (first, tail) = first_word(rest);
+            let (room, text) = if first.starts_with('#') {
+                (Some(first.to_owned()), optional(tail))
+            } else {
+                (None, optional(rest))
+            };
+            LineInput::Request(Request::Topic { room, text })
+        }
         "history" | "hist" => history(rest),
         "" => LineInput::Invalid("empty command; /help lists the commands, //text sends a line starting with /".into()),
         other => LineInput::Invalid(format!(
@@ -214,6 +227,24 @@ mod tests {
                 data: None,
                 action: false
             }
+        );
+    }
+
+    #[test]
+    fn topic_shows_or_sets_the_current_or_a_named_room() {
+        let topic = |room: Option<&str>, text: Option<&str>| Request::Topic {
+            room: room.map(Into::into),
+            text: text.map(Into::into),
+        };
+        assert_eq!(request("/topic"), topic(None, None));
+        assert_eq!(request("/topic #rust"), topic(Some("#rust"), None));
+        assert_eq!(
+            request("/topic #rust  borrow checker tips "),
+            topic(Some("#rust"), Some("borrow checker tips"))
+        );
+        assert_eq!(
+            request("/topic release on Friday"),
+            topic(None, Some("release on Friday"))
         );
     }
 

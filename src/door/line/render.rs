@@ -142,10 +142,29 @@ impl LineRender {
             Event::Notice { text } => {
                 let _ = write!(out, "*** {text}");
             }
+            Event::TopicChanged { room, nick, text } if text.is_empty() => {
+                let _ = write!(out, "*** {nick} cleared the topic of {room}");
+            }
+            Event::TopicChanged { room, nick, text } => {
+                let _ = write!(out, "*** {nick} set the topic of {room}: {text}");
+            }
             Event::Reply { reply, .. } => match reply {
                 Reply::Done => return false,
                 Reply::History(page) => self.write_history(out, page, true),
                 Reply::Pong => out.push_str("*** pong"),
+                Reply::Topic { room, topic: None } => {
+                    let _ = write!(out, "*** {room} has no topic");
+                }
+                Reply::Topic {
+                    room,
+                    topic: Some(topic),
+                } => {
+                    let _ = write!(
+                        out,
+                        "*** topic of {room}: {} (set by {})",
+                        topic.text, topic.set_by
+                    );
+                }
                 Reply::Rooms(rooms) => {
                     out.push_str("*** rooms:");
                     if rooms.is_empty() {
