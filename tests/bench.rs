@@ -97,51 +97,29 @@ fn fanout_delivers_everything_in_order_and_reports_it() {
 #[test]
 fn fanout_over_the_json_and_websocket_doors_delivers_everything_in_order() {
     let server = start_json_and_web_server();
-    let pid = server.child.id().to_string();
     for (target, door) in [("json", "json"), ("ws", "web")] {
         let addr = server.doors[door].to_string();
-        let output = bench(&[
-            "fanout",
-            "--target",
-            target,
-            "--addr",
-            &addr,
-            "--clients",
-            "20",
-            "--senders",
-            "3",
-            "--warmup",
-            "0.3s",
-            "--duration",
-            "1s",
-            "--server-pid",
-            &pid,
-            "--hard-cap",
-            "60s",
-        ]);
-        let summary = summary(&output);
+        let summary = small_fanout(target, &addr, server.child.id(), &[]);
         assert_eq!(summary["target"], target);
         assert_delivered_cleanly(&summary);
         assert!(summary["server_cpu_s"].is_number(), "{summary}");
     }
 }
 
-/// A small closed-loop fan-out over `--target irc` against `addr`.
-fn irc_fanout(addr: &str, pid: u32) -> serde_json::Value {
+/// A small closed-loop fan-out (20 clients, 3 senders, about a second) over
+/// `--target TARGET` against `addr`, with `extra` flags.
+fn small_fanout(target: &str, addr: &str, pid: u32, extra: &[&str]) -> serde_json::Value {
     let pid = pid.to_string();
-    let output = bench(&[
+    let mut args = vec![
         "fanout",
         "--target",
-        "irc",
+        target,
         "--addr",
         addr,
         "--clients",
         "20",
         "--senders",
         "3",
-        // ngircd's listen backlog is 10 (see benches/compare.sh).
-        "--open-concurrency",
-        "8",
         "--warmup",
         "0.3s",
         "--duration",
@@ -150,8 +128,15 @@ fn irc_fanout(addr: &str, pid: u32) -> serde_json::Value {
         &pid,
         "--hard-cap",
         "60s",
-    ]);
-    summary(&output)
+    ];
+    args.extend(extra);
+    summary(&bench(&args))
+}
+
+/// [`small_fanout`] over `--target irc`, opening 8 connections at a time: ngircd's
+/// listen backlog is 10 (see benches/compare.sh).
+fn irc_fanout(addr: &str, pid: u32) -> serde_json::Value {
+    small_fanout("irc", addr, pid, &["--open-concurrency", "8"])
 }
 
 #[test]
