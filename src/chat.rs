@@ -140,6 +140,11 @@ pub enum Request {
     Whois {
         nick: String,
     },
+    /// Which of these nicknames are in use now (IRC's ISON and USERHOST; a bot's
+    /// presence check). At most [`MAX_PRESENCE_NICKS`] are looked at.
+    Present {
+        nicks: Vec<String>,
+    },
     /// A room's topic (`None`: the current room): asked for with no `text`, set with
     /// some (cleared with an empty one). Setting it needs membership.
     Topic {
@@ -168,6 +173,9 @@ pub enum Request {
         limit: Option<usize>,
     },
 }
+
+/// Nicknames one [`Request::Present`] looks at, at most (bounded output per request).
+pub const MAX_PRESENCE_NICKS: usize = 64;
 
 /// Messages in a history page when the request names no limit.
 pub const DEFAULT_HISTORY_LIMIT: usize = 20;
@@ -291,6 +299,9 @@ pub enum Reply {
         members: Vec<Arc<str>>,
     },
     Whois(WhoisInfo),
+    /// The answer to [`Request::Present`]: those in use, as their owners spell them,
+    /// in the order asked.
+    Present(Vec<Arc<str>>),
     /// A room's topic: the answer to [`Request::Topic`] without text, and what a
     /// joiner is told of a room that has one.
     Topic {

@@ -201,7 +201,8 @@ async fn text_from_other_doors_cannot_forge_irc_lines() {
 }
 
 /// TOPIC set from IRC reaches every door, a joiner gets 332/333, the line door can
-/// ask for it; WHO lists a channel's members one 352 each.
+/// ask for it; WHO lists a channel's members one 352 each; ISON, USERHOST and the
+/// JSON `online` request say who is here.
 #[tokio::test]
 async fn topics_are_shared_across_doors_and_who_lists_the_members() {
     let server = start().await;
@@ -260,6 +261,19 @@ async fn topics_are_shared_across_doors_and_who_lists_the_members() {
         carol.line().await.unwrap(),
         ":switchboard 315 * #general :End of /WHO list"
     );
+    // Presence: ISON and USERHOST, as the owners spell their names.
+    carol.send_line("ISON :ALICE nobody Bob\r").await;
+    assert_eq!(carol.line().await.unwrap(), ":switchboard 303 * :alice bob");
+    carol.send_line("USERHOST jo nobody\r").await;
+    assert_eq!(
+        carol.line().await.unwrap(),
+        ":switchboard 302 * :jo=+jo@switchboard"
+    );
+    json.send_json(serde_json::json!({"type": "online", "nicks": ["carol", "zed"], "id": 5}))
+        .await;
+    let online = json.json_of_type("online").await;
+    assert_eq!(online["nicks"], serde_json::json!(["carol"]));
+    assert_eq!(online["id"], 5);
     // Setting a topic of a channel you are not in is refused with its numeric.
     bob.send_line("/join #side").await;
     bob.line_containing("*** bob joined #side").await;

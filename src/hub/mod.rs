@@ -625,6 +625,15 @@ impl Hub {
                 self.reply(id, tag, Reply::Who { room, members });
             }
             Request::Topic { room, text } => self.topic(id, tag, room, text),
+            Request::Present { nicks } => {
+                let present = nicks
+                    .iter()
+                    .take(MAX_PRESENCE_NICKS)
+                    .filter_map(|nick| self.nicks.get(&fold_case(nick)))
+                    .filter_map(|owner| self.clients.get(owner)?.nick.clone())
+                    .collect();
+                self.reply(id, tag, Reply::Present(present));
+            }
             Request::Whois { nick } => {
                 let Some(&target) = self.nicks.get(&fold_case(&nick)) else {
                     self.error(
@@ -692,7 +701,7 @@ impl Hub {
                         id,
                         tag,
                         ErrorCode::NotInRoom,
-                        "you are not in any room; name one: /history #room",
+                        "you are not in any room; name the room",
                     );
                     return;
                 }
@@ -792,7 +801,7 @@ impl Hub {
                         id,
                         tag.clone(),
                         ErrorCode::NotInRoom,
-                        "you are not in any room; /join one",
+                        "you are not in any room; join one first",
                     );
                     return None;
                 }
@@ -822,14 +831,7 @@ impl Hub {
         let Some(key) = self.resolve_room(id, &tag, room) else {
             return;
         };
-        if !self.clients[&id].in_room(&key) {
-            let name = self.rooms[&key].name.clone();
-            self.error(
-                id,
-                tag,
-                ErrorCode::NotInRoom,
-                &format!("you are not in {name}; /join it first"),
-            );
+        if !self.is_member(id, &tag, &key) {
             return;
         }
         let from = self.clients[&id].nick.clone().unwrap_or_default();
@@ -845,6 +847,18 @@ impl Hub {
         };
         // Delivered (and acknowledged) once it is in the history.
         self.record_and_deliver(message, Delivery::Room(key), id, tag);
+    }
+
+    /// Whether `id` is in room `key`; if not, it is told so in words every door can
+    /// show (each door has its own way to join).
+    fn is_member(&mut self, id: ClientId, tag: &Option<Tag>, key: &str) -> bool {
+        if self.clients[&id].in_room(key) {
+            return true;
+        }
+        let name = self.rooms[key].name.clone();
+        let text = format!("you are not in {name}; join it first");
+        self.error(id, tag.clone(), ErrorCode::NotInRoom, &text);
+        false
     }
 
     fn topic(
@@ -863,9 +877,7 @@ impl Hub {
             self.reply(id, tag, Reply::Topic { room: name, topic });
             return;
         };
-        if !self.clients[&id].in_room(&key) {
-            let text = format!("you are not in {name}; /join it first");
-            self.error(id, tag, ErrorCode::NotInRoom, &text);
+        if !self.is_member(id, &tag, &key) {
             return;
         }
         let text: Arc<str> = sanitize_text(text.trim()).into();
@@ -1022,14 +1034,7 @@ impl Hub {
         let Some(key) = self.resolve_room(id, &tag, room) else {
             return;
         };
-        if !self.clients[&id].in_room(&key) {
-            let name = self.rooms[&key].name.clone();
-            self.error(
-                id,
-                tag,
-                ErrorCode::NotInRoom,
-                &format!("you are not in {name}"),
-            );
+        if !self.is_member(id, &tag, &key) {
             return;
         }
         let reason = reason.map(|r| Arc::from(sanitize_text(&r).as_ref()));

@@ -29,7 +29,7 @@ use super::conn::Farewell;
 use super::line::framing::LineFramer;
 use super::session::{self, Door, Framing, Notice, Protocol, SessionSettings, Step, Unit};
 use super::PeerSlot;
-use crate::hub::{CloseReason, HubHandle, Request, Tag};
+use crate::hub::{CloseReason, HubHandle, Request, Tag, MAX_PRESENCE_NICKS};
 use crate::metrics::DoorMetrics;
 use crate::text::NickError;
 
@@ -296,6 +296,33 @@ impl IrcProtocol {
                     steps.push(numeric(315, &format!("{mask} :End of /WHO list")));
                 }
             },
+            // ISON takes nicks as separate parameters or in one trailing list;
+            // USERHOST at most five.
+            "ISON" | "USERHOST" => {
+                let nicks: Vec<String> = params
+                    .iter()
+                    .flat_map(|param| param.split_whitespace())
+                    .take(if command == "USERHOST" {
+                        5
+                    } else {
+                        MAX_PRESENCE_NICKS
+                    })
+                    .map(str::to_owned)
+                    .collect();
+                if nicks.is_empty() {
+                    steps.push(numeric(461, &format!("{command} :Not enough parameters")));
+                    return;
+                }
+                let tag = if command == "ISON" {
+                    render::ISON_TAG
+                } else {
+                    render::USERHOST_TAG
+                };
+                steps.push(Step::Request {
+                    tag: Some(tag.into()),
+                    request: Request::Present { nicks },
+                });
+            }
             "MODE" => match params {
                 [target] if target.starts_with('#') => {
                     steps.push(numeric(324, &format!("{target} +")));

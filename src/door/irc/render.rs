@@ -26,6 +26,9 @@ pub const SERVER_NAME: &str = "switchboard";
 
 /// The tag on a member-list request that asks for WHO's 352 lines instead of NAMES.
 pub const WHO_TAG: &str = "irc:who";
+/// The tags on a presence request from ISON (303) and from USERHOST (302).
+pub const ISON_TAG: &str = "irc:ison";
+pub const USERHOST_TAG: &str = "irc:userhost";
 
 /// The IRCv3 capabilities that change what a client is sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -320,6 +323,18 @@ impl IrcRender {
                 let _ = write!(lines.numeric(315, "*"), "{room} :End of /WHO list");
                 lines.end();
             }
+            Event::Reply {
+                tag: Some(tag),
+                reply: Reply::Present(nicks),
+            } if &**tag == USERHOST_TAG => {
+                let out = lines.numeric(302, "*");
+                out.push(':');
+                for (index, nick) in nicks.iter().enumerate() {
+                    let separator = if index == 0 { "" } else { " " };
+                    let _ = write!(out, "{separator}{nick}=+{nick}@{SERVER_NAME}");
+                }
+                lines.end();
+            }
             Event::Reply { reply, .. } => self.write_reply(lines, reply),
             Event::Error { code, text, .. } => match error_numeric(*code) {
                 0 => {
@@ -337,6 +352,11 @@ impl IrcRender {
     fn write_reply(&self, lines: &mut Lines, reply: &Reply) {
         match reply {
             Reply::Done | Reply::Pong => {}
+            // ISON's answer (and any other presence answer) names those present.
+            Reply::Present(nicks) => {
+                let _ = write!(lines.numeric(303, "*"), ":{}", nicks.join(" "));
+                lines.end();
+            }
             Reply::Topic { room, topic: None } => {
                 let _ = write!(lines.numeric(331, "*"), "{room} :No topic is set");
                 lines.end();

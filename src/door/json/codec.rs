@@ -108,6 +108,23 @@ impl<'a> Fields<'a> {
         Ok(self.optional_str(name)?.map(str::to_owned))
     }
 
+    /// A required list of strings.
+    fn string_list(&self, name: &str) -> Result<Vec<String>, Refusal> {
+        let wrong = || {
+            refuse(
+                ErrorCode::BadRequest,
+                format!("field \"{name}\" must be a list of strings"),
+            )
+        };
+        match self.0.get(name) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned).ok_or_else(wrong))
+                .collect(),
+            _ => Err(wrong()),
+        }
+    }
+
     /// `text` and/or `data`: at least one.
     fn content(&self) -> Result<(String, Option<crate::hub::Data>), Refusal> {
         let text = self.optional_string("text")?;
@@ -224,6 +241,9 @@ fn decode_object(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
         },
         "whois" => Request::Whois {
             nick: fields.required_str("nick")?.into(),
+        },
+        "online" => Request::Present {
+            nicks: fields.string_list("nicks")?,
         },
         "topic" => Request::Topic {
             room: fields.optional_string("room")?,
@@ -378,6 +398,10 @@ impl JsonRender {
                         "members": members.iter().map(|m| &**m).collect::<Vec<_>>(),
                     }),
                     Reply::History(page) => history_value(page),
+                    Reply::Present(nicks) => json!({
+                        "type": "online",
+                        "nicks": nicks.iter().map(|nick| &**nick).collect::<Vec<_>>(),
+                    }),
                     Reply::Topic { room, topic } => match topic {
                         Some(topic) => json!({
                             "type": "topic",
@@ -596,6 +620,12 @@ mod tests {
                 ClientMessage::Hub(Request::Topic {
                     room: Some("#a".into()),
                     text: Some(String::new()),
+                }),
+            ),
+            (
+                r#"{"type":"online","nicks":["a","b"]}"#,
+                ClientMessage::Hub(Request::Present {
+                    nicks: vec!["a".into(), "b".into()],
                 }),
             ),
             (

@@ -152,6 +152,12 @@ impl LineRender {
                 Reply::Done => return false,
                 Reply::History(page) => self.write_history(out, page, true),
                 Reply::Pong => out.push_str("*** pong"),
+                Reply::Present(nicks) if nicks.is_empty() => {
+                    out.push_str("*** none of them is here");
+                }
+                Reply::Present(nicks) => {
+                    let _ = write!(out, "*** here: {}", nicks.join(", "));
+                }
                 Reply::Topic { room, topic: None } => {
                     let _ = write!(out, "*** {room} has no topic");
                 }
