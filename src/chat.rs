@@ -140,6 +140,11 @@ pub enum Request {
     Whois {
         nick: String,
     },
+    /// Be marked away with this message (`None` or empty: back). Those who send a
+    /// private message are told, and WHOIS says so.
+    Away {
+        message: Option<String>,
+    },
     /// Which of these nicknames are in use now (IRC's ISON and USERHOST; a bot's
     /// presence check). At most [`MAX_PRESENCE_NICKS`] are looked at.
     Present {
@@ -247,6 +252,8 @@ pub struct WhoisInfo {
     pub door: &'static str,
     pub rooms: Vec<Arc<str>>,
     pub connected_for_secs: u64,
+    /// Its away message, if it is away.
+    pub away: Option<Arc<str>>,
 }
 
 /// Stable, machine-readable error codes (the JSON door sends them as strings).
@@ -299,6 +306,10 @@ pub enum Reply {
         members: Vec<Arc<str>>,
     },
     Whois(WhoisInfo),
+    /// The answer to [`Request::Away`]: whether the client is now marked away.
+    Away {
+        away: bool,
+    },
     /// The answer to [`Request::Present`]: those in use, as their owners spell them,
     /// in the order asked.
     Present(Vec<Arc<str>>),
@@ -343,6 +354,11 @@ pub enum Event {
         old: Arc<str>,
         new: Arc<str>,
         client: ClientId,
+    },
+    /// To the sender of a private message whose recipient is away.
+    IsAway {
+        nick: Arc<str>,
+        text: Arc<str>,
     },
     /// To the room, the setter included: its topic is now `text` (empty: cleared).
     TopicChanged {

@@ -10,6 +10,8 @@ pub const MAX_NICK_CHARS: usize = 32;
 pub const MAX_ROOM_CHARS: usize = 50;
 /// Longest room topic, in characters (IRC's TOPICLEN): fits one IRC line with room to spare.
 pub const MAX_TOPIC_CHARS: usize = 300;
+/// Longest away message, in characters (IRC's AWAYLEN).
+pub const MAX_AWAY_CHARS: usize = 300;
 
 /// Why a nickname was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

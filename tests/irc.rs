@@ -282,6 +282,51 @@ async fn topics_are_shared_across_doors_and_who_lists_the_members() {
     server.stop().await;
 }
 
+/// AWAY: 306 and 305 to the client, 301 to whoever sends it a private message (on
+/// any door), and in WHOIS.
+#[tokio::test]
+async fn away_is_told_to_correspondents_and_shown_by_whois() {
+    let server = start().await;
+    let mut alice = irc_login(&server, "alice").await;
+    let mut bob = support::web::Lines::line_login(server.addr("line"), "bob").await;
+    let mut carol = irc_login(&server, "carol").await;
+    alice.send_line("AWAY :at lunch\r").await;
+    alice
+        .line_containing(" 306 * :You have been marked as being away")
+        .await;
+    bob.send_line("/msg alice are you there?").await;
+    bob.line_containing("*** alice is away: at lunch").await;
+    carol.send_line("PRIVMSG alice :ping?\r").await;
+    assert_eq!(
+        carol.line().await.unwrap(),
+        ":switchboard 301 * alice :at lunch"
+    );
+    carol.send_line("WHOIS alice\r").await;
+    carol.line_containing(" 311 * alice ").await;
+    assert_eq!(
+        carol.line().await.unwrap(),
+        ":switchboard 301 * alice :at lunch"
+    );
+    carol.line_containing(" 318 * alice :End of /WHOIS list").await;
+    bob.send_line("/whois alice").await;
+    bob.line_containing("; away: at lunch").await;
+    alice.line_containing("PRIVMSG alice :ping?").await;
+    alice.send_line("AWAY\r").await;
+    alice
+        .line_containing(" 305 * :You are no longer marked as being away")
+        .await;
+    // Back: a private message is just delivered.
+    carol.send_line("PRIVMSG alice :welcome back\r").await;
+    alice.line_containing("PRIVMSG alice :welcome back").await;
+    carol.send_line("PING :after\r").await;
+    assert_eq!(
+        carol.line().await.unwrap(),
+        ":switchboard PONG switchboard :after",
+        "no 301 any more"
+    );
+    server.stop().await;
+}
+
 /// IRCv3 capabilities, negotiated before registration: `echo-message` brings a
 /// client's own lines back, `server-time` tags every line, and a joiner's replayed
 /// history carries the time each message was said; a client that asked for nothing in

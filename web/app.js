@@ -112,11 +112,14 @@
       case 'notice': return addNotice(current, message.text);
       case 'topic': {
         const key = fold(message.room);
+        // A topic without text only ever answers a question: joiners hear set ones.
         if (message.text === null || message.text === undefined) {
-          return purpose ? addNotice(key, `${message.room} has no topic`) : undefined;
+          return addNotice(key, `${message.room} has no topic`);
         }
         return addNotice(key, `topic: ${message.text} (set by ${message.set_by})`);
       }
+      case 'is_away': return addNotice(current, `${message.nick} is away: ${message.text}`);
+      case 'away': return addNotice(current, message.away ? 'you are marked as away' : 'you are back');
       case 'topic_changed':
         return addNotice(fold(message.room), message.text
           ? `${message.nick} set the topic: ${message.text}`
@@ -443,8 +446,15 @@
       case 'nick': if (rest) send({ type: 'nick', nick: rest }); return;
       case 'whois': if (rest) send({ type: 'whois', nick: rest }); return;
       case 'rooms': refreshRooms(); return;
+      case 'away': send(rest ? { type: 'away', text: rest } : { type: 'away' }); return;
+      case 'back': send({ type: 'away' }); return;
+      case 'topic': {
+        const room = conversation && conversation.kind === 'room' ? conversation.title : undefined;
+        send(rest ? { type: 'topic', room, text: rest } : { type: 'topic', room });
+        return;
+      }
       default:
-        addItem(current, { kind: 'error', text: `unknown command /${word}; try /me, /msg, /join, /part, /nick, /whois` });
+        addItem(current, { kind: 'error', text: `unknown command /${word}; try /me, /msg, /join, /part, /nick, /whois, /topic, /away` });
     }
   }
 

@@ -37,7 +37,8 @@ use self::fanout::{Member, Outgoing, RenderOnce, RoomBatch};
 use self::history::{Delivery, History, PageRequest, Pending, Recorded};
 use crate::store::{self, Retention, StoreError};
 use crate::text::{
-    fold_case, normalize_room, sanitize_text, validate_nick, NickError, MAX_TOPIC_CHARS,
+    fold_case, normalize_room, sanitize_text, validate_nick, NickError, MAX_AWAY_CHARS,
+    MAX_TOPIC_CHARS,
 };
 
 /// Turns hub events into one wire format. One instance per front door, shared by all
@@ -227,6 +228,8 @@ struct Client {
     /// The rooms it is in, in join order; the last one is the "current" room.
     rooms: Vec<Membership>,
     connected_at: Instant,
+    /// Its away message while it is away.
+    away: Option<Arc<str>>,
 }
 
 impl Client {
@@ -547,6 +550,7 @@ impl Hub {
                 render: connection.render,
                 rooms: Vec::new(),
                 connected_at: Instant::now(),
+                away: None,
             }),
         );
     }
@@ -625,6 +629,23 @@ impl Hub {
                 self.reply(id, tag, Reply::Who { room, members });
             }
             Request::Topic { room, text } => self.topic(id, tag, room, text),
+            Request::Away { message } => {
+                let message = sanitize_text(message.as_deref().unwrap_or("").trim()).into_owned();
+                if message.chars().count() > MAX_AWAY_CHARS {
+                    let why =
+                        format!("the away message is longer than {MAX_AWAY_CHARS} characters");
+                    self.error(id, tag, ErrorCode::BadRequest, &why);
+                    return;
+                }
+                let away = (!message.is_empty()).then(|| Arc::from(message));
+                let reply = Reply::Away {
+                    away: away.is_some(),
+                };
+                if let Some(client) = self.clients.get_mut(&id) {
+                    client.away = away;
+                }
+                self.reply(id, tag, reply);
+            }
             Request::Present { nicks } => {
                 let present = nicks
                     .iter()
@@ -655,6 +676,7 @@ impl Hub {
                         .map(|membership| self.rooms[&membership.key].name.clone())
                         .collect(),
                     connected_for_secs: client.connected_at.elapsed().as_secs(),
+                    away: client.away.clone(),
                 };
                 self.reply(id, tag, Reply::Whois(info));
             }
@@ -934,7 +956,12 @@ impl Hub {
             data,
             action,
         };
+        let away = self.clients[&target].away.clone();
+        let nick = message.target.clone();
         self.record_and_deliver(message, Delivery::Private { to: target }, id, tag);
+        if let (Some(text), Target::Private(nick)) = (away, nick) {
+            self.send_to(id, &Event::IsAway { nick, text });
+        }
     }
 
     fn join(&mut self, id: ClientId, tag: Option<Tag>, room: &str) {
@@ -1334,6 +1361,7 @@ mod tests {
                 Event::Left { room, nick, .. } => format!("-{nick} {room}"),
                 Event::NickChanged { old, new, .. } => format!("{old}={new}"),
                 Event::TopicChanged { room, nick, text } => format!("{nick} topic {room}: {text}"),
+                Event::IsAway { nick, text } => format!("{nick} away: {text}"),
                 Event::Reply { .. } => "ok".into(),
                 Event::Notice { text } => format!("notice {text}"),
                 Event::Error { text, .. } => format!("error {text}"),
@@ -2140,6 +2168,43 @@ mod tests {
             test.take(3).concat(),
             "#lobby ann: before\n#lobby ann: after\n#lobby ann: last\n"
         );
+    }
+
+    #[test]
+    fn an_away_client_s_correspondents_are_told_and_whois_says_so() {
+        let mut test = TestHub::settled(&["ann", "bob"]);
+        let away = |message: Option<&str>| Request::Away {
+            message: message.map(Into::into),
+        };
+        let whisper = |to: &str| Request::Whisper {
+            to: to.into(),
+            text: "psst".into(),
+            data: None,
+            action: false,
+        };
+        test.request(2, away(Some(" at lunch ")));
+        test.request(1, whisper("bob"));
+        test.flush();
+        assert_eq!(test.take(2).concat(), "ok\nprivate ann: psst\n");
+        assert_eq!(
+            test.take(1).concat(),
+            "private ann: psst\nbob away: at lunch\n"
+        );
+        assert_eq!(test.hub.clients[&2].away.as_deref(), Some("at lunch"));
+        // Too long: refused, still away with the old message.
+        test.request(2, away(Some(&"z".repeat(MAX_AWAY_CHARS + 1))));
+        test.flush();
+        assert!(test
+            .take(2)
+            .concat()
+            .contains("error the away message is longer"));
+        assert_eq!(test.hub.clients[&2].away.as_deref(), Some("at lunch"));
+        // Back (no message, or an empty one): nobody is told any more.
+        test.request(2, away(Some("  ")));
+        test.request(1, whisper("bob"));
+        test.flush();
+        assert_eq!(test.take(1).concat(), "private ann: psst\n");
+        assert!(test.hub.clients[&2].away.is_none());
     }
 
     #[test]

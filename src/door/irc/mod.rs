@@ -296,6 +296,9 @@ impl IrcProtocol {
                     steps.push(numeric(315, &format!("{mask} :End of /WHO list")));
                 }
             },
+            "AWAY" => steps.push(request(Request::Away {
+                message: params.first().map(|message| (*message).to_owned()),
+            })),
             // ISON takes nicks as separate parameters or in one trailing list;
             // USERHOST at most five.
             "ISON" | "USERHOST" => {

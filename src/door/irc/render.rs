@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::hub::{ChatMessage, ErrorCode, Event, HistoryPage, Render, Reply, Target};
-use crate::text::{MAX_NICK_CHARS, MAX_ROOM_CHARS, MAX_TOPIC_CHARS};
+use crate::text::{MAX_AWAY_CHARS, MAX_NICK_CHARS, MAX_ROOM_CHARS, MAX_TOPIC_CHARS};
 
 /// The server's name in prefixes and numerics.
 pub const SERVER_NAME: &str = "switchboard";
@@ -117,7 +117,7 @@ fn time_tag(time: SystemTime) -> String {
 fn isupport_tokens() -> String {
     format!(
         "CASEMAPPING=ascii CHANTYPES=# NICKLEN={MAX_NICK_CHARS} CHANNELLEN={MAX_ROOM_CHARS} \
-         TOPICLEN={MAX_TOPIC_CHARS} PREFIX=() CHANMODES=,,, TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard"
+         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} PREFIX=() CHANMODES=,,, TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard"
     )
 }
 
@@ -301,6 +301,10 @@ impl IrcRender {
                 let _ = write!(lines.out, ":{SERVER_NAME} NOTICE * :{text}");
                 lines.end();
             }
+            Event::IsAway { nick, text } => {
+                let _ = write!(lines.numeric(301, "*"), "{nick} :{text}");
+                lines.end();
+            }
             Event::TopicChanged { room, nick, text } => {
                 let _ = write!(
                     lines.out,
@@ -352,6 +356,20 @@ impl IrcRender {
     fn write_reply(&self, lines: &mut Lines, reply: &Reply) {
         match reply {
             Reply::Done | Reply::Pong => {}
+            Reply::Away { away: true } => {
+                let _ = write!(
+                    lines.numeric(306, "*"),
+                    ":You have been marked as being away"
+                );
+                lines.end();
+            }
+            Reply::Away { away: false } => {
+                let _ = write!(
+                    lines.numeric(305, "*"),
+                    ":You are no longer marked as being away"
+                );
+                lines.end();
+            }
             // ISON's answer (and any other presence answer) names those present.
             Reply::Present(nicks) => {
                 let _ = write!(lines.numeric(303, "*"), ":{}", nicks.join(" "));
@@ -407,6 +425,10 @@ impl IrcRender {
                     info.door
                 );
                 lines.end();
+                if let Some(away) = &info.away {
+                    let _ = write!(lines.numeric(301, "*"), "{nick} :{away}");
+                    lines.end();
+                }
                 if !info.rooms.is_empty() {
                     let rooms: Vec<&str> = info.rooms.iter().map(|room| &**room).collect();
                     let _ = write!(lines.numeric(319, "*"), "{nick} :{}", rooms.join(" "));

@@ -242,6 +242,9 @@ fn decode_object(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
         "whois" => Request::Whois {
             nick: fields.required_str("nick")?.into(),
         },
+        "away" => Request::Away {
+            message: fields.optional_string("text")?,
+        },
         "online" => Request::Present {
             nicks: fields.string_list("nicks")?,
         },
@@ -377,6 +380,9 @@ impl JsonRender {
             Event::NickChanged { old, new, client } => json!({
                 "type": "nick", "old": &**old, "new": &**new, "client": client,
             }),
+            Event::IsAway { nick, text } => json!({
+                "type": "is_away", "nick": &**nick, "text": &**text,
+            }),
             Event::TopicChanged { room, nick, text } => json!({
                 "type": "topic_changed", "room": &**room, "nick": &**nick, "text": &**text,
             }),
@@ -398,6 +404,7 @@ impl JsonRender {
                         "members": members.iter().map(|m| &**m).collect::<Vec<_>>(),
                     }),
                     Reply::History(page) => history_value(page),
+                    Reply::Away { away } => json!({ "type": "away", "away": away }),
                     Reply::Present(nicks) => json!({
                         "type": "online",
                         "nicks": nicks.iter().map(|nick| &**nick).collect::<Vec<_>>(),
@@ -420,6 +427,7 @@ impl JsonRender {
                         "door": info.door,
                         "rooms": info.rooms.iter().map(|r| &**r).collect::<Vec<_>>(),
                         "connected_for_secs": info.connected_for_secs,
+                        "away": info.away.as_deref(),
                     }),
                 };
                 set_tag(&mut value, tag);

@@ -32,6 +32,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("/rooms", "list rooms and how many are in each"),
     ("/who [#room]", "list a room's members"),
     (
+        "/away [message]",
+        "mark yourself away (private messages tell the sender); no message: back",
+    ),
+    (
         "/topic [#room] [text]",
         "show a room's topic (default: the current one), or set it",
     ),
@@ -120,6 +124,10 @@ pub fn parse(line: &str) -> LineInput {
             _ => LineInput::Invalid("a name cannot contain spaces".into()),
         },
         "ping" => LineInput::Request(Request::Ping),
+        "away" => LineInput::Request(Request::Away {
+            message: optional(rest),
+        }),
+        "back" => LineInput::Request(Request::Away { message: None }),
         "topic" => {
             let (first, tail) = first_word(rest);
             let (room, text) = if first.starts_with('#') {
@@ -246,6 +254,18 @@ mod tests {
             request("/topic release on Friday"),
             topic(None, Some("release on Friday"))
         );
+    }
+
+    #[test]
+    fn away_with_a_message_and_back_without() {
+        assert_eq!(
+            request("/away  gone fishing "),
+            Request::Away {
+                message: Some("gone fishing".into())
+            }
+        );
+        assert_eq!(request("/away"), Request::Away { message: None });
+        assert_eq!(request("/back"), Request::Away { message: None });
     }
 
     #[test]

@@ -142,6 +142,9 @@ impl LineRender {
             Event::Notice { text } => {
                 let _ = write!(out, "*** {text}");
             }
+            Event::IsAway { nick, text } => {
+                let _ = write!(out, "*** {nick} is away: {text}");
+            }
             Event::TopicChanged { room, nick, text } if text.is_empty() => {
                 let _ = write!(out, "*** {nick} cleared the topic of {room}");
             }
@@ -152,6 +155,8 @@ impl LineRender {
                 Reply::Done => return false,
                 Reply::History(page) => self.write_history(out, page, true),
                 Reply::Pong => out.push_str("*** pong"),
+                Reply::Away { away: true } => out.push_str("*** you are marked as away"),
+                Reply::Away { away: false } => out.push_str("*** you are back"),
                 Reply::Present(nicks) if nicks.is_empty() => {
                     out.push_str("*** none of them is here");
                 }
@@ -204,6 +209,9 @@ impl LineRender {
                     }
                     for room in &info.rooms {
                         let _ = write!(out, " {room}");
+                    }
+                    if let Some(away) = &info.away {
+                        let _ = write!(out, "; away: {away}");
                     }
                 }
             },
