@@ -307,7 +307,9 @@ async fn away_is_told_to_correspondents_and_shown_by_whois() {
         carol.line().await.unwrap(),
         ":switchboard 301 * alice :at lunch"
     );
-    carol.line_containing(" 318 * alice :End of /WHOIS list").await;
+    carol
+        .line_containing(" 318 * alice :End of /WHOIS list")
+        .await;
     bob.send_line("/whois alice").await;
     bob.line_containing("; away: at lunch").await;
     alice.line_containing("PRIVMSG alice :ping?").await;

@@ -1,0 +1,642 @@
+//! The hub's command handlers: connecting, registering, and every request a client
+//! makes (say, whisper, join, part, nick, topic, away, who, whois, quit), each
+//! checking what it needs and answering in events, never in any door's words.
+
+use super::*;
+
+impl Hub {
+    pub(super) fn handle(&mut self, command: Command) {
+        match command {
+            Command::Connect(connection) => self.connect(*connection),
+            Command::Register {
+                client,
+                nick,
+                reply,
+            } => {
+                let _ = reply.send(self.register(client, &nick));
+            }
+            Command::Render { client, render } => {
+                if let Some(client) = self.clients.get_mut(&client) {
+                    if client.nick.is_none() {
+                        client.render = render;
+                    }
+                }
+            }
+            Command::Request {
+                client,
+                tag,
+                request,
+            } => self.request(client, tag, request),
+            Command::Deliver { client, bytes } => {
+                self.seal_for(client);
+                if let Some(target) = self.clients.get(&client) {
+                    self.outgoing.queue(client, &target.outbox, bytes);
+                }
+            }
+            Command::Disconnect { client, reason } => self.disconnect(client, reason, None),
+            Command::Shutdown => self.shutdown(),
+            Command::Persisted { upto } => {
+                for pending in self.history.committed(upto) {
+                    self.deliver_committed(pending);
+                }
+            }
+            Command::PersistFailed { upto, cause } => {
+                for pending in self.history.failed(upto) {
+                    let text = format!("message not sent: the server could not save it ({cause})");
+                    self.error(
+                        pending.sender,
+                        pending.tag,
+                        ErrorCode::HistoryUnavailable,
+                        &text,
+                    );
+                }
+            }
+            Command::HistoryAnswer {
+                client,
+                tag,
+                answer,
+            } => match answer {
+                Ok(reply) => self.reply(client, tag, reply),
+                Err(cause) => self.error(client, tag, ErrorCode::HistoryUnavailable, &cause),
+            },
+        }
+    }
+
+    pub(super) fn connect(&mut self, connection: Connection) {
+        if self.shutting_down {
+            connection.outbox.close(CloseReason::Shutdown);
+            return;
+        }
+        self.clients.insert(
+            connection.client,
+            Box::new(Client {
+                nick: None,
+                door: connection.door,
+                outbox: connection.outbox,
+                render: connection.render,
+                rooms: Vec::new(),
+                connected_at: Instant::now(),
+                away: None,
+            }),
+        );
+    }
+
+    pub(super) fn register(&mut self, id: ClientId, nick: &str) -> Result<(), NickError> {
+        let nick = validate_nick(nick)?;
+        let Some(client) = self.clients.get(&id) else {
+            return Err(NickError::Taken);
+        };
+        if client.nick.is_some() {
+            return Ok(());
+        }
+        let key = fold_case(nick);
+        if self.nicks.contains_key(&key) {
+            return Err(NickError::Taken);
+        }
+        let nick: Arc<str> = nick.into();
+        self.nicks.insert(key, id);
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.nick = Some(nick.clone());
+        }
+        self.send_to(id, &Event::Welcome { client: id, nick });
+        let default_room = self.config.default_room.clone();
+        self.join(id, None, &default_room);
+        Ok(())
+    }
+
+    pub(super) fn request(&mut self, id: ClientId, tag: Option<Tag>, request: Request) {
+        let Some(client) = self.clients.get(&id) else {
+            return;
+        };
+        if client.nick.is_none() {
+            self.error(id, tag, ErrorCode::NotRegistered, "choose a name first");
+            return;
+        }
+        match request {
+            Request::Say {
+                room,
+                text,
+                data,
+                action,
+            } => self.say(id, tag, room, &text, data, action),
+            Request::Whisper {
+                to,
+                text,
+                data,
+                action,
+            } => self.whisper(id, tag, &to, &text, data, action),
+            Request::Join { room } => self.join(id, tag, &room),
+            Request::Part { room, reason } => self.part(id, tag, room, reason),
+            Request::Nick { nick } => self.change_nick(id, tag, &nick),
+            Request::Rooms => {
+                let mut rooms: Vec<RoomSummary> = self
+                    .rooms
+                    .values()
+                    .map(|room| RoomSummary {
+                        name: room.name.clone(),
+                        members: room.members.len(),
+                    })
+                    .collect();
+                rooms.sort_by(|a, b| a.name.cmp(&b.name));
+                self.reply(id, tag, Reply::Rooms(rooms));
+            }
+            Request::Who { room } => {
+                let Some(key) = self.resolve_room(id, &tag, room) else {
+                    return;
+                };
+                let room = &self.rooms[&key];
+                let mut members: Vec<Arc<str>> = room
+                    .members
+                    .iter()
+                    .filter_map(|m| self.clients.get(&m.client).and_then(|c| c.nick.clone()))
+                    .collect();
+                members.sort_by_key(|nick| fold_case(nick));
+                let room = room.name.clone();
+                self.reply(id, tag, Reply::Who { room, members });
+            }
+            Request::Topic { room, text } => self.topic(id, tag, room, text),
+            Request::Away { message } => {
+                let message = sanitize_text(message.as_deref().unwrap_or("").trim()).into_owned();
+                if message.chars().count() > MAX_AWAY_CHARS {
+                    let why =
+                        format!("the away message is longer than {MAX_AWAY_CHARS} characters");
+                    self.error(id, tag, ErrorCode::BadRequest, &why);
+                    return;
+                }
+                let away = (!message.is_empty()).then(|| Arc::from(message));
+                let reply = Reply::Away {
+                    away: away.is_some(),
+                };
+                if let Some(client) = self.clients.get_mut(&id) {
+                    client.away = away;
+                }
+                self.reply(id, tag, reply);
+            }
+            Request::Present { nicks } => {
+                let present = nicks
+                    .iter()
+                    .take(MAX_PRESENCE_NICKS)
+                    .filter_map(|nick| self.nicks.get(&fold_case(nick)))
+                    .filter_map(|owner| self.clients.get(owner)?.nick.clone())
+                    .collect();
+                self.reply(id, tag, Reply::Present(present));
+            }
+            Request::Whois { nick } => {
+                let Some(&target) = self.nicks.get(&fold_case(&nick)) else {
+                    self.error(
+                        id,
+                        tag,
+                        ErrorCode::NoSuchNick,
+                        &format!("nobody is called {nick}"),
+                    );
+                    return;
+                };
+                let client = &self.clients[&target];
+                let info = WhoisInfo {
+                    nick: client.nick.clone().unwrap_or_else(|| nick.as_str().into()),
+                    client: target,
+                    door: client.door,
+                    rooms: client
+                        .rooms
+                        .iter()
+                        .map(|membership| self.rooms[&membership.key].name.clone())
+                        .collect(),
+                    connected_for_secs: client.connected_at.elapsed().as_secs(),
+                    away: client.away.clone(),
+                };
+                self.reply(id, tag, Reply::Whois(info));
+            }
+            Request::Ping => self.reply(id, tag, Reply::Pong),
+            Request::History {
+                room,
+                before,
+                after,
+                limit,
+            } => self.room_history(id, tag, room, PageRequest::new(before, after, limit)),
+            Request::PrivateHistory {
+                with,
+                before,
+                after,
+                limit,
+            } => self.private_history(id, tag, &with, PageRequest::new(before, after, limit)),
+            Request::Quit { reason } => {
+                let reason = reason.map(|r| sanitize_text(&r).into_owned());
+                self.disconnect(id, CloseReason::ClientQuit, reason.as_deref());
+            }
+        }
+    }
+
+    /// The folded key of the room a request means, or an error sent to the client.
+    pub(super) fn resolve_room(
+        &mut self,
+        id: ClientId,
+        tag: &Option<Tag>,
+        room: Option<String>,
+    ) -> Option<String> {
+        let client = &self.clients[&id];
+        let key = match room {
+            Some(name) => match normalize_room(&name) {
+                Ok(name) => fold_case(&name),
+                Err(error) => {
+                    self.error(id, tag.clone(), ErrorCode::RoomInvalid, &error.to_string());
+                    return None;
+                }
+            },
+            None => match client.current_room() {
+                Some(key) => key.clone(),
+                None => {
+                    self.error(
+                        id,
+                        tag.clone(),
+                        ErrorCode::NotInRoom,
+                        "you are not in any room; join one first",
+                    );
+                    return None;
+                }
+            },
+        };
+        if !self.rooms.contains_key(&key) {
+            self.error(
+                id,
+                tag.clone(),
+                ErrorCode::NoSuchRoom,
+                &format!("there is no room {key}"),
+            );
+            return None;
+        }
+        Some(key)
+    }
+
+    pub(super) fn say(
+        &mut self,
+        id: ClientId,
+        tag: Option<Tag>,
+        room: Option<String>,
+        text: &str,
+        data: Option<Data>,
+        action: bool,
+    ) {
+        let Some(key) = self.resolve_room(id, &tag, room) else {
+            return;
+        };
+        if !self.is_member(id, &tag, &key) {
+            return;
+        }
+        let from = self.clients[&id].nick.clone().unwrap_or_default();
+        let message = ChatMessage {
+            id: self.history.next_room_id(&key),
+            time: SystemTime::now(),
+            target: Target::Room(self.rooms[&key].name.clone()),
+            from,
+            from_client: id,
+            text: sanitize_text(text).into(),
+            data,
+            action,
+        };
+        // Delivered (and acknowledged) once it is in the history.
+        self.record_and_deliver(message, Delivery::Room(key), id, tag);
+    }
+
+    /// Whether `id` is in room `key`; if not, it is told so in words every door can
+    /// show (each door has its own way to join).
+    pub(super) fn is_member(&mut self, id: ClientId, tag: &Option<Tag>, key: &str) -> bool {
+        if self.clients[&id].in_room(key) {
+            return true;
+        }
+        let name = self.rooms[key].name.clone();
+        let text = format!("you are not in {name}; join it first");
+        self.error(id, tag.clone(), ErrorCode::NotInRoom, &text);
+        false
+    }
+
+    pub(super) fn topic(
+        &mut self,
+        id: ClientId,
+        tag: Option<Tag>,
+        room: Option<String>,
+        text: Option<String>,
+    ) {
+        let Some(key) = self.resolve_room(id, &tag, room) else {
+            return;
+        };
+        let name = self.rooms[&key].name.clone();
+        let Some(text) = text else {
+            let topic = self.rooms[&key].topic.clone();
+            self.reply(id, tag, Reply::Topic { room: name, topic });
+            return;
+        };
+        if !self.is_member(id, &tag, &key) {
+            return;
+        }
+        let text: Arc<str> = sanitize_text(text.trim()).into();
+        if text.chars().count() > MAX_TOPIC_CHARS {
+            let why = format!("the topic is longer than {MAX_TOPIC_CHARS} characters");
+            self.error(id, tag, ErrorCode::BadRequest, &why);
+            return;
+        }
+        let nick = self.clients[&id].nick.clone().unwrap_or_default();
+        let room = self.rooms.get_mut(&key).expect("resolved above");
+        room.topic = (!text.is_empty()).then(|| {
+            Arc::new(Topic {
+                text: text.clone(),
+                set_by: nick.clone(),
+                time: SystemTime::now(),
+            })
+        });
+        let event = Event::TopicChanged {
+            room: name,
+            nick,
+            text,
+        };
+        self.broadcast(&key, &event);
+        if tag.is_some() {
+            self.reply(id, tag, Reply::Done);
+        }
+    }
+
+    pub(super) fn whisper(
+        &mut self,
+        id: ClientId,
+        tag: Option<Tag>,
+        to: &str,
+        text: &str,
+        data: Option<Data>,
+        action: bool,
+    ) {
+        let Some(&target) = self.nicks.get(&fold_case(to)) else {
+            self.error(
+                id,
+                tag,
+                ErrorCode::NoSuchNick,
+                &format!("nobody is called {to}"),
+            );
+            return;
+        };
+        let message = ChatMessage {
+            id: self.history.next_private_id(),
+            time: SystemTime::now(),
+            target: Target::Private(self.clients[&target].nick.clone().unwrap_or_default()),
+            from: self.clients[&id].nick.clone().unwrap_or_default(),
+            from_client: id,
+            text: sanitize_text(text).into(),
+            data,
+            action,
+        };
+        let away = self.clients[&target].away.clone();
+        let nick = message.target.clone();
+        self.record_and_deliver(message, Delivery::Private { to: target }, id, tag);
+        if let (Some(text), Target::Private(nick)) = (away, nick) {
+            self.send_to(id, &Event::IsAway { nick, text });
+        }
+    }
+
+    pub(super) fn join(&mut self, id: ClientId, tag: Option<Tag>, room: &str) {
+        let name = match normalize_room(room) {
+            Ok(name) => name,
+            Err(error) => {
+                self.error(id, tag, ErrorCode::RoomInvalid, &error.to_string());
+                return;
+            }
+        };
+        let key = fold_case(&name);
+        // What the client is owed from an open batch of a room it is in goes before
+        // anything this join queues for it directly (the room being joined owes it
+        // nothing yet, so this never seals that room's batch for a newcomer).
+        self.seal_for(id);
+        let client = self
+            .clients
+            .get_mut(&id)
+            .expect("caller checked the client");
+        if let Some(index) = client.rooms.iter().position(|m| m.key == key) {
+            // Already there: make it the current room again.
+            let membership = client.rooms.remove(index);
+            client.rooms.push(membership);
+            if tag.is_some() {
+                self.reply(id, tag, Reply::Done);
+            }
+            return;
+        }
+        if client.rooms.capacity() == 0 {
+            // Most clients stay in one room: room for one key, not the default four.
+            client.rooms.reserve_exact(1);
+        }
+        let member = Member {
+            client: id,
+            outbox: client.outbox.clone(),
+            render: client.render.clone(),
+        };
+        let nick = client.nick.clone().unwrap_or_default();
+        let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
+            name: name.as_str().into(),
+            members: Vec::new(),
+            topic: None,
+        });
+        client.rooms.push(Membership {
+            key: key.clone(),
+            position: room.members.len(),
+        });
+        let name = room.name.clone();
+        let topic = room.topic.clone();
+        let announce = !room.members.is_empty();
+        let event = Event::Joined {
+            room: name.clone(),
+            nick,
+            client: id,
+        };
+        // To those already there through the room's batch (presence may wait for its
+        // flush: PRESENCE_DELAY), to the joiner at once, as the sign that it is in.
+        if announce {
+            self.broadcast(&key, &event);
+        }
+        let room = self.rooms.get_mut(&key).expect("found or made above");
+        if let Some(batch) = self.batch.as_mut().filter(|batch| batch.key == key) {
+            // From here on: the joiner never gets lines said before it came.
+            batch.add_member(&member.render);
+        }
+        room.members.push(member);
+        // The joiner has been given everything the open batch holds (nothing), so its
+        // own output can go straight to it without sealing the batch for the others.
+        self.send_direct(id, &event);
+        if topic.is_some() {
+            let room = name.clone();
+            let reply = Reply::Topic { room, topic };
+            self.send_direct(id, &Event::Reply { tag: None, reply });
+        }
+        // Before any live message of the room: those are delivered by later commands.
+        if let Some(page) = self.history.replay(&key, &name) {
+            self.send_direct(id, &Event::Replay(Arc::new(page)));
+        }
+        if tag.is_some() {
+            self.send_direct(
+                id,
+                &Event::Reply {
+                    tag,
+                    reply: Reply::Done,
+                },
+            );
+        }
+    }
+
+    pub(super) fn part(
+        &mut self,
+        id: ClientId,
+        tag: Option<Tag>,
+        room: Option<String>,
+        reason: Option<String>,
+    ) {
+        let Some(key) = self.resolve_room(id, &tag, room) else {
+            return;
+        };
+        if !self.is_member(id, &tag, &key) {
+            return;
+        }
+        let reason = reason.map(|r| Arc::from(sanitize_text(&r).as_ref()));
+        // Announce first so the leaver sees its own part.
+        let nick = self.clients[&id].nick.clone().unwrap_or_default();
+        let event = Event::Left {
+            room: self.rooms[&key].name.clone(),
+            nick,
+            client: id,
+            reason,
+        };
+        self.broadcast(&key, &event);
+        self.remove_membership(id, &key);
+        if tag.is_some() {
+            self.reply(id, tag, Reply::Done);
+        }
+    }
+
+    pub(super) fn remove_membership(&mut self, id: ClientId, key: &str) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let Some(index) = client.rooms.iter().position(|m| m.key == key) else {
+            return;
+        };
+        let position = client.rooms.remove(index).position;
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        debug_assert_eq!(room.members[position].client, id, "membership position");
+        if let Some(batch) = self.batch.as_mut().filter(|batch| batch.key == key) {
+            // Everything said while it was here goes to the leaver first.
+            batch.remove_member(position, &room.members[position], &mut self.outgoing);
+        }
+        room.members.swap_remove(position);
+        if let Some(moved) = room.members.get(position) {
+            // The last member took the leaver's place.
+            let membership = self
+                .clients
+                .get_mut(&moved.client)
+                .and_then(|client| client.rooms.iter_mut().find(|m| m.key == key));
+            if let Some(membership) = membership {
+                membership.position = position;
+            }
+        }
+        if room.members.is_empty() {
+            self.rooms.remove(key);
+            if self.batch.as_ref().is_some_and(|batch| batch.key == key) {
+                self.batch = None;
+            }
+        }
+    }
+
+    pub(super) fn change_nick(&mut self, id: ClientId, tag: Option<Tag>, nick: &str) {
+        let new = match validate_nick(nick) {
+            Ok(nick) => nick,
+            Err(error) => {
+                self.error(
+                    id,
+                    tag,
+                    ErrorCode::NickInvalid,
+                    &format!("cannot use that name: {error}"),
+                );
+                return;
+            }
+        };
+        let new_key = fold_case(new);
+        let old = self.clients[&id].nick.clone().unwrap_or_default();
+        let old_key = fold_case(&old);
+        if self.nicks.get(&new_key).is_some_and(|&owner| owner != id) {
+            self.error(
+                id,
+                tag,
+                ErrorCode::NickTaken,
+                &format!("{new} is already in use"),
+            );
+            return;
+        }
+        let new: Arc<str> = new.into();
+        self.nicks.remove(&old_key);
+        self.nicks.insert(new_key, id);
+        let client = self
+            .clients
+            .get_mut(&id)
+            .expect("caller checked the client");
+        client.nick = Some(new.clone());
+        let event = Event::NickChanged {
+            old,
+            new,
+            client: id,
+        };
+        // Everyone who shares a room with the client, once each, and the client.
+        let mut audience: Vec<ClientId> = vec![id];
+        for membership in &self.clients[&id].rooms {
+            audience.extend(self.rooms[&membership.key].members.iter().map(|m| m.client));
+        }
+        audience.sort_unstable();
+        audience.dedup();
+        self.send_to_many(&audience, &event);
+        if tag.is_some() {
+            self.reply(id, tag, Reply::Done);
+        }
+    }
+
+    /// Remove a client: leave notices in each of its rooms, free its name, close its outbox.
+    pub(super) fn disconnect(&mut self, id: ClientId, reason: CloseReason, message: Option<&str>) {
+        let Some(client) = self.clients.get(&id) else {
+            return;
+        };
+        let nick = client.nick.clone();
+        let rooms: Vec<String> = client.rooms.iter().map(|m| m.key.clone()).collect();
+        let outbox = client.outbox.clone();
+        let shown_reason: Arc<str> = match message {
+            Some(text) if !text.is_empty() => format!("{}: {text}", reason.describe()).into(),
+            _ => reason.describe().into(),
+        };
+        if let Some(nick) = &nick {
+            for key in &rooms {
+                // The leaver is removed first: it is going away and may not be reading.
+                self.remove_membership(id, key);
+                if let Some(room) = self.rooms.get(key) {
+                    let event = Event::Left {
+                        room: room.name.clone(),
+                        nick: nick.clone(),
+                        client: id,
+                        reason: Some(shown_reason.clone()),
+                    };
+                    self.broadcast(key, &event);
+                }
+            }
+            self.nicks.remove(&fold_case(nick));
+        }
+        self.clients.remove(&id);
+        outbox.close(reason);
+    }
+
+    pub(super) fn shutdown(&mut self) {
+        self.shutting_down = true;
+        self.seal_batch();
+        let notice = Event::Notice {
+            text: "server shutting down; goodbye".into(),
+        };
+        let everyone: Vec<ClientId> = self.clients.keys().copied().collect();
+        self.send_to_many(&everyone, &notice);
+        for client in self.clients.values() {
+            client.outbox.close(CloseReason::Shutdown);
+        }
+        self.clients.clear();
+        self.rooms.clear();
+        self.nicks.clear();
+    }
+}
