@@ -4,6 +4,26 @@
 
 use super::*;
 
+/// Why the hub will not do what a client asked: told to that client as an error
+/// event, and nothing else changes. Handlers return it (`?` through the checks they
+/// share) instead of each sending its own error and returning.
+pub(super) struct Refusal {
+    pub(super) code: ErrorCode,
+    pub(super) text: String,
+}
+
+impl Refusal {
+    pub(super) fn new(code: ErrorCode, text: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+/// What a request handler comes to.
+pub(super) type Outcome = Result<(), Refusal>;
+
 impl Hub {
     pub(super) fn handle(&mut self, command: Command) {
         match command {
@@ -100,7 +120,10 @@ impl Hub {
         }
         self.send_to(id, &Event::Welcome { client: id, nick });
         let default_room = self.config.default_room.clone();
-        self.join(id, None, &default_room);
+        if let Err(refusal) = self.join(id, None, &default_room) {
+            // The default room's name was checked with the config: not expected.
+            self.error(id, None, refusal.code, &refusal.text);
+        }
         Ok(())
     }
 
@@ -108,26 +131,37 @@ impl Hub {
         let Some(client) = self.clients.get(&id) else {
             return;
         };
-        if client.nick.is_none() {
-            self.error(id, tag, ErrorCode::NotRegistered, "choose a name first");
-            return;
+        let outcome = if client.nick.is_none() {
+            Err(Refusal::new(
+                ErrorCode::NotRegistered,
+                "choose a name first",
+            ))
+        } else {
+            self.dispatch(id, tag.clone(), request)
+        };
+        if let Err(refusal) = outcome {
+            self.error(id, tag, refusal.code, &refusal.text);
         }
+    }
+
+    /// A registered client's request, handled.
+    fn dispatch(&mut self, id: ClientId, tag: Option<Tag>, request: Request) -> Outcome {
         match request {
             Request::Say {
                 room,
                 text,
                 data,
                 action,
-            } => self.say(id, tag, room, &text, data, action),
+            } => return self.say(id, tag, room, &text, data, action),
             Request::Whisper {
                 to,
                 text,
                 data,
                 action,
-            } => self.whisper(id, tag, &to, &text, data, action),
-            Request::Join { room } => self.join(id, tag, &room),
-            Request::Part { room, reason } => self.part(id, tag, room, reason),
-            Request::Nick { nick } => self.change_nick(id, tag, &nick),
+            } => return self.whisper(id, tag, &to, &text, data, action),
+            Request::Join { room } => return self.join(id, tag, &room),
+            Request::Part { room, reason } => return self.part(id, tag, room, reason),
+            Request::Nick { nick } => return self.change_nick(id, tag, &nick),
             Request::Rooms => {
                 let mut rooms: Vec<RoomSummary> = self
                     .rooms
@@ -141,9 +175,7 @@ impl Hub {
                 self.reply(id, tag, Reply::Rooms(rooms));
             }
             Request::Who { room } => {
-                let Some(key) = self.resolve_room(id, &tag, room) else {
-                    return;
-                };
+                let key = self.resolve_room(id, room)?;
                 let room = &self.rooms[&key];
                 let mut members: Vec<Arc<str>> = room
                     .members
@@ -154,14 +186,13 @@ impl Hub {
                 let room = room.name.clone();
                 self.reply(id, tag, Reply::Who { room, members });
             }
-            Request::Topic { room, text } => self.topic(id, tag, room, text),
+            Request::Topic { room, text } => return self.topic(id, tag, room, text),
             Request::Away { message } => {
                 let message = sanitize_text(message.as_deref().unwrap_or("").trim()).into_owned();
                 if message.chars().count() > MAX_AWAY_CHARS {
                     let why =
                         format!("the away message is longer than {MAX_AWAY_CHARS} characters");
-                    self.error(id, tag, ErrorCode::BadRequest, &why);
-                    return;
+                    return Err(Refusal::new(ErrorCode::BadRequest, why));
                 }
                 let away = (!message.is_empty()).then(|| Arc::from(message));
                 let reply = Reply::Away {
@@ -182,15 +213,7 @@ impl Hub {
                 self.reply(id, tag, Reply::Present(present));
             }
             Request::Whois { nick } => {
-                let Some(&target) = self.nicks.get(&fold_case(&nick)) else {
-                    self.error(
-                        id,
-                        tag,
-                        ErrorCode::NoSuchNick,
-                        &format!("nobody is called {nick}"),
-                    );
-                    return;
-                };
+                let target = self.owner_of(&nick)?;
                 let client = &self.clients[&target];
                 let info = WhoisInfo {
                     nick: client.nick.clone().unwrap_or_else(|| nick.as_str().into()),
@@ -212,59 +235,54 @@ impl Hub {
                 before,
                 after,
                 limit,
-            } => self.room_history(id, tag, room, PageRequest::new(before, after, limit)),
+            } => return self.room_history(id, tag, room, PageRequest::new(before, after, limit)),
             Request::PrivateHistory {
                 with,
                 before,
                 after,
                 limit,
-            } => self.private_history(id, tag, &with, PageRequest::new(before, after, limit)),
+            } => {
+                let page = PageRequest::new(before, after, limit);
+                return self.private_history(id, tag, &with, page);
+            }
             Request::Quit { reason } => {
                 let reason = reason.map(|r| sanitize_text(&r).into_owned());
                 self.disconnect(id, CloseReason::ClientQuit, reason.as_deref());
             }
         }
+        Ok(())
     }
 
-    /// The folded key of the room a request means, or an error sent to the client.
+    /// Who is called `nick` now.
+    fn owner_of(&self, nick: &str) -> Result<ClientId, Refusal> {
+        let owner = self.nicks.get(&fold_case(nick)).copied();
+        owner.ok_or_else(|| Refusal::new(ErrorCode::NoSuchNick, format!("nobody is called {nick}")))
+    }
+
+    /// The folded key of the room a request means (`None`: the client's current one).
     pub(super) fn resolve_room(
-        &mut self,
+        &self,
         id: ClientId,
-        tag: &Option<Tag>,
         room: Option<String>,
-    ) -> Option<String> {
-        let client = &self.clients[&id];
+    ) -> Result<String, Refusal> {
         let key = match room {
             Some(name) => match normalize_room(&name) {
                 Ok(name) => fold_case(&name),
-                Err(error) => {
-                    self.error(id, tag.clone(), ErrorCode::RoomInvalid, &error.to_string());
-                    return None;
-                }
+                Err(error) => return Err(Refusal::new(ErrorCode::RoomInvalid, error.to_string())),
             },
-            None => match client.current_room() {
+            None => match self.clients[&id].current_room() {
                 Some(key) => key.clone(),
                 None => {
-                    self.error(
-                        id,
-                        tag.clone(),
-                        ErrorCode::NotInRoom,
-                        "you are not in any room; join one first",
-                    );
-                    return None;
+                    let why = "you are not in any room; join one first";
+                    return Err(Refusal::new(ErrorCode::NotInRoom, why));
                 }
             },
         };
         if !self.rooms.contains_key(&key) {
-            self.error(
-                id,
-                tag.clone(),
-                ErrorCode::NoSuchRoom,
-                &format!("there is no room {key}"),
-            );
-            return None;
+            let why = format!("there is no room {key}");
+            return Err(Refusal::new(ErrorCode::NoSuchRoom, why));
         }
-        Some(key)
+        Ok(key)
     }
 
     pub(super) fn say(
@@ -275,13 +293,9 @@ impl Hub {
         text: &str,
         data: Option<Data>,
         action: bool,
-    ) {
-        let Some(key) = self.resolve_room(id, &tag, room) else {
-            return;
-        };
-        if !self.is_member(id, &tag, &key) {
-            return;
-        }
+    ) -> Outcome {
+        let key = self.resolve_room(id, room)?;
+        self.require_member(id, &key)?;
         let from = self.clients[&id].nick.clone().unwrap_or_default();
         let message = ChatMessage {
             id: self.history.next_room_id(&key),
@@ -295,18 +309,18 @@ impl Hub {
         };
         // Delivered (and acknowledged) once it is in the history.
         self.record_and_deliver(message, Delivery::Room(key), id, tag);
+        Ok(())
     }
 
-    /// Whether `id` is in room `key`; if not, it is told so in words every door can
-    /// show (each door has its own way to join).
-    pub(super) fn is_member(&mut self, id: ClientId, tag: &Option<Tag>, key: &str) -> bool {
+    /// `id` is in room `key`, or is told so in words every door can show (each door
+    /// has its own way to join).
+    fn require_member(&self, id: ClientId, key: &str) -> Outcome {
         if self.clients[&id].in_room(key) {
-            return true;
+            return Ok(());
         }
-        let name = self.rooms[key].name.clone();
-        let text = format!("you are not in {name}; join it first");
-        self.error(id, tag.clone(), ErrorCode::NotInRoom, &text);
-        false
+        let name = &self.rooms[key].name;
+        let why = format!("you are not in {name}; join it first");
+        Err(Refusal::new(ErrorCode::NotInRoom, why))
     }
 
     pub(super) fn topic(
@@ -315,24 +329,19 @@ impl Hub {
         tag: Option<Tag>,
         room: Option<String>,
         text: Option<String>,
-    ) {
-        let Some(key) = self.resolve_room(id, &tag, room) else {
-            return;
-        };
+    ) -> Outcome {
+        let key = self.resolve_room(id, room)?;
         let name = self.rooms[&key].name.clone();
         let Some(text) = text else {
             let topic = self.rooms[&key].topic.clone();
             self.reply(id, tag, Reply::Topic { room: name, topic });
-            return;
+            return Ok(());
         };
-        if !self.is_member(id, &tag, &key) {
-            return;
-        }
+        self.require_member(id, &key)?;
         let text: Arc<str> = sanitize_text(text.trim()).into();
         if text.chars().count() > MAX_TOPIC_CHARS {
             let why = format!("the topic is longer than {MAX_TOPIC_CHARS} characters");
-            self.error(id, tag, ErrorCode::BadRequest, &why);
-            return;
+            return Err(Refusal::new(ErrorCode::BadRequest, why));
         }
         let nick = self.clients[&id].nick.clone().unwrap_or_default();
         let room = self.rooms.get_mut(&key).expect("resolved above");
@@ -352,6 +361,7 @@ impl Hub {
         if tag.is_some() {
             self.reply(id, tag, Reply::Done);
         }
+        Ok(())
     }
 
     pub(super) fn whisper(
@@ -362,16 +372,8 @@ impl Hub {
         text: &str,
         data: Option<Data>,
         action: bool,
-    ) {
-        let Some(&target) = self.nicks.get(&fold_case(to)) else {
-            self.error(
-                id,
-                tag,
-                ErrorCode::NoSuchNick,
-                &format!("nobody is called {to}"),
-            );
-            return;
-        };
+    ) -> Outcome {
+        let target = self.owner_of(to)?;
         let message = ChatMessage {
             id: self.history.next_private_id(),
             time: SystemTime::now(),
@@ -388,16 +390,12 @@ impl Hub {
         if let (Some(text), Target::Private(nick)) = (away, nick) {
             self.send_to(id, &Event::IsAway { nick, text });
         }
+        Ok(())
     }
 
-    pub(super) fn join(&mut self, id: ClientId, tag: Option<Tag>, room: &str) {
-        let name = match normalize_room(room) {
-            Ok(name) => name,
-            Err(error) => {
-                self.error(id, tag, ErrorCode::RoomInvalid, &error.to_string());
-                return;
-            }
-        };
+    pub(super) fn join(&mut self, id: ClientId, tag: Option<Tag>, room: &str) -> Outcome {
+        let name = normalize_room(room)
+            .map_err(|error| Refusal::new(ErrorCode::RoomInvalid, error.to_string()))?;
         let key = fold_case(&name);
         // What the client is owed from an open batch of a room it is in goes before
         // anything this join queues for it directly (the room being joined owes it
@@ -414,7 +412,7 @@ impl Hub {
             if tag.is_some() {
                 self.reply(id, tag, Reply::Done);
             }
-            return;
+            return Ok(());
         }
         if client.rooms.capacity() == 0 {
             // Most clients stay in one room: room for one key, not the default four.
@@ -475,6 +473,7 @@ impl Hub {
                 },
             );
         }
+        Ok(())
     }
 
     pub(super) fn part(
@@ -483,13 +482,9 @@ impl Hub {
         tag: Option<Tag>,
         room: Option<String>,
         reason: Option<String>,
-    ) {
-        let Some(key) = self.resolve_room(id, &tag, room) else {
-            return;
-        };
-        if !self.is_member(id, &tag, &key) {
-            return;
-        }
+    ) -> Outcome {
+        let key = self.resolve_room(id, room)?;
+        self.require_member(id, &key)?;
         let reason = reason.map(|r| Arc::from(sanitize_text(&r).as_ref()));
         // Announce first so the leaver sees its own part.
         let nick = self.clients[&id].nick.clone().unwrap_or_default();
@@ -504,6 +499,7 @@ impl Hub {
         if tag.is_some() {
             self.reply(id, tag, Reply::Done);
         }
+        Ok(())
     }
 
     pub(super) fn remove_membership(&mut self, id: ClientId, key: &str) {
@@ -541,30 +537,19 @@ impl Hub {
         }
     }
 
-    pub(super) fn change_nick(&mut self, id: ClientId, tag: Option<Tag>, nick: &str) {
-        let new = match validate_nick(nick) {
-            Ok(nick) => nick,
-            Err(error) => {
-                self.error(
-                    id,
-                    tag,
-                    ErrorCode::NickInvalid,
-                    &format!("cannot use that name: {error}"),
-                );
-                return;
-            }
-        };
+    pub(super) fn change_nick(&mut self, id: ClientId, tag: Option<Tag>, nick: &str) -> Outcome {
+        let new = validate_nick(nick).map_err(|error| {
+            Refusal::new(
+                ErrorCode::NickInvalid,
+                format!("cannot use that name: {error}"),
+            )
+        })?;
         let new_key = fold_case(new);
         let old = self.clients[&id].nick.clone().unwrap_or_default();
         let old_key = fold_case(&old);
         if self.nicks.get(&new_key).is_some_and(|&owner| owner != id) {
-            self.error(
-                id,
-                tag,
-                ErrorCode::NickTaken,
-                &format!("{new} is already in use"),
-            );
-            return;
+            let why = format!("{new} is already in use");
+            return Err(Refusal::new(ErrorCode::NickTaken, why));
         }
         let new: Arc<str> = new.into();
         self.nicks.remove(&old_key);
@@ -590,6 +575,7 @@ impl Hub {
         if tag.is_some() {
             self.reply(id, tag, Reply::Done);
         }
+        Ok(())
     }
 
     /// Remove a client: leave notices in each of its rooms, free its name, close its outbox.

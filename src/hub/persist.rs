@@ -2,6 +2,7 @@
 //! once with `--memory`), and history pages served from the in-memory tail or asked
 //! of the store's reader.
 
+use super::commands::{Outcome, Refusal};
 use super::*;
 
 impl Hub {
@@ -49,26 +50,18 @@ impl Hub {
         tag: Option<Tag>,
         room: Option<String>,
         request: PageRequest,
-    ) {
+    ) -> Outcome {
         // Any room's history may be read, also one nobody is in right now.
         let (key, name): (String, Arc<str>) = match room {
             Some(name) => match normalize_room(&name) {
                 Ok(name) => (fold_case(&name), name.into()),
-                Err(error) => {
-                    self.error(id, tag, ErrorCode::RoomInvalid, &error.to_string());
-                    return;
-                }
+                Err(error) => return Err(Refusal::new(ErrorCode::RoomInvalid, error.to_string())),
             },
             None => match self.clients[&id].current_room() {
                 Some(key) => (key.clone(), self.rooms[key].name.clone()),
                 None => {
-                    self.error(
-                        id,
-                        tag,
-                        ErrorCode::NotInRoom,
-                        "you are not in any room; name the room",
-                    );
-                    return;
+                    let why = "you are not in any room; name the room";
+                    return Err(Refusal::new(ErrorCode::NotInRoom, why));
                 }
             },
         };
@@ -78,7 +71,7 @@ impl Hub {
             .room_page_from_tail(&key, &name, request, false)
         {
             self.reply(id, tag, Reply::History(Arc::new(page)));
-            return;
+            return Ok(());
         }
         let query = store::Query {
             conversation: store::Conversation::Room(key),
@@ -87,7 +80,7 @@ impl Hub {
             after: request.after,
             limit: request.limit,
         };
-        self.query_store(id, tag, query);
+        self.query_store(id, tag, query)
     }
 
     pub(super) fn private_history(
@@ -96,15 +89,10 @@ impl Hub {
         tag: Option<Tag>,
         with: &str,
         request: PageRequest,
-    ) {
+    ) -> Outcome {
         let Ok(with) = validate_nick(with) else {
-            self.error(
-                id,
-                tag,
-                ErrorCode::NickInvalid,
-                &format!("{with:?} is not a name"),
-            );
-            return;
+            let why = format!("{with:?} is not a name");
+            return Err(Refusal::new(ErrorCode::NickInvalid, why));
         };
         // The conversation between the names as they are now: nicknames are not
         // accounts, so whoever holds a name reads that name's private history.
@@ -114,7 +102,7 @@ impl Hub {
         if self.history.store().is_none() {
             let page = self.history.private_page_from_memory(&pair, &with, request);
             self.reply(id, tag, Reply::History(Arc::new(page)));
-            return;
+            return Ok(());
         }
         let query = store::Query {
             conversation: store::Conversation::Private(pair),
@@ -123,23 +111,20 @@ impl Hub {
             after: request.after,
             limit: request.limit,
         };
-        self.query_store(id, tag, query);
+        self.query_store(id, tag, query)
     }
 
     /// A history page the memory tail cannot answer: the store thread answers it
     /// through the inbox ([`Command::HistoryAnswer`]).
-    pub(super) fn query_store(&mut self, id: ClientId, tag: Option<Tag>, query: store::Query) {
+    fn query_store(&mut self, id: ClientId, tag: Option<Tag>, query: store::Query) -> Outcome {
         let sent = match self.history.store() {
-            Some(store) => store.try_query(id, tag.clone(), query).is_ok(),
+            Some(store) => store.try_query(id, tag, query).is_ok(),
             None => false,
         };
         if !sent {
-            self.error(
-                id,
-                tag,
-                ErrorCode::HistoryUnavailable,
-                "the history store is busy; try again shortly",
-            );
+            let why = "the history store is busy; try again shortly";
+            return Err(Refusal::new(ErrorCode::HistoryUnavailable, why));
         }
+        Ok(())
     }
 }
