@@ -44,6 +44,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// Refused at accept: the global or per-address connection limit.
     ServerFull,
+    /// The server password was wrong or missing (IRC's PASS).
+    BadPassword,
 }
 
 impl CloseReason {
@@ -62,6 +64,7 @@ impl CloseReason {
             CloseReason::RegisterTimeout => "register_timeout",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::ServerFull => "server_full",
+            CloseReason::BadPassword => "bad_password",
         }
     }
 
@@ -94,6 +97,7 @@ impl CloseReason {
             CloseReason::RegisterTimeout => "no name chosen in time",
             CloseReason::IdleTimeout => "idle timeout",
             CloseReason::ServerFull => "server full",
+            CloseReason::BadPassword => "wrong server password",
         }
     }
 }

@@ -199,6 +199,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_IRC_TLS", value_name = "ADDR")]
     pub irc_tls: Option<SocketAddr>,
 
+    /// Message of the day for IRC clients: a text file, shown on registering and by
+    /// MOTD [default: a built-in line].
+    #[arg(long, env = "SWITCHBOARD_IRC_MOTD", value_name = "FILE")]
+    pub irc_motd: Option<PathBuf>,
+
+    /// Server password IRC clients must send with PASS before registering (wrong or
+    /// missing: 464 and the link is closed) [default: none asked].
+    #[arg(long, env = "SWITCHBOARD_IRC_PASSWORD", value_name = "PASSWORD")]
+    pub irc_password: Option<String>,
+
     /// PEM certificate chain (leaf first); turns on TLS with --tls-key.
     #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -275,6 +285,8 @@ impl ServeArgs {
             json_tls: self.json_tls.or(lower.json_tls),
             irc: self.irc.or(lower.irc),
             irc_tls: self.irc_tls.or(lower.irc_tls),
+            irc_motd: self.irc_motd.or(lower.irc_motd),
+            irc_password: self.irc_password.or(lower.irc_password),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             max_json_bytes: self.max_json_bytes.or(lower.max_json_bytes),
@@ -316,6 +328,9 @@ pub struct Config {
     /// IRC door; `None` when off.
     pub irc: Option<SocketAddr>,
     pub irc_tls: Option<SocketAddr>,
+    /// The IRC message of the day, read from --irc-motd (`None`: the built-in line).
+    pub irc_motd: Option<Vec<String>>,
+    pub irc_password: Option<String>,
     /// Loaded certificate and key, when TLS is on.
     pub tls: Option<crate::tls::TlsSettings>,
     pub max_json_bytes: usize,
@@ -335,6 +350,12 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read the {setting} file {path}: {source}")]
+    ReadSetting {
+        setting: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error(transparent)]
@@ -344,6 +365,19 @@ pub enum ConfigError {
         setting: &'static str,
         problem: String,
     },
+}
+
+/// The message of the day's lines, from a text file (not UTF-8: shown lossily).
+fn read_motd(path: &Path) -> Result<Vec<String>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::ReadSetting {
+        setting: "--irc-motd",
+        path: path.into(),
+        source,
+    })?;
+    Ok(String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(str::to_owned)
+        .collect())
 }
 
 fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
@@ -512,6 +546,19 @@ impl Config {
                 .unwrap_or(Listen(Some(SocketAddr::from(([0, 0, 0, 0], 6667)))))
                 .0,
             irc_tls: merged.irc_tls,
+            irc_motd: match &merged.irc_motd {
+                Some(path) => Some(read_motd(path)?),
+                None => None,
+            },
+            irc_password: match merged.irc_password.clone() {
+                Some(password) if password.is_empty() || password.contains(char::is_whitespace) => {
+                    return Err(ConfigError::Invalid {
+                        setting: "--irc-password",
+                        problem: "must be one word, not empty (IRC's PASS carries one)".into(),
+                    })
+                }
+                password => password,
+            },
             tls,
             max_json_bytes: at_least(
                 "--max-json-bytes",
@@ -632,6 +679,39 @@ mod tests {
         assert_eq!(config.register_timeout, Duration::from_secs(5));
         assert_eq!(config.line.map(|addr| addr.port()), Some(9999));
         assert_eq!(config.default_room, "#general");
+    }
+
+    #[test]
+    fn irc_motd_and_password_are_checked_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.txt");
+        let args = ServeArgs {
+            irc_motd: Some(missing.clone()),
+            ..Default::default()
+        };
+        let error = Config::from_args(args).unwrap_err().to_string();
+        assert!(
+            error.contains("--irc-motd") && error.contains("nope.txt"),
+            "{error}"
+        );
+        let motd = dir.path().join("motd.txt");
+        std::fs::write(&motd, "one\r\ntwo\n").unwrap();
+        let args = ServeArgs {
+            irc_motd: Some(motd),
+            irc_password: Some("sesame".into()),
+            ..Default::default()
+        };
+        let config = Config::from_args(args).unwrap();
+        assert_eq!(config.irc_motd, Some(vec!["one".into(), "two".into()]));
+        assert_eq!(config.irc_password.as_deref(), Some("sesame"));
+        for bad in ["", "two words"] {
+            let args = ServeArgs {
+                irc_password: Some(bad.into()),
+                ..Default::default()
+            };
+            let error = Config::from_args(args).unwrap_err().to_string();
+            assert!(error.contains("--irc-password must be one word"), "{error}");
+        }
     }
 
     #[test]

@@ -304,7 +304,11 @@ fn build_doors(
             )
             .start(local)
         });
-    let irc = crate::door::irc::door(hub.clone(), session, metrics.door("irc"));
+    let irc_settings = crate::door::irc::IrcSettings {
+        motd: config.irc_motd.clone(),
+        password: config.irc_password.clone(),
+    };
+    let irc = crate::door::irc::door(hub.clone(), session, metrics.door("irc"), irc_settings);
     Doors {
         line: Arc::new(line),
         json: Arc::new(json),

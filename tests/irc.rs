@@ -44,7 +44,8 @@ async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
     );
     let isupport = irc.line_containing(" 005 ").await;
     assert!(isupport.contains("CHANTYPES=#"), "{isupport}");
-    irc.line_containing(" 422 ").await;
+    irc.line_containing(" 376 alice :End of /MOTD command.")
+        .await;
     // Landed in the default room like every client: JOIN, then its member list.
     assert_eq!(
         irc.line().await.unwrap(),
@@ -325,6 +326,66 @@ async fn away_is_told_to_correspondents_and_shown_by_whois() {
         carol.line().await.unwrap(),
         ":switchboard PONG switchboard :after",
         "no 301 any more"
+    );
+    server.stop().await;
+}
+
+/// `--irc-password`: without it, or with a wrong one, 464 and the link is closed
+/// (counted as `bad_password`); with it, the welcome and `--irc-motd`'s lines.
+#[tokio::test]
+async fn a_server_password_and_a_motd_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let motd = dir.path().join("motd.txt");
+    std::fs::write(&motd, "Be kind.\nRooms are channels.\n").unwrap();
+    let motd = motd.display().to_string();
+    let args = [
+        "--irc",
+        "127.0.0.1:0",
+        "--irc-password",
+        "sesame",
+        "--irc-motd",
+        &motd,
+    ];
+    let server = Server::start(&args, DOORS).await;
+    for pass in ["", "PASS wrong\r"] {
+        let mut eve = Lines::connect(server.addr("irc")).await;
+        if !pass.is_empty() {
+            eve.send_line(pass).await;
+        }
+        eve.send_line("NICK eve\r").await;
+        eve.send_line("USER eve 0 * :Eve\r").await;
+        assert_eq!(
+            eve.line().await.unwrap(),
+            ":switchboard 464 * :Password incorrect"
+        );
+        eve.line_containing("ERROR :Closing link: bad_password")
+            .await;
+        assert_eq!(eve.line().await, None, "closed after ERROR");
+    }
+    let mut ali = Lines::connect(server.addr("irc")).await;
+    ali.send_line("PASS sesame\r").await;
+    ali.send_line("NICK ali\r").await;
+    ali.send_line("USER ali 0 * :Ali\r").await;
+    ali.line_containing(" 375 ali :- switchboard Message of the day -")
+        .await;
+    assert_eq!(
+        ali.line().await.unwrap(),
+        ":switchboard 372 ali :- Be kind."
+    );
+    assert_eq!(
+        ali.line().await.unwrap(),
+        ":switchboard 372 ali :- Rooms are channels."
+    );
+    ali.line_containing(" 376 ali :End of /MOTD command.").await;
+    let (_, metrics) = support::web::http_get(
+        TcpStream::connect(server.addr("web")).await.unwrap(),
+        "localhost",
+        "/metrics",
+    )
+    .await;
+    assert!(
+        metrics.contains("reason=\"bad_password\""),
+        "refused registrations are counted by reason"
     );
     server.stop().await;
 }

@@ -6,7 +6,8 @@
 //!
 //! What a client gets today: registration (CAP LS/LIST/REQ/END offering
 //! `cap-notify`, `echo-message`, `multi-prefix` and `server-time`; NICK, USER, PASS
-//! ignored), the welcome numerics 001-005 and 422, PING/PONG,
+//! checked against `--irc-password` when one is set), the welcome numerics 001-005
+//! and the message of the day (375/372/376, also for MOTD), PING/PONG,
 //! JOIN (several channels), PART, PRIVMSG and NOTICE to channels and nicks (CTCP
 //! ACTION is `/me`), NICK changes, NAMES, LIST, WHOIS, WHO (empty), MODE and TOPIC
 //! queries, VERSION, TIME, QUIT, and error numerics. Flood control, the register
@@ -19,12 +20,13 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::ops::Deref;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::message::{ctcp_action, parse};
-use self::render::{Caps, IrcRenders, SERVER_NAME};
+use self::render::{Caps, IrcRenders, Motd, SERVER_NAME};
 use super::conn::Farewell;
 use super::line::framing::LineFramer;
 use super::session::{self, Door, Framing, Notice, Protocol, SessionSettings, Step, Unit};
@@ -40,9 +42,23 @@ pub const MAX_LINE_BYTES: usize = 510;
 /// The IRC door: its session rules and its protocol.
 pub type IrcDoor = Door<IrcProtocol>;
 
+/// What an IRC door is configured with beyond the session rules.
+#[derive(Debug, Clone, Default)]
+pub struct IrcSettings {
+    /// The message of the day's lines (`None`: the built-in line).
+    pub motd: Option<Vec<String>>,
+    /// The server password PASS must give before registering (`None`: none asked).
+    pub password: Option<String>,
+}
+
 /// Build the IRC door on `hub`.
-pub fn door(hub: HubHandle, session: SessionSettings, metrics: DoorMetrics) -> IrcDoor {
-    let protocol = IrcProtocol::new();
+pub fn door(
+    hub: HubHandle,
+    session: SessionSettings,
+    metrics: DoorMetrics,
+    settings: IrcSettings,
+) -> IrcDoor {
+    let protocol = IrcProtocol::with(settings);
     Door {
         name: "irc",
         hub,
@@ -101,6 +117,8 @@ pub struct IrcState {
     registering: bool,
     /// Which of [`CAPS`] the client has asked for and been given.
     enabled: [bool; CAPS.len()],
+    /// What PASS gave, until registration.
+    password: Option<String>,
 }
 
 /// The capabilities among those `enabled` that change how a client is rendered.
@@ -132,16 +150,46 @@ fn requested(enabled: [bool; CAPS.len()], wanted: &str) -> Option<[bool; CAPS.le
 }
 
 /// The IRC protocol. Per-connection state is [`IrcState`]; what it shares is one
-/// renderer per capability combination.
+/// renderer per capability combination, the message of the day and the password.
 pub struct IrcProtocol {
     renders: IrcRenders,
+    motd: Motd,
+    password: Option<String>,
 }
 
 impl IrcProtocol {
+    /// No password, the built-in message of the day.
     pub fn new() -> Self {
+        Self::with(IrcSettings::default())
+    }
+
+    pub fn with(settings: IrcSettings) -> Self {
+        let motd: Motd = match settings.motd {
+            Some(lines) => lines.into(),
+            None => Arc::from([render::BUILT_IN_MOTD.to_owned()]),
+        };
         IrcProtocol {
-            renders: IrcRenders::new(),
+            renders: IrcRenders::with_motd(motd.clone()),
+            motd,
+            password: settings.password,
         }
+    }
+
+    /// Whether `given` is the server password (or none is asked). Compared in time
+    /// that does not depend on where they differ.
+    fn password_accepted(&self, given: Option<&str>) -> bool {
+        let Some(password) = &self.password else {
+            return true;
+        };
+        let given = given.unwrap_or("").as_bytes();
+        let wanted = password.as_bytes();
+        let differs = given
+            .iter()
+            .zip(wanted)
+            .fold(given.len() ^ wanted.len(), |acc, (a, b)| {
+                acc | usize::from(a ^ b)
+            });
+        differs == 0
     }
 }
 
@@ -185,12 +233,25 @@ impl IrcProtocol {
             },
             "USER" if params.len() < 4 => steps.push(numeric(461, "USER :Not enough parameters")),
             "USER" => state.user = true,
-            // No server password is configured: any is accepted, as servers do.
-            "PASS" => {}
+            // Checked when registration starts (any is accepted when none is asked).
+            "PASS" => state.password = params.first().map(|given| (*given).to_owned()),
             "QUIT" => steps.push(Step::Leave(CloseReason::ClientQuit)),
             _ => steps.push(numeric(451, ":You have not registered")),
         }
+        self.try_register(state, steps);
+    }
+
+    /// Registration starts once NICK and USER are in and capability negotiation is
+    /// over; a wrong or missing server password ends the connection instead.
+    fn try_register(&self, state: &mut IrcState, steps: &mut Vec<Step>) {
         if state.nick.is_some() && state.user && !state.negotiating && !state.registering {
+            if !self.password_accepted(state.password.as_deref()) {
+                steps.push(numeric(464, ":Password incorrect"));
+                steps.push(Step::Leave(CloseReason::BadPassword));
+                // Said once: the connection is closing.
+                state.registering = true;
+                return;
+            }
             state.registering = true;
             let caps = render_caps(state.enabled);
             if caps != Caps::default() {
@@ -360,6 +421,11 @@ impl IrcProtocol {
                 })),
                 _ => steps.push(numeric(461, "TOPIC :Not enough parameters")),
             },
+            "MOTD" => {
+                let mut out = String::new();
+                render::write_motd(&mut out, "*", &self.motd);
+                steps.push(Step::Send(Bytes::from(out)));
+            }
             "VERSION" => steps.push(numeric(
                 351,
                 &format!(
@@ -451,7 +517,7 @@ impl Protocol for IrcProtocol {
                     Some("END") => {
                         state.negotiating = false;
                         if !registered {
-                            self.before_registration(state, "PASS", &[], steps);
+                            self.try_register(state, steps);
                         }
                     }
                     _ => {
@@ -610,6 +676,55 @@ mod tests {
         );
         let fine = run(&mut state, "CAP REQ cap-notify", true);
         assert!(sent(&fine).contains(" ACK :cap-notify"), "{}", sent(&fine));
+    }
+
+    #[test]
+    fn a_server_password_must_come_with_pass_before_registering() {
+        let protocol = IrcProtocol::with(IrcSettings {
+            motd: Some(vec!["line one".into(), "line two".into()]),
+            password: Some("sesame".into()),
+        });
+        let run = |state: &mut IrcState, line: &str| {
+            let mut steps = Vec::new();
+            protocol.on_message(state, line.as_bytes(), false, &mut steps);
+            steps
+        };
+        // None, or a wrong one: 464 and the link closed, once.
+        for pass in [None, Some("PASS open"), Some("PASS sesame2")] {
+            let mut state = IrcState::default();
+            if let Some(pass) = pass {
+                assert!(run(&mut state, pass).is_empty());
+            }
+            run(&mut state, "NICK eve");
+            let refused = run(&mut state, "USER eve 0 * :Eve");
+            assert!(
+                sent(&refused).contains(" 464 * :Password incorrect"),
+                "{pass:?}"
+            );
+            assert!(matches!(
+                refused.last(),
+                Some(Step::Leave(CloseReason::BadPassword))
+            ));
+            assert!(run(&mut state, "NICK eve2").is_empty(), "said once");
+        }
+        // The right one, even across CAP negotiation.
+        let mut state = IrcState::default();
+        run(&mut state, "CAP LS 302");
+        run(&mut state, "PASS sesame");
+        run(&mut state, "NICK ali");
+        run(&mut state, "USER ali 0 * :Ali");
+        let end = run(&mut state, "CAP END");
+        assert!(matches!(&end[..], [Step::Register { nick, .. }] if nick == "ali"));
+        // MOTD on request: the configured lines.
+        let mut steps = Vec::new();
+        protocol.on_message(&mut state, b"MOTD", true, &mut steps);
+        assert_eq!(
+            sent(&steps),
+            ":switchboard 375 * :- switchboard Message of the day -\r\n\
+             :switchboard 372 * :- line one\r\n\
+             :switchboard 372 * :- line two\r\n\
+             :switchboard 376 * :End of /MOTD command.\r\n"
+        );
     }
 
     #[test]

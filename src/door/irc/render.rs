@@ -39,25 +39,64 @@ pub struct Caps {
     pub server_time: bool,
 }
 
+/// The message of the day when no file is given.
+pub const BUILT_IN_MOTD: &str =
+    "Welcome to Switchboard: the same rooms for IRC, netcat, browsers and programs.";
+
 /// Renders events for IRC clients with one set of [`Caps`].
 pub struct IrcRender {
     /// The ISUPPORT (005) tokens, built once.
     isupport: String,
     caps: Caps,
+    motd: Motd,
 }
 
+/// The message of the day's lines, shared by the renderers and the protocol.
+pub type Motd = Arc<[String]>;
+
 impl IrcRender {
-    /// The renderer for clients that negotiated nothing.
+    /// The renderer for clients that negotiated nothing, with the built-in MOTD.
     pub fn new() -> Arc<Self> {
         Self::with_caps(Caps::default())
     }
 
     pub fn with_caps(caps: Caps) -> Arc<Self> {
+        Self::with(caps, Arc::from([BUILT_IN_MOTD.to_owned()]))
+    }
+
+    pub fn with(caps: Caps, motd: Motd) -> Arc<Self> {
         Arc::new(IrcRender {
             isupport: isupport_tokens(),
             caps,
+            motd,
         })
     }
+}
+
+/// 375, a 372 per line, 376: the message of the day as its numerics, aimed at `target`.
+pub fn write_motd(out: &mut String, target: &str, motd: &[String]) {
+    let mut lines = Lines::new();
+    motd_lines(&mut lines, target, motd);
+    out.push_str(&lines.out);
+}
+
+fn motd_lines(lines: &mut Lines, target: &str, motd: &[String]) {
+    let _ = write!(
+        lines.numeric(375, target),
+        ":- {SERVER_NAME} Message of the day -"
+    );
+    lines.end();
+    for line in motd {
+        // Long lines are cut (at a character boundary) so each numeric fits 512 bytes.
+        let mut end = line.len().min(400);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        let _ = write!(lines.numeric(372, target), ":- {}", &line[..end]);
+        lines.end();
+    }
+    let _ = write!(lines.numeric(376, target), ":End of /MOTD command.");
+    lines.end();
 }
 
 /// One shared renderer per combination of [`Caps`]: a room of IRC clients costs one
@@ -66,11 +105,16 @@ pub struct IrcRenders([Arc<IrcRender>; 4]);
 
 impl IrcRenders {
     pub fn new() -> Self {
+        Self::with_motd(Arc::from([BUILT_IN_MOTD.to_owned()]))
+    }
+
+    pub fn with_motd(motd: Motd) -> Self {
         IrcRenders(std::array::from_fn(|index| {
-            IrcRender::with_caps(Caps {
+            let caps = Caps {
                 echo_message: index & 1 != 0,
                 server_time: index & 2 != 0,
-            })
+            };
+            IrcRender::with(caps, motd.clone())
         }))
     }
 
@@ -275,8 +319,7 @@ impl IrcRender {
                     self.isupport
                 );
                 lines.end();
-                let _ = write!(lines.numeric(422, nick), ":MOTD File is missing");
-                lines.end();
+                motd_lines(lines, nick, &self.motd);
             }
             Event::Joined { room, nick, .. } => {
                 let _ = write!(lines.out, ":{nick}!{nick}@{SERVER_NAME} JOIN {room}");
@@ -672,8 +715,12 @@ mod tests {
             .lines()
             .map(|line| line.split(' ').nth(1).unwrap())
             .collect();
-        assert_eq!(numerics, ["001", "002", "003", "004", "005", "422"]);
+        assert_eq!(
+            numerics,
+            ["001", "002", "003", "004", "005", "375", "372", "376"]
+        );
         assert!(welcome.starts_with(":switchboard 001 bob :Welcome"));
+        assert!(welcome.contains(&format!(":switchboard 372 bob :- {BUILT_IN_MOTD}\r\n")));
         assert!(welcome.contains("CASEMAPPING=ascii CHANTYPES=# NICKLEN=32"));
     }
 

@@ -82,7 +82,9 @@ fn close_code_for(reason: CloseReason) -> u16 {
         CloseReason::BadInput => close_code::INVALID,
         CloseReason::ProtocolError => close_code::PROTOCOL,
         CloseReason::PeerReset => close_code::ERROR,
-        CloseReason::SlowConsumer | CloseReason::Flood => close_code::POLICY,
+        CloseReason::SlowConsumer | CloseReason::Flood | CloseReason::BadPassword => {
+            close_code::POLICY
+        }
         CloseReason::ServerFull => close_code::AGAIN,
     }
 }
