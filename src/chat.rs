@@ -149,6 +149,8 @@ pub enum Request {
     Away {
         message: Option<String>,
     },
+    /// How many are here: named clients and rooms (IRC's LUSERS).
+    Counts,
     /// Which of these nicknames are in use now (IRC's ISON and USERHOST; a bot's
     /// presence check). At most [`MAX_PRESENCE_NICKS`] are looked at.
     Present {
@@ -310,6 +312,11 @@ pub enum Reply {
         members: Vec<Arc<str>>,
     },
     Whois(WhoisInfo),
+    /// The answer to [`Request::Counts`].
+    Counts {
+        users: usize,
+        rooms: usize,
+    },
     /// The answer to [`Request::Away`]: whether the client is now marked away.
     Away {
         away: bool,

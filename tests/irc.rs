@@ -275,6 +275,16 @@ async fn topics_are_shared_across_doors_and_who_lists_the_members() {
     let online = json.json_of_type("online").await;
     assert_eq!(online["nicks"], serde_json::json!(["carol"]));
     assert_eq!(online["id"], 5);
+    carol.send_line("LUSERS\r").await;
+    assert_eq!(
+        carol.line().await.unwrap(),
+        ":switchboard 251 * :There are 4 users and 0 invisible on 1 servers"
+    );
+    assert_eq!(
+        carol.line().await.unwrap(),
+        ":switchboard 254 * 1 :channels formed"
+    );
+    carol.line_containing(" 255 * :I have 4 clients").await;
     // Setting a topic of a channel you are not in is refused with its numeric.
     bob.send_line("/join #side").await;
     bob.line_containing("*** bob joined #side").await;

@@ -203,6 +203,10 @@ impl Hub {
                 }
                 self.reply(id, tag, reply);
             }
+            Request::Counts => {
+                let (users, rooms) = (self.nicks.len(), self.rooms.len());
+                self.reply(id, tag, Reply::Counts { users, rooms });
+            }
             Request::Present { nicks } => {
                 let present = nicks
                     .iter()

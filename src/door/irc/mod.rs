@@ -421,6 +421,7 @@ impl IrcProtocol {
                 })),
                 _ => steps.push(numeric(461, "TOPIC :Not enough parameters")),
             },
+            "LUSERS" => steps.push(request(Request::Counts)),
             "MOTD" => {
                 let mut out = String::new();
                 render::write_motd(&mut out, "*", &self.motd);

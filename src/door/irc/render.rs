@@ -399,6 +399,20 @@ impl IrcRender {
     fn write_reply(&self, lines: &mut Lines, reply: &Reply) {
         match reply {
             Reply::Done | Reply::Pong => {}
+            Reply::Counts { users, rooms } => {
+                let _ = write!(
+                    lines.numeric(251, "*"),
+                    ":There are {users} users and 0 invisible on 1 servers"
+                );
+                lines.end();
+                let _ = write!(lines.numeric(254, "*"), "{rooms} :channels formed");
+                lines.end();
+                let _ = write!(
+                    lines.numeric(255, "*"),
+                    ":I have {users} clients and 0 servers"
+                );
+                lines.end();
+            }
             Reply::Away { away: true } => {
                 let _ = write!(
                     lines.numeric(306, "*"),

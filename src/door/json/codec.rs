@@ -245,6 +245,7 @@ fn decode_object(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
         "away" => Request::Away {
             message: fields.optional_string("text")?,
         },
+        "counts" => Request::Counts,
         "online" => Request::Present {
             nicks: fields.string_list("nicks")?,
         },
@@ -405,6 +406,9 @@ impl JsonRender {
                     }),
                     Reply::History(page) => history_value(page),
                     Reply::Away { away } => json!({ "type": "away", "away": away }),
+                    Reply::Counts { users, rooms } => {
+                        json!({ "type": "counts", "users": users, "rooms": rooms })
+                    }
                     Reply::Present(nicks) => json!({
                         "type": "online",
                         "nicks": nicks.iter().map(|nick| &**nick).collect::<Vec<_>>(),
@@ -630,6 +634,7 @@ mod tests {
                     text: Some(String::new()),
                 }),
             ),
+            (r#"{"type":"counts"}"#, ClientMessage::Hub(Request::Counts)),
             (
                 r#"{"type":"online","nicks":["a","b"]}"#,
                 ClientMessage::Hub(Request::Present {

@@ -156,6 +156,9 @@ impl LineRender {
                 Reply::History(page) => self.write_history(out, page, true),
                 Reply::Pong => out.push_str("*** pong"),
                 Reply::Away { away: true } => out.push_str("*** you are marked as away"),
+                Reply::Counts { users, rooms } => {
+                    let _ = write!(out, "*** {users} here, in {rooms} rooms");
+                }
                 Reply::Away { away: false } => out.push_str("*** you are back"),
                 Reply::Present(nicks) if nicks.is_empty() => {
                     out.push_str("*** none of them is here");
