@@ -332,9 +332,17 @@ impl IrcProtocol {
                 })),
                 None => steps.push(numeric(431, ":No nickname given")),
             },
-            "NAMES" => steps.push(request(Request::Who {
-                room: params.first().map(|room| (*room).to_owned()),
-            })),
+            // NAMES #a,#b: each channel's list; no channel: the current one's.
+            "NAMES" => match params.first().filter(|rooms| !rooms.is_empty()) {
+                Some(rooms) => {
+                    for room in rooms.split(',').filter(|room| !room.is_empty()) {
+                        steps.push(request(Request::Who {
+                            room: Some(room.to_owned()),
+                        }));
+                    }
+                }
+                None => steps.push(request(Request::Who { room: None })),
+            },
             "LIST" => steps.push(request(Request::Rooms)),
             "WHOIS" => match params.last().filter(|nick| !nick.is_empty()) {
                 Some(nick) => steps.push(request(Request::Whois {
@@ -726,6 +734,23 @@ mod tests {
              :switchboard 372 * :- line two\r\n\
              :switchboard 376 * :End of /MOTD command.\r\n"
         );
+    }
+
+    #[test]
+    fn names_asks_for_each_channel_it_lists() {
+        let mut state = IrcState::default();
+        let steps = run(&mut state, "NAMES #a,#b", true);
+        let rooms: Vec<_> = steps
+            .iter()
+            .map(|step| match step {
+                Step::Request {
+                    request: Request::Who { room },
+                    ..
+                } => room.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(rooms, [Some("#a".to_owned()), Some("#b".to_owned())]);
     }
 
     #[test]
