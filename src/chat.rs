@@ -15,6 +15,15 @@ pub type Tag = Arc<str>;
 /// Structured payload a message may carry beside its text (device commands, telemetry).
 pub type Data = Arc<serde_json::Value>;
 
+/// A signed-in identity: an account's key ([`crate::text::nick_key`] of its name) and
+/// its name as registered. Only the accounts service makes one, after checking a
+/// password or a token, so a client holding one has proved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub key: Arc<str>,
+    pub name: Arc<str>,
+}
+
 /// Why a connection ended. Every connection ends with exactly one, logged once by the
 /// task that owns the connection and counted by reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

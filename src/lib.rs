@@ -23,6 +23,8 @@
 //! - [`metrics`]: per-server Prometheus metrics.
 //! - [`store`]: durable history: a SQLite file written by one thread in batched
 //!   transactions; the hub delivers a message only once it is committed.
+//! - [`accounts`]: registered names, Argon2id password hashes, sign-in tokens, the
+//!   offline mailbox and failed-login limits; its work runs on blocking threads.
 //! - [`text`]: nickname, room-name and message-text rules, shared by every door.
 //! - [`config`]: settings from defaults, file, environment and flags.
 //! - [`server`]: binds listeners and runs hub and doors inside one shutdown scope.
@@ -36,6 +38,7 @@
 //! `docs/ARCHITECTURE.md` tells the concurrency story: who owns what, which queues
 //! exist and how big they are, how shutdown propagates.
 
+pub mod accounts;
 pub mod bench;
 pub mod chat;
 pub mod cli;

@@ -44,6 +44,14 @@ pub const HISTORY_FAILED: &str = "switchboard_history_messages_failed_total";
 pub const HISTORY_SAVE_SECONDS: &str = "switchboard_history_save_seconds";
 /// Seconds one batch's transaction took, fsync included.
 pub const HISTORY_COMMIT_SECONDS: &str = "switchboard_history_commit_seconds";
+/// Successful logins, by method (`password`, `token`).
+pub const LOGINS: &str = "switchboard_logins_total";
+/// Failed logins and account operations, by reason (`auth_failed`, `auth_limited`, ...).
+pub const LOGIN_FAILURES: &str = "switchboard_login_failures_total";
+/// Accounts registered.
+pub const REGISTRATIONS: &str = "switchboard_registrations_total";
+/// Other account changes, by kind (`password_changed`, `dropped`, `logout`).
+pub const ACCOUNT_CHANGES: &str = "switchboard_account_changes_total";
 
 struct Inner {
     recorder: PrometheusRecorder,
@@ -101,6 +109,13 @@ impl Metrics {
                 metrics::Unit::Seconds,
                 "One history transaction, fsync included."
             );
+            metrics::describe_counter!(LOGINS, "Successful logins, by method.");
+            metrics::describe_counter!(LOGIN_FAILURES, "Failed logins, by reason.");
+            metrics::describe_counter!(REGISTRATIONS, "Accounts registered.");
+            metrics::describe_counter!(
+                ACCOUNT_CHANGES,
+                "Password changes, dropped accounts, logouts."
+            );
             metrics::gauge!(QUEUE_BYTES)
         });
         Metrics {
@@ -139,6 +154,13 @@ impl Metrics {
             messages_in,
             connections,
             open,
+        }
+    }
+
+    /// Handles for the accounts service.
+    pub fn accounts(&self) -> AccountMetrics {
+        AccountMetrics {
+            metrics: Some(self.clone()),
         }
     }
 
@@ -263,6 +285,45 @@ impl Drop for ConnectionGuard {
         if let Some((metrics, key)) = &self.tracked {
             metrics.untrack(*key);
         }
+    }
+}
+
+/// The accounts' counters (rare events: looked up through the recorder each time).
+/// `Default` records nothing.
+#[derive(Clone, Debug, Default)]
+pub struct AccountMetrics {
+    metrics: Option<Metrics>,
+}
+
+impl AccountMetrics {
+    fn count(&self, make: impl FnOnce() -> Counter) {
+        if let Some(metrics) = &self.metrics {
+            metrics.with(make).increment(1);
+        }
+    }
+
+    pub fn login(&self, method: &'static str) {
+        self.count(|| metrics::counter!(LOGINS, "method" => method));
+    }
+
+    pub fn login_failed(&self, reason: &'static str) {
+        self.count(|| metrics::counter!(LOGIN_FAILURES, "reason" => reason));
+    }
+
+    pub fn registered(&self) {
+        self.count(|| metrics::counter!(REGISTRATIONS));
+    }
+
+    pub fn password_changed(&self) {
+        self.count(|| metrics::counter!(ACCOUNT_CHANGES, "kind" => "password_changed"));
+    }
+
+    pub fn dropped(&self) {
+        self.count(|| metrics::counter!(ACCOUNT_CHANGES, "kind" => "dropped"));
+    }
+
+    pub fn logged_out(&self) {
+        self.count(|| metrics::counter!(ACCOUNT_CHANGES, "kind" => "logout"));
     }
 }
 

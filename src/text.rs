@@ -27,8 +27,11 @@ pub enum NickError {
     Disallowed(char),
     /// Not valid UTF-8.
     NotUtf8,
-    /// Already used by another client (compared case-insensitively).
+    /// Already used by another client (compared as [`nick_key`] compares).
     Taken,
+    /// Registered to an account (or looks like a registered name): only its owner,
+    /// logged in, may use it.
+    Registered,
 }
 
 impl fmt::Display for NickError {
@@ -46,6 +49,10 @@ impl fmt::Display for NickError {
             ),
             NickError::NotUtf8 => write!(f, "the name is not valid UTF-8"),
             NickError::Taken => write!(f, "the name is already in use"),
+            NickError::Registered => write!(
+                f,
+                "the name is registered; log in to use it, or choose another"
+            ),
         }
     }
 }
@@ -105,6 +112,21 @@ pub fn validate_nick(raw: &str) -> Result<&str, NickError> {
 /// The key under which names are compared: case-insensitive (Unicode lowercase).
 pub fn fold_case(name: &str) -> String {
     name.chars().flat_map(char::to_lowercase).collect()
+}
+
+/// The key under which nicknames and account names are compared: names that look
+/// alike are the same name. Case is folded first, then the Unicode TS #39 skeleton is
+/// taken (confusables mapped to one prototype, NFD), then case folded again (a
+/// prototype may be a capital): `alice`, `ALICE`, `аlice` (Cyrillic а) and `ａｌｉｃｅ`
+/// (fullwidth) share one key. The skeleton alone is case-sensitive and makes capital
+/// `I` the same as `l`; case-insensitive, `I` is also `i`, so `i` is mapped to `l`
+/// too: `aIice` is `alice` (and so, harmlessly, is `allce`).
+pub fn nick_key(name: &str) -> String {
+    let folded = fold_case(name);
+    unicode_security::confusable_detection::skeleton(&folded)
+        .flat_map(char::to_lowercase)
+        .map(|c| if c == 'i' { 'l' } else { c })
+        .collect()
 }
 
 /// Whether two names are equal case-insensitively (as [`fold_case`] compares them),
@@ -174,6 +196,27 @@ pub fn sanitize_text(text: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn look_alike_names_share_a_key() {
+        let alice = nick_key("alice");
+        for same in [
+            "Alice",
+            "ALICE",
+            "\u{0430}lice",
+            "\u{FF41}\u{FF4C}\u{FF49}\u{FF43}\u{FF45}",
+            "aIice",
+            "al\u{0456}ce",
+        ] {
+            assert_eq!(nick_key(same), alice, "{same:?}");
+        }
+        for different in ["alicia", "bob", "alice2", "al1ce_"] {
+            assert_ne!(nick_key(different), alice, "{different:?}");
+        }
+        // Other scripts keep their own names.
+        assert_ne!(nick_key("김철수"), nick_key("김철"));
+        assert_eq!(nick_key("Straße"), nick_key("straße"));
+    }
 
     #[test]
     fn accepts_ordinary_names_in_any_script() {

@@ -11,8 +11,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{Conversation, Loaded, LoadedRoom, Query, Retention};
 use crate::chat::{ChatMessage, HistoryPage, Target};
 
-/// Bumped when the schema changes incompatibly.
-const SCHEMA_VERSION: i64 = 1;
+/// Bumped when the schema changes. 2 added the accounts' tables
+/// ([`crate::accounts::db::SCHEMA`]); a version-1 file is migrated in place (the new
+/// tables are created, nothing else changes).
+const SCHEMA_VERSION: i64 = 2;
 /// The `sequences` row that holds the last private message id.
 const PRIVATE_SEQUENCE: &str = "@private";
 /// How long a statement waits for another connection's lock before failing.
@@ -81,6 +83,7 @@ pub(super) fn open(path: &Path) -> rusqlite::Result<Connection> {
         ));
     }
     connection.execute_batch(SCHEMA)?;
+    connection.execute_batch(crate::accounts::db::SCHEMA)?;
     if version != SCHEMA_VERSION {
         connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }

@@ -1,0 +1,209 @@
+//! The accounts' SQL: accounts, sign-in tokens (hashed) and the mailbox of messages
+//! kept for accounts that were offline. Tables live in the history database (created
+//! by its schema migration, or here for an in-memory database); only the accounts
+//! service's own connection runs these, always off the async threads.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::chat::{ChatMessage, Target};
+
+/// Tables and indexes, all `IF NOT EXISTS`: run by the history store's migration to
+/// schema 2 and by an in-memory accounts database.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS accounts (
+    key           TEXT    PRIMARY KEY,
+    name          TEXT    NOT NULL,
+    password_hash TEXT    NOT NULL,
+    created_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS account_tokens (
+    token_hash  BLOB    PRIMARY KEY,
+    account_key TEXT    NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    expires_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS account_tokens_by_account ON account_tokens (account_key);
+CREATE TABLE IF NOT EXISTS mailbox (
+    id          INTEGER PRIMARY KEY,
+    account_key TEXT    NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    from_nick   TEXT    NOT NULL,
+    to_nick     TEXT    NOT NULL,
+    text        TEXT    NOT NULL,
+    data        TEXT,
+    action      INTEGER NOT NULL,
+    message_id  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mailbox_by_account ON mailbox (account_key, id);
+";
+
+/// Most messages kept for one offline account; older ones make way (a full mailbox
+/// never refuses a sender, and never grows without bound).
+pub const MAILBOX_LIMIT: usize = 500;
+
+pub fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn from_unix_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// One stored account.
+pub struct StoredAccount {
+    pub name: String,
+    pub password_hash: String,
+}
+
+pub fn all_accounts(db: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut statement = db.prepare("SELECT key, name FROM accounts")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
+
+pub fn find(db: &Connection, key: &str) -> rusqlite::Result<Option<StoredAccount>> {
+    db.query_row(
+        "SELECT name, password_hash FROM accounts WHERE key = ?1",
+        [key],
+        |row| {
+            Ok(StoredAccount {
+                name: row.get(0)?,
+                password_hash: row.get(1)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// `false`: the key is taken.
+pub fn insert(db: &Connection, key: &str, name: &str, hash: &str) -> rusqlite::Result<bool> {
+    let changed = db.execute(
+        "INSERT OR IGNORE INTO accounts (key, name, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![key, name, hash, unix_ms(SystemTime::now())],
+    )?;
+    Ok(changed == 1)
+}
+
+pub fn set_password(db: &Connection, key: &str, hash: &str) -> rusqlite::Result<()> {
+    db.execute(
+        "UPDATE accounts SET password_hash = ?2 WHERE key = ?1",
+        params![key, hash],
+    )?;
+    Ok(())
+}
+
+/// The account, its tokens and its mailbox, in one transaction.
+pub fn delete(db: &mut Connection, key: &str) -> rusqlite::Result<()> {
+    let transaction = db.transaction()?;
+    transaction.execute("DELETE FROM accounts WHERE key = ?1", [key])?;
+    transaction.execute("DELETE FROM account_tokens WHERE account_key = ?1", [key])?;
+    transaction.execute("DELETE FROM mailbox WHERE account_key = ?1", [key])?;
+    transaction.commit()
+}
+
+/// Every token of the account (a password change signs out other sessions' tokens).
+pub fn delete_tokens(db: &Connection, key: &str) -> rusqlite::Result<()> {
+    db.execute("DELETE FROM account_tokens WHERE account_key = ?1", [key])?;
+    Ok(())
+}
+
+pub fn insert_token(
+    db: &Connection,
+    token_hash: &[u8],
+    key: &str,
+    expires: SystemTime,
+) -> rusqlite::Result<()> {
+    let now = unix_ms(SystemTime::now());
+    // Expired tokens go whenever a new one is made: the table stays small.
+    db.execute("DELETE FROM account_tokens WHERE expires_ms <= ?1", [now])?;
+    db.execute(
+        "INSERT INTO account_tokens (token_hash, account_key, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![token_hash, key, now, unix_ms(expires)],
+    )?;
+    Ok(())
+}
+
+/// The account a live token belongs to, with its name.
+pub fn token_account(
+    db: &Connection,
+    token_hash: &[u8],
+) -> rusqlite::Result<Option<(String, String)>> {
+    db.query_row(
+        "SELECT a.key, a.name FROM account_tokens t JOIN accounts a ON a.key = t.account_key \
+         WHERE t.token_hash = ?1 AND t.expires_ms > ?2",
+        params![token_hash, unix_ms(SystemTime::now())],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .optional()
+}
+
+pub fn delete_token(db: &Connection, token_hash: &[u8]) -> rusqlite::Result<bool> {
+    let changed = db.execute(
+        "DELETE FROM account_tokens WHERE token_hash = ?1",
+        [token_hash],
+    )?;
+    Ok(changed == 1)
+}
+
+/// Keep `message` for the offline account `key`, dropping its oldest beyond the limit.
+pub fn deposit(db: &mut Connection, key: &str, message: &ChatMessage) -> rusqlite::Result<()> {
+    let (Target::Private(to) | Target::Room(to)) = &message.target;
+    let data = message.data.as_ref().map(|data| data.to_string());
+    let transaction = db.transaction()?;
+    transaction.execute(
+        "INSERT INTO mailbox (account_key, time_ms, from_nick, to_nick, text, data, action, message_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            key,
+            unix_ms(message.time),
+            &*message.from,
+            &**to,
+            &*message.text,
+            data,
+            message.action,
+            i64::try_from(message.id).unwrap_or(i64::MAX),
+        ],
+    )?;
+    transaction.execute(
+        "DELETE FROM mailbox WHERE account_key = ?1 AND id NOT IN \
+         (SELECT id FROM mailbox WHERE account_key = ?1 ORDER BY id DESC LIMIT ?2)",
+        params![key, MAILBOX_LIMIT as i64],
+    )?;
+    transaction.commit()
+}
+
+/// Everything kept for `key`, oldest first; the mailbox is emptied in the same
+/// transaction.
+pub fn take_mailbox(db: &mut Connection, key: &str) -> rusqlite::Result<Vec<ChatMessage>> {
+    let transaction = db.transaction()?;
+    let messages = {
+        let mut statement = transaction.prepare(
+            "SELECT time_ms, from_nick, to_nick, text, data, action, message_id FROM mailbox \
+             WHERE account_key = ?1 ORDER BY id",
+        )?;
+        let rows = statement.query_map([key], |row| {
+            let data: Option<String> = row.get(4)?;
+            let id: i64 = row.get(6)?;
+            Ok(ChatMessage {
+                id: u64::try_from(id).unwrap_or(0),
+                time: from_unix_ms(row.get(0)?),
+                target: Target::Private(Arc::from(row.get::<_, String>(2)?)),
+                from: Arc::from(row.get::<_, String>(1)?),
+                from_client: 0,
+                text: Arc::from(row.get::<_, String>(3)?),
+                data: data
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .map(Arc::new),
+                action: row.get(5)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    transaction.execute("DELETE FROM mailbox WHERE account_key = ?1", [key])?;
+    transaction.commit()?;
+    Ok(messages)
+}
