@@ -55,6 +55,10 @@ pub enum CloseReason {
     ServerFull,
     /// The server password was wrong or missing (IRC's PASS).
     BadPassword,
+    /// The account's owner signed in from another connection, which took the name.
+    Replaced,
+    /// The client logged out of its account (which ends the connection).
+    LoggedOut,
 }
 
 impl CloseReason {
@@ -74,6 +78,8 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::ServerFull => "server_full",
             CloseReason::BadPassword => "bad_password",
+            CloseReason::Replaced => "replaced",
+            CloseReason::LoggedOut => "logged_out",
         }
     }
 
@@ -85,6 +91,7 @@ impl CloseReason {
         matches!(
             self,
             CloseReason::ClientQuit
+                | CloseReason::LoggedOut
                 | CloseReason::PeerClosed
                 | CloseReason::PeerReset
                 | CloseReason::Shutdown
@@ -107,6 +114,8 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle timeout",
             CloseReason::ServerFull => "server full",
             CloseReason::BadPassword => "wrong server password",
+            CloseReason::Replaced => "signed in from elsewhere",
+            CloseReason::LoggedOut => "logged out",
         }
     }
 }
@@ -232,6 +241,9 @@ pub enum HistoryScope {
     Room(Arc<str>),
     /// The private conversation between the asking client and this nickname.
     Private(Arc<str>),
+    /// Private messages kept for an account while it was offline, from anyone,
+    /// delivered when it signs in.
+    Offline,
 }
 
 /// Stored messages, oldest first: a replay on join or the answer to a history request.
@@ -288,6 +300,22 @@ pub enum ErrorCode {
     Flood,
     /// The history store could not save or read messages (disk full, I/O error, busy).
     HistoryUnavailable,
+    /// The name is registered to an account: log in, or choose another.
+    NickRegistered,
+    /// Wrong name or password (which of the two is not said).
+    AuthFailed,
+    /// Too many failed logins from this address or for this account: wait.
+    AuthLimited,
+    /// Registering a name that already has an account.
+    AccountExists,
+    /// A new password that breaks the rules (too short, too long, control characters).
+    BadPassword,
+    /// A sign-in token that is unknown, revoked or expired.
+    BadToken,
+    /// Something only an account can do (private history, changing a password).
+    NotSignedIn,
+    /// The accounts database failed.
+    AccountsUnavailable,
 }
 
 impl ErrorCode {
@@ -306,6 +334,14 @@ impl ErrorCode {
             ErrorCode::LineTooLong => "line_too_long",
             ErrorCode::Flood => "flood",
             ErrorCode::HistoryUnavailable => "history_unavailable",
+            ErrorCode::NickRegistered => "nick_registered",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::AuthLimited => "auth_limited",
+            ErrorCode::AccountExists => "account_exists",
+            ErrorCode::BadPassword => "bad_password",
+            ErrorCode::BadToken => "bad_token",
+            ErrorCode::NotSignedIn => "not_signed_in",
+            ErrorCode::AccountsUnavailable => "accounts_unavailable",
         }
     }
 }
@@ -342,6 +378,23 @@ pub enum Reply {
     Pong,
     /// The answer to [`Request::History`] or [`Request::PrivateHistory`].
     History(Arc<HistoryPage>),
+    /// Signed in to `account` (`created`: just registered). `token`: a sign-in token
+    /// asked for (the web page's "remember me"), shown this once, and when it expires.
+    SignedIn {
+        account: Arc<str>,
+        created: bool,
+        token: Option<(Arc<str>, SystemTime)>,
+    },
+    /// The account's password was changed (its sign-in tokens no longer work).
+    PasswordChanged,
+    /// The account was deleted; the name is now anyone's.
+    AccountDropped {
+        account: Arc<str>,
+    },
+    /// A private message to an account that is offline was kept for its next login.
+    KeptFor {
+        nick: Arc<str>,
+    },
 }
 
 /// What the hub sends to clients. Rendered once per wire format for a broadcast.

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use std::sync::Arc;
 
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::door::json::codec::JsonRender;
 use crate::door::line::LineSettings;
@@ -68,6 +69,8 @@ pub struct Server {
     metrics: Metrics,
     /// The opened history database (`None` with `--memory`).
     store: Option<Store>,
+    /// Accounts, in the history database (in memory with `--memory`).
+    accounts: Accounts,
 }
 
 /// Why the server could not start.
@@ -77,6 +80,8 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error(transparent)]
     History(#[from] StoreError),
+    #[error("{0}")]
+    Accounts(String),
 }
 
 /// Open the history database named by `config`, off the async threads (it reads the
@@ -105,6 +110,14 @@ impl Server {
     /// never appears to be listening.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let store = open_history(&config).await?;
+        let metrics = Metrics::new();
+        let path = store.as_ref().map(|store| store.path().to_path_buf());
+        let account_metrics = metrics.accounts();
+        let accounts =
+            tokio::task::spawn_blocking(move || Accounts::open(path.as_deref(), account_metrics))
+                .await
+                .unwrap_or_else(|join| Err(format!("opening the accounts panicked: {join}")))
+                .map_err(StartError::Accounts)?;
         let mut listeners = Vec::new();
         for spec in listen::listeners(&config) {
             let socket = bind(spec.name(), spec.flag(), spec.addr).await?;
@@ -114,7 +127,8 @@ impl Server {
             config,
             listeners,
             store,
-            metrics: Metrics::new(),
+            metrics,
+            accounts,
         })
     }
 
@@ -168,6 +182,7 @@ impl Server {
                 retention: config.retention,
                 metrics: self.metrics.hub(),
                 flush_interval: config.flush_interval,
+                accounts: Some(self.accounts.clone()),
                 ..HubConfig::default()
             },
             history,
@@ -177,6 +192,7 @@ impl Server {
         let doors = Arc::new(build_doors(
             &config,
             &hub,
+            &self.accounts,
             &slots,
             &self.metrics,
             &self.listeners,
@@ -237,9 +253,13 @@ impl Server {
 const STORE_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Build every door the listeners lead to, and start the web door's HTTP server when
 /// it has a listener.
+// Each argument is a different piece of the running server the doors share; a struct
+// holding them would only be built here.
+#[allow(clippy::too_many_arguments)]
 fn build_doors(
     config: &Config,
     hub: &hub::HubHandle,
+    accounts: &Accounts,
     slots: &Arc<ConnectionSlots>,
     metrics: &Metrics,
     listeners: &[(Listener, TcpListener)],
@@ -251,6 +271,7 @@ fn build_doors(
         register_timeout: config.register_timeout,
         idle_timeout: config.idle_timeout,
         flood: config.flood,
+        accounts: Some(accounts.clone()),
     };
     let line = crate::door::line::door(
         hub.clone(),
@@ -265,7 +286,7 @@ fn build_doors(
     // report rarely); the WebSocket keepalive finds dead peers there.
     let json_session = SessionSettings {
         idle_timeout: None,
-        ..session
+        ..session.clone()
     };
     let json = crate::door::json::door(
         "json",

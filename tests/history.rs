@@ -456,9 +456,13 @@ fn paging_backwards_and_forwards_from_memory_and_from_disk() {
     let (lines, end) = alice.history("#nowhere");
     assert!(lines.is_empty() && end.contains("no messages"), "{end}");
 
-    // Private messages: kept, and shown only to the two parties.
+    // Private messages between accounts: kept, and shown only to the two owners.
     let mut bob = Client::connect(server.addr, "bob");
     let mut carol = Client::connect(server.addr, "carol");
+    for client in [&mut alice, &mut bob] {
+        client.send("/register a long password");
+        client.expect(|line| line.contains("is registered to you"));
+    }
     alice.send("/msg bob psst");
     bob.expect(|line| line == "[alice -> bob] psst");
     let (lines, _) = bob.history("alice");
@@ -466,8 +470,15 @@ fn paging_backwards_and_forwards_from_memory_and_from_disk() {
     assert!(lines[0].ends_with("] [alice -> bob] psst"), "{lines:?}");
     let (lines, _) = alice.history("bob");
     assert_eq!(texts(&lines), ["psst"]);
-    let (lines, end) = carol.history("alice");
-    assert!(lines.is_empty() && end.contains("no messages"), "{end}");
+    // A guest has no private history, neither its own nor anyone else's.
+    carol.send("/history alice");
+    carol.expect(|line| line.starts_with("error: private history is kept only between accounts"));
+    carol.send("/msg alice from a guest");
+    alice.expect(|line| line == "[carol -> alice] from a guest");
+    let (lines, _) = alice.history("carol");
+    assert!(lines.is_empty(), "a guest's message was kept: {lines:?}");
+    let (lines, _) = alice.history("bob");
+    assert_eq!(texts(&lines), ["psst"]);
     server.stop();
 }
 
@@ -658,6 +669,10 @@ fn memory_mode_keeps_history_for_the_run_and_writes_nothing() {
     assert_eq!(replayed, ["m2", "m3"]);
     let (lines, _) = bob.history("2 before 2");
     assert_eq!(texts(&lines), ["m1"]);
+    for client in [&mut alice, &mut bob] {
+        client.send("/register a long password");
+        client.expect(|line| line.contains("is registered to you"));
+    }
     alice.send("/msg bob hi");
     bob.expect(|line| line == "[alice -> bob] hi");
     let (lines, _) = bob.history("alice");

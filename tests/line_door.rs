@@ -24,7 +24,9 @@ fn asks_for_a_name_and_refuses_taken_or_invalid_ones() {
     bob.expect("Enter your name: ");
     for (bad, why) in [
         ("", "empty"),
-        ("bob smith", "whitespace"),
+        // Two words are a login (NAME PASSWORD): there is no account bob.
+        ("bob smith", "no account is called bob"),
+        ("bob ", "whitespace"),
         ("bob\u{1b}[31m", "control or invisible"),
         ("bo\u{200B}b", "control or invisible"),
         (&"x".repeat(40), "longer than"),

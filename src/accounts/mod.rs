@@ -22,7 +22,7 @@ use argon2::Argon2;
 use blake2::{Blake2s256, Digest};
 use tokio::sync::Semaphore;
 
-use crate::chat::{Account, ChatMessage};
+use crate::chat::{Account, ChatMessage, ErrorCode};
 use crate::metrics::AccountMetrics;
 use crate::text::{nick_key, validate_nick};
 use limit::{FailureLimiter, FailureRule};
@@ -51,9 +51,13 @@ pub const ACCOUNT_RULE: FailureRule = FailureRule {
 /// Why an account operation did not happen. Each says what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// Wrong name or password (which of the two is not said).
-    #[error("wrong name or password")]
+    /// The password is wrong.
+    #[error("wrong password")]
     Failed,
+    /// No account has that name. Registered names are public (a guest who picks one
+    /// is told it is registered), so saying so gives nothing away.
+    #[error("no account is called {0}; to log in send NAME PASSWORD, to choose a name send it alone (names have no spaces)")]
+    NoAccount(String),
     #[error("too many failed logins {scope}; try again in {} s", .retry_after.as_secs().max(1))]
     Limited {
         scope: &'static str,
@@ -72,17 +76,22 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// The stable name of this failure (metrics label, JSON error code).
-    pub fn code(&self) -> &'static str {
+    /// The error code clients get for it.
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            AuthError::Failed => "auth_failed",
-            AuthError::Limited { .. } => "auth_limited",
-            AuthError::Exists(_) => "account_exists",
-            AuthError::BadPassword(_) => "bad_password",
-            AuthError::BadToken => "bad_token",
-            AuthError::BadName(_) => "nick_invalid",
-            AuthError::Unavailable(_) => "accounts_unavailable",
+            AuthError::Failed | AuthError::NoAccount(_) => ErrorCode::AuthFailed,
+            AuthError::Limited { .. } => ErrorCode::AuthLimited,
+            AuthError::Exists(_) => ErrorCode::AccountExists,
+            AuthError::BadPassword(_) => ErrorCode::BadPassword,
+            AuthError::BadToken => ErrorCode::BadToken,
+            AuthError::BadName(_) => ErrorCode::NickInvalid,
+            AuthError::Unavailable(_) => ErrorCode::AccountsUnavailable,
         }
+    }
+
+    /// The stable name of this failure (the metrics label).
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }
 
@@ -102,9 +111,6 @@ struct Inner {
     db: Mutex<rusqlite::Connection>,
     hashing: Semaphore,
     limits: Mutex<Limits>,
-    /// Verified against when a name has no account, so "no such account" takes as
-    /// long as "wrong password".
-    dummy_hash: String,
     metrics: AccountMetrics,
 }
 
@@ -183,6 +189,9 @@ impl Accounts {
             Some(path) => rusqlite::Connection::open(path)
                 .and_then(|db| {
                     db.busy_timeout(Duration::from_secs(5))?;
+                    // As the history's: a registration or a kept message is on disk
+                    // once its answer is sent.
+                    db.pragma_update(None, "synchronous", "FULL")?;
                     db.execute_batch(db::SCHEMA)?;
                     Ok(db)
                 })
@@ -194,7 +203,6 @@ impl Accounts {
                 })
                 .map_err(|error| format!("cannot create the in-memory accounts: {error}"))?,
         };
-        let dummy_hash = hash_password("not anybody's password").map_err(|e| e.to_string())?;
         Ok(Accounts {
             inner: Arc::new(Inner {
                 db: Mutex::new(connection),
@@ -203,7 +211,6 @@ impl Accounts {
                     addresses: FailureLimiter::new(ADDRESS_RULE),
                     accounts: FailureLimiter::new(ACCOUNT_RULE),
                 }),
-                dummy_hash,
                 metrics,
             }),
         })
@@ -309,6 +316,10 @@ impl Accounts {
     ) -> Result<Account, AuthError> {
         let key: Arc<str> = nick_key(name).into();
         let result = self.verify(key.clone(), password, from).await;
+        let result = match result {
+            Err(AuthError::NoAccount(_)) => Err(AuthError::NoAccount(name.to_owned())),
+            other => other,
+        };
         match &result {
             Ok(_) => self.inner.metrics.login("password"),
             Err(error) => self.inner.metrics.login_failed(error.code()),
@@ -324,7 +335,8 @@ impl Accounts {
     ) -> Result<Account, AuthError> {
         self.check_limits(&key, from)?;
         if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
-            // Not hashed: no password of ours is empty or this long.
+            // Not hashed: no password of ours is empty or this long (unknown accounts
+            // are not hashed either; see `AuthError::NoAccount`).
             self.record_failure(key, from);
             return Err(AuthError::Failed);
         }
@@ -338,24 +350,21 @@ impl Accounts {
                 };
                 Ok(match stored {
                     Some(account) if password_matches(&password, &account.password_hash) => {
-                        Some(account.name)
+                        Ok(account.name)
                     }
-                    Some(_) => None,
-                    None => {
-                        password_matches(&password, &inner.dummy_hash);
-                        None
-                    }
+                    Some(_) => Err(AuthError::Failed),
+                    None => Err(AuthError::NoAccount(String::new())),
                 })
             })
             .await?;
         match found {
-            Some(name) => Ok(Account {
+            Ok(name) => Ok(Account {
                 key,
                 name: name.into(),
             }),
-            None => {
+            Err(error) => {
                 self.record_failure(key, from);
-                Err(AuthError::Failed)
+                Err(error)
             }
         }
     }
@@ -500,7 +509,7 @@ mod tests {
         );
         assert_eq!(
             accounts.login("nobody", "correct horse", HOME).await,
-            Err(AuthError::Failed)
+            Err(AuthError::NoAccount("nobody".into()))
         );
         // A look-alike cannot be registered beside it.
         assert_eq!(

@@ -19,8 +19,10 @@ use tokio::time::Instant;
 use super::conn::{Conn, Farewell, Input};
 use super::flood::{FloodSettings, Stamp, TokenBucket, Verdict};
 use super::PeerSlot;
+use crate::accounts::AuthError;
 use crate::hub::{
-    ClientId, CloseReason, Command, Connection, HubGone, HubHandle, Outbox, Render, Request, Tag,
+    Account, ClientId, CloseReason, Command, Connection, ErrorCode, HubGone, HubHandle, Outbox,
+    Render, Reply, Request, Tag,
 };
 use crate::metrics::{ConnectionGuard, DoorMetrics};
 use crate::text::NickError;
@@ -110,8 +112,49 @@ pub enum Step {
     Render(Arc<dyn Render>),
     /// A request for the hub (a `Quit` before a name is a plain leave).
     Request { tag: Option<Tag>, request: Request },
+    /// Something about the client's account; answered through the hub.
+    Account { tag: Option<Tag>, step: AccountStep },
     /// Close the connection for this reason (the hub announces it).
     Leave(CloseReason),
+}
+
+/// What a client asks of its account. Passwords are checked on the accounts'
+/// blocking threads, never on the hub; the answer reaches the client as a reply or an
+/// error event, in order with its other output.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AccountStep {
+    /// Log in to `name` (choosing no name first, or instead of the one chosen).
+    /// `remember`: also issue a sign-in token (the web page keeps it).
+    Login {
+        name: String,
+        password: String,
+        remember: bool,
+    },
+    /// Sign in with a token issued earlier.
+    Token { token: String },
+    /// Register the client's current name to it, with `password`.
+    Register { password: String, remember: bool },
+    /// Change the signed-in account's password.
+    Password { old: String, new: String },
+    /// Delete the signed-in account (the password confirms it).
+    Drop { password: String },
+    /// Forget `token` if one is given, and end the session.
+    Logout { token: Option<String> },
+}
+
+/// Never prints a password or a token (steps end up in debug output and logs).
+impl std::fmt::Debug for AccountStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            AccountStep::Login { name, .. } => return write!(f, "Login({name:?})"),
+            AccountStep::Token { .. } => "Token",
+            AccountStep::Register { .. } => "Register",
+            AccountStep::Password { .. } => "Password",
+            AccountStep::Drop { .. } => "Drop",
+            AccountStep::Logout { .. } => "Logout",
+        };
+        f.write_str(kind)
+    }
 }
 
 /// Things the driver decides that the client is told in its door's words.
@@ -168,6 +211,12 @@ pub trait Protocol: Send + Sync + 'static {
 
     /// `notice` in this protocol's words.
     fn notice(&self, notice: Notice) -> Bytes;
+
+    /// What to send after an account step was refused (its error is already on its
+    /// way): the line door asks for a name again when the client has none yet.
+    fn after_account_refusal(&self, _registered: bool) -> Option<Bytes> {
+        None
+    }
 }
 
 /// Session rules every door has, each door with its own values.
@@ -179,6 +228,9 @@ pub struct SessionSettings {
     /// peers are found by TCP keepalive instead, so idle humans are not kicked).
     pub idle_timeout: Option<Duration>,
     pub flood: FloodSettings,
+    /// The accounts service (`None`: this server has no accounts; account steps are
+    /// refused with an error).
+    pub accounts: Option<crate::accounts::Accounts>,
 }
 
 /// Everything a door's connections share: the hub, the rules, how events are
@@ -564,7 +616,159 @@ where
                     }
                     door.hub.request(client, tag, request).await?
                 }
+                Step::Account { tag, step } => Box::pin(self.account(tag, step)).await?,
                 Step::Leave(reason) => self.leave(reason).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Carry out an account step. Hashing runs on the accounts' blocking threads; this
+    /// connection waits for it (tens of milliseconds), everyone else does not.
+    async fn account(&mut self, tag: Option<Tag>, step: AccountStep) -> Result<(), HubGone> {
+        let door: &Door<P> = &self.door;
+        let Some(accounts) = door.settings.accounts.clone() else {
+            let why = "this server has no accounts";
+            return self
+                .answer(tag, Err((ErrorCode::AccountsUnavailable, why.into())))
+                .await;
+        };
+        let from = self.peer.peer().ip();
+        let client = self.client;
+        let refuse = |error: AuthError| Err((error.error_code(), error.to_string().into()));
+        match step {
+            AccountStep::Login {
+                name,
+                password,
+                remember,
+            } => match accounts.login(&name, &password, from).await {
+                Ok(account) => {
+                    let token = Self::token_for(&accounts, &account, remember).await;
+                    self.sign_in(tag, account, false, token).await
+                }
+                Err(error) => self.answer(tag, refuse(error)).await,
+            },
+            AccountStep::Token { token } => match accounts.token_login(&token, from).await {
+                Ok(account) => self.sign_in(tag, account, false, None).await,
+                Err(error) => self.answer(tag, refuse(error)).await,
+            },
+            AccountStep::Register { password, remember } => {
+                let identity = door.hub.identify(client).await?;
+                let answer = match (identity.nick, identity.account) {
+                    (_, Some(account)) => Err((
+                        ErrorCode::AccountExists,
+                        format!("you are already logged in as {}", account.name).into(),
+                    )),
+                    (None, None) => Err((
+                        ErrorCode::NotRegistered,
+                        "choose a name first, then register it".into(),
+                    )),
+                    (Some(nick), None) => match accounts.create(&nick, &password).await {
+                        Ok(account) => {
+                            let token = Self::token_for(&accounts, &account, remember).await;
+                            return self.sign_in(tag, account, true, token).await;
+                        }
+                        Err(error) => refuse(error),
+                    },
+                };
+                self.answer(tag, answer).await
+            }
+            AccountStep::Password { old, new } => {
+                let answer = match door.hub.identify(client).await?.account {
+                    None => Err(not_signed_in()),
+                    Some(account) => {
+                        match accounts.change_password(&account, &old, &new, from).await {
+                            Ok(()) => Ok(Reply::PasswordChanged),
+                            Err(error) => refuse(error),
+                        }
+                    }
+                };
+                self.answer(tag, answer).await
+            }
+            AccountStep::Drop { password } => match door.hub.identify(client).await?.account {
+                None => self.answer(tag, Err(not_signed_in())).await,
+                Some(account) => match accounts.delete(&account, &password, from).await {
+                    Ok(()) => {
+                        let dropped = Command::AccountDropped {
+                            client,
+                            tag,
+                            account,
+                        };
+                        door.hub.send(dropped).await
+                    }
+                    Err(error) => self.answer(tag, refuse(error)).await,
+                },
+            },
+            AccountStep::Logout { token } => {
+                if let Some(token) = token {
+                    if let Err(error) = accounts.revoke_token(&token).await {
+                        let (client, peer) = (self.client, self.peer.peer());
+                        tracing::warn!(client, %peer, %error, "logout: the token was not revoked");
+                    }
+                }
+                accounts.metrics().logged_out();
+                self.leave(CloseReason::LoggedOut).await
+            }
+        }
+    }
+
+    /// A sign-in token for `account` when one was asked for (none if it cannot be
+    /// made: the sign-in still happens, the page just asks again next time).
+    async fn token_for(
+        accounts: &crate::accounts::Accounts,
+        account: &Account,
+        remember: bool,
+    ) -> Option<(Arc<str>, std::time::SystemTime)> {
+        if !remember {
+            return None;
+        }
+        match accounts.issue_token(account).await {
+            Ok(token) => Some((token.token.into(), token.expires)),
+            Err(error) => {
+                tracing::warn!(account = %account.name, %error, "no sign-in token issued");
+                None
+            }
+        }
+    }
+
+    async fn sign_in(
+        &mut self,
+        tag: Option<Tag>,
+        account: Account,
+        created: bool,
+        token: Option<(Arc<str>, std::time::SystemTime)>,
+    ) -> Result<(), HubGone> {
+        let door: &Door<P> = &self.door;
+        let answer = door
+            .hub
+            .sign_in(self.client, tag, account, created, token)
+            .await?;
+        if answer.is_ok() {
+            self.registered = true;
+        }
+        Ok(())
+    }
+
+    /// An answer to the client through the hub, in order with its other output.
+    async fn answer(
+        &mut self,
+        tag: Option<Tag>,
+        answer: Result<Reply, (ErrorCode, Arc<str>)>,
+    ) -> Result<(), HubGone> {
+        let client = self.client;
+        let refused = answer.is_err();
+        let command = Command::Answer {
+            client,
+            tag,
+            answer,
+        };
+        self.door.hub.send(command).await?;
+        if refused {
+            if let Some(bytes) = self.door.protocol.after_account_refusal(self.registered) {
+                self.door
+                    .hub
+                    .send(Command::Deliver { client, bytes })
+                    .await?;
             }
         }
         Ok(())
@@ -586,4 +790,9 @@ where
         self.leaving = true;
         self.door.hub.disconnect(self.client, reason).await
     }
+}
+
+fn not_signed_in() -> (ErrorCode, Arc<str>) {
+    let why = "you are not logged in; /login NAME PASSWORD, or /register PASSWORD";
+    (ErrorCode::NotSignedIn, why.into())
 }

@@ -35,6 +35,60 @@ impl Hub {
             } => {
                 let _ = reply.send(self.register(client, &nick));
             }
+            Command::SignIn {
+                client,
+                tag,
+                account,
+                created,
+                token,
+                reply,
+            } => {
+                let _ = reply.send(self.sign_in(client, tag, account, created, token));
+            }
+            Command::Identify { client, reply } => {
+                let identity = self
+                    .clients
+                    .get(&client)
+                    .map(|client| Identity {
+                        nick: client.nick.clone(),
+                        account: client.account.clone(),
+                    })
+                    .unwrap_or_default();
+                let _ = reply.send(identity);
+            }
+            Command::AccountDropped {
+                client,
+                tag,
+                account,
+            } => {
+                self.registered.remove(&*account.key);
+                for other in self.clients.values_mut() {
+                    if other.account.as_ref() == Some(&account) {
+                        other.account = None;
+                    }
+                }
+                let account = account.name;
+                self.reply(client, tag, Reply::AccountDropped { account });
+            }
+            Command::Answer {
+                client,
+                tag,
+                answer,
+            } => match answer {
+                Ok(reply) => self.reply(client, tag, reply),
+                Err((code, text)) => self.error(client, tag, code, &text),
+            },
+            Command::Mailbox {
+                client,
+                account,
+                messages,
+            } => self.deliver_mailbox(client, account, messages),
+            Command::Deposited {
+                sender,
+                tag,
+                message,
+                result,
+            } => self.deposited(sender, tag, message, result),
             Command::Render { client, render } => {
                 if let Some(client) = self.clients.get_mut(&client) {
                     if client.nick.is_none() {
@@ -97,6 +151,7 @@ impl Hub {
                 rooms: Vec::new(),
                 connected_at: Instant::now(),
                 away: None,
+                account: None,
             }),
         );
     }
@@ -109,11 +164,20 @@ impl Hub {
         if client.nick.is_some() {
             return Ok(());
         }
-        let key = fold_case(nick);
+        let key = nick_key(nick);
         if self.nicks.contains_key(&key) {
             return Err(NickError::Taken);
         }
-        let nick: Arc<str> = nick.into();
+        if self.registered.contains_key(&key) {
+            return Err(NickError::Registered);
+        }
+        self.take_name(id, key, nick.into());
+        Ok(())
+    }
+
+    /// Give `id` (which has no name yet) the name `nick`, whose key is free: welcome
+    /// it and put it in the default room.
+    fn take_name(&mut self, id: ClientId, key: String, nick: Arc<str>) {
         self.nicks.insert(key, id);
         if let Some(client) = self.clients.get_mut(&id) {
             client.nick = Some(nick.clone());
@@ -123,6 +187,62 @@ impl Hub {
         if let Err(refusal) = self.join(id, None, &default_room) {
             // The default room's name was checked with the config: not expected.
             self.error(id, None, refusal.code, &refusal.text);
+        }
+    }
+
+    /// See [`Command::SignIn`].
+    fn sign_in(
+        &mut self,
+        id: ClientId,
+        tag: Option<Tag>,
+        account: Account,
+        created: bool,
+        token: Option<(Arc<str>, SystemTime)>,
+    ) -> Result<(), NickError> {
+        let Some(client) = self.clients.get(&id) else {
+            return Err(NickError::Taken);
+        };
+        if let Some(current) = client
+            .account
+            .as_ref()
+            .filter(|current| **current != account)
+        {
+            let why = format!(
+                "you are logged in as {}; log out first to use another account",
+                current.name
+            );
+            self.error(id, tag, ErrorCode::BadRequest, &why);
+            return Ok(());
+        }
+        let key = account.key.to_string();
+        let has_name = client.nick.is_some();
+        // Whoever else holds the name (another session of the owner's, or a guest
+        // whose look-alike slipped in before the name was registered) gives it up.
+        if let Some(&holder) = self.nicks.get(&key) {
+            if holder != id {
+                self.disconnect(holder, CloseReason::Replaced, None);
+            }
+        }
+        self.registered.insert(key.clone(), account.name.clone());
+        let name = account.name.clone();
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.account = Some(account.clone());
+        }
+        if !has_name {
+            self.take_name(id, key, name.clone());
+        } else if self.clients[&id].nick.as_deref() != Some(&*name) {
+            if let Err(refusal) = self.rename(id, &name) {
+                self.error(id, tag.clone(), refusal.code, &refusal.text);
+            }
+        }
+        let reply = Reply::SignedIn {
+            account: name,
+            created,
+            token,
+        };
+        self.reply(id, tag, reply);
+        if !created {
+            self.fetch_mailbox(id, account);
         }
         Ok(())
     }
@@ -211,7 +331,7 @@ impl Hub {
                 let present = nicks
                     .iter()
                     .take(MAX_PRESENCE_NICKS)
-                    .filter_map(|nick| self.nicks.get(&fold_case(nick)))
+                    .filter_map(|nick| self.nicks.get(&nick_key(nick)))
                     .filter_map(|owner| self.clients.get(owner)?.nick.clone())
                     .collect();
                 self.reply(id, tag, Reply::Present(present));
@@ -259,7 +379,7 @@ impl Hub {
 
     /// Who is called `nick` now.
     fn owner_of(&self, nick: &str) -> Result<ClientId, Refusal> {
-        let owner = self.nicks.get(&fold_case(nick)).copied();
+        let owner = self.nicks.get(&nick_key(nick)).copied();
         owner.ok_or_else(|| Refusal::new(ErrorCode::NoSuchNick, format!("nobody is called {nick}")))
     }
 
@@ -377,22 +497,58 @@ impl Hub {
         data: Option<Data>,
         action: bool,
     ) -> Outcome {
-        let target = self.owner_of(to)?;
+        let key = nick_key(to);
+        // Online: whoever holds the name now. Offline: an account, whose mailbox
+        // keeps it for the next login.
+        let (online, name, recipient) = match self.nicks.get(&key) {
+            Some(&target) => {
+                let client = &self.clients[&target];
+                let name = client.nick.clone().unwrap_or_default();
+                (Some(target), name, client.account.clone())
+            }
+            None => match self.registered.get(&key) {
+                Some(name) if self.config.accounts.is_some() => {
+                    let account = Account {
+                        key: key.as_str().into(),
+                        name: name.clone(),
+                    };
+                    (None, name.clone(), Some(account))
+                }
+                _ => {
+                    let why = format!("nobody is called {to}");
+                    return Err(Refusal::new(ErrorCode::NoSuchNick, why));
+                }
+            },
+        };
+        // Kept in history only between two accounts: a guest's name is anyone's
+        // after it leaves, so its conversations are delivered and forgotten.
+        let pair = match (&self.clients[&id].account, &recipient) {
+            (Some(me), Some(them)) => Some(store::account_pair(&me.key, &them.key)),
+            _ => None,
+        };
+        let mailbox = match (online, recipient) {
+            (None, Some(account)) => Some(account.key),
+            _ => None,
+        };
         let message = ChatMessage {
             id: self.history.next_private_id(),
             time: SystemTime::now(),
-            target: Target::Private(self.clients[&target].nick.clone().unwrap_or_default()),
+            target: Target::Private(name.clone()),
             from: self.clients[&id].nick.clone().unwrap_or_default(),
             from_client: id,
             text: sanitize_text(text).into(),
             data,
             action,
         };
-        let away = self.clients[&target].away.clone();
-        let nick = message.target.clone();
-        self.record_and_deliver(message, Delivery::Private { to: target }, id, tag);
-        if let (Some(text), Target::Private(nick)) = (away, nick) {
-            self.send_to(id, &Event::IsAway { nick, text });
+        let away = online.and_then(|target| self.clients[&target].away.clone());
+        let delivery = Delivery::Private {
+            to: online,
+            pair,
+            mailbox,
+        };
+        self.record_and_deliver(message, delivery, id, tag);
+        if let Some(text) = away {
+            self.send_to(id, &Event::IsAway { nick: name, text });
         }
         Ok(())
     }
@@ -548,13 +704,34 @@ impl Hub {
                 format!("cannot use that name: {error}"),
             )
         })?;
-        let new_key = fold_case(new);
-        let old = self.clients[&id].nick.clone().unwrap_or_default();
-        let old_key = fold_case(&old);
+        let new_key = nick_key(new);
         if self.nicks.get(&new_key).is_some_and(|&owner| owner != id) {
             let why = format!("{new} is already in use");
             return Err(Refusal::new(ErrorCode::NickTaken, why));
         }
+        let own = self.clients[&id]
+            .account
+            .as_ref()
+            .is_some_and(|account| *account.key == new_key);
+        if let Some(name) = self.registered.get(&new_key).filter(|_| !own) {
+            let why = format!(
+                "{new} is registered (as {name}); log in to use it, or choose another name"
+            );
+            return Err(Refusal::new(ErrorCode::NickRegistered, why));
+        }
+        self.rename(id, new)?;
+        if tag.is_some() {
+            self.reply(id, tag, Reply::Done);
+        }
+        Ok(())
+    }
+
+    /// Rename `id` to `new` (checked, with a key nobody else holds) and tell everyone
+    /// who shares a room with it.
+    fn rename(&mut self, id: ClientId, new: &str) -> Outcome {
+        let new_key = nick_key(new);
+        let old = self.clients[&id].nick.clone().unwrap_or_default();
+        let old_key = nick_key(&old);
         let new: Arc<str> = new.into();
         self.nicks.remove(&old_key);
         self.nicks.insert(new_key, id);
@@ -576,9 +753,6 @@ impl Hub {
         audience.sort_unstable();
         audience.dedup();
         self.send_to_many(&audience, &event);
-        if tag.is_some() {
-            self.reply(id, tag, Reply::Done);
-        }
         Ok(())
     }
 
@@ -608,7 +782,7 @@ impl Hub {
                     self.broadcast(key, &event);
                 }
             }
-            self.nicks.remove(&fold_case(nick));
+            self.nicks.remove(&nick_key(nick));
         }
         self.clients.remove(&id);
         outbox.close(reason);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::Render;
-use crate::chat::{ClientId, CloseReason, Reply, Request, Tag};
+use crate::chat::{Account, ChatMessage, ClientId, CloseReason, ErrorCode, Reply, Request, Tag};
 use crate::outbox::Outbox;
 use crate::text::NickError;
 
@@ -27,6 +27,51 @@ pub enum Command {
     Render {
         client: ClientId,
         render: Arc<dyn Render>,
+    },
+    /// Signed in to `account` (the driver checked its password or token): the client
+    /// takes the account's name, registering with it if it has none yet (another
+    /// connection holding the name is closed as `replaced`), then gets
+    /// [`Reply::SignedIn`] and, later, what was kept for it while it was away.
+    /// `created`: the account was just registered under the client's own name.
+    SignIn {
+        client: ClientId,
+        tag: Option<Tag>,
+        account: Account,
+        created: bool,
+        token: Option<(Arc<str>, std::time::SystemTime)>,
+        reply: oneshot::Sender<Result<(), NickError>>,
+    },
+    /// Who the client is now (the driver's account steps need it).
+    Identify {
+        client: ClientId,
+        reply: oneshot::Sender<Identity>,
+    },
+    /// The client's account was deleted: its name is anyone's from now on.
+    AccountDropped {
+        client: ClientId,
+        tag: Option<Tag>,
+        account: Account,
+    },
+    /// An answer the driver has for the client (an account step's), queued through
+    /// the hub so it keeps its place among the client's other output.
+    Answer {
+        client: ClientId,
+        tag: Option<Tag>,
+        answer: Result<Reply, (ErrorCode, Arc<str>)>,
+    },
+    /// What was kept for an account while it was offline, taken from the mailbox for
+    /// `client` (put back if the client is gone or signed in as someone else).
+    Mailbox {
+        client: ClientId,
+        account: Account,
+        messages: Result<Vec<ChatMessage>, String>,
+    },
+    /// A private message to an offline account is kept (or could not be).
+    Deposited {
+        sender: ClientId,
+        tag: Option<Tag>,
+        message: Arc<ChatMessage>,
+        result: Result<(), String>,
     },
     /// Anything a registered client asks for.
     Request {
@@ -59,6 +104,15 @@ pub enum Command {
         tag: Option<Tag>,
         answer: Result<Reply, Arc<str>>,
     },
+}
+
+/// Who a client is, as the hub knows it.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// Its name, once it has one.
+    pub nick: Option<Arc<str>>,
+    /// The account it is signed in to.
+    pub account: Option<Account>,
 }
 
 /// A connection as the hub sees it.

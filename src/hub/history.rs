@@ -7,8 +7,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{ChatMessage, ClientId, HistoryPage, HistoryScope, Tag, Target};
-use crate::store::{self, Conversation, Loaded, Retention, StoreBusy, StoreSender};
+use super::{ChatMessage, ClientId, HistoryPage, HistoryScope, Tag};
+use crate::store::{Conversation, Loaded, Retention, StoreBusy, StoreSender};
 
 /// Recent messages kept per room in memory when history is on disk (at least the
 /// replay count): joins and shallow paging are served from here.
@@ -33,8 +33,15 @@ pub fn tail_per_room(replay: usize, stored: bool) -> usize {
 pub(super) enum Delivery {
     /// Everyone in the room (folded key) at the time it is committed.
     Room(String),
-    /// The recipient and the sender.
-    Private { to: ClientId },
+    /// The recipient (when online) and the sender.
+    Private {
+        to: Option<ClientId>,
+        /// The stored conversation ([`store::account_pair`]) when both ends are
+        /// accounts; `None`: delivered, never written down.
+        pair: Option<String>,
+        /// The recipient is an offline account (this key): kept in its mailbox.
+        mailbox: Option<std::sync::Arc<str>>,
+    },
 }
 
 /// A message handed to the store and not yet reported committed.
@@ -72,8 +79,8 @@ pub(super) struct History {
     retention: Retention,
     /// Keyed by folded room name; outlives the room so ids never repeat in a run.
     rooms: HashMap<String, RoomHistory>,
-    /// `--memory` only: recent private messages.
-    private: VecDeque<Arc<ChatMessage>>,
+    /// `--memory` only: recent private messages between accounts, with their pair.
+    private: VecDeque<(String, Arc<ChatMessage>)>,
     last_private_id: u64,
     pending: VecDeque<Pending>,
     next_seq: u64,
@@ -156,15 +163,28 @@ impl History {
         tag: Option<Tag>,
     ) -> Recorded {
         let message = Arc::new(message);
-        if let Some(store) = &self.store {
-            let conversation = match &delivery {
-                Delivery::Room(key) => Conversation::Room(key.clone()),
-                // A private message's target is the recipient's nickname.
-                Delivery::Private { .. } => {
-                    let (Target::Private(to) | Target::Room(to)) = &message.target;
-                    Conversation::Private(store::private_pair(&message.from, to))
-                }
+        let conversation = match &delivery {
+            Delivery::Room(key) => Some(Conversation::Room(key.clone())),
+            Delivery::Private { pair, .. } => pair.clone().map(Conversation::Private),
+        };
+        let Some(conversation) = conversation else {
+            // Not written down. It still waits behind what is pending, so the
+            // recipient sees the sender's messages in the order they were sent.
+            self.take_id(&delivery, message.id);
+            let pending = Pending {
+                seq: self.next_seq.saturating_sub(1),
+                message,
+                delivery,
+                sender,
+                tag,
             };
+            if self.pending.is_empty() {
+                return Recorded::Now(pending);
+            }
+            self.pending.push_back(pending);
+            return Recorded::Pending;
+        };
+        if let Some(store) = &self.store {
             if let Err(busy) = store.try_append(self.next_seq, conversation, message.clone()) {
                 return Recorded::Busy(busy);
             }
@@ -229,9 +249,9 @@ impl History {
                     }
                 }
             }
-            Delivery::Private { .. } => {
-                if self.store.is_none() {
-                    self.private.push_back(message);
+            Delivery::Private { pair, .. } => {
+                if let (None, Some(pair)) = (&self.store, pair) {
+                    self.private.push_back((pair.clone(), message));
                     if self.private.len() > MEMORY_PRIVATE_MESSAGES {
                         self.private.pop_front();
                     }
@@ -328,13 +348,14 @@ impl History {
             request.before.is_none_or(|before| message.id < before)
                 && request.after.is_none_or(|after| message.id > after)
                 && cutoff.is_none_or(|cutoff| message.time >= cutoff)
-                && match &message.target {
-                    Target::Private(to) => store::private_pair(&message.from, to) == pair,
-                    Target::Room(_) => false,
-                }
         };
         let scope = HistoryScope::Private(with.clone());
-        page_of(self.private.iter(), in_range, request, true, scope).unwrap_or(HistoryPage {
+        let messages = self
+            .private
+            .iter()
+            .filter(|(of, _)| of == pair)
+            .map(|(_, message)| message);
+        page_of(messages, in_range, request, true, scope).unwrap_or(HistoryPage {
             scope: HistoryScope::Private(with.clone()),
             messages: Vec::new(),
             more: false,
@@ -396,6 +417,7 @@ fn page_of<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::Target;
 
     fn message(id: u64) -> Arc<ChatMessage> {
         Arc::new(ChatMessage {

@@ -19,6 +19,7 @@ mod commands;
 mod event;
 mod fanout;
 pub mod history;
+mod mailbox;
 mod persist;
 mod rounds;
 
@@ -40,7 +41,7 @@ use self::fanout::{Member, Outgoing, RenderOnce, RoomBatch};
 use self::history::{Delivery, History, PageRequest, Pending, Recorded};
 use crate::store::{self, Retention, StoreError};
 use crate::text::{
-    fold_case, normalize_room, sanitize_text, validate_nick, NickError, MAX_AWAY_CHARS,
+    fold_case, nick_key, normalize_room, sanitize_text, validate_nick, NickError, MAX_AWAY_CHARS,
     MAX_TOPIC_CHARS,
 };
 
@@ -92,6 +93,10 @@ pub struct HubConfig {
     /// Longest a flush waits for the previous round of writers (see `Hub::run`);
     /// zero wakes the writers after every batch of commands.
     pub flush_interval: Duration,
+    /// Registered names are protected, private history is kept between accounts and
+    /// messages to offline accounts wait in their mailbox. `None`: no accounts (every
+    /// name is anyone's, and private messages are never kept).
+    pub accounts: Option<crate::accounts::Accounts>,
 }
 
 impl Default for HubConfig {
@@ -103,6 +108,7 @@ impl Default for HubConfig {
             retention: Retention::default(),
             metrics: Default::default(),
             flush_interval: DEFAULT_FLUSH_INTERVAL,
+            accounts: None,
         }
     }
 }
@@ -158,6 +164,35 @@ impl HubHandle {
         answer.await.map_err(|_| HubGone)
     }
 
+    /// Signed in to `account` (checked by the caller): see [`Command::SignIn`].
+    pub async fn sign_in(
+        &self,
+        client: ClientId,
+        tag: Option<Tag>,
+        account: Account,
+        created: bool,
+        token: Option<(Arc<str>, SystemTime)>,
+    ) -> Result<Result<(), NickError>, HubGone> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::SignIn {
+            client,
+            tag,
+            account,
+            created,
+            token,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| HubGone)
+    }
+
+    /// Who `client` is now.
+    pub async fn identify(&self, client: ClientId) -> Result<Identity, HubGone> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Identify { client, reply }).await?;
+        answer.await.map_err(|_| HubGone)
+    }
+
     /// The connection is over or going: the hub announces it, frees the name and closes
     /// the outbox with `reason` (a no-op if it already forgot the client).
     pub async fn disconnect(&self, client: ClientId, reason: CloseReason) -> Result<(), HubGone> {
@@ -200,7 +235,8 @@ pub fn spawn(
             History::new(Some(sender), loaded, config.replay, config.retention)
         }
     };
-    let hub = Hub::new(config, history);
+    let mut hub = Hub::new(config, history);
+    hub.inbox = Some(inbox.downgrade());
     tracker.spawn(hub.run(commands));
     Ok(HubHandle {
         inbox,
@@ -227,6 +263,8 @@ struct Client {
     connected_at: Instant,
     /// Its away message while it is away.
     away: Option<Arc<str>>,
+    /// The account it signed in to.
+    account: Option<Account>,
 }
 
 impl Client {
@@ -261,8 +299,14 @@ struct Hub {
     /// Boxed: a map grown for the largest crowd keeps its slots, and a slot holding a
     /// pointer costs a fraction of one holding the record.
     clients: HashMap<ClientId, Box<Client>>,
-    /// Folded nickname → owner.
+    /// Nickname key ([`nick_key`]: case and look-alikes folded) → owner.
     nicks: HashMap<String, ClientId>,
+    /// Account key → the account's name: every registered name, which only its
+    /// signed-in owner may use.
+    registered: HashMap<String, Arc<str>>,
+    /// The hub's own inbox, for the accounts' background work to answer through
+    /// (weak: the hub stops when every door's handle is gone).
+    inbox: Option<mpsc::WeakSender<Command>>,
     /// Folded room name → room. A room exists while it has members.
     rooms: HashMap<String, Room>,
     /// Message ids, recent messages, messages waiting to be committed.
@@ -276,10 +320,26 @@ struct Hub {
 
 impl Hub {
     fn new(config: HubConfig, history: History) -> Self {
+        let registered = config
+            .accounts
+            .as_ref()
+            .map(|accounts| match accounts.registered() {
+                Ok(names) => names
+                    .into_iter()
+                    .map(|(key, name)| (key, Arc::from(name)))
+                    .collect(),
+                Err(error) => {
+                    tracing::error!("{error}; registered names are not protected until restart");
+                    HashMap::new()
+                }
+            })
+            .unwrap_or_default();
         Hub {
             config,
             clients: HashMap::new(),
             nicks: HashMap::new(),
+            registered,
+            inbox: None,
             rooms: HashMap::new(),
             history,
             outgoing: Outgoing::default(),

@@ -8,22 +8,40 @@ use super::*;
 impl Hub {
     /// A message the store has committed: now everyone may see it.
     pub(super) fn deliver_committed(&mut self, pending: Pending) {
-        let event = Event::Message(pending.message);
+        let event = Event::Message(pending.message.clone());
         match pending.delivery {
             Delivery::Room(key) => self.broadcast(&key, &event),
-            Delivery::Private { to } => {
-                self.send_to(to, &event);
-                let echoes = self
-                    .clients
-                    .get(&pending.sender)
-                    .is_some_and(|sender| sender.render.echoes_own_messages());
-                if to != pending.sender && echoes {
-                    self.send_to(pending.sender, &event);
+            Delivery::Private {
+                to: None,
+                mailbox: Some(key),
+                ..
+            } => {
+                // Shown to the sender, and acknowledged, once the mailbox has it.
+                self.deposit(pending.sender, pending.tag, key, pending.message);
+                return;
+            }
+            Delivery::Private { to, .. } => {
+                if let Some(to) = to {
+                    self.send_to(to, &event);
+                }
+                if to != Some(pending.sender) {
+                    self.echo(pending.sender, &event);
                 }
             }
         }
         if pending.tag.is_some() {
             self.reply(pending.sender, pending.tag, Reply::Done);
+        }
+    }
+
+    /// Show a sender its own private message, if its door shows senders theirs.
+    pub(super) fn echo(&mut self, sender: ClientId, event: &Event) {
+        let echoes = self
+            .clients
+            .get(&sender)
+            .is_some_and(|sender| sender.render.echoes_own_messages());
+        if echoes {
+            self.send_to(sender, event);
         }
     }
 
@@ -94,11 +112,16 @@ impl Hub {
             let why = format!("{with:?} is not a name");
             return Err(Refusal::new(ErrorCode::NickInvalid, why));
         };
-        // The conversation between the names as they are now: nicknames are not
-        // accounts, so whoever holds a name reads that name's private history.
-        let me = self.clients[&id].nick.clone().unwrap_or_default();
-        let pair = store::private_pair(&me, with);
-        let with: Arc<str> = with.into();
+        // Kept between accounts only, and read only by them: a nickname is anyone's
+        // once its holder leaves, an account is its owner's.
+        let Some(me) = self.clients[&id].account.clone() else {
+            let why = "private history is kept only between accounts: register your name \
+                       (or log in) to keep yours";
+            return Err(Refusal::new(ErrorCode::NotSignedIn, why));
+        };
+        let key = nick_key(with);
+        let pair = store::account_pair(&me.key, &key);
+        let with: Arc<str> = self.registered.get(&key).cloned().unwrap_or(with.into());
         if self.history.store().is_none() {
             let page = self.history.private_page_from_memory(&pair, &with, request);
             self.reply(id, tag, Reply::History(Arc::new(page)));

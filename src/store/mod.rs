@@ -129,19 +129,19 @@ pub struct Store {
 pub enum Conversation {
     /// A room, by folded key.
     Room(String),
-    /// A private conversation, by [`private_pair`] key.
+    /// A private conversation, by [`account_pair`] key.
     Private(String),
 }
 
-/// The key of the private conversation between two nicknames, the same whichever of
-/// them asks.
-pub fn private_pair(a: &str, b: &str) -> String {
-    let (a, b) = (crate::text::fold_case(a), crate::text::fold_case(b));
-    // Nicknames cannot contain a newline, so the pair is unambiguous.
+/// The key of the private conversation between two accounts (by account key), the
+/// same whichever of them asks. Prefixed, so no conversation kept before accounts
+/// existed (keyed by bare nicknames, which anyone could take) is ever served again.
+pub fn account_pair(a: &str, b: &str) -> String {
+    // Account keys cannot contain a newline, so the pair is unambiguous.
     if a <= b {
-        format!("{a}\n{b}")
+        format!("account\n{a}\n{b}")
     } else {
-        format!("{b}\n{a}")
+        format!("account\n{b}\n{a}")
     }
 }
 
@@ -381,7 +381,7 @@ mod tests {
         let mut store = Store::open(dir.path(), Retention::default(), 3).unwrap();
         assert!(store.take_loaded().rooms.is_empty());
         let room = Conversation::Room("#r".into());
-        let private = Conversation::Private(private_pair("Alice", "bob"));
+        let private = Conversation::Private(account_pair("alice", "bob"));
         let messages: Vec<ChatMessage> = (1..=5)
             .map(|id| message(id, Target::Room("#R".into()), "alice", &format!("m{id}")))
             .collect();
@@ -429,7 +429,7 @@ mod tests {
         let private_page = sqlite::query(
             &store.connection,
             &Query {
-                conversation: Conversation::Private(private_pair("BOB", "alice")),
+                conversation: Conversation::Private(account_pair("bob", "alice")),
                 scope: HistoryScope::Private("alice".into()),
                 before: None,
                 after: None,
@@ -467,7 +467,7 @@ mod tests {
             Conversation::Room("#red".into()),
             Conversation::Room("#blue".into()),
         );
-        let private = Conversation::Private(private_pair("a", "b"));
+        let private = Conversation::Private(account_pair("a", "b"));
         let in_room = |id, room: &str| message(id, Target::Room(room.into()), "a", "hi");
         let whisper = |id| message(id, Target::Private("b".into()), "a", "psst");
         // Rooms and private messages interleaved in one batch (one sequence update per

@@ -568,6 +568,10 @@ impl Protocol for IrcProtocol {
             Err(NickError::Taken) => {
                 steps.push(numeric(433, &format!("{nick} :Nickname is already in use")))
             }
+            Err(NickError::Registered) => steps.push(numeric(
+                433,
+                &format!("{nick} :Nickname is registered to an account; choose another"),
+            )),
             Err(why) => steps.push(numeric(432, &format!("{nick} :Erroneous nickname: {why}"))),
         }
     }

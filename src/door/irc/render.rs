@@ -280,14 +280,22 @@ fn error_numeric(code: ErrorCode) -> u16 {
         ErrorCode::RoomInvalid => 479,
         ErrorCode::NotInRoom => 442,
         ErrorCode::NickInvalid => 432,
-        ErrorCode::NickTaken => 433,
+        ErrorCode::NickTaken | ErrorCode::NickRegistered => 433,
         ErrorCode::NotRegistered => 451,
         ErrorCode::AlreadyRegistered => 462,
         ErrorCode::UnknownCommand => 421,
         ErrorCode::BadRequest => 461,
         ErrorCode::LineTooLong => 417,
         // No numeric fits; FAIL is IRCv3's standard reply for these.
-        ErrorCode::Flood | ErrorCode::HistoryUnavailable => 0,
+        ErrorCode::Flood
+        | ErrorCode::HistoryUnavailable
+        | ErrorCode::AuthFailed
+        | ErrorCode::AuthLimited
+        | ErrorCode::AccountExists
+        | ErrorCode::BadPassword
+        | ErrorCode::BadToken
+        | ErrorCode::NotSignedIn
+        | ErrorCode::AccountsUnavailable => 0,
     }
 }
 
@@ -503,6 +511,34 @@ impl IrcRender {
                 lines.end();
             }
             Reply::History(page) => write_history(lines, page, self.caps.server_time),
+            Reply::SignedIn { account, .. } => {
+                let _ = write!(
+                    lines.out,
+                    ":{SERVER_NAME} NOTICE * :You are now logged in as {account}"
+                );
+                lines.end();
+            }
+            Reply::PasswordChanged => {
+                let _ = write!(
+                    lines.out,
+                    ":{SERVER_NAME} NOTICE * :Your password is changed"
+                );
+                lines.end();
+            }
+            Reply::AccountDropped { account } => {
+                let _ = write!(
+                    lines.out,
+                    ":{SERVER_NAME} NOTICE * :The account {account} is deleted"
+                );
+                lines.end();
+            }
+            Reply::KeptFor { nick } => {
+                let _ = write!(
+                    lines.out,
+                    ":{SERVER_NAME} NOTICE * :{nick} is offline; your message is kept for their next login"
+                );
+                lines.end();
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::UNIX_EPOCH;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use crate::door::session::AccountStep;
 use crate::hub::{
     ChatMessage, ErrorCode, Event, HistoryPage, HistoryScope, Render, Reply, Request, Tag, Target,
 };
@@ -24,6 +25,8 @@ pub const OVERSIZE_HEAD_BYTES: usize = 512;
 pub enum ClientMessage {
     /// Choose a nickname: registers a new connection, renames a registered one.
     Nick(String),
+    /// Something about the client's account (`{"type":"auth",...}`).
+    Account(AccountStep),
     /// Anything else, for the hub.
     Hub(Request),
 }
@@ -101,6 +104,17 @@ impl<'a> Fields<'a> {
                     format!("field \"{name}\" must be a whole number, 0 or more"),
                 )
             }),
+        }
+    }
+
+    fn optional_bool(&self, name: &str) -> Result<bool, Refusal> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(value)) => Ok(*value),
+            Some(_) => Err(refuse(
+                ErrorCode::BadRequest,
+                format!("field \"{name}\" must be true or false"),
+            )),
         }
     }
 
@@ -199,6 +213,7 @@ fn decode_object(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
     };
     let request = match kind {
         "nick" => return Ok(ClientMessage::Nick(fields.required_str("nick")?.into())),
+        "auth" => return auth(fields).map(ClientMessage::Account),
         "join" => Request::Join {
             room: fields.required_str("room")?.into(),
         },
@@ -288,6 +303,46 @@ fn decode_object(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
         }
     };
     Ok(ClientMessage::Hub(request))
+}
+
+/// `{"type":"auth","action":...}`: log in, register, change the password, drop the
+/// account, log out.
+fn auth(fields: &Fields<'_>) -> Result<AccountStep, Refusal> {
+    let password = || fields.required_str("password").map(str::to_owned);
+    let remember = fields.optional_bool("remember")?;
+    Ok(match fields.required_str("action")? {
+        "login" => AccountStep::Login {
+            name: fields.required_str("nick")?.into(),
+            password: password()?,
+            remember,
+        },
+        "token" => AccountStep::Token {
+            token: fields.required_str("token")?.into(),
+        },
+        "register" => AccountStep::Register {
+            password: password()?,
+            remember,
+        },
+        "password" => AccountStep::Password {
+            old: password()?,
+            new: fields.required_str("new_password")?.into(),
+        },
+        "drop" => AccountStep::Drop {
+            password: password()?,
+        },
+        "logout" => AccountStep::Logout {
+            token: fields.optional_string("token")?,
+        },
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "unknown auth action {shown:?}; use login, token, register, password, drop or logout"
+                ),
+            ));
+        }
+    })
 }
 
 /// Best effort: find a top-level-looking `"id": "..."` or `"id": 123` in the start of a
@@ -424,6 +479,27 @@ impl JsonRender {
                         }),
                         None => json!({ "type": "topic", "room": &**room, "text": null }),
                     },
+                    Reply::SignedIn {
+                        account,
+                        created,
+                        token,
+                    } => {
+                        let mut value = json!({
+                            "type": "signed_in", "account": &**account, "created": created,
+                        });
+                        if let Some((token, expires)) = token {
+                            value["token"] = json!(&**token);
+                            value["token_expires"] = json!(expires
+                                .duration_since(UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as u64));
+                        }
+                        value
+                    }
+                    Reply::PasswordChanged => json!({ "type": "password_changed" }),
+                    Reply::AccountDropped { account } => {
+                        json!({ "type": "account_dropped", "account": &**account })
+                    }
+                    Reply::KeptFor { nick } => json!({ "type": "kept", "for": &**nick }),
                     Reply::Whois(info) => json!({
                         "type": "whois",
                         "nick": &*info.nick,
@@ -488,6 +564,7 @@ fn history_value(page: &HistoryPage) -> Value {
     match &page.scope {
         HistoryScope::Room(room) => value["room"] = json!(&**room),
         HistoryScope::Private(with) => value["with"] = json!(&**with),
+        HistoryScope::Offline => value["offline"] = json!(true),
     }
     value
 }

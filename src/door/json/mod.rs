@@ -122,6 +122,7 @@ impl Protocol for JsonProtocol {
                 tag,
                 request: Request::Nick { nick },
             },
+            Ok(ClientMessage::Account(step)) => Step::Account { tag, step },
             Ok(ClientMessage::Hub(request)) => Step::Request { tag, request },
         };
         steps.push(step);
@@ -153,6 +154,7 @@ impl Protocol for JsonProtocol {
             Err(refusal) => {
                 let code = match refusal {
                     NickError::Taken => ErrorCode::NickTaken,
+                    NickError::Registered => ErrorCode::NickRegistered,
                     _ => ErrorCode::NickInvalid,
                 };
                 steps.push(self.error(tag, code, format!("cannot use that name: {refusal}")));

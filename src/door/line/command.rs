@@ -1,6 +1,7 @@
 //! Parsing what a line-protocol user typed into hub requests, pure. IRC-like slash
 //! commands; anything else is text for the current room.
 
+use crate::door::session::AccountStep;
 use crate::hub::Request;
 
 /// What one typed line means.
@@ -8,6 +9,8 @@ use crate::hub::Request;
 pub enum LineInput {
     /// A hub request.
     Request(Request),
+    /// Something about the user's account.
+    Account(AccountStep),
     /// `/help`: answered by the door itself.
     Help,
     /// Blank line: ignored.
@@ -44,6 +47,20 @@ pub const HELP: &[(&str, &str)] = &[
         "who NAME is: client id, rooms, how connected",
     ),
     ("/nick NEW", "change your name"),
+    (
+        "/register PASSWORD",
+        "register your name: only you can use it, and your private messages are kept",
+    ),
+    (
+        "/login NAME PASSWORD",
+        "log in (also as the first line: NAME PASSWORD)",
+    ),
+    ("/password OLD NEW", "change your password"),
+    (
+        "/unregister PASSWORD",
+        "delete your account; the name is anyone's again",
+    ),
+    ("/logout", "log out and leave"),
     (
         "/history [#room|NAME] [N]",
         "last N messages of a room (default: current) or of your private talk with NAME",
@@ -138,10 +155,45 @@ pub fn parse(line: &str) -> LineInput {
             LineInput::Request(Request::Topic { room, text })
         }
         "history" | "hist" => history(rest),
+        "register" => match rest {
+            "" => usage("/register PASSWORD"),
+            password => LineInput::Account(AccountStep::Register {
+                password: password.to_owned(),
+                remember: false,
+            }),
+        },
+        "login" | "identify" => login(rest),
+        "logout" => LineInput::Account(AccountStep::Logout { token: None }),
+        "password" | "passwd" => match first_word(rest) {
+            ("", _) | (_, "") => usage("/password OLD NEW"),
+            (old, new) => LineInput::Account(AccountStep::Password {
+                old: old.to_owned(),
+                new: new.to_owned(),
+            }),
+        },
+        "unregister" | "drop" => match rest {
+            "" => usage("/unregister PASSWORD"),
+            password => LineInput::Account(AccountStep::Drop {
+                password: password.to_owned(),
+            }),
+        },
         "" => LineInput::Invalid("empty command; /help lists the commands, //text sends a line starting with /".into()),
         other => LineInput::Invalid(format!(
             "unknown command /{other}; /help lists the commands, //text sends a line starting with /"
         )),
+    }
+}
+
+/// `/login NAME PASSWORD` (the password is the rest of the line, spaces and all), or
+/// `NAME PASSWORD` as a first line.
+pub fn login(rest: &str) -> LineInput {
+    match first_word(rest) {
+        ("", _) | (_, "") => LineInput::Invalid("usage: /login NAME PASSWORD".into()),
+        (name, password) => LineInput::Account(AccountStep::Login {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            remember: false,
+        }),
     }
 }
 
@@ -236,6 +288,55 @@ mod tests {
                 action: false
             }
         );
+    }
+
+    #[test]
+    fn account_commands_keep_the_password_whole() {
+        let account = |input: &str| match parse(input) {
+            LineInput::Account(step) => step,
+            other => panic!("{input:?} gave {other:?}"),
+        };
+        assert_eq!(
+            account("/login alice correct horse"),
+            AccountStep::Login {
+                name: "alice".into(),
+                password: "correct horse".into(),
+                remember: false
+            }
+        );
+        assert_eq!(
+            account("/register  s3cret pass"),
+            AccountStep::Register {
+                password: "s3cret pass".into(),
+                remember: false
+            }
+        );
+        assert_eq!(
+            account("/password old new one"),
+            AccountStep::Password {
+                old: "old".into(),
+                new: "new one".into()
+            }
+        );
+        assert_eq!(
+            account("/unregister pw"),
+            AccountStep::Drop {
+                password: "pw".into()
+            }
+        );
+        assert_eq!(account("/logout"), AccountStep::Logout { token: None });
+        for incomplete in [
+            "/login",
+            "/login alice",
+            "/register",
+            "/password old",
+            "/unregister",
+        ] {
+            assert!(
+                matches!(parse(incomplete), LineInput::Invalid(ref why) if why.starts_with("usage:")),
+                "{incomplete:?}"
+            );
+        }
     }
 
     #[test]

@@ -149,6 +149,26 @@ impl LineProtocol {
             steps.push(Step::Leave(CloseReason::ClientQuit));
             return;
         }
+        // Logging in instead of choosing a name: `/login NAME PASSWORD`, or the two
+        // words on their own for clients that can send only one line.
+        let login = match name.split_once(' ') {
+            Some(("/login" | "/identify", rest)) => Some(command::login(rest)),
+            Some((word, rest)) if !word.starts_with('/') && !rest.trim().is_empty() => {
+                Some(command::login(name))
+            }
+            _ => None,
+        };
+        match login {
+            Some(LineInput::Account(step)) => {
+                steps.push(Step::Account { tag: None, step });
+                return;
+            }
+            Some(LineInput::Invalid(why)) => {
+                steps.push(Step::Send(format!("error: {why}\n{NAME_PROMPT}").into()));
+                return;
+            }
+            _ => {}
+        }
         steps.push(Step::Register {
             tag: None,
             nick: name.to_owned(),
@@ -161,6 +181,7 @@ impl LineProtocol {
             LineInput::Help => steps.push(Step::Send(self.help.clone())),
             LineInput::Invalid(why) => steps.push(Step::Send(format!("error: {why}\n").into())),
             LineInput::Request(request) => steps.push(Step::Request { tag: None, request }),
+            LineInput::Account(step) => steps.push(Step::Account { tag: None, step }),
         }
     }
 }
@@ -195,11 +216,22 @@ impl Protocol for LineProtocol {
         answer: Result<(), NickError>,
         steps: &mut Vec<Step>,
     ) {
-        if let Err(refusal) = answer {
+        if let Err(NickError::Registered) = answer {
+            steps.push(Step::Send(
+                format!(
+                    "error: that name is registered; to log in send NAME PASSWORD, or choose another name\n{NAME_PROMPT}"
+                )
+                .into(),
+            ));
+        } else if let Err(refusal) = answer {
             steps.push(Step::Send(
                 format!("error: cannot use that name: {refusal}\n{NAME_PROMPT}").into(),
             ));
         }
+    }
+
+    fn after_account_refusal(&self, registered: bool) -> Option<Bytes> {
+        (!registered).then(|| Bytes::from_static(NAME_PROMPT.as_bytes()))
     }
 
     fn notice(&self, notice: Notice) -> Bytes {
@@ -269,6 +301,7 @@ mod tests {
                     burst: 5,
                     patience: Duration::from_secs(2),
                 },
+                accounts: None,
             },
             LineSettings {
                 max_line_bytes: 1024,

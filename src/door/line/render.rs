@@ -67,8 +67,13 @@ impl LineRender {
     /// gets a closing line that says how to page on.
     fn write_history(&self, out: &mut String, page: &HistoryPage, explicit: bool) {
         let today = utc_day(SystemTime::now());
+        if let HistoryScope::Offline = page.scope {
+            let count = page.messages.len();
+            let s = if count == 1 { "" } else { "s" };
+            let _ = write!(out, "*** {count} message{s} while you were away:");
+        }
         for (index, message) in page.messages.iter().enumerate() {
-            if index > 0 {
+            if index > 0 || matches!(page.scope, HistoryScope::Offline) {
                 out.push('\n');
             }
             out.push_str("[history ");
@@ -87,6 +92,7 @@ impl LineRender {
             HistoryScope::Private(with) => {
                 (format!("private messages with {with}"), format!("{with}"))
             }
+            HistoryScope::Offline => return,
         };
         match (page.messages.first(), page.messages.last()) {
             (Some(first), Some(last)) => {
@@ -153,6 +159,33 @@ impl LineRender {
             }
             Event::Reply { reply, .. } => match reply {
                 Reply::Done => return false,
+                Reply::SignedIn {
+                    account,
+                    created: true,
+                    ..
+                } => {
+                    let _ = write!(
+                        out,
+                        "*** {account} is registered to you and you are logged in; next time \
+                         send /login {account} PASSWORD (or `{account} PASSWORD` as your first line)"
+                    );
+                }
+                Reply::SignedIn { account, .. } => {
+                    let _ = write!(out, "*** you are logged in as {account}");
+                }
+                Reply::PasswordChanged => out.push_str("*** your password is changed"),
+                Reply::AccountDropped { account } => {
+                    let _ = write!(
+                        out,
+                        "*** the account {account} is deleted; the name is anyone's now"
+                    );
+                }
+                Reply::KeptFor { nick } => {
+                    let _ = write!(
+                        out,
+                        "*** {nick} is offline; your message is kept for their next login"
+                    );
+                }
                 Reply::History(page) => self.write_history(out, page, true),
                 Reply::Pong => out.push_str("*** pong"),
                 Reply::Away { away: true } => out.push_str("*** you are marked as away"),

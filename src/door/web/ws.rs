@@ -69,12 +69,19 @@ mod close_code {
     pub const SIZE: u16 = 1009;
     pub const ERROR: u16 = 1011;
     pub const AGAIN: u16 = 1013;
+    /// Ours (4000-4999 are the application's): the account signed in from another
+    /// connection. The page must not reconnect on its own, or two tabs would take
+    /// the name from each other for ever.
+    pub const REPLACED: u16 = 4001;
 }
 
 /// A close frame's code for a reason.
 fn close_code_for(reason: CloseReason) -> u16 {
     match reason {
-        CloseReason::ClientQuit | CloseReason::PeerClosed => close_code::NORMAL,
+        CloseReason::ClientQuit | CloseReason::PeerClosed | CloseReason::LoggedOut => {
+            close_code::NORMAL
+        }
+        CloseReason::Replaced => close_code::REPLACED,
         CloseReason::Shutdown | CloseReason::IdleTimeout | CloseReason::RegisterTimeout => {
             close_code::AWAY
         }
@@ -797,6 +804,7 @@ mod connection_tests {
                     burst: 5,
                     patience: Duration::from_secs(2),
                 },
+                accounts: None,
             },
             1024,
             crate::metrics::Metrics::new().door("ws"),
