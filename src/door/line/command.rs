@@ -55,7 +55,10 @@ pub const HELP: &[(&str, &str)] = &[
         "/login NAME PASSWORD",
         "log in (also as the first line: NAME PASSWORD)",
     ),
-    ("/password OLD NEW", "change your password"),
+    (
+        "/password OLD NEW",
+        "change your password (OLD is one word here)",
+    ),
     (
         "/unregister PASSWORD",
         "delete your account; the name is anyone's again",
