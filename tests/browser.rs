@@ -89,6 +89,55 @@ async fn browser_and_netcat_user_chat_in_general() {
     server.stop().await;
 }
 
+/// Accounts on the page: `tests/browser/signin.mjs` signs in to a name registered
+/// over the line door, sees the message kept for it while it was away, is signed in
+/// again by its token after a reload, and logs out.
+#[tokio::test]
+async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script_dir = root.join("tests/browser");
+    assert!(
+        script_dir.join("node_modules/playwright-core").is_dir(),
+        "browser test dependencies are missing: run `npm ci --prefix tests/browser`"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "Chromium is missing: run `apt-get install -y --no-install-recommends chromium`"
+    );
+    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let mut alice = Lines::line_login(server.addr("line"), "alice").await;
+    alice.send_line("/register correct horse battery").await;
+    alice.line_containing("is registered to you").await;
+    alice.send_line("/quit").await;
+    while alice.line().await.is_some() {}
+    let mut bob = Lines::line_login(server.addr("line"), "bob").await;
+    bob.send_line("/msg alice kept for you").await;
+    bob.line_containing("your message is kept").await;
+
+    let mut node = tokio::process::Command::new("node")
+        .arg(script_dir.join("signin.mjs"))
+        .arg(server.url("web"))
+        .arg(root.join("test-output"))
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start node (is Node.js installed?)");
+    let mut steps = BufReader::new(node.stdout.take().unwrap()).lines();
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("SIGNED_IN"));
+    bob.line_containing("*** alice joined #general").await;
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("RELOADED"));
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("LOGGED_OUT"));
+    bob.line_containing("*** alice left #general (logged out)")
+        .await;
+    let status = tokio::time::timeout(WAIT * 3, node.wait())
+        .await
+        .expect("the browser script finished in time")
+        .unwrap();
+    assert!(status.success(), "browser script failed: {status}");
+    server.stop().await;
+}
+
 /// The next line the browser script prints (READY, SENT, DONE).
 async fn next_step(
     steps: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,

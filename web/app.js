@@ -12,6 +12,8 @@
     messages: $('messages'), sayForm: $('say-form'), sayInput: $('say-input'), sayButton: $('say-button'),
     nickDialog: $('nick-dialog'), nickForm: $('nick-form'), nickInput: $('nick-input'),
     nickError: $('nick-error'), nickButton: $('nick-button'),
+    passwordInput: $('password-input'), rememberInput: $('remember-input'),
+    registerButton: $('register-button'), logout: $('logout'),
   };
 
   const MAX_KEPT_MESSAGES = 500;
@@ -29,6 +31,16 @@
   const conversations = new Map(); // key -> { key, title, kind, items, unread }
   let roomList = []; // from the last "rooms" reply
   let current = null;
+  let account = null; // the account we are signed in to
+  let registerPassword = null; // register this once the name is ours
+  let replaced = false; // signed in elsewhere: do not reconnect on our own
+  // A sign-in token (opaque, issued by the server, revocable): a reload signs in again
+  // without asking for the password.
+  const TOKEN_KEY = 'switchboard.token';
+  const storedToken = () => { try { return localStorage.getItem(TOKEN_KEY); } catch (e) { return null; } };
+  const storeToken = (token) => {
+    try { if (token) localStorage.setItem(TOKEN_KEY, token); else localStorage.removeItem(TOKEN_KEY); } catch (e) { /* private mode */ }
+  };
 
   const fold = (name) => name.toLowerCase();
   const roomKey = (room) => fold(room);
@@ -63,7 +75,9 @@
     socket = ws;
     ws.addEventListener('open', () => {
       setStatus('connected', 'connected');
-      if (wantedNick) send({ type: 'nick', nick: wantedNick }, 'register');
+      const token = storedToken();
+      if (token) send({ type: 'auth', action: 'token', token }, 'token');
+      else if (wantedNick) send({ type: 'nick', nick: wantedNick }, 'register');
       else showNickDialog('');
     });
     ws.addEventListener('message', (event) => {
@@ -78,6 +92,14 @@
       pending.clear();
       setInputEnabled(false);
       if (event.code === 1001 && current) addNotice(current, 'server going away; reconnecting');
+      if (event.code === 4001) {
+        // Our account signed in from another window or device, which has the name now.
+        replaced = true;
+        setStatus('offline', 'signed in elsewhere — reload to continue here');
+        if (current) addNotice(current, 'you signed in from somewhere else; this page stopped');
+        return;
+      }
+      if (replaced) return;
       scheduleReconnect();
     });
   }
@@ -107,7 +129,21 @@
       case 'joined': return onJoined(message);
       case 'left': return onLeft(message);
       case 'message': return onMessage(message);
-      case 'history': return (message.messages || []).forEach(onMessage);
+      case 'history':
+        if (message.offline) {
+          const count = (message.messages || []).length;
+          addNotice(current, `${count} message${count === 1 ? '' : 's'} while you were away`);
+        }
+        return (message.messages || []).forEach(onMessage);
+      case 'signed_in': return onSignedIn(message);
+      case 'kept': return addNotice(current, `${message.for} is offline; your message is kept for their next login`);
+      case 'password_changed': return addNotice(current, 'your password is changed');
+      case 'account_dropped':
+        account = null;
+        storeToken(null);
+        ui.logout.hidden = true;
+        ui.me.textContent = myNick;
+        return addNotice(current, `the account ${message.account} is deleted; the name is anyone's now`);
       case 'nick': return onNick(message);
       case 'notice': return addNotice(current, message.text);
       case 'topic': {
@@ -142,6 +178,10 @@
     attempts = 0;
     ui.me.textContent = myNick;
     hideNickDialog();
+    if (registerPassword) {
+      send({ type: 'auth', action: 'register', password: registerPassword, remember: ui.rememberInput.checked }, 'register-account');
+      registerPassword = null;
+    }
     setInputEnabled(true);
     // Rejoin the rooms we were in before a reconnect (the default room comes by itself).
     for (const conversation of conversations.values()) {
@@ -210,8 +250,31 @@
     refreshMembers();
   }
 
+  function onSignedIn(message) {
+    account = message.account;
+    if (message.token) storeToken(message.token);
+    ui.me.textContent = myNick ? `${myNick} ✓` : account;
+    ui.me.title = 'signed in as ' + account;
+    ui.logout.hidden = false;
+    ui.passwordInput.value = '';
+    if (message.created) addNotice(current, `${account} is registered to you; log in with its password next time`);
+  }
+
   function onError(message, purpose) {
+    if (purpose === 'token') {
+      // The kept token is no good any more (revoked, expired): ask.
+      storeToken(null);
+      if (wantedNick) send({ type: 'nick', nick: wantedNick }, 'register');
+      else showNickDialog('');
+      return;
+    }
+    if (purpose === 'login' || purpose === 'register-account') {
+      registerPassword = null;
+      showNickDialog(message.text);
+      return;
+    }
     if (purpose === 'register') {
+      registerPassword = null;
       // Our name was refused: ask again, saying why, right in the dialog.
       showNickDialog(message.text);
       return;
@@ -448,6 +511,15 @@
       case 'rooms': refreshRooms(); return;
       case 'away': send(rest ? { type: 'away', text: rest } : { type: 'away' }); return;
       case 'back': send({ type: 'away' }); return;
+      case 'register':
+        if (rest) send({ type: 'auth', action: 'register', password: rest, remember: true }, 'account');
+        return;
+      case 'login': {
+        const [name, ...words] = rest.split(' ');
+        if (name && words.length) send({ type: 'auth', action: 'login', nick: name, password: words.join(' '), remember: true }, 'account');
+        return;
+      }
+      case 'logout': logout(); return;
       case 'topic': {
         const room = conversation && conversation.kind === 'room' ? conversation.title : undefined;
         send(rest ? { type: 'topic', room, text: rest } : { type: 'topic', room });
@@ -475,9 +547,38 @@
     if (!nick) { ui.nickError.textContent = 'type a name first'; return; }
     wantedNick = nick;
     ui.nickError.textContent = '';
-    if (socket && socket.readyState === WebSocket.OPEN) send({ type: 'nick', nick }, 'register');
-    else ui.nickError.textContent = 'not connected yet; your name will be sent once connected';
+    const password = ui.passwordInput.value;
+    if (!socket || socket.readyState !== WebSocket.OPEN) {
+      ui.nickError.textContent = 'not connected yet; try again in a moment';
+      return;
+    }
+    if (password) send({ type: 'auth', action: 'login', nick, password, remember: ui.rememberInput.checked }, 'login');
+    else send({ type: 'nick', nick }, 'register');
   });
+
+  // Register: take the name as a guest first, then make it ours.
+  ui.registerButton.addEventListener('click', () => {
+    const nick = ui.nickInput.value.trim();
+    const password = ui.passwordInput.value;
+    if (!nick || !password) { ui.nickError.textContent = 'type the name and a password (8 characters or more) to register'; return; }
+    if (!socket || socket.readyState !== WebSocket.OPEN) { ui.nickError.textContent = 'not connected yet; try again in a moment'; return; }
+    wantedNick = nick;
+    registerPassword = password;
+    ui.nickError.textContent = '';
+    send({ type: 'nick', nick }, 'register');
+  });
+
+  function logout() {
+    const token = storedToken();
+    storeToken(null);
+    account = null;
+    wantedNick = '';
+    ui.logout.hidden = true;
+    // The server forgets the token and closes; the reconnect asks for a name again.
+    send(token ? { type: 'auth', action: 'logout', token } : { type: 'auth', action: 'logout' }, 'logout');
+  }
+
+  ui.logout.addEventListener('click', logout);
 
   ui.joinForm.addEventListener('submit', (event) => {
     event.preventDefault();
