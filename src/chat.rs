@@ -281,6 +281,8 @@ pub struct WhoisInfo {
     pub connected_for_secs: u64,
     /// Its away message, if it is away.
     pub away: Option<Arc<str>>,
+    /// The account it is signed in to.
+    pub account: Option<Arc<str>>,
 }
 
 /// Stable, machine-readable error codes (the JSON door sends them as strings).

@@ -40,7 +40,7 @@ async fn alice_owns_her_name_and_her_private_messages() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
     let args = ["--data", data.as_str()];
-    let server = Server::start(&args, &["line", "json", "web"]).await;
+    let server = Server::start(&args, &["line", "json", "web", "irc"]).await;
     let (line, json_door) = (server.addr("line"), server.addr("json"));
 
     // alice registers her name on the line door; bob his over JSON.
@@ -91,6 +91,11 @@ async fn alice_owns_her_name_and_her_private_messages() {
         .send(json!({"type": "nick", "nick": "\u{0430}lice"}))
         .await;
     assert_eq!(browser.of_type("error").await["code"], "nick_registered");
+    let mut irc = Lines::connect(server.addr("irc")).await;
+    irc.send_line("NICK ALICE").await;
+    irc.send_line("USER a 0 * :A").await;
+    let taken = irc.line_containing(" 433 ").await;
+    assert!(taken.contains("registered"), "{taken}");
     // Nor be renamed to it.
     guest.send_line("mallory").await;
     guest.line_containing("welcome").await;
@@ -291,7 +296,11 @@ async fn bad_account_input_gets_clear_errors_and_changes_nothing() {
         .await;
     assert_eq!(erin.of_type("error").await["code"], "bad_token");
     erin.send(json!({"type": "whois", "nick": "erin"})).await;
-    assert_eq!(erin.of_type("whois").await["nick"], "erin");
+    let whois = erin.of_type("whois").await;
+    assert_eq!(
+        (whois["nick"].as_str(), whois["account"].as_str()),
+        (Some("erin"), Some("erin"))
+    );
 
     // Signing in from a second connection takes the name from the first.
     let mut dave_again = Lines::connect(line).await;

@@ -350,6 +350,7 @@ impl Hub {
                         .collect(),
                     connected_for_secs: client.connected_at.elapsed().as_secs(),
                     away: client.away.clone(),
+                    account: client.account.as_ref().map(|account| account.name.clone()),
                 };
                 self.reply(id, tag, Reply::Whois(info));
             }

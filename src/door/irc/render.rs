@@ -494,6 +494,10 @@ impl IrcRender {
                     let _ = write!(lines.numeric(301, "*"), "{nick} :{away}");
                     lines.end();
                 }
+                if let Some(account) = &info.account {
+                    let _ = write!(lines.numeric(330, "*"), "{nick} {account} :is logged in as");
+                    lines.end();
+                }
                 if !info.rooms.is_empty() {
                     let rooms: Vec<&str> = info.rooms.iter().map(|room| &**room).collect();
                     let _ = write!(lines.numeric(319, "*"), "{nick} :{}", rooms.join(" "));

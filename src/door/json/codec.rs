@@ -508,6 +508,7 @@ impl JsonRender {
                         "rooms": info.rooms.iter().map(|r| &**r).collect::<Vec<_>>(),
                         "connected_for_secs": info.connected_for_secs,
                         "away": info.away.as_deref(),
+                        "account": info.account.as_deref(),
                     }),
                 };
                 set_tag(&mut value, tag);

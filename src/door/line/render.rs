@@ -246,6 +246,9 @@ impl LineRender {
                     for room in &info.rooms {
                         let _ = write!(out, " {room}");
                     }
+                    if let Some(account) = &info.account {
+                        let _ = write!(out, "; logged in as {account}");
+                    }
                     if let Some(away) = &info.away {
                         let _ = write!(out, "; away: {away}");
                     }
