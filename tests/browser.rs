@@ -18,29 +18,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[tokio::test]
 async fn browser_and_netcat_user_chat_in_general() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script_dir = root.join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "browser test dependencies are missing: run `npm ci --prefix tests/browser`"
-    );
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "Chromium is missing: run `apt-get install -y --no-install-recommends chromium`"
-    );
 
     let server = Server::start(&[], &["line", "json", "web"]).await;
     let mut tcp = Lines::line_login(server.addr("line"), "tcpuser").await;
 
-    let mut node = tokio::process::Command::new("node")
-        .arg(script_dir.join("chat.mjs"))
-        .arg(server.url("web"))
-        .arg(root.join("test-output"))
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start node (is Node.js installed?)");
-    let mut steps = BufReader::new(node.stdout.take().unwrap()).lines();
+    let (mut node, mut steps) = browser_script("chat.mjs", &server.url("web"));
 
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("READY"));
     tcp.line_containing("webuser joined").await;
@@ -94,16 +76,6 @@ async fn browser_and_netcat_user_chat_in_general() {
 /// again by its token after a reload, and logs out.
 #[tokio::test]
 async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script_dir = root.join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "browser test dependencies are missing: run `npm ci --prefix tests/browser`"
-    );
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "Chromium is missing: run `apt-get install -y --no-install-recommends chromium`"
-    );
     let server = Server::start(&[], &["line", "json", "web"]).await;
     let mut alice = Lines::line_login(server.addr("line"), "alice").await;
     alice.send_line("/register correct horse battery").await;
@@ -114,16 +86,7 @@ async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
     bob.send_line("/msg alice kept for you").await;
     bob.line_containing("your message is kept").await;
 
-    let mut node = tokio::process::Command::new("node")
-        .arg(script_dir.join("signin.mjs"))
-        .arg(server.url("web"))
-        .arg(root.join("test-output"))
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start node (is Node.js installed?)");
-    let mut steps = BufReader::new(node.stdout.take().unwrap()).lines();
+    let (mut node, mut steps) = browser_script("signin.mjs", &server.url("web"));
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("SIGNED_IN"));
     bob.line_containing("*** alice joined #general").await;
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("RELOADED"));
@@ -138,10 +101,37 @@ async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
     server.stop().await;
 }
 
+type Steps = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// Start `tests/browser/SCRIPT` against the page at `url` (screenshots go to
+/// `test-output/`), after checking its dependencies are there: a missing one is a
+/// failure that says how to install it, not a skip.
+fn browser_script(script: &str, url: &str) -> (tokio::process::Child, Steps) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script_dir = root.join("tests/browser");
+    assert!(
+        script_dir.join("node_modules/playwright-core").is_dir(),
+        "browser test dependencies are missing: run `npm ci --prefix tests/browser`"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "Chromium is missing: run `apt-get install -y --no-install-recommends chromium`"
+    );
+    let mut node = tokio::process::Command::new("node")
+        .arg(script_dir.join(script))
+        .arg(url)
+        .arg(root.join("test-output"))
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start node (is Node.js installed?)");
+    let steps = BufReader::new(node.stdout.take().unwrap()).lines();
+    (node, steps)
+}
+
 /// The next line the browser script prints (READY, SENT, DONE).
-async fn next_step(
-    steps: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-) -> Option<String> {
+async fn next_step(steps: &mut Steps) -> Option<String> {
     tokio::time::timeout(WAIT * 6, steps.next_line())
         .await
         .expect("the browser script moved on in time")

@@ -154,13 +154,18 @@ impl HubHandle {
         client: ClientId,
         nick: String,
     ) -> Result<Result<(), NickError>, HubGone> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Register {
+        self.ask(|reply| Command::Register {
             client,
             nick,
             reply,
         })
-        .await?;
+        .await
+    }
+
+    /// Send the command `make` builds around a reply channel, and wait for the answer.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, HubGone> {
+        let (reply, answer) = oneshot::channel();
+        self.send(make(reply)).await?;
         answer.await.map_err(|_| HubGone)
     }
 
@@ -173,8 +178,7 @@ impl HubHandle {
         created: bool,
         token: Option<(Arc<str>, SystemTime)>,
     ) -> Result<Result<(), NickError>, HubGone> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::SignIn {
+        self.ask(|reply| Command::SignIn {
             client,
             tag,
             account,
@@ -182,15 +186,12 @@ impl HubHandle {
             token,
             reply,
         })
-        .await?;
-        answer.await.map_err(|_| HubGone)
+        .await
     }
 
     /// Who `client` is now.
     pub async fn identify(&self, client: ClientId) -> Result<Identity, HubGone> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Identify { client, reply }).await?;
-        answer.await.map_err(|_| HubGone)
+        self.ask(|reply| Command::Identify { client, reply }).await
     }
 
     /// The connection is over or going: the hub announces it, frees the name and closes

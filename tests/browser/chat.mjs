@@ -2,36 +2,10 @@
 // Run by tests/browser.rs: `node tests/browser/chat.mjs URL SCREENSHOT_DIR`.
 // Talks to the Rust side over stdout: prints READY once named (the Rust test then
 // sends from its TCP line client), then SENT after sending from the page.
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { WAIT, withPage } from './launch.mjs';
 
-const [url, screenshots] = process.argv.slice(2);
-if (!url || !screenshots) {
-  console.error('usage: node chat.mjs URL SCREENSHOT_DIR');
-  process.exit(2);
-}
-mkdirSync(screenshots, { recursive: true });
-const WAIT = { timeout: 15000 };
-const profile = mkdtempSync(join(tmpdir(), 'switchboard-chromium-'));
-
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1100, height: 680 },
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync',
-  ],
-});
-try {
-  const page = context.pages()[0] || await context.newPage();
-  const problems = [];
-  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-  page.on('console', (message) => {
-    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
-  });
+await withPage('chat.mjs', async (page, url, screenshots, problems) => {
   page.on('dialog', (dialog) => { problems.push(`unexpected dialog: ${dialog.message()}`); dialog.dismiss(); });
 
   await page.goto(url, WAIT);
@@ -90,7 +64,4 @@ try {
   const unexpected = problems.filter((p) => !/WebSocket|ERR_CONNECTION_REFUSED/.test(p));
   if (unexpected.length) throw new Error(unexpected.join('\n'));
   console.log('DONE');
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+});

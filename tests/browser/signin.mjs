@@ -4,37 +4,10 @@
 // is refused the name without a password, then with a wrong one, signs in, sees the
 // message kept while she was away, reloads (the kept token signs in again without the
 // dialog) and logs out. It prints SIGNED_IN, RELOADED and LOGGED_OUT as it goes.
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { WAIT, withPage } from './launch.mjs';
 
-const [url, screenshots] = process.argv.slice(2);
-if (!url || !screenshots) {
-  console.error('usage: node signin.mjs URL SCREENSHOT_DIR');
-  process.exit(2);
-}
-mkdirSync(screenshots, { recursive: true });
-const WAIT = { timeout: 15000 };
-const profile = mkdtempSync(join(tmpdir(), 'switchboard-chromium-'));
-
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1100, height: 680 },
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync',
-  ],
-});
-try {
-  const page = context.pages()[0] || await context.newPage();
-  const problems = [];
-  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-  page.on('console', (message) => {
-    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
-  });
-
+await withPage('signin.mjs', async (page, url, screenshots, problems) => {
   await page.goto(url, WAIT);
   await page.locator('#status.connected').waitFor(WAIT);
 
@@ -73,7 +46,4 @@ try {
 
   const unexpected = problems.filter((p) => !/WebSocket/.test(p));
   if (unexpected.length) throw new Error(unexpected.join('\n'));
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+});

@@ -1,0 +1,41 @@
+// Shared by the browser scripts: their arguments (URL SCREENSHOT_DIR) and Debian's
+// headless Chromium in a throwaway profile, with the flags this closed network needs.
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const WAIT = { timeout: 15000 };
+
+/// Parse `node SCRIPT URL SCREENSHOT_DIR`, launch Chromium, run `body(page, url,
+/// screenshots, problems)`, and always close the browser and delete its profile.
+export async function withPage(script, body) {
+  const [url, screenshots] = process.argv.slice(2);
+  if (!url || !screenshots) {
+    console.error(`usage: node ${script} URL SCREENSHOT_DIR`);
+    process.exit(2);
+  }
+  mkdirSync(screenshots, { recursive: true });
+  const profile = mkdtempSync(join(tmpdir(), 'switchboard-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1100, height: 680 },
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync',
+    ],
+  });
+  try {
+    const page = context.pages()[0] || await context.newPage();
+    const problems = [];
+    page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+    page.on('console', (message) => {
+      if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
+    });
+    await body(page, url, screenshots, problems);
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
