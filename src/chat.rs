@@ -3,6 +3,7 @@
 //! reasons a connection ends. A leaf: the store, the metrics and the doors import it
 //! without importing the hub, and no wire format appears here.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -348,6 +349,23 @@ impl ErrorCode {
     }
 }
 
+/// A sign-in token on its way to its owner, shown this once (the server keeps only
+/// its hash), and when it expires. A token is a password: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub secret: Arc<str>,
+    pub expires: SystemTime,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("secret", &"<hidden>")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
 /// Answers to one client's request.
 #[derive(Debug, Clone)]
 pub enum Reply {
@@ -385,7 +403,7 @@ pub enum Reply {
     SignedIn {
         account: Arc<str>,
         created: bool,
-        token: Option<(Arc<str>, SystemTime)>,
+        token: Option<IssuedToken>,
     },
     /// The account's password was changed (its sign-in tokens no longer work).
     PasswordChanged,

@@ -117,14 +117,34 @@ pub fn fold_case(name: &str) -> String {
 /// The key under which nicknames and account names are compared: names that look
 /// alike are the same name. Case is folded first, then the Unicode TS #39 skeleton is
 /// taken (confusables mapped to one prototype, NFD), then case folded again (a
-/// prototype may be a capital): `alice`, `ALICE`, `аlice` (Cyrillic а) and `ａｌｉｃｅ`
-/// (fullwidth) share one key. The skeleton alone is case-sensitive and makes capital
-/// `I` the same as `l`; case-insensitive, `I` is also `i`, so `i` is mapped to `l`
-/// too: `aIice` is `alice` (and so, harmlessly, is `allce`).
+/// prototype may be a capital) and combining marks dropped (`José` is `Jose`, and the
+/// dot that lowercasing leaves on `İ` does not make `ALİCE` a new name): `alice`,
+/// `ALICE`, `аlice` (Cyrillic а) and `ａｌｉｃｅ` (fullwidth) share one key. The
+/// skeleton alone is case-sensitive and makes capital `I` the same as `l`;
+/// case-insensitive, `I` is also `i`, so `i` is mapped to `l` too: `aIice` is `alice`
+/// (and so, harmlessly, is `allce`).
+///
+/// One pass is not always stable (a prototype's lowercase can itself have another
+/// prototype), so the steps repeat until the key stops changing: a key's key is
+/// itself, which the hub and the accounts rely on when they store keys.
 pub fn nick_key(name: &str) -> String {
+    let mut key = key_step(name);
+    // Two or three passes settle every character; the bound only guards the loop.
+    for _ in 0..8 {
+        let next = key_step(&key);
+        if next == key {
+            break;
+        }
+        key = next;
+    }
+    key
+}
+
+fn key_step(name: &str) -> String {
     let folded = fold_case(name);
     unicode_security::confusable_detection::skeleton(&folded)
         .flat_map(char::to_lowercase)
+        .filter(|&c| !unicode_normalization::char::is_combining_mark(c))
         .map(|c| if c == 'i' { 'l' } else { c })
         .collect()
 }
@@ -216,6 +236,30 @@ mod tests {
         // Other scripts keep their own names.
         assert_ne!(nick_key("김철수"), nick_key("김철"));
         assert_eq!(nick_key("Straße"), nick_key("straße"));
+        // Marks do not make a new name.
+        assert_eq!(nick_key("ALİCE"), alice);
+        assert_eq!(nick_key("José"), nick_key("Jose"));
+    }
+
+    #[test]
+    fn a_key_is_its_own_key() {
+        // Every character, alone and beside a letter: one pass of the skeleton is not
+        // always stable, the key must be.
+        let mut unstable = Vec::new();
+        for c in (0..=0x3_FFFFu32).filter_map(char::from_u32) {
+            for name in [c.to_string(), format!("a{c}")] {
+                let key = nick_key(&name);
+                if nick_key(&key) != key {
+                    unstable.push(name);
+                }
+            }
+        }
+        assert!(
+            unstable.is_empty(),
+            "{} unstable, first {:?}",
+            unstable.len(),
+            &unstable[..unstable.len().min(10)]
+        );
     }
 
     #[test]

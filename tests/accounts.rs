@@ -112,17 +112,25 @@ async fn alice_owns_her_name_and_her_private_messages() {
     let page = bob.json_of_type("history").await;
     assert_eq!(texts(&page), ["hi bob", "hi alice"]);
 
-    // Messages sent while she is away are kept for her, from accounts and guests.
-    bob.send_json(json!({"type": "msg", "to": "alice", "text": "while you were out", "id": 2}))
-        .await;
-    let kept = bob.json_of_type("kept").await;
-    assert_eq!(
-        (kept["for"].as_str(), kept["id"].as_i64()),
-        (Some("alice"), Some(2))
-    );
+    // Messages sent while she is away are kept for her, in order, from accounts only
+    // (a guest could flood her mailbox under a name nobody can trace).
+    for (n, text) in ["while you were out", "and another"]
+        .into_iter()
+        .enumerate()
+    {
+        bob.send_json(json!({"type": "msg", "to": "alice", "text": text, "id": n + 2}))
+            .await;
+    }
+    for n in 2..4 {
+        let kept = bob.json_of_type("kept").await;
+        assert_eq!(
+            (kept["for"].as_str(), kept["id"].as_i64()),
+            (Some("alice"), Some(n))
+        );
+    }
     guest.send_line("/msg alice from mallory").await;
     guest
-        .line_containing("*** alice is offline; your message is kept for their next login")
+        .line_containing("error: alice is offline; messages are kept for offline accounts only from logged-in users")
         .await;
 
     // She signs in from the page (the WebSocket door): a wrong password first.
@@ -143,8 +151,8 @@ async fn alice_owns_her_name_and_her_private_messages() {
     let token = signed_in["token"].as_str().expect("a token").to_owned();
     let away = page.of_type("history").await;
     assert_eq!(away["offline"], true, "{away}");
-    assert_eq!(texts(&away), ["while you were out", "from mallory"]);
-    assert_eq!(away["messages"][1]["from"], "mallory");
+    assert_eq!(texts(&away), ["while you were out", "and another"]);
+    assert_eq!(away["messages"][1]["from"], "bob");
     // Delivered once: the mailbox is empty now.
     page.send(json!({"type": "quit"})).await;
     drop(page);
@@ -177,8 +185,8 @@ async fn alice_owns_her_name_and_her_private_messages() {
     let history = page.of_type("history").await;
     assert_eq!(
         texts(&history),
-        ["hi bob", "hi alice", "while you were out"],
-        "the guest's message is not history, the accounts' are"
+        ["hi bob", "hi alice", "while you were out", "and another"],
+        "the accounts' messages are history"
     );
     page.send(json!({"type": "ping", "id": "p"})).await;
     loop {
@@ -345,5 +353,85 @@ async fn bad_account_input_gets_clear_errors_and_changes_nothing() {
         metric(&text, "switchboard_account_changes_total{kind=\"dropped\"}"),
         1.0
     );
+    server.stop().await;
+}
+
+/// Register `nick` over JSON with `password`, signed in when this returns.
+async fn json_register(server: &Server, nick: &str, password: &str) -> Lines<TcpStream> {
+    let (mut client, _) = Lines::json_login(server.addr("json"), nick).await;
+    client
+        .send_json(json!({"type": "auth", "action": "register", "password": password}))
+        .await;
+    assert_eq!(client.json_of_type("signed_in").await["account"], nick);
+    client
+}
+
+async fn private_history(client: &mut Lines<TcpStream>, with: &str) -> Vec<String> {
+    client
+        .send_json(json!({"type": "history", "with": with}))
+        .await;
+    texts(&client.json_of_type("history").await)
+}
+
+#[tokio::test]
+async fn a_dropped_account_takes_its_private_history_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    dropped_account_forgotten(&["--data", data.as_str()]).await;
+}
+
+#[tokio::test]
+async fn a_dropped_account_takes_its_private_history_with_it_in_memory() {
+    dropped_account_forgotten(&["--memory"]).await;
+}
+
+async fn dropped_account_forgotten(args: &[&str]) {
+    let server = Server::start(args, &["json"]).await;
+    let mut alice = json_register(&server, "alice", "alice's password").await;
+    let mut bob = json_register(&server, "bob", "bob's password!").await;
+    let mut carol = json_register(&server, "carol", "carol's password").await;
+    async fn say(from: &mut Lines<TcpStream>, to: &str, text: &str) {
+        from.send_json(json!({"type": "msg", "to": to, "text": text, "id": 1}))
+            .await;
+        from.json_of_type("ok").await;
+    }
+    say(&mut alice, "bob", "alice to bob").await;
+    say(&mut bob, "alice", "bob to alice").await;
+    say(&mut bob, "carol", "bob to carol").await;
+    assert_eq!(
+        private_history(&mut bob, "alice").await,
+        ["alice to bob", "bob to alice"]
+    );
+
+    // alice drops her account; someone else registers the name at once.
+    alice
+        .send_json(json!({"type": "auth", "action": "drop", "password": "alice's password"}))
+        .await;
+    assert_eq!(
+        alice.json_of_type("account_dropped").await["account"],
+        "alice"
+    );
+    alice.send_json(json!({"type": "quit"})).await;
+    while alice.line().await.is_some() {}
+    let mut newcomer = json_register(&server, "alice", "a different one").await;
+
+    // Neither the newcomer nor bob sees what alice and bob said; bob and carol's
+    // conversation is untouched.
+    assert!(private_history(&mut newcomer, "bob").await.is_empty());
+    assert!(private_history(&mut bob, "alice").await.is_empty());
+    assert_eq!(private_history(&mut carol, "bob").await, ["bob to carol"]);
+    server.stop().await;
+    if args.contains(&"--memory") {
+        return;
+    }
+
+    // Not on disk either.
+    let server = Server::start(args, &["json"]).await;
+    let (mut newcomer, _) = Lines::json_login(server.addr("json"), "x").await;
+    newcomer
+        .send_json(json!({"type": "auth", "action": "login", "nick": "alice", "password": "a different one"}))
+        .await;
+    newcomer.json_of_type("signed_in").await;
+    assert!(private_history(&mut newcomer, "bob").await.is_empty());
     server.stop().await;
 }

@@ -83,6 +83,9 @@ async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
     alice.send_line("/quit").await;
     while alice.line().await.is_some() {}
     let mut bob = Lines::line_login(server.addr("line"), "bob").await;
+    // Messages are kept for offline accounts from accounts only.
+    bob.send_line("/register bob's own password").await;
+    bob.line_containing("is registered to you").await;
     bob.send_line("/msg alice kept for you").await;
     bob.line_containing("your message is kept").await;
 

@@ -262,8 +262,13 @@
 
   function onError(message, purpose) {
     if (purpose === 'token') {
-      // The kept token is no good any more (revoked, expired): ask.
-      storeToken(null);
+      // Only a token the server does not know (revoked, expired) is forgotten; when
+      // the server is just busy or limiting, it is kept for the next try.
+      if (message.code === 'bad_token') storeToken(null);
+      else {
+        showNickDialog(message.text);
+        return;
+      }
       if (wantedNick) send({ type: 'nick', nick: wantedNick }, 'register');
       else showNickDialog('');
       return;
@@ -569,6 +574,11 @@
   });
 
   function logout() {
+    if (!socket || socket.readyState !== WebSocket.OPEN) {
+      // The server must forget the token; forgetting it only here would leave it live.
+      addNotice(current, 'not connected: log out again once the page is back online');
+      return;
+    }
     const token = storedToken();
     storeToken(null);
     account = null;

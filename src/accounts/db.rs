@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::chat::{ChatMessage, Target};
+use crate::text::nick_key;
 
 /// Tables and indexes, all `IF NOT EXISTS`: run by the history store's migration to
 /// schema 2 and by an in-memory accounts database.
@@ -39,6 +40,77 @@ CREATE TABLE IF NOT EXISTS mailbox (
 );
 CREATE INDEX IF NOT EXISTS mailbox_by_account ON mailbox (account_key, id);
 ";
+
+/// Bring stored keys up to the current [`nick_key`] (it changed when marks began to
+/// be dropped and the key to be repeated to its fixpoint): accounts, their tokens,
+/// their mailboxes and, when the history lives in this database, their private
+/// conversations. One transaction; a key already taken by another account is left as
+/// it was, with a warning (both owners keep their passwords; the later one should pick
+/// a new name). Returns how many accounts were re-keyed.
+pub fn rekey(db: &mut Connection) -> rusqlite::Result<usize> {
+    let stale: Vec<(String, String)> = all_accounts(db)?
+        .into_iter()
+        .filter_map(|(key, name)| {
+            let current = nick_key(&name);
+            (current != key).then_some((key, current))
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let transaction = db.transaction()?;
+    let mut moved = std::collections::HashMap::new();
+    for (old, new) in stale {
+        let taken: bool = transaction.query_row(
+            "SELECT EXISTS (SELECT 1 FROM accounts WHERE key = ?1)",
+            [&new],
+            |row| row.get(0),
+        )?;
+        if taken {
+            tracing::warn!(old = %old, new = %new, "an account's name now looks like another's; left under its old key");
+            continue;
+        }
+        transaction.execute("UPDATE accounts SET key = ?2 WHERE key = ?1", [&old, &new])?;
+        transaction.execute(
+            "UPDATE account_tokens SET account_key = ?2 WHERE account_key = ?1",
+            [&old, &new],
+        )?;
+        transaction.execute(
+            "UPDATE mailbox SET account_key = ?2 WHERE account_key = ?1",
+            [&old, &new],
+        )?;
+        moved.insert(old, new);
+    }
+    let has_history: bool = transaction.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'private_messages')",
+        [],
+        |row| row.get(0),
+    )?;
+    if has_history && !moved.is_empty() {
+        let pairs: Vec<String> = {
+            let mut statement = transaction
+                .prepare("SELECT DISTINCT pair FROM private_messages WHERE pair LIKE 'account' || char(10) || '%'")?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for pair in pairs {
+            let mut keys = pair.splitn(3, '\n').skip(1);
+            let (Some(a), Some(b)) = (keys.next(), keys.next()) else {
+                continue;
+            };
+            let map = |key: &str| moved.get(key).cloned().unwrap_or_else(|| key.to_owned());
+            let new_pair = crate::store::account_pair(&map(a), &map(b));
+            if new_pair != pair {
+                transaction.execute(
+                    "UPDATE private_messages SET pair = ?2 WHERE pair = ?1",
+                    [&pair, &new_pair],
+                )?;
+            }
+        }
+    }
+    transaction.commit()?;
+    Ok(moved.len())
+}
 
 /// Most messages kept for one offline account; older ones make way (a full mailbox
 /// never refuses a sender, and never grows without bound).
@@ -150,13 +222,15 @@ pub fn delete_token(db: &Connection, token_hash: &[u8]) -> rusqlite::Result<bool
 }
 
 /// Keep `message` for the offline account `key`, dropping its oldest beyond the limit.
-pub fn deposit(db: &mut Connection, key: &str, message: &ChatMessage) -> rusqlite::Result<()> {
+/// `false`: no such account, or it was created after the message was sent.
+pub fn deposit(db: &mut Connection, key: &str, message: &ChatMessage) -> rusqlite::Result<bool> {
     let (Target::Private(to) | Target::Room(to)) = &message.target;
     let data = message.data.as_ref().map(|data| data.to_string());
     let transaction = db.transaction()?;
-    transaction.execute(
+    let kept = transaction.execute(
         "INSERT INTO mailbox (account_key, time_ms, from_nick, to_nick, text, data, action, message_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 \
+         WHERE EXISTS (SELECT 1 FROM accounts WHERE key = ?1 AND created_ms <= ?2)",
         params![
             key,
             unix_ms(message.time),
@@ -167,43 +241,93 @@ pub fn deposit(db: &mut Connection, key: &str, message: &ChatMessage) -> rusqlit
             message.action,
             i64::try_from(message.id).unwrap_or(i64::MAX),
         ],
-    )?;
-    transaction.execute(
-        "DELETE FROM mailbox WHERE account_key = ?1 AND id NOT IN \
-         (SELECT id FROM mailbox WHERE account_key = ?1 ORDER BY id DESC LIMIT ?2)",
-        params![key, MAILBOX_LIMIT as i64],
-    )?;
-    transaction.commit()
+    )? == 1;
+    if kept {
+        transaction.execute(
+            "DELETE FROM mailbox WHERE account_key = ?1 AND id NOT IN \
+             (SELECT id FROM mailbox WHERE account_key = ?1 ORDER BY id DESC LIMIT ?2)",
+            params![key, MAILBOX_LIMIT as i64],
+        )?;
+    }
+    transaction.commit()?;
+    Ok(kept)
 }
 
-/// Everything kept for `key`, oldest first; the mailbox is emptied in the same
-/// transaction.
-pub fn take_mailbox(db: &mut Connection, key: &str) -> rusqlite::Result<Vec<ChatMessage>> {
-    let transaction = db.transaction()?;
-    let messages = {
-        let mut statement = transaction.prepare(
-            "SELECT time_ms, from_nick, to_nick, text, data, action, message_id FROM mailbox \
-             WHERE account_key = ?1 ORDER BY id",
-        )?;
-        let rows = statement.query_map([key], |row| {
-            let data: Option<String> = row.get(4)?;
-            let id: i64 = row.get(6)?;
-            Ok(ChatMessage {
-                id: u64::try_from(id).unwrap_or(0),
-                time: from_unix_ms(row.get(0)?),
-                target: Target::Private(Arc::from(row.get::<_, String>(2)?)),
-                from: Arc::from(row.get::<_, String>(1)?),
-                from_client: 0,
-                text: Arc::from(row.get::<_, String>(3)?),
-                data: data
-                    .and_then(|text| serde_json::from_str(&text).ok())
-                    .map(Arc::new),
-                action: row.get(5)?,
-            })
-        })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    transaction.execute("DELETE FROM mailbox WHERE account_key = ?1", [key])?;
-    transaction.commit()?;
-    Ok(messages)
+/// One kept message and its row (what [`clear_mailbox`] deletes up to).
+#[derive(Debug)]
+pub struct KeptMessage {
+    pub row: i64,
+    pub message: ChatMessage,
+}
+
+/// Everything kept for `key`, oldest first. Nothing is deleted.
+pub fn read_mailbox(db: &mut Connection, key: &str) -> rusqlite::Result<Vec<KeptMessage>> {
+    let mut statement = db.prepare(
+        "SELECT id, time_ms, from_nick, to_nick, text, data, action, message_id FROM mailbox \
+         WHERE account_key = ?1 ORDER BY id",
+    )?;
+    let rows = statement.query_map([key], |row| {
+        let data: Option<String> = row.get(5)?;
+        let id: i64 = row.get(7)?;
+        let message = ChatMessage {
+            id: u64::try_from(id).unwrap_or(0),
+            time: from_unix_ms(row.get(1)?),
+            target: Target::Private(Arc::from(row.get::<_, String>(3)?)),
+            from: Arc::from(row.get::<_, String>(2)?),
+            from_client: 0,
+            text: Arc::from(row.get::<_, String>(4)?),
+            data: data
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .map(Arc::new),
+            action: row.get(6)?,
+        };
+        Ok(KeptMessage {
+            row: row.get(0)?,
+            message,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Delete `key`'s kept messages up to row `upto` (they were delivered).
+pub fn clear_mailbox(db: &mut Connection, key: &str, upto: i64) -> rusqlite::Result<()> {
+    db.execute(
+        "DELETE FROM mailbox WHERE account_key = ?1 AND id <= ?2",
+        params![key, upto],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_made_by_an_older_nick_key_are_brought_up_to_date() {
+        let mut db = Connection::open_in_memory().unwrap();
+        db.execute_batch(SCHEMA).unwrap();
+        db.execute_batch(
+            "CREATE TABLE private_messages (id INTEGER PRIMARY KEY, pair TEXT NOT NULL);",
+        )
+        .unwrap();
+        // The old key of `José` kept its accent; `Bob`'s was already current.
+        let old = "jose\u{301}";
+        assert!(insert(&db, old, "José", "hash").unwrap());
+        assert!(insert(&db, &nick_key("Bob"), "Bob", "hash").unwrap());
+        insert_token(&db, b"t", old, SystemTime::now() + Duration::from_secs(60)).unwrap();
+        let pair = crate::store::account_pair(old, &nick_key("Bob"));
+        db.execute("INSERT INTO private_messages (pair) VALUES (?1)", [&pair])
+            .unwrap();
+        assert_eq!(rekey(&mut db).unwrap(), 1);
+        let new = nick_key("José");
+        assert!(find(&db, &new).unwrap().is_some());
+        assert!(find(&db, old).unwrap().is_none());
+        assert_eq!(token_account(&db, b"t").unwrap().unwrap().0, new);
+        let stored: String = db
+            .query_row("SELECT pair FROM private_messages", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(stored, crate::store::account_pair(&new, &nick_key("Bob")));
+        // Once is enough.
+        assert_eq!(rekey(&mut db).unwrap(), 0);
+    }
 }

@@ -6,8 +6,11 @@
 //! The service is shared by every door's connections. Its SQLite connection (to the
 //! history database, or an in-memory one with `--memory`) and every password hash run
 //! on tokio's blocking threads, at most [`HASHING_AT_ONCE`] hashes at a time, so a
-//! login never stalls another connection and a login flood queues instead of
-//! starving the machine. Limits are checked before anything is hashed.
+//! login never stalls another connection and a login flood queues (for at most
+//! [`HASHING_WAIT`], then is told the server is busy) instead of starving the machine.
+//! Every attempt is charged to its limits before anything is hashed (see
+//! [`limit`]), and each address has a budget of hashes, spent by registrations and
+//! password changes as well as logins.
 
 pub mod db;
 pub mod limit;
@@ -22,13 +25,15 @@ use argon2::Argon2;
 use blake2::{Blake2s256, Digest};
 use tokio::sync::Semaphore;
 
-use crate::chat::{Account, ChatMessage, ErrorCode};
+use crate::chat::{Account, ChatMessage, ErrorCode, IssuedToken};
 use crate::metrics::AccountMetrics;
 use crate::text::{nick_key, validate_nick};
 use limit::{FailureLimiter, FailureRule};
 
 /// Password hashes computed at once (each takes ~19 MiB and tens of milliseconds).
 pub const HASHING_AT_ONCE: usize = 2;
+/// Longest an attempt waits for a hashing slot before it is told the server is busy.
+pub const HASHING_WAIT: Duration = Duration::from_secs(10);
 /// Shortest password accepted, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Longest password accepted, in bytes (bounds the work one attempt can cause).
@@ -36,16 +41,31 @@ pub const MAX_PASSWORD_BYTES: usize = 256;
 /// How long a sign-in token stays valid.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Failed logins one address may make in a burst, then one more per minute.
+/// Failed logins (and unknown tokens) one address may make in a burst, then one more
+/// per minute. An address is an IPv4 address or an IPv6 /64 (one host's usual share).
 pub const ADDRESS_RULE: FailureRule = FailureRule {
     burst: 10,
     forgive_every: Duration::from_secs(60),
 };
-/// Failed logins against one account in a burst (from anywhere), then one more every
-/// 30 seconds: slow enough to stop guessing, quick enough that its owner gets in.
-pub const ACCOUNT_RULE: FailureRule = FailureRule {
+/// Failed logins against one account from one address in a burst, then one more every
+/// 30 seconds: slow enough to stop guessing, and it never locks the owner out from
+/// anywhere else.
+pub const PAIR_RULE: FailureRule = FailureRule {
     burst: 5,
     forgive_every: Duration::from_secs(30),
+};
+/// Failed logins against one account from everywhere together: guessing spread over
+/// many addresses is held to one try every 3 seconds once the burst is spent. A
+/// remembered sign-in token is not held by it, so the owner still gets in.
+pub const ACCOUNT_RULE: FailureRule = FailureRule {
+    burst: 100,
+    forgive_every: Duration::from_secs(3),
+};
+/// Password hashes one address may cause, successful or not (logins, registrations,
+/// password changes), in a burst, then one more every 2 seconds.
+pub const HASH_RULE: FailureRule = FailureRule {
+    burst: 30,
+    forgive_every: Duration::from_secs(2),
 };
 
 /// Why an account operation did not happen. Each says what to do about it.
@@ -58,11 +78,13 @@ pub enum AuthError {
     /// is told it is registered), so saying so gives nothing away.
     #[error("no account is called {0}; to log in send NAME PASSWORD, to choose a name send it alone (names have no spaces)")]
     NoAccount(String),
-    #[error("too many failed logins {scope}; try again in {} s", .retry_after.as_secs().max(1))]
+    #[error("too many {scope}; try again in {} s", .retry_after.as_secs().max(1))]
     Limited {
         scope: &'static str,
         retry_after: Duration,
     },
+    #[error("the server is busy checking passwords; try again in a few seconds")]
+    Busy,
     #[error("{0} is already registered; log in with its password, or choose another name")]
     Exists(String),
     #[error("{0}")]
@@ -80,7 +102,7 @@ impl AuthError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             AuthError::Failed | AuthError::NoAccount(_) => ErrorCode::AuthFailed,
-            AuthError::Limited { .. } => ErrorCode::AuthLimited,
+            AuthError::Limited { .. } | AuthError::Busy => ErrorCode::AuthLimited,
             AuthError::Exists(_) => ErrorCode::AccountExists,
             AuthError::BadPassword(_) => ErrorCode::BadPassword,
             AuthError::BadToken => ErrorCode::BadToken,
@@ -95,16 +117,38 @@ impl AuthError {
     }
 }
 
-/// A freshly issued sign-in token: shown to its owner once, kept only hashed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
-    pub token: String,
-    pub expires: SystemTime,
+/// Where an attempt comes from, for its limits: an IPv4 address, or the /64 an IPv6
+/// address is in (a host usually has a whole /64, so counting single IPv6 addresses
+/// would let one host make endless fresh starts). IPv4-mapped IPv6 is IPv4.
+pub fn address_group(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
 }
 
 struct Limits {
+    /// Failed logins and unknown tokens per address group.
     addresses: FailureLimiter<IpAddr>,
+    /// Failed logins per account per address group.
+    pairs: FailureLimiter<(Arc<str>, IpAddr)>,
+    /// Failed logins per account from everywhere.
     accounts: FailureLimiter<Arc<str>>,
+    /// Every hash per address group, never refunded.
+    hashes: FailureLimiter<IpAddr>,
+}
+
+/// A login attempt charged to its limits; `succeeded` or `no_account` takes back what
+/// should not count against anyone.
+struct Attempt {
+    key: Arc<str>,
+    group: IpAddr,
 }
 
 struct Inner {
@@ -193,6 +237,14 @@ impl Accounts {
                     // once its answer is sent.
                     db.pragma_update(None, "synchronous", "FULL")?;
                     db.execute_batch(db::SCHEMA)?;
+                    let mut db = db;
+                    let rekeyed = db::rekey(&mut db)?;
+                    if rekeyed > 0 {
+                        tracing::info!(
+                            rekeyed,
+                            "account keys brought up to the current name rules"
+                        );
+                    }
                     Ok(db)
                 })
                 .map_err(|error| format!("cannot open accounts in {}: {error}", path.display()))?,
@@ -209,7 +261,9 @@ impl Accounts {
                 hashing: Semaphore::new(HASHING_AT_ONCE),
                 limits: Mutex::new(Limits {
                     addresses: FailureLimiter::new(ADDRESS_RULE),
+                    pairs: FailureLimiter::new(PAIR_RULE),
                     accounts: FailureLimiter::new(ACCOUNT_RULE),
+                    hashes: FailureLimiter::new(HASH_RULE),
                 }),
                 metrics,
             }),
@@ -246,45 +300,105 @@ impl Accounts {
         &self,
         job: impl FnOnce(&Inner) -> Result<T, AuthError> + Send + 'static,
     ) -> Result<T, AuthError> {
-        let _permit = self.inner.hashing.acquire().await.map_err(unavailable)?;
+        let _permit = tokio::time::timeout(HASHING_WAIT, self.inner.hashing.acquire())
+            .await
+            .map_err(|_| AuthError::Busy)?
+            .map_err(unavailable)?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || job(&inner))
             .await
             .map_err(unavailable)?
     }
 
-    fn check_limits(&self, key: &Arc<str>, from: IpAddr) -> Result<(), AuthError> {
-        let now = Instant::now();
-        let limits = self.inner.limits.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(retry_after) = limits.addresses.check(&from, now) {
-            return Err(AuthError::Limited {
-                scope: "from your address",
+    fn limits(&self) -> std::sync::MutexGuard<'_, Limits> {
+        self.inner.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Charge one password hash to `from`'s budget.
+    fn charge_hash(&self, from: IpAddr) -> Result<(), AuthError> {
+        let (group, now) = (address_group(from), Instant::now());
+        let mut limits = self.limits();
+        limits
+            .hashes
+            .check(&group, now)
+            .map_err(|retry_after| AuthError::Limited {
+                scope: "password checks from your address",
                 retry_after,
-            });
-        }
-        if let Err(retry_after) = limits.accounts.check(key, now) {
-            return Err(AuthError::Limited {
-                scope: "for that account",
-                retry_after,
-            });
-        }
+            })?;
+        limits.hashes.fail(group, now);
         Ok(())
     }
 
-    fn record_failure(&self, key: Arc<str>, from: IpAddr) {
-        let now = Instant::now();
-        let mut limits = self.inner.limits.lock().unwrap_or_else(|p| p.into_inner());
-        limits.addresses.fail(from, now);
-        limits.accounts.fail(key, now);
+    /// Check every limit a login against `key` from `from` is under and, if none is
+    /// spent, charge them all at once (one lock: parallel attempts each pay).
+    fn charge_login(&self, key: &Arc<str>, from: IpAddr) -> Result<Attempt, AuthError> {
+        let (group, now) = (address_group(from), Instant::now());
+        let mut limits = self.limits();
+        let pair = (key.clone(), group);
+        let limited = |scope, retry_after| AuthError::Limited { scope, retry_after };
+        limits
+            .addresses
+            .check(&group, now)
+            .map_err(|wait| limited("failed logins from your address", wait))?;
+        limits
+            .pairs
+            .check(&pair, now)
+            .map_err(|wait| limited("failed logins for that account", wait))?;
+        limits
+            .accounts
+            .check(key, now)
+            .map_err(|wait| limited("failed logins for that account", wait))?;
+        limits
+            .hashes
+            .check(&group, now)
+            .map_err(|wait| limited("password checks from your address", wait))?;
+        limits.addresses.fail(group, now);
+        limits.pairs.fail(pair, now);
+        limits.accounts.fail(key.clone(), now);
+        limits.hashes.fail(group, now);
+        Ok(Attempt {
+            key: key.clone(),
+            group,
+        })
     }
 
-    /// Register `name` with `password`. The caller has checked that the name is the
-    /// client's own right now.
-    pub async fn create(&self, name: &str, password: &str) -> Result<Account, AuthError> {
+    /// The password was right: the attempt counts against nobody (its hash still
+    /// counts against the address's budget).
+    fn login_succeeded(&self, attempt: Attempt) {
+        let now = Instant::now();
+        let mut limits = self.limits();
+        limits.addresses.refund(&attempt.group, now);
+        limits
+            .pairs
+            .refund(&(attempt.key.clone(), attempt.group), now);
+        limits.accounts.refund(&attempt.key, now);
+    }
+
+    /// No such account: the address tried a name that does not exist (that counts),
+    /// but there is no account to protect, so nothing is remembered for one.
+    fn login_found_no_account(&self, attempt: Attempt) {
+        let now = Instant::now();
+        let mut limits = self.limits();
+        limits
+            .pairs
+            .refund(&(attempt.key.clone(), attempt.group), now);
+        limits.accounts.refund(&attempt.key, now);
+        limits.hashes.refund(&attempt.group, now);
+    }
+
+    /// Register `name` with `password`, for a client at `from`. The caller has checked
+    /// that the name is the client's own right now.
+    pub async fn create(
+        &self,
+        name: &str,
+        password: &str,
+        from: IpAddr,
+    ) -> Result<Account, AuthError> {
         let name = validate_nick(name)
             .map_err(|error| AuthError::BadName(error.to_string()))?
             .to_owned();
         check_password(password)?;
+        self.charge_hash(from)?;
         let password = password.to_owned();
         let key = nick_key(&name);
         let result = self
@@ -333,11 +447,9 @@ impl Accounts {
         password: &str,
         from: IpAddr,
     ) -> Result<Account, AuthError> {
-        self.check_limits(&key, from)?;
+        let attempt = self.charge_login(&key, from)?;
         if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
-            // Not hashed: no password of ours is empty or this long (unknown accounts
-            // are not hashed either; see `AuthError::NoAccount`).
-            self.record_failure(key, from);
+            // Not hashed: no password of ours is empty or this long. It stays charged.
             return Err(AuthError::Failed);
         }
         let password = password.to_owned();
@@ -353,19 +465,26 @@ impl Accounts {
                         Ok(account.name)
                     }
                     Some(_) => Err(AuthError::Failed),
+                    // Not hashed either: see `AuthError::NoAccount`.
                     None => Err(AuthError::NoAccount(String::new())),
                 })
             })
-            .await?;
+            .await;
         match found {
-            Ok(name) => Ok(Account {
-                key,
-                name: name.into(),
-            }),
-            Err(error) => {
-                self.record_failure(key, from);
-                Err(error)
+            Ok(Ok(name)) => {
+                self.login_succeeded(attempt);
+                Ok(Account {
+                    key,
+                    name: name.into(),
+                })
             }
+            Ok(Err(AuthError::NoAccount(name))) => {
+                self.login_found_no_account(attempt);
+                Err(AuthError::NoAccount(name))
+            }
+            // A wrong password stays charged; so does one the server could not check
+            // (busy or failing), or a flood would be free while the server struggles.
+            Ok(Err(error)) | Err(error) => Err(error),
         }
     }
 
@@ -379,6 +498,7 @@ impl Accounts {
     ) -> Result<(), AuthError> {
         check_password(new)?;
         self.verify(account.key.clone(), old, from).await?;
+        self.charge_hash(from)?;
         let (key, new) = (account.key.clone(), new.to_owned());
         self.hashing(move |inner| {
             let hash = hash_password(&new)?;
@@ -406,13 +526,16 @@ impl Accounts {
     }
 
     /// A new sign-in token for `account`, valid for [`TOKEN_LIFETIME`].
-    pub async fn issue_token(&self, account: &Account) -> Result<Token, AuthError> {
+    pub async fn issue_token(&self, account: &Account) -> Result<IssuedToken, AuthError> {
         let token = new_token()?;
         let expires = SystemTime::now() + TOKEN_LIFETIME;
         let (hash, key) = (token_hash(&token), account.key.clone());
         self.with_db(move |db| db::insert_token(db, &hash, &key, expires))
             .await?;
-        Ok(Token { token, expires })
+        Ok(IssuedToken {
+            secret: token.into(),
+            expires,
+        })
     }
 
     /// The account a token signs in, under the failure limit for `from`.
@@ -426,27 +549,28 @@ impl Accounts {
     }
 
     async fn check_token(&self, token: &str, from: IpAddr) -> Result<Account, AuthError> {
+        let (group, now) = (address_group(from), Instant::now());
         {
-            let limits = self.inner.limits.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(retry_after) = limits.addresses.check(&from, Instant::now()) {
+            let mut limits = self.limits();
+            if let Err(retry_after) = limits.addresses.check(&group, now) {
                 return Err(AuthError::Limited {
-                    scope: "from your address",
+                    scope: "failed logins from your address",
                     retry_after,
                 });
             }
+            limits.addresses.fail(group, now);
         }
         let hash = token_hash(token);
         let found = self.with_db(move |db| db::token_account(db, &hash)).await?;
         match found {
-            Some((key, name)) => Ok(Account {
-                key: key.into(),
-                name: name.into(),
-            }),
-            None => {
-                let mut limits = self.inner.limits.lock().unwrap_or_else(|p| p.into_inner());
-                limits.addresses.fail(from, Instant::now());
-                Err(AuthError::BadToken)
+            Some((key, name)) => {
+                self.limits().addresses.refund(&group, Instant::now());
+                Ok(Account {
+                    key: key.into(),
+                    name: name.into(),
+                })
             }
+            None => Err(AuthError::BadToken),
         }
     }
 
@@ -457,21 +581,40 @@ impl Accounts {
     }
 
     /// Keep a private message for the offline account `key` (committed when this
-    /// returns `Ok`).
-    pub async fn deposit(&self, key: Arc<str>, message: Arc<ChatMessage>) -> Result<(), String> {
+    /// returns `Ok(Kept::Yes)`). An account created after the message was sent, or
+    /// none, gets nothing: a message is for the account it was sent to.
+    pub async fn deposit(&self, key: Arc<str>, message: Arc<ChatMessage>) -> Result<Kept, String> {
         self.with_db(move |db| db::deposit(db, &key, &message))
+            .await
+            .map(|kept| if kept { Kept::Yes } else { Kept::NoAccount })
+            .map_err(|error| error.to_string())
+    }
+
+    /// The messages kept for `key` while it was offline, oldest first. They stay
+    /// until [`Accounts::clear_mailbox`] says they were delivered.
+    pub async fn read_mailbox(&self, key: Arc<str>) -> Result<Vec<KeptMessage>, String> {
+        self.with_db(move |db| db::read_mailbox(db, &key))
             .await
             .map_err(|error| error.to_string())
     }
 
-    /// The messages kept for `key` while it was offline, oldest first; the mailbox is
-    /// emptied.
-    pub async fn take_mailbox(&self, key: Arc<str>) -> Result<Vec<ChatMessage>, String> {
-        self.with_db(move |db| db::take_mailbox(db, &key))
+    /// Delete what was delivered from `key`'s mailbox: every row up to `upto`.
+    pub async fn clear_mailbox(&self, key: Arc<str>, upto: i64) -> Result<(), String> {
+        self.with_db(move |db| db::clear_mailbox(db, &key, upto))
             .await
             .map_err(|error| error.to_string())
     }
 }
+
+/// Whether a deposited message is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    Yes,
+    /// The account is gone (dropped while the message was on its way).
+    NoAccount,
+}
+
+pub use db::KeptMessage;
 
 #[cfg(test)]
 mod tests {
@@ -487,7 +630,10 @@ mod tests {
     #[tokio::test]
     async fn registers_logs_in_and_refuses_wrong_passwords() {
         let accounts = accounts();
-        let alice = accounts.create("Alice", "correct horse").await.unwrap();
+        let alice = accounts
+            .create("Alice", "correct horse", HOME)
+            .await
+            .unwrap();
         assert_eq!(&*alice.name, "Alice");
         assert_eq!(&*alice.key, nick_key("alice"));
         // The stored hash is Argon2id, never the password.
@@ -513,7 +659,7 @@ mod tests {
         );
         // A look-alike cannot be registered beside it.
         assert_eq!(
-            accounts.create("ALICE", "another one").await,
+            accounts.create("ALICE", "another one", HOME).await,
             Err(AuthError::Exists("Alice".into()))
         );
         assert_eq!(accounts.registered().unwrap().len(), 1);
@@ -528,7 +674,7 @@ mod tests {
             (&"x".repeat(MAX_PASSWORD_BYTES + 1)[..], "longer than 256"),
             ("tab\tinside it", "control characters"),
         ] {
-            let error = accounts.create("bob", password).await.unwrap_err();
+            let error = accounts.create("bob", password, HOME).await.unwrap_err();
             assert!(error.to_string().contains(why), "{password:?}: {error}");
         }
         assert!(accounts.registered().unwrap().is_empty());
@@ -543,25 +689,37 @@ mod tests {
     #[tokio::test]
     async fn failed_logins_are_limited_per_account_and_per_address() {
         let accounts = accounts();
-        accounts.create("carol", "the right one").await.unwrap();
-        for _ in 0..ACCOUNT_RULE.burst {
-            assert_eq!(
-                accounts.login("carol", "guess", HOME).await,
-                Err(AuthError::Failed)
-            );
-        }
-        // Even the right password waits now: the account is being guessed at.
+        accounts
+            .create("carol", "the right one", HOME)
+            .await
+            .unwrap();
+        // Sent all at once: each attempt is charged before it is hashed, so no more
+        // than the burst get a hash, however many race the check.
+        let attempts = (0..PAIR_RULE.burst * 3).map(|_| accounts.login("carol", "guess", HOME));
+        let results = futures_util::future::join_all(attempts).await;
+        let hashed = results
+            .iter()
+            .filter(|r| **r == Err(AuthError::Failed))
+            .count();
+        assert_eq!(hashed, PAIR_RULE.burst as usize, "{results:?}");
+        // Even the right password waits now, from this address: it is guessing.
         let limited = accounts.login("carol", "the right one", HOME).await;
         assert!(
             matches!(
                 limited,
                 Err(AuthError::Limited {
-                    scope: "for that account",
+                    scope: "failed logins for that account",
                     ..
                 })
             ),
             "{limited:?}"
         );
+        // The owner, somewhere else, is not locked out by someone else's guessing.
+        let elsewhere = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+        assert!(accounts
+            .login("carol", "the right one", elsewhere)
+            .await
+            .is_ok());
         // Another address hitting other accounts is limited on its own count.
         let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
         for n in 0..ADDRESS_RULE.burst {
@@ -572,31 +730,82 @@ mod tests {
             matches!(
                 limited,
                 Err(AuthError::Limited {
-                    scope: "from your address",
+                    scope: "failed logins from your address",
                     ..
                 })
             ),
             "{limited:?}"
         );
+        // Names that do not exist leave nothing remembered for them.
+        assert_eq!(accounts.limits().accounts.tracked(), 1);
+    }
+
+    #[tokio::test]
+    async fn successful_logins_cost_nothing_but_hashes_are_budgeted() {
+        let accounts = accounts();
+        accounts
+            .create("hank", "the right one", HOME)
+            .await
+            .unwrap();
+        // Right passwords are refunded: many logins never reach a failure limit...
+        for _ in 0..HASH_RULE.burst - 1 {
+            assert!(accounts.login("hank", "the right one", HOME).await.is_ok());
+        }
+        // ...but every hash spends the address's budget, registering included.
+        let limited = accounts.create("ivy", "a new password", HOME).await;
+        assert!(
+            matches!(
+                limited,
+                Err(AuthError::Limited {
+                    scope: "password checks from your address",
+                    ..
+                })
+            ),
+            "{limited:?}"
+        );
+        let limits = accounts.limits();
+        assert_eq!(
+            limits.addresses.tracked() + limits.pairs.tracked() + limits.accounts.tracked(),
+            0
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let same_host: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_group(one), address_group(same_host));
+        assert_ne!(address_group(one), address_group(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(
+            address_group(mapped),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(address_group(HOME), HOME);
     }
 
     #[tokio::test]
     async fn tokens_sign_in_until_revoked_or_the_password_changes() {
         let accounts = accounts();
-        let erin = accounts.create("erin", "first password").await.unwrap();
+        let erin = accounts
+            .create("erin", "first password", HOME)
+            .await
+            .unwrap();
         let token = accounts.issue_token(&erin).await.unwrap();
-        assert_eq!(token.token.len(), 64);
+        assert_eq!(token.secret.len(), 64);
+        assert!(!format!("{token:?}").contains(&*token.secret));
         assert_eq!(
-            accounts.token_login(&token.token, HOME).await,
+            accounts.token_login(&token.secret, HOME).await,
             Ok(erin.clone())
         );
         assert_eq!(
             accounts.token_login("not a token", HOME).await,
             Err(AuthError::BadToken)
         );
-        assert!(accounts.revoke_token(&token.token).await.unwrap());
+        assert!(accounts.revoke_token(&token.secret).await.unwrap());
         assert_eq!(
-            accounts.token_login(&token.token, HOME).await,
+            accounts.token_login(&token.secret, HOME).await,
             Err(AuthError::BadToken)
         );
         let second = accounts.issue_token(&erin).await.unwrap();
@@ -605,7 +814,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            accounts.token_login(&second.token, HOME).await,
+            accounts.token_login(&second.secret, HOME).await,
             Err(AuthError::BadToken)
         );
         assert_eq!(
@@ -629,8 +838,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_mailbox_keeps_messages_until_taken() {
+    async fn the_mailbox_keeps_messages_until_delivered() {
         let accounts = accounts();
+        let frank = accounts
+            .create("frank", "frank's password", HOME)
+            .await
+            .unwrap();
         let message = |n: u64| {
             Arc::new(ChatMessage {
                 id: n,
@@ -644,23 +857,75 @@ mod tests {
             })
         };
         for n in 1..=3 {
-            accounts.deposit("frank".into(), message(n)).await.unwrap();
+            assert_eq!(
+                accounts.deposit(frank.key.clone(), message(n)).await,
+                Ok(Kept::Yes)
+            );
         }
-        let taken = accounts.take_mailbox("frank".into()).await.unwrap();
-        let texts: Vec<&str> = taken.iter().map(|m| &*m.text).collect();
+        let kept = accounts.read_mailbox(frank.key.clone()).await.unwrap();
+        let texts: Vec<&str> = kept.iter().map(|kept| &*kept.message.text).collect();
         assert_eq!(texts, ["note 1", "note 2", "note 3"]);
-        assert_eq!(taken[2].data.as_deref(), Some(&serde_json::json!({"n": 3})));
-        assert!(accounts
-            .take_mailbox("frank".into())
+        assert_eq!(
+            kept[2].message.data.as_deref(),
+            Some(&serde_json::json!({"n": 3}))
+        );
+        // Reading takes nothing; clearing takes only what was read.
+        accounts
+            .deposit(frank.key.clone(), message(4))
             .await
-            .unwrap()
-            .is_empty());
+            .unwrap();
+        accounts
+            .clear_mailbox(frank.key.clone(), kept[2].row)
+            .await
+            .unwrap();
+        let left = accounts.read_mailbox(frank.key.clone()).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(&*left[0].message.text, "note 4");
+        accounts
+            .clear_mailbox(frank.key.clone(), left[0].row)
+            .await
+            .unwrap();
         // Bounded: the oldest make way.
         for n in 0..(db::MAILBOX_LIMIT as u64 + 5) {
-            accounts.deposit("frank".into(), message(n)).await.unwrap();
+            accounts
+                .deposit(frank.key.clone(), message(n))
+                .await
+                .unwrap();
         }
-        let taken = accounts.take_mailbox("frank".into()).await.unwrap();
-        assert_eq!(taken.len(), db::MAILBOX_LIMIT);
-        assert_eq!(&*taken[0].text, "note 5");
+        let kept = accounts.read_mailbox(frank.key.clone()).await.unwrap();
+        assert_eq!(kept.len(), db::MAILBOX_LIMIT);
+        assert_eq!(&*kept[0].message.text, "note 5");
+        // Nothing is kept for a name without an account, nor for an account made
+        // after the message was sent (it is somebody else's).
+        assert_eq!(
+            accounts.deposit("nobody".into(), message(1)).await,
+            Ok(Kept::NoAccount)
+        );
+        let early = message(9);
+        accounts
+            .delete(&frank, "frank's password", HOME)
+            .await
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let again = accounts
+            .create("frank", "new owner's pw", HOME)
+            .await
+            .unwrap();
+        assert_eq!(
+            accounts
+                .read_mailbox(again.key.clone())
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            accounts.deposit(again.key.clone(), early).await,
+            Ok(Kept::NoAccount)
+        );
+        assert_eq!(
+            accounts.deposit(again.key.clone(), message(10)).await,
+            Ok(Kept::Yes)
+        );
     }
 }

@@ -663,7 +663,7 @@ where
                         ErrorCode::NotRegistered,
                         "choose a name first, then register it".into(),
                     )),
-                    (Some(nick), None) => match accounts.create(&nick, &password).await {
+                    (Some(nick), None) => match accounts.create(&nick, &password, from).await {
                         Ok(account) => {
                             let token = Self::token_for(&accounts, &account, remember).await;
                             return self.sign_in(tag, account, true, token).await;
@@ -718,12 +718,12 @@ where
         accounts: &crate::accounts::Accounts,
         account: &Account,
         remember: bool,
-    ) -> Option<(Arc<str>, std::time::SystemTime)> {
+    ) -> Option<crate::chat::IssuedToken> {
         if !remember {
             return None;
         }
         match accounts.issue_token(account).await {
-            Ok(token) => Some((token.token.into(), token.expires)),
+            Ok(token) => Some(token),
             Err(error) => {
                 tracing::warn!(account = %account.name, %error, "no sign-in token issued");
                 None
@@ -736,15 +736,27 @@ where
         tag: Option<Tag>,
         account: Account,
         created: bool,
-        token: Option<(Arc<str>, std::time::SystemTime)>,
+        token: Option<crate::chat::IssuedToken>,
     ) -> Result<(), HubGone> {
         let door: &Door<P> = &self.door;
+        let issued = token.as_ref().map(|token| token.secret.clone());
         let answer = door
             .hub
             .sign_in(self.client, tag, account, created, token)
             .await?;
         if answer.is_ok() {
             self.registered = true;
+            return Ok(());
+        }
+        // Refused (the hub has said why): a token issued for it must not outlive it.
+        if let (Some(token), Some(accounts)) = (issued, door.settings.accounts.as_ref()) {
+            if let Err(error) = accounts.revoke_token(&token).await {
+                tracing::warn!(client = self.client, %error, "a refused sign-in's token was not revoked");
+            }
+        }
+        if let Some(bytes) = door.protocol.after_account_refusal(self.registered) {
+            let client = self.client;
+            door.hub.send(Command::Deliver { client, bytes }).await?;
         }
         Ok(())
     }

@@ -62,6 +62,7 @@ impl Hub {
                 account,
             } => {
                 self.registered.remove(&*account.key);
+                self.history.forget_account(account.key.clone());
                 for other in self.clients.values_mut() {
                     if other.account.as_ref() == Some(&account) {
                         other.account = None;
@@ -82,7 +83,8 @@ impl Hub {
                 client,
                 account,
                 messages,
-            } => self.deliver_mailbox(client, account, messages),
+                delivered,
+            } => self.deliver_mailbox(client, account, messages, delivered),
             Command::Deposited {
                 sender,
                 tag,
@@ -197,8 +199,19 @@ impl Hub {
         tag: Option<Tag>,
         account: Account,
         created: bool,
-        token: Option<(Arc<str>, SystemTime)>,
+        token: Option<crate::chat::IssuedToken>,
     ) -> Result<(), NickError> {
+        let key = account.key.to_string();
+        if created {
+            // Protected from now on, even if its creator has already gone.
+            self.registered.insert(key.clone(), account.name.clone());
+        } else if !self.registered.contains_key(&key) {
+            // Its password was checked, then the account was dropped (by another of
+            // its sessions) before this sign-in got here.
+            let why = format!("{} no longer has an account", account.name);
+            self.error(id, tag, ErrorCode::AuthFailed, &why);
+            return Err(NickError::Taken);
+        }
         let Some(client) = self.clients.get(&id) else {
             return Err(NickError::Taken);
         };
@@ -212,9 +225,8 @@ impl Hub {
                 current.name
             );
             self.error(id, tag, ErrorCode::BadRequest, &why);
-            return Ok(());
+            return Err(NickError::Taken);
         }
-        let key = account.key.to_string();
         let has_name = client.nick.is_some();
         // Whoever else holds the name (another session of the owner's, or a guest
         // whose look-alike slipped in before the name was registered) gives it up.
@@ -223,7 +235,6 @@ impl Hub {
                 self.disconnect(holder, CloseReason::Replaced, None);
             }
         }
-        self.registered.insert(key.clone(), account.name.clone());
         let name = account.name.clone();
         if let Some(client) = self.clients.get_mut(&id) {
             client.account = Some(account.clone());
@@ -528,6 +539,15 @@ impl Hub {
             _ => None,
         };
         let mailbox = match (online, recipient) {
+            // Kept only from accounts: a guest could otherwise push an owner's real
+            // mail out of a full mailbox under a name nobody can trace.
+            (None, Some(_)) if self.clients[&id].account.is_none() => {
+                let why = format!(
+                    "{name} is offline; messages are kept for offline accounts only from \
+                     logged-in users: /login NAME PASSWORD or /register PASSWORD first"
+                );
+                return Err(Refusal::new(ErrorCode::NotSignedIn, why));
+            }
             (None, Some(account)) => Some(account.key),
             _ => None,
         };

@@ -38,7 +38,7 @@ pub enum Command {
         tag: Option<Tag>,
         account: Account,
         created: bool,
-        token: Option<(Arc<str>, std::time::SystemTime)>,
+        token: Option<crate::chat::IssuedToken>,
         reply: oneshot::Sender<Result<(), NickError>>,
     },
     /// Who the client is now (the driver's account steps need it).
@@ -59,19 +59,21 @@ pub enum Command {
         tag: Option<Tag>,
         answer: Result<Reply, (ErrorCode, Arc<str>)>,
     },
-    /// What was kept for an account while it was offline, taken from the mailbox for
-    /// `client` (put back if the client is gone or signed in as someone else).
+    /// What was kept for an account while it was offline, read from its mailbox for
+    /// `client`. `delivered` tells the mailbox worker whether the client got it (it
+    /// may have left, or signed in as someone else): only then is it deleted.
     Mailbox {
         client: ClientId,
         account: Account,
         messages: Result<Vec<ChatMessage>, String>,
+        delivered: oneshot::Sender<bool>,
     },
     /// A private message to an offline account is kept (or could not be).
     Deposited {
         sender: ClientId,
         tag: Option<Tag>,
         message: Arc<ChatMessage>,
-        result: Result<(), String>,
+        result: Result<crate::accounts::Kept, String>,
     },
     /// Anything a registered client asks for.
     Request {

@@ -84,6 +84,9 @@ pub(super) struct History {
     last_private_id: u64,
     pending: VecDeque<Pending>,
     next_seq: u64,
+    /// Dropped accounts whose stored conversations the writer has not yet been handed
+    /// for deletion (its queue was full); retried as it catches up.
+    forget_later: Vec<Arc<str>>,
 }
 
 /// Which part of a conversation a page request wants.
@@ -140,6 +143,7 @@ impl History {
             last_private_id: loaded.last_private_id,
             pending: VecDeque::new(),
             next_seq: 1,
+            forget_later: Vec::new(),
         }
     }
 
@@ -260,9 +264,35 @@ impl History {
         }
     }
 
+    /// The account `key` was dropped: its private conversations are deleted (the
+    /// next owner of the name must not read them), in memory now and on disk by the
+    /// writer, after whatever it was handed before.
+    pub fn forget_account(&mut self, key: Arc<str>) {
+        self.private
+            .retain(|(pair, _)| !crate::store::pair_involves(pair, &key));
+        self.forget_later.push(key);
+        self.hand_over_forgets();
+    }
+
+    fn hand_over_forgets(&mut self) {
+        let Some(store) = &self.store else {
+            self.forget_later.clear();
+            return;
+        };
+        while let Some(key) = self.forget_later.first() {
+            if store.try_forget_account(key.clone()).is_err() {
+                return;
+            }
+            self.forget_later.remove(0);
+        }
+    }
+
     /// The store committed everything up to `upto`: those messages, in order, ready to
     /// deliver (already added to the tails).
     pub fn committed(&mut self, upto: u64) -> Vec<Pending> {
+        if !self.forget_later.is_empty() {
+            self.hand_over_forgets();
+        }
         let mut done = Vec::new();
         while self.pending.front().is_some_and(|p| p.seq <= upto) {
             if let Some(pending) = self.pending.pop_front() {

@@ -176,7 +176,7 @@ impl HubHandle {
         tag: Option<Tag>,
         account: Account,
         created: bool,
-        token: Option<(Arc<str>, SystemTime)>,
+        token: Option<crate::chat::IssuedToken>,
     ) -> Result<Result<(), NickError>, HubGone> {
         self.ask(|reply| Command::SignIn {
             client,
@@ -237,7 +237,12 @@ pub fn spawn(
         }
     };
     let mut hub = Hub::new(config, history);
-    hub.inbox = Some(inbox.downgrade());
+    // Weak: the hub stops when every door's handle is gone, whatever the worker holds.
+    hub.mail = hub
+        .config
+        .accounts
+        .clone()
+        .map(|accounts| mailbox::start(accounts, inbox.downgrade(), tracker));
     tracker.spawn(hub.run(commands));
     Ok(HubHandle {
         inbox,
@@ -305,9 +310,8 @@ struct Hub {
     /// Account key → the account's name: every registered name, which only its
     /// signed-in owner may use.
     registered: HashMap<String, Arc<str>>,
-    /// The hub's own inbox, for the accounts' background work to answer through
-    /// (weak: the hub stops when every door's handle is gone).
-    inbox: Option<mpsc::WeakSender<Command>>,
+    /// The mailbox worker's queue (with accounts only).
+    mail: Option<mpsc::Sender<mailbox::MailJob>>,
     /// Folded room name → room. A room exists while it has members.
     rooms: HashMap<String, Room>,
     /// Message ids, recent messages, messages waiting to be committed.
@@ -340,7 +344,7 @@ impl Hub {
             clients: HashMap::new(),
             nicks: HashMap::new(),
             registered,
-            inbox: None,
+            mail: None,
             rooms: HashMap::new(),
             history,
             outgoing: Outgoing::default(),

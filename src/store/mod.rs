@@ -145,6 +145,12 @@ pub fn account_pair(a: &str, b: &str) -> String {
     }
 }
 
+/// Whether the private conversation `pair` ([`account_pair`]) is one of `key`'s.
+pub fn pair_involves(pair: &str, key: &str) -> bool {
+    pair.strip_prefix("account\n")
+        .is_some_and(|keys| keys.split('\n').any(|part| part == key))
+}
+
 /// A page request as the store sees it.
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -166,6 +172,9 @@ pub(crate) enum Job {
         /// When the hub handed it over, for the save-time metric.
         handed_off: Instant,
     },
+    /// Delete every private conversation of the account `key` (it was dropped):
+    /// after the appends queued before it, and before any queued after it.
+    ForgetAccount { key: Arc<str> },
     /// Answer a history query to `client` through the hub.
     Query {
         client: ClientId,
@@ -224,6 +233,10 @@ impl StoreSender {
         query: Query,
     ) -> Result<(), StoreBusy> {
         self.try_send(Job::Query { client, tag, query })
+    }
+
+    pub fn try_forget_account(&self, key: Arc<str>) -> Result<(), StoreBusy> {
+        self.try_send(Job::ForgetAccount { key })
     }
 
     fn try_send(&self, job: Job) -> Result<(), StoreBusy> {

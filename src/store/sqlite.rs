@@ -294,6 +294,22 @@ fn same(a: &Conversation, b: &Conversation) -> bool {
     }
 }
 
+/// Delete every private conversation of the account `key` ([`super::account_pair`]
+/// keys name it first or last). Returns how many messages went.
+pub(super) fn forget_account(db: &Connection, key: &str) -> rusqlite::Result<usize> {
+    let first = format!("account\n{key}\n");
+    let last = format!("\n{key}");
+    db.execute(
+        "DELETE FROM private_messages WHERE substr(pair, 1, ?2) = ?1 OR substr(pair, -?4) = ?3",
+        rusqlite::params![
+            first,
+            first.chars().count() as i64,
+            last,
+            last.chars().count() as i64
+        ],
+    )
+}
+
 /// Delete all but the newest `keep` messages of one conversation, at most `chunk` rows.
 /// Returns how many rows went.
 fn trim_count(

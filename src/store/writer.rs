@@ -66,8 +66,11 @@ pub(super) fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        // Group commit: take whatever else is already waiting, up to a batch.
-        while jobs.len() < super::MAX_BATCH {
+        // Group commit: take whatever else is already waiting, up to a batch. A batch
+        // ends at a deletion, which runs after the batch's appends: appends queued
+        // after it belong to the next batch, so it never deletes them.
+        let ends_batch = |jobs: &[Job]| matches!(jobs.last(), Some(Job::ForgetAccount { .. }));
+        while jobs.len() < super::MAX_BATCH && !ends_batch(&jobs) {
             match queue.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
@@ -129,7 +132,7 @@ fn process(
                     message,
                 });
             }
-            Job::Query { .. } => queries.push(job),
+            Job::Query { .. } | Job::ForgetAccount { .. } => queries.push(job),
         }
     }
     if let Some(upto) = upto {
@@ -167,6 +170,18 @@ fn process(
         let _ = hub.blocking_send(report);
     }
     for job in queries {
+        if let Job::ForgetAccount { key } = job {
+            match sqlite::forget_account(&store.connection, key) {
+                Ok(deleted) => {
+                    tracing::info!(deleted, "a dropped account's private history was deleted")
+                }
+                Err(error) => tracing::error!(
+                    path = %store.path.display(),
+                    "a dropped account's private history was not deleted: {error}{}",
+                    hint_for(&error)
+                ),
+            }
+        }
         if let Job::Query { client, tag, query } = job {
             let answer = sqlite::query(&store.connection, query, store.retention)
                 .map(|page| Reply::History(Arc::new(page)))

@@ -487,9 +487,10 @@ impl JsonRender {
                         let mut value = json!({
                             "type": "signed_in", "account": &**account, "created": created,
                         });
-                        if let Some((token, expires)) = token {
-                            value["token"] = json!(&**token);
-                            value["token_expires"] = json!(expires
+                        if let Some(token) = token {
+                            value["token"] = json!(&*token.secret);
+                            value["token_expires"] = json!(token
+                                .expires
                                 .duration_since(UNIX_EPOCH)
                                 .map_or(0, |d| d.as_millis() as u64));
                         }
