@@ -60,6 +60,8 @@ pub enum CloseReason {
     Replaced,
     /// The client logged out of its account (which ends the connection).
     LoggedOut,
+    /// A server operator disconnected it.
+    Killed,
 }
 
 impl CloseReason {
@@ -81,6 +83,7 @@ impl CloseReason {
             CloseReason::BadPassword => "bad_password",
             CloseReason::Replaced => "replaced",
             CloseReason::LoggedOut => "logged_out",
+            CloseReason::Killed => "killed",
         }
     }
 
@@ -117,6 +120,7 @@ impl CloseReason {
             CloseReason::BadPassword => "wrong server password",
             CloseReason::Replaced => "signed in from elsewhere",
             CloseReason::LoggedOut => "logged out",
+            CloseReason::Killed => "disconnected by a server operator",
         }
     }
 }
@@ -202,6 +206,65 @@ pub enum Request {
         after: Option<u64>,
         limit: Option<usize>,
     },
+    /// Moderate a room (`None`: the current room): see [`Moderation`].
+    Moderate {
+        room: Option<String>,
+        action: Moderation,
+    },
+    /// Disconnect `nick` (server operators only).
+    Kill {
+        nick: String,
+        reason: Option<String>,
+    },
+}
+
+/// What a room's owner, its operators or a server operator can do to it. A `target`
+/// is a nickname (its account if it is signed in, else its address), `account:NAME`,
+/// or an address mask (`203.0.113.7`, `203.0.113.0/24`, `203.0.113.*`, `2001:db8::/48`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Moderation {
+    /// Put `nick` out of the room (it may come back).
+    Kick {
+        nick: String,
+        reason: Option<String>,
+    },
+    /// Keep `target` out of the room (those present are put out), for `duration` or
+    /// until unbanned.
+    Ban {
+        target: String,
+        duration: Option<std::time::Duration>,
+        reason: Option<String>,
+    },
+    Unban {
+        target: String,
+    },
+    /// `target` may stay but not speak.
+    Mute {
+        target: String,
+        duration: Option<std::time::Duration>,
+        reason: Option<String>,
+    },
+    Unmute {
+        target: String,
+    },
+    /// Make `nick` (an account) one of the room's operators: owner only.
+    Op {
+        nick: String,
+    },
+    Deop {
+        nick: String,
+    },
+    /// Let `nick` into an invite-only room.
+    Invite {
+        nick: String,
+    },
+    /// Change who may join; `None` leaves that setting as it is.
+    Mode {
+        invite_only: Option<bool>,
+        registered_only: Option<bool>,
+    },
+    /// Show the room's owner, operators, bans, mutes and modes.
+    Rules,
 }
 
 /// Nicknames one [`Request::Present`] looks at, at most (bounded output per request).
@@ -226,6 +289,20 @@ pub struct ChatMessage {
     pub data: Option<Data>,
     /// `/me`: an action rather than speech.
     pub action: bool,
+}
+
+/// The key under `data` that marks a server's moderation notice (refused in what
+/// clients send, so a notice carrying it is always the server's).
+pub const MODERATION_DATA: &str = "moderation";
+
+impl ChatMessage {
+    /// The data people's screens show after the text: all of it, except on moderation
+    /// notices, whose data is for programs (the text already says it all).
+    pub fn shown_data(&self) -> Option<&Data> {
+        self.data
+            .as_ref()
+            .filter(|data| !(self.from_client == 0 && data.get(MODERATION_DATA).is_some()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +361,8 @@ pub struct WhoisInfo {
     pub away: Option<Arc<str>>,
     /// The account it is signed in to.
     pub account: Option<Arc<str>>,
+    /// Where it connects from: shown to server operators only.
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// Stable, machine-readable error codes (the JSON door sends them as strings).
@@ -319,6 +398,17 @@ pub enum ErrorCode {
     NotSignedIn,
     /// The accounts database failed.
     AccountsUnavailable,
+    /// A moderation request from someone who is not the room's owner or one of its
+    /// operators (or a server operator), or an operator acting on someone above them.
+    NotOperator,
+    /// Banned from the room.
+    Banned,
+    /// Muted in the room: can be there, cannot speak.
+    Muted,
+    /// The room is invite-only and there is no invitation.
+    InviteOnly,
+    /// The room is for accounts only.
+    RegisteredOnly,
 }
 
 impl ErrorCode {
@@ -345,6 +435,11 @@ impl ErrorCode {
             ErrorCode::BadToken => "bad_token",
             ErrorCode::NotSignedIn => "not_signed_in",
             ErrorCode::AccountsUnavailable => "accounts_unavailable",
+            ErrorCode::NotOperator => "not_operator",
+            ErrorCode::Banned => "banned",
+            ErrorCode::Muted => "muted",
+            ErrorCode::InviteOnly => "invite_only",
+            ErrorCode::RegisteredOnly => "registered_only",
         }
     }
 }
@@ -415,6 +510,31 @@ pub enum Reply {
     KeptFor {
         nick: Arc<str>,
     },
+    /// The answer to [`Moderation::Rules`].
+    Rules(Arc<RulesView>),
+}
+
+/// A room's moderation as its members may see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RulesView {
+    pub room: Arc<str>,
+    pub owner: Option<Arc<str>>,
+    pub operators: Vec<Arc<str>>,
+    pub invite_only: bool,
+    pub registered_only: bool,
+    pub bans: Vec<RestrictionView>,
+    pub mutes: Vec<RestrictionView>,
+}
+
+/// One ban or mute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestrictionView {
+    /// `account:NAME` or an address mask.
+    pub target: String,
+    pub by: Arc<str>,
+    pub reason: Option<Arc<str>>,
+    /// `None`: until lifted.
+    pub expires: Option<SystemTime>,
 }
 
 /// What the hub sends to clients. Rendered once per wire format for a broadcast.

@@ -254,6 +254,18 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub ws_origins: Option<Vec<String>>,
+
+    /// An account that is a server operator: signed in, it moderates every room, sees
+    /// addresses in /whois and may disconnect anyone (/kill). Repeat it or separate
+    /// with commas; in the config file, `operators = ["alice"]`. Register the account
+    /// first: until it exists, the name gives nobody any power [default: none].
+    #[arg(
+        long = "operator",
+        env = "SWITCHBOARD_OPERATORS",
+        value_name = "ACCOUNT",
+        value_delimiter = ','
+    )]
+    pub operators: Option<Vec<String>>,
 }
 
 impl ServeArgs {
@@ -294,6 +306,7 @@ impl ServeArgs {
             http_header_timeout: self.http_header_timeout.or(lower.http_header_timeout),
             tls_handshake_timeout: self.tls_handshake_timeout.or(lower.tls_handshake_timeout),
             ws_origins: self.ws_origins.or(lower.ws_origins),
+            operators: self.operators.or(lower.operators),
         }
     }
 }
@@ -340,6 +353,8 @@ pub struct Config {
     pub tls_handshake_timeout: Duration,
     /// Origins besides the server's own whose pages may open WebSockets.
     pub ws_origins: Vec<String>,
+    /// Server operators' account names.
+    pub operators: Vec<String>,
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -565,6 +580,16 @@ impl Config {
                 merged.max_json_bytes.unwrap_or(65_536),
                 64,
             )?,
+            operators: {
+                let operators = merged.operators.clone().unwrap_or_default();
+                for name in &operators {
+                    crate::text::validate_nick(name).map_err(|error| ConfigError::Invalid {
+                        setting: "--operator",
+                        problem: format!("{name:?} cannot be an account name: {error}"),
+                    })?;
+                }
+                operators
+            },
             ws_origins: merged
                 .ws_origins
                 .unwrap_or_default()

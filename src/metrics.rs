@@ -52,6 +52,9 @@ pub const LOGIN_FAILURES: &str = "switchboard_login_failures_total";
 pub const REGISTRATIONS: &str = "switchboard_registrations_total";
 /// Other account changes, by kind (`password_changed`, `dropped`, `logout`).
 pub const ACCOUNT_CHANGES: &str = "switchboard_account_changes_total";
+/// Moderation actions, by action (`kick`, `ban`, `unban`, `mute`, `unmute`, `op`,
+/// `deop`, `invite`, `mode`, `kill`).
+pub const MODERATION_ACTIONS: &str = "switchboard_moderation_actions_total";
 
 struct Inner {
     recorder: PrometheusRecorder,
@@ -116,6 +119,7 @@ impl Metrics {
                 ACCOUNT_CHANGES,
                 "Password changes, dropped accounts, logouts."
             );
+            metrics::describe_counter!(MODERATION_ACTIONS, "Moderation actions, by action.");
             metrics::gauge!(QUEUE_BYTES)
         });
         Metrics {
@@ -175,6 +179,9 @@ impl Metrics {
                 failed: metrics::counter!(HISTORY_FAILED),
                 save_seconds: metrics::histogram!(HISTORY_SAVE_SECONDS),
                 commit_seconds: metrics::histogram!(HISTORY_COMMIT_SECONDS),
+            },
+            moderation: ModerationMetrics {
+                metrics: Some(self.clone()),
             },
         })
     }
@@ -336,6 +343,7 @@ pub struct HubMetrics {
     pub deliveries: Counter,
     /// The history writer's, used by its thread.
     pub history: HistoryMetrics,
+    pub moderation: ModerationMetrics,
 }
 
 impl Default for HubMetrics {
@@ -344,6 +352,24 @@ impl Default for HubMetrics {
             messages_out: Counter::noop(),
             deliveries: Counter::noop(),
             history: HistoryMetrics::default(),
+            moderation: ModerationMetrics::default(),
+        }
+    }
+}
+
+/// Moderation counters, by action (rare: looked up when counted). `Default` records
+/// nothing.
+#[derive(Clone, Debug, Default)]
+pub struct ModerationMetrics {
+    metrics: Option<Metrics>,
+}
+
+impl ModerationMetrics {
+    pub fn action(&self, action: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .with(|| metrics::counter!(MODERATION_ACTIONS, "action" => action))
+                .increment(1);
         }
     }
 }

@@ -183,6 +183,11 @@ impl Server {
                 metrics: self.metrics.hub(),
                 flush_interval: config.flush_interval,
                 accounts: Some(self.accounts.clone()),
+                operators: config
+                    .operators
+                    .iter()
+                    .map(|name| crate::text::nick_key(name))
+                    .collect(),
                 ..HubConfig::default()
             },
             history,

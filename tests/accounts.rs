@@ -6,23 +6,11 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::web::{http_get, metric, Lines, Server, Ws};
+use support::web::{metric, Lines, Server, Ws};
 use tokio::net::TcpStream;
 
 fn ws_url(server: &Server) -> String {
     format!("ws://{}/ws", server.addr("web"))
-}
-
-async fn metrics(server: &Server) -> String {
-    let addr = server.addr("web");
-    let (status, text) = http_get(
-        TcpStream::connect(addr).await.unwrap(),
-        &addr.to_string(),
-        "/metrics",
-    )
-    .await;
-    assert_eq!(status, 200);
-    text
 }
 
 /// The texts of a history page's messages, in order.
@@ -156,7 +144,7 @@ async fn alice_owns_her_name_and_her_private_messages() {
     // Delivered once: the mailbox is empty now.
     page.send(json!({"type": "quit"})).await;
     drop(page);
-    let text = metrics(&server).await;
+    let text = server.metrics().await;
     assert_eq!(metric(&text, "switchboard_registrations_total"), 2.0);
     assert_eq!(
         metric(&text, "switchboard_logins_total{method=\"password\"}"),
@@ -340,7 +328,7 @@ async fn bad_account_input_gets_clear_errors_and_changes_nothing() {
     newcomer.send_line("Carol").await;
     newcomer.line_containing("welcome, Carol").await;
 
-    let text = metrics(&server).await;
+    let text = server.metrics().await;
     assert_eq!(metric(&text, "switchboard_registrations_total"), 4.0);
     assert!(
         metric(

@@ -99,6 +99,12 @@
         if (current) addNotice(current, 'you signed in from somewhere else; this page stopped');
         return;
       }
+      if (event.code === 4002) {
+        // A server operator disconnected us: coming straight back would be rude.
+        replaced = true;
+        setStatus('offline', 'disconnected by a server operator — reload to come back');
+        return;
+      }
       if (replaced) return;
       scheduleReconnect();
     });

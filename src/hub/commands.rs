@@ -24,6 +24,18 @@ impl Refusal {
 /// What a request handler comes to.
 pub(super) type Outcome = Result<(), Refusal>;
 
+/// `data.moderation` is the server's: a client sending it could forge a notice.
+fn refuse_moderation_data(data: &Option<Data>) -> Outcome {
+    if data
+        .as_ref()
+        .is_some_and(|data| data.get(MODERATION_DATA).is_some())
+    {
+        let why = format!("data.{MODERATION_DATA} is kept for the server's moderation notices");
+        return Err(Refusal::new(ErrorCode::BadRequest, why));
+    }
+    Ok(())
+}
+
 impl Hub {
     pub(super) fn handle(&mut self, command: Command) {
         match command {
@@ -154,6 +166,7 @@ impl Hub {
                 connected_at: Instant::now(),
                 away: None,
                 account: None,
+                address: connection.peer.ip(),
             }),
         );
     }
@@ -318,6 +331,8 @@ impl Hub {
                 self.reply(id, tag, Reply::Who { room, members });
             }
             Request::Topic { room, text } => return self.topic(id, tag, room, text),
+            Request::Moderate { room, action } => return self.moderate(id, tag, room, action),
+            Request::Kill { nick, reason } => return self.kill(id, tag, &nick, reason),
             Request::Away { message } => {
                 let message = sanitize_text(message.as_deref().unwrap_or("").trim()).into_owned();
                 if message.chars().count() > MAX_AWAY_CHARS {
@@ -362,6 +377,7 @@ impl Hub {
                     connected_for_secs: client.connected_at.elapsed().as_secs(),
                     away: client.away.clone(),
                     account: client.account.as_ref().map(|account| account.name.clone()),
+                    address: self.address_for(id, target),
                 };
                 self.reply(id, tag, Reply::Whois(info));
             }
@@ -432,6 +448,8 @@ impl Hub {
     ) -> Outcome {
         let key = self.resolve_room(id, room)?;
         self.require_member(id, &key)?;
+        self.may_speak(id, &key)?;
+        refuse_moderation_data(&data)?;
         let from = self.clients[&id].nick.clone().unwrap_or_default();
         let message = ChatMessage {
             id: self.history.next_room_id(&key),
@@ -474,6 +492,7 @@ impl Hub {
             return Ok(());
         };
         self.require_member(id, &key)?;
+        self.may_set_topic(id, &key)?;
         let text: Arc<str> = sanitize_text(text.trim()).into();
         if text.chars().count() > MAX_TOPIC_CHARS {
             let why = format!("the topic is longer than {MAX_TOPIC_CHARS} characters");
@@ -509,6 +528,7 @@ impl Hub {
         data: Option<Data>,
         action: bool,
     ) -> Outcome {
+        refuse_moderation_data(&data)?;
         let key = nick_key(to);
         // Online: whoever holds the name now. Offline: an account, whose mailbox
         // keeps it for the next login.
@@ -578,6 +598,9 @@ impl Hub {
         let name = normalize_room(room)
             .map_err(|error| Refusal::new(ErrorCode::RoomInvalid, error.to_string()))?;
         let key = fold_case(&name);
+        if !self.clients[&id].in_room(&key) {
+            self.may_join(id, &key, &name)?;
+        }
         // What the client is owed from an open batch of a room it is in goes before
         // anything this join queues for it directly (the room being joined owes it
         // nothing yet, so this never seals that room's batch for a newcomer).
@@ -605,6 +628,7 @@ impl Hub {
             render: client.render.clone(),
         };
         let nick = client.nick.clone().unwrap_or_default();
+        let created = !self.rooms.contains_key(&key);
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
             name: name.as_str().into(),
             members: Vec::new(),
@@ -633,6 +657,9 @@ impl Hub {
             batch.add_member(&member.render);
         }
         room.members.push(member);
+        if created {
+            self.claim_room(id, &key, &name);
+        }
         // The joiner has been given everything the open batch holds (nothing), so its
         // own output can go straight to it without sealing the batch for the others.
         self.send_direct(id, &event);

@@ -84,9 +84,18 @@ pub(super) struct History {
     last_private_id: u64,
     pending: VecDeque<Pending>,
     next_seq: u64,
-    /// Dropped accounts whose stored conversations the writer has not yet been handed
-    /// for deletion (its queue was full); retried as it catches up.
-    forget_later: Vec<Arc<str>>,
+    /// Deletions of dropped accounts' conversations and saves of room rules the
+    /// writer has not yet been handed (its queue was full), in order; retried as it
+    /// catches up.
+    side_jobs: VecDeque<SideJob>,
+    /// Room rules read at startup, until the hub takes them.
+    loaded_rules: Vec<(String, String)>,
+}
+
+/// Work for the store besides appends, kept in order until it is handed over.
+enum SideJob {
+    Forget(Arc<str>),
+    SaveRules { key: String, rules: Option<String> },
 }
 
 /// Which part of a conversation a page request wants.
@@ -143,7 +152,8 @@ impl History {
             last_private_id: loaded.last_private_id,
             pending: VecDeque::new(),
             next_seq: 1,
-            forget_later: Vec::new(),
+            side_jobs: VecDeque::new(),
+            loaded_rules: loaded.rules,
         }
     }
 
@@ -270,28 +280,45 @@ impl History {
     pub fn forget_account(&mut self, key: Arc<str>) {
         self.private
             .retain(|(pair, _)| !crate::store::pair_involves(pair, &key));
-        self.forget_later.push(key);
-        self.hand_over_forgets();
+        self.side_jobs.push_back(SideJob::Forget(key));
+        self.hand_over_side_jobs();
     }
 
-    fn hand_over_forgets(&mut self) {
+    /// Keep room `key`'s moderation rules (JSON; `None`: delete them) on disk.
+    pub fn save_rules(&mut self, key: String, rules: Option<String>) {
+        self.side_jobs.push_back(SideJob::SaveRules { key, rules });
+        self.hand_over_side_jobs();
+    }
+
+    /// The room rules read at startup (once).
+    pub fn take_loaded_rules(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.loaded_rules)
+    }
+
+    fn hand_over_side_jobs(&mut self) {
         let Some(store) = &self.store else {
-            self.forget_later.clear();
+            self.side_jobs.clear();
             return;
         };
-        while let Some(key) = self.forget_later.first() {
-            if store.try_forget_account(key.clone()).is_err() {
+        while let Some(job) = self.side_jobs.front() {
+            let handed = match job {
+                SideJob::Forget(key) => store.try_forget_account(key.clone()),
+                SideJob::SaveRules { key, rules } => {
+                    store.try_save_rules(key.clone(), rules.clone())
+                }
+            };
+            if handed.is_err() {
                 return;
             }
-            self.forget_later.remove(0);
+            self.side_jobs.pop_front();
         }
     }
 
     /// The store committed everything up to `upto`: those messages, in order, ready to
     /// deliver (already added to the tails).
     pub fn committed(&mut self, upto: u64) -> Vec<Pending> {
-        if !self.forget_later.is_empty() {
-            self.hand_over_forgets();
+        if !self.side_jobs.is_empty() {
+            self.hand_over_side_jobs();
         }
         let mut done = Vec::new();
         while self.pending.front().is_some_and(|p| p.seq <= upto) {

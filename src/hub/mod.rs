@@ -20,8 +20,10 @@ mod event;
 mod fanout;
 pub mod history;
 mod mailbox;
+mod moderation;
 mod persist;
 mod rounds;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +99,9 @@ pub struct HubConfig {
     /// messages to offline accounts wait in their mailbox. `None`: no accounts (every
     /// name is anyone's, and private messages are never kept).
     pub accounts: Option<crate::accounts::Accounts>,
+    /// Accounts (by [`nick_key`]) that are server operators: they moderate every room,
+    /// see addresses in `/whois` and may disconnect anyone.
+    pub operators: std::collections::HashSet<String>,
 }
 
 impl Default for HubConfig {
@@ -109,6 +114,7 @@ impl Default for HubConfig {
             metrics: Default::default(),
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             accounts: None,
+            operators: Default::default(),
         }
     }
 }
@@ -271,6 +277,8 @@ struct Client {
     away: Option<Arc<str>>,
     /// The account it signed in to.
     account: Option<Account>,
+    /// Where it connects from (bans by address; `/whois` for server operators).
+    address: std::net::IpAddr,
 }
 
 impl Client {
@@ -312,6 +320,9 @@ struct Hub {
     registered: HashMap<String, Arc<str>>,
     /// The mailbox worker's queue (with accounts only).
     mail: Option<mpsc::Sender<mailbox::MailJob>>,
+    /// Folded room name → its moderation (owner, operators, bans, mutes, modes), for
+    /// every moderated room, with members or not. Read from the store at startup.
+    rules: HashMap<String, rules::RoomRules>,
     /// Folded room name → room. A room exists while it has members.
     rooms: HashMap<String, Room>,
     /// Message ids, recent messages, messages waiting to be committed.
@@ -324,7 +335,18 @@ struct Hub {
 }
 
 impl Hub {
-    fn new(config: HubConfig, history: History) -> Self {
+    fn new(config: HubConfig, mut history: History) -> Self {
+        let rules = history
+            .take_loaded_rules()
+            .into_iter()
+            .filter_map(|(key, text)| match serde_json::from_str(&text) {
+                Ok(rules) => Some((key, rules)),
+                Err(error) => {
+                    tracing::error!(room = %key, "a room's stored moderation rules are unreadable and ignored: {error}");
+                    None
+                }
+            })
+            .collect();
         let registered = config
             .accounts
             .as_ref()
@@ -345,6 +367,7 @@ impl Hub {
             nicks: HashMap::new(),
             registered,
             mail: None,
+            rules,
             rooms: HashMap::new(),
             history,
             outgoing: Outgoing::default(),

@@ -113,6 +113,8 @@ pub struct LoadedRoom {
 pub struct Loaded {
     pub rooms: Vec<LoadedRoom>,
     pub last_private_id: u64,
+    /// Every moderated room's rules: (folded room name, JSON).
+    pub rules: Vec<(String, String)>,
 }
 
 /// An opened, locked, checked history database, not yet written to.
@@ -175,6 +177,8 @@ pub(crate) enum Job {
     /// Delete every private conversation of the account `key` (it was dropped):
     /// after the appends queued before it, and before any queued after it.
     ForgetAccount { key: Arc<str> },
+    /// Keep a room's moderation rules (JSON), or delete them (`None`).
+    SaveRules { key: String, rules: Option<String> },
     /// Answer a history query to `client` through the hub.
     Query {
         client: ClientId,
@@ -237,6 +241,10 @@ impl StoreSender {
 
     pub fn try_forget_account(&self, key: Arc<str>) -> Result<(), StoreBusy> {
         self.try_send(Job::ForgetAccount { key })
+    }
+
+    pub fn try_save_rules(&self, key: String, rules: Option<String>) -> Result<(), StoreBusy> {
+        self.try_send(Job::SaveRules { key, rules })
     }
 
     fn try_send(&self, job: Job) -> Result<(), StoreBusy> {

@@ -12,9 +12,10 @@ use super::{Conversation, Loaded, LoadedRoom, Query, Retention};
 use crate::chat::{ChatMessage, HistoryPage, Target};
 
 /// Bumped when the schema changes. 2 added the accounts' tables
-/// ([`crate::accounts::db::SCHEMA`]); a version-1 file is migrated in place (the new
-/// tables are created, nothing else changes).
-const SCHEMA_VERSION: i64 = 2;
+/// ([`crate::accounts::db::SCHEMA`]), 3 the rooms' moderation rules (`room_rules`);
+/// an older file is migrated in place (the new tables are created, nothing else
+/// changes).
+const SCHEMA_VERSION: i64 = 3;
 /// The `sequences` row that holds the last private message id.
 const PRIVATE_SEQUENCE: &str = "@private";
 /// How long a statement waits for another connection's lock before failing.
@@ -47,6 +48,11 @@ CREATE TABLE IF NOT EXISTS private_messages (
 );
 CREATE INDEX IF NOT EXISTS private_messages_by_pair ON private_messages (pair, id);
 CREATE INDEX IF NOT EXISTS private_messages_by_time ON private_messages (time_ms);
+-- Each moderated room's rules (owner, operators, bans, mutes, modes) as JSON.
+CREATE TABLE IF NOT EXISTS room_rules (
+    room_key TEXT PRIMARY KEY,
+    rules    TEXT NOT NULL
+) WITHOUT ROWID;
 -- The highest id ever assigned per room (and for private messages), kept when
 -- retention deletes the messages themselves so ids never go backwards.
 CREATE TABLE IF NOT EXISTS sequences (
@@ -187,6 +193,10 @@ pub(super) fn load(
             tail: messages,
         });
     }
+    let mut rules = connection.prepare("SELECT room_key, rules FROM room_rules")?;
+    loaded.rules = rules
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(loaded)
 }
 
@@ -292,6 +302,19 @@ fn same(a: &Conversation, b: &Conversation) -> bool {
         (Conversation::Private(a), Conversation::Private(b)) => a == b,
         _ => false,
     }
+}
+
+/// Keep room `key`'s rules, or delete them (`None`).
+pub(super) fn save_rules(db: &Connection, key: &str, rules: Option<&str>) -> rusqlite::Result<()> {
+    match rules {
+        Some(rules) => db.execute(
+            "INSERT INTO room_rules (room_key, rules) VALUES (?1, ?2) \
+             ON CONFLICT (room_key) DO UPDATE SET rules = excluded.rules",
+            params![key, rules],
+        ),
+        None => db.execute("DELETE FROM room_rules WHERE room_key = ?1", [key]),
+    }?;
+    Ok(())
 }
 
 /// Delete every private conversation of the account `key` ([`super::account_pair`]

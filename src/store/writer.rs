@@ -132,7 +132,9 @@ fn process(
                     message,
                 });
             }
-            Job::Query { .. } | Job::ForgetAccount { .. } => queries.push(job),
+            Job::Query { .. } | Job::ForgetAccount { .. } | Job::SaveRules { .. } => {
+                queries.push(job)
+            }
         }
     }
     if let Some(upto) = upto {
@@ -170,6 +172,16 @@ fn process(
         let _ = hub.blocking_send(report);
     }
     for job in queries {
+        if let Job::SaveRules { key, rules } = job {
+            if let Err(error) = sqlite::save_rules(&store.connection, key, rules.as_deref()) {
+                tracing::error!(
+                    path = %store.path.display(),
+                    room = %key,
+                    "a room's moderation rules were not saved (they hold until restart): {error}{}",
+                    hint_for(&error)
+                );
+            }
+        }
         if let Job::ForgetAccount { key } = job {
             match sqlite::forget_account(&store.connection, key) {
                 Ok(deleted) => {

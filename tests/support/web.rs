@@ -92,6 +92,15 @@ impl Server {
     }
 
     /// The address a door listens on (`web` gives host:port without the scheme).
+    /// `/metrics` from the web door, checked to be a 200.
+    pub async fn metrics(&self) -> String {
+        let addr = self.addr("web");
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (status, text) = http_get(stream, &addr.to_string(), "/metrics").await;
+        assert_eq!(status, 200);
+        text
+    }
+
     pub fn addr(&self, door: &str) -> SocketAddr {
         super::socket_addr(&self.doors[door]).expect("a door's address")
     }

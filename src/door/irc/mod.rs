@@ -31,6 +31,7 @@ use super::conn::Farewell;
 use super::line::framing::LineFramer;
 use super::session::{self, Door, Framing, Notice, Protocol, SessionSettings, Step, Unit};
 use super::PeerSlot;
+use crate::chat::Moderation;
 use crate::hub::{CloseReason, HubHandle, Request, Tag, MAX_PRESENCE_NICKS};
 use crate::metrics::DoorMetrics;
 use crate::text::NickError;
@@ -200,6 +201,74 @@ impl Default for IrcProtocol {
 }
 
 /// `:switchboard NUMERIC * rest` as one line.
+/// The moderation a channel `MODE` asks for, in order: `+i`/`-i` (invite-only),
+/// `+R`/`-R` (accounts only), `+b MASK`/`-b MASK`, `+o NICK`/`-o NICK`, combined as in
+/// `+ib-o MASK NICK`. `Err`: a mode letter this server does not know.
+fn channel_modes(modes: &str, arguments: &[&str]) -> Result<Vec<Moderation>, char> {
+    let mut arguments = arguments.iter();
+    let (mut on, mut actions) = (true, Vec::new());
+    let (mut invite_only, mut registered_only) = (None, None);
+    for letter in modes.chars() {
+        match letter {
+            '+' => on = true,
+            '-' => on = false,
+            'i' => invite_only = Some(on),
+            'R' | 'r' => registered_only = Some(on),
+            'b' => {
+                if let Some(mask) = arguments.next() {
+                    let target = from_irc_mask(mask);
+                    actions.push(if on {
+                        Moderation::Ban {
+                            target,
+                            duration: None,
+                            reason: None,
+                        }
+                    } else {
+                        Moderation::Unban { target }
+                    });
+                }
+            }
+            'o' => {
+                if let Some(nick) = arguments.next() {
+                    let nick = (*nick).to_owned();
+                    actions.push(if on {
+                        Moderation::Op { nick }
+                    } else {
+                        Moderation::Deop { nick }
+                    });
+                }
+            }
+            other => return Err(other),
+        }
+    }
+    if invite_only.is_some() || registered_only.is_some() {
+        actions.insert(
+            0,
+            Moderation::Mode {
+                invite_only,
+                registered_only,
+            },
+        );
+    }
+    Ok(actions)
+}
+
+/// An IRC ban mask as a moderation target: the account extbans `~a:NAME` and
+/// `$a:NAME` are `account:NAME`; `*!*@HOST` is HOST (an address mask); `NICK!*@*` is
+/// NICK; anything else is taken as it is.
+fn from_irc_mask(mask: &str) -> String {
+    for prefix in ["~a:", "~account:", "$a:"] {
+        if let Some(name) = mask.strip_prefix(prefix) {
+            return format!("account:{name}");
+        }
+    }
+    match mask.split_once('@') {
+        Some((user, "*")) => user.split('!').next().unwrap_or(user).to_owned(),
+        Some((_, host)) => host.to_owned(),
+        None => mask.split('!').next().unwrap_or(mask).to_owned(),
+    }
+}
+
 fn numeric(number: u16, rest: &str) -> Step {
     send_line(format!(":{SERVER_NAME} {number:03} * {rest}"))
 }
@@ -396,18 +465,22 @@ impl IrcProtocol {
                 });
             }
             "MODE" => match params {
-                [target] if target.starts_with('#') => {
-                    steps.push(numeric(324, &format!("{target} +")));
-                }
+                [target] if target.starts_with('#') => steps.push(request(Request::Moderate {
+                    room: Some((*target).to_owned()),
+                    action: Moderation::Rules,
+                })),
                 // User modes: none are kept, so a client's `MODE me +i` is answered
                 // with what it has.
                 [target, ..] if !target.starts_with('#') => {
                     steps.push(send_line(format!(":{SERVER_NAME} 221 {target} +")))
                 }
-                // List queries clients send on joining: the lists are empty.
-                [target, "b" | "+b"] => {
-                    steps.push(numeric(368, &format!("{target} :End of channel ban list")))
-                }
+                [target, "b" | "+b"] => steps.push(Step::Request {
+                    tag: Some(render::BANS_TAG.into()),
+                    request: Request::Moderate {
+                        room: Some((*target).to_owned()),
+                        action: Moderation::Rules,
+                    },
+                }),
                 [target, "e" | "+e"] => steps.push(numeric(
                     349,
                     &format!("{target} :End of channel exception list"),
@@ -416,11 +489,52 @@ impl IrcProtocol {
                     347,
                     &format!("{target} :End of channel invite list"),
                 )),
-                [target, ..] => steps.push(numeric(
-                    482,
-                    &format!("{target} :Channel modes cannot be changed on this server yet"),
-                )),
+                [target] => steps.push(send_line(format!(":{SERVER_NAME} 221 {target} +"))),
+                [target, modes, arguments @ ..] => match channel_modes(modes, arguments) {
+                    Ok(actions) => {
+                        for action in actions {
+                            steps.push(request(Request::Moderate {
+                                room: Some((*target).to_owned()),
+                                action,
+                            }));
+                        }
+                    }
+                    Err(mode) => steps.push(numeric(
+                        472,
+                        &format!("{mode} :is not a mode this server knows (i, R, b, o)"),
+                    )),
+                },
                 [] => steps.push(numeric(461, "MODE :Not enough parameters")),
+            },
+            "KICK" => match params {
+                [room, nicks, rest @ ..] => {
+                    for nick in nicks.split(',').filter(|nick| !nick.is_empty()) {
+                        steps.push(request(Request::Moderate {
+                            room: Some((*room).to_owned()),
+                            action: Moderation::Kick {
+                                nick: nick.to_owned(),
+                                reason: rest.first().map(|reason| (*reason).to_owned()),
+                            },
+                        }));
+                    }
+                }
+                _ => steps.push(numeric(461, "KICK :Not enough parameters")),
+            },
+            "INVITE" => match params {
+                [nick, room, ..] => steps.push(request(Request::Moderate {
+                    room: Some((*room).to_owned()),
+                    action: Moderation::Invite {
+                        nick: (*nick).to_owned(),
+                    },
+                })),
+                _ => steps.push(numeric(461, "INVITE :Not enough parameters")),
+            },
+            "KILL" => match params {
+                [nick, rest @ ..] => steps.push(request(Request::Kill {
+                    nick: (*nick).to_owned(),
+                    reason: rest.first().map(|reason| (*reason).to_owned()),
+                })),
+                _ => steps.push(numeric(461, "KILL :Not enough parameters")),
             },
             "TOPIC" => match params {
                 [room, rest @ ..] if !room.is_empty() => steps.push(request(Request::Topic {
@@ -597,6 +711,41 @@ impl Protocol for IrcProtocol {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_modes_become_moderation_in_order() {
+        assert_eq!(
+            channel_modes("+ib-o", &["~a:mallory", "bob"]),
+            Ok(vec![
+                Moderation::Mode {
+                    invite_only: Some(true),
+                    registered_only: None
+                },
+                Moderation::Ban {
+                    target: "account:mallory".into(),
+                    duration: None,
+                    reason: None
+                },
+                Moderation::Deop { nick: "bob".into() },
+            ])
+        );
+        assert_eq!(
+            channel_modes("-R", &[]),
+            Ok(vec![Moderation::Mode {
+                invite_only: None,
+                registered_only: Some(false)
+            }])
+        );
+        assert_eq!(channel_modes("+k", &["secret"]), Err('k'));
+        for (mask, target) in [
+            ("*!*@203.0.113.0/24", "203.0.113.0/24"),
+            ("mallory!*@*", "mallory"),
+            ("$a:mallory", "account:mallory"),
+            ("mallory", "mallory"),
+        ] {
+            assert_eq!(from_irc_mask(mask), target, "{mask}");
+        }
+    }
     use crate::hub::{Event, Render};
 
     fn run(state: &mut IrcState, line: &str, registered: bool) -> Vec<Step> {

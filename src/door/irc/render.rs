@@ -26,6 +26,8 @@ pub const SERVER_NAME: &str = "switchboard";
 
 /// The tag on a member-list request that asks for WHO's 352 lines instead of NAMES.
 pub const WHO_TAG: &str = "irc:who";
+/// Tags a room-rules request answered as the ban list (`MODE #room b`), not the modes.
+pub const BANS_TAG: &str = "irc:bans";
 /// The tags on a presence request from ISON (303) and from USERHOST (302).
 pub const ISON_TAG: &str = "irc:ison";
 pub const USERHOST_TAG: &str = "irc:userhost";
@@ -225,7 +227,7 @@ fn write_message(lines: &mut Lines, message: &ChatMessage) {
         out.push_str("\u{1}ACTION ");
     }
     out.push_str(&message.text);
-    if let Some(data) = &message.data {
+    if let Some(data) = message.shown_data() {
         if !message.text.is_empty() {
             out.push(' ');
         }
@@ -265,10 +267,19 @@ fn write_history(lines: &mut Lines, page: &HistoryPage, server_time: bool) {
         } else {
             let _ = write!(lines.out, "<{from}> {}", message.text);
         }
-        if let Some(data) = &message.data {
+        if let Some(data) = message.shown_data() {
             let _ = write!(lines.out, " {data}");
         }
         lines.end();
+    }
+}
+
+/// A ban target as IRC writes masks: `account:NAME` as the account extban `~a:NAME`
+/// (the form InspIRCd and UnrealIRCd use), an address as `*!*@ADDRESS`.
+fn irc_mask(target: &str) -> String {
+    match target.strip_prefix("account:") {
+        Some(name) => format!("~a:{name}"),
+        None => format!("*!*@{target}"),
     }
 }
 
@@ -296,6 +307,11 @@ fn error_numeric(code: ErrorCode) -> u16 {
         | ErrorCode::BadToken
         | ErrorCode::NotSignedIn
         | ErrorCode::AccountsUnavailable => 0,
+        ErrorCode::NotOperator => 482,
+        ErrorCode::Banned => 474,
+        ErrorCode::Muted => 404,
+        ErrorCode::InviteOnly => 473,
+        ErrorCode::RegisteredOnly => 477,
     }
 }
 
@@ -388,6 +404,19 @@ impl IrcRender {
                     let separator = if index == 0 { "" } else { " " };
                     let _ = write!(out, "{separator}{nick}=+{nick}@{SERVER_NAME}");
                 }
+                lines.end();
+            }
+            Event::Reply {
+                tag: Some(tag),
+                reply: Reply::Rules(rules),
+            } if &**tag == BANS_TAG => {
+                let room = &rules.room;
+                for ban in &rules.bans {
+                    let mask = irc_mask(&ban.target);
+                    let _ = write!(lines.numeric(367, "*"), "{room} {mask} {} 0", ban.by);
+                    lines.end();
+                }
+                let _ = write!(lines.numeric(368, "*"), "{room} :End of channel ban list");
                 lines.end();
             }
             Event::Reply { reply, .. } => self.write_reply(lines, reply),
@@ -498,6 +527,13 @@ impl IrcRender {
                     let _ = write!(lines.numeric(330, "*"), "{nick} {account} :is logged in as");
                     lines.end();
                 }
+                if let Some(address) = &info.address {
+                    let _ = write!(
+                        lines.numeric(338, "*"),
+                        "{nick} {address} :actually using host"
+                    );
+                    lines.end();
+                }
                 if !info.rooms.is_empty() {
                     let rooms: Vec<&str> = info.rooms.iter().map(|room| &**room).collect();
                     let _ = write!(lines.numeric(319, "*"), "{nick} :{}", rooms.join(" "));
@@ -535,6 +571,26 @@ impl IrcRender {
                     ":{SERVER_NAME} NOTICE * :The account {account} is deleted"
                 );
                 lines.end();
+            }
+            Reply::Rules(rules) => {
+                let room = &rules.room;
+                let mut modes = String::from("+");
+                if rules.invite_only {
+                    modes.push('i');
+                }
+                if rules.registered_only {
+                    modes.push('R');
+                }
+                let _ = write!(lines.numeric(324, "*"), "{room} {modes}");
+                lines.end();
+                for mute in &rules.mutes {
+                    let _ = write!(
+                        lines.out,
+                        ":{SERVER_NAME} NOTICE * :{room}: {} is muted (by {})",
+                        mute.target, mute.by
+                    );
+                    lines.end();
+                }
             }
             Reply::KeptFor { nick } => {
                 let _ = write!(

@@ -118,6 +118,37 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// `true`, `false`, or absent (`None`).
+    fn maybe_bool(&self, name: &str) -> Result<Option<bool>, Refusal> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(value)) => Ok(Some(*value)),
+            Some(_) => Err(refuse(
+                ErrorCode::BadRequest,
+                format!("field \"{name}\" must be true or false"),
+            )),
+        }
+    }
+
+    /// A duration: seconds as a number, or text like `"10m"`, `"2h"`, `"7d"`.
+    fn optional_duration(&self, name: &str) -> Result<Option<std::time::Duration>, Refusal> {
+        let bad = |why: String| refuse(ErrorCode::BadRequest, format!("field \"{name}\": {why}"));
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(seconds)) => match seconds.as_f64() {
+                Some(seconds) if seconds > 0.0 && seconds < 1e10 => {
+                    Ok(Some(std::time::Duration::from_secs_f64(seconds)))
+                }
+                _ => Err(bad("a number of seconds above zero".into())),
+            },
+            Some(Value::String(text)) => text
+                .parse::<crate::config::Seconds>()
+                .map(|duration| Some(duration.0))
+                .map_err(bad),
+            Some(_) => Err(bad("seconds, or text like \"10m\"".into())),
+        }
+    }
+
     fn optional_string(&self, name: &str) -> Result<Option<String>, Refusal> {
         Ok(self.optional_str(name)?.map(str::to_owned))
     }
@@ -268,6 +299,14 @@ fn decode_object(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
             room: fields.optional_string("room")?,
             text: fields.optional_string("text")?,
         },
+        "moderate" => Request::Moderate {
+            room: fields.optional_string("room")?,
+            action: moderation(fields)?,
+        },
+        "kill" => Request::Kill {
+            nick: fields.required_str("nick")?.into(),
+            reason: fields.optional_string("reason")?,
+        },
         "ping" => Request::Ping,
         "quit" => Request::Quit {
             reason: fields.optional_string("reason")?,
@@ -303,6 +342,50 @@ fn decode_object(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
         }
     };
     Ok(ClientMessage::Hub(request))
+}
+
+/// `{"type":"moderate","action":...}`: see [`Moderation`].
+fn moderation(fields: &Fields<'_>) -> Result<crate::chat::Moderation, Refusal> {
+    use crate::chat::Moderation;
+    let nick = || fields.required_str("nick").map(str::to_owned);
+    let target = || fields.required_str("target").map(str::to_owned);
+    let reason = || fields.optional_string("reason");
+    Ok(match fields.required_str("action")? {
+        "kick" => Moderation::Kick {
+            nick: nick()?,
+            reason: reason()?,
+        },
+        "ban" => Moderation::Ban {
+            target: target()?,
+            duration: fields.optional_duration("duration")?,
+            reason: reason()?,
+        },
+        "unban" => Moderation::Unban { target: target()? },
+        "mute" => Moderation::Mute {
+            target: target()?,
+            duration: fields.optional_duration("duration")?,
+            reason: reason()?,
+        },
+        "unmute" => Moderation::Unmute { target: target()? },
+        "op" => Moderation::Op { nick: nick()? },
+        "deop" => Moderation::Deop { nick: nick()? },
+        "invite" => Moderation::Invite { nick: nick()? },
+        "mode" => Moderation::Mode {
+            invite_only: fields.maybe_bool("invite_only")?,
+            registered_only: fields.maybe_bool("registered_only")?,
+        },
+        "rules" => Moderation::Rules,
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "unknown moderation action {shown:?}; use kick, ban, unban, mute, unmute, \
+                     op, deop, invite, mode or rules"
+                ),
+            ));
+        }
+    })
 }
 
 /// `{"type":"auth","action":...}`: log in, register, change the password, drop the
@@ -501,6 +584,33 @@ impl JsonRender {
                         json!({ "type": "account_dropped", "account": &**account })
                     }
                     Reply::KeptFor { nick } => json!({ "type": "kept", "for": &**nick }),
+                    Reply::Rules(rules) => {
+                        let list = |items: &[crate::chat::RestrictionView]| -> Vec<Value> {
+                            items
+                                .iter()
+                                .map(|item| {
+                                    json!({
+                                        "target": item.target,
+                                        "by": &*item.by,
+                                        "reason": item.reason.as_deref(),
+                                        "expires": item.expires.map(|t| t
+                                            .duration_since(UNIX_EPOCH)
+                                            .map_or(0, |d| d.as_millis() as u64)),
+                                    })
+                                })
+                                .collect()
+                        };
+                        json!({
+                            "type": "rules",
+                            "room": &*rules.room,
+                            "owner": rules.owner.as_deref(),
+                            "operators": rules.operators.iter().map(|op| &**op).collect::<Vec<_>>(),
+                            "invite_only": rules.invite_only,
+                            "registered_only": rules.registered_only,
+                            "bans": list(&rules.bans),
+                            "mutes": list(&rules.mutes),
+                        })
+                    }
                     Reply::Whois(info) => json!({
                         "type": "whois",
                         "nick": &*info.nick,
@@ -510,6 +620,7 @@ impl JsonRender {
                         "connected_for_secs": info.connected_for_secs,
                         "away": info.away.as_deref(),
                         "account": info.account.as_deref(),
+                        "address": info.address.map(|address| address.to_string()),
                     }),
                 };
                 set_tag(&mut value, tag);

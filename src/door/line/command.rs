@@ -2,7 +2,7 @@
 //! commands; anything else is text for the current room.
 
 use crate::door::session::AccountStep;
-use crate::hub::Request;
+use crate::hub::{Moderation, Request};
 
 /// What one typed line means.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +72,37 @@ pub const HELP: &[(&str, &str)] = &[
         "/history ... before|after ID",
         "page back or forward from message ID (ids are shown after each page)",
     ),
+    (
+        "/kick [#room] NAME [reason]",
+        "put NAME out of the room (room owners and operators)",
+    ),
+    (
+        "/ban [#room] TARGET [DURATION] [reason]",
+        "keep TARGET out: a name, account:NAME or an address mask (203.0.113.0/24); DURATION like 10m, 2h, 7d",
+    ),
+    ("/unban [#room] TARGET", "lift a ban"),
+    (
+        "/mute [#room] TARGET [DURATION] [reason]",
+        "TARGET may stay but not speak",
+    ),
+    ("/unmute [#room] TARGET", "lift a mute"),
+    (
+        "/op [#room] NAME, /deop [#room] NAME",
+        "make an account one of the room's operators, or not (the owner)",
+    ),
+    (
+        "/invite [#room] NAME",
+        "let NAME into an invite-only room",
+    ),
+    (
+        "/mode [#room] +i|-i|+r|-r",
+        "invite-only on/off, accounts-only on/off",
+    ),
+    (
+        "/rules [#room]",
+        "the room's owner, operators, modes, bans and mutes",
+    ),
+    ("/kill NAME [reason]", "disconnect NAME (server operators)"),
     ("/ping", "check the server answers"),
     ("/quit [reason], /q, end", "leave"),
     ("//text", "say text that starts with a slash"),
@@ -158,6 +189,15 @@ pub fn parse(line: &str) -> LineInput {
             LineInput::Request(Request::Topic { room, text })
         }
         "history" | "hist" => history(rest),
+        "kick" | "ban" | "unban" | "mute" | "unmute" | "op" | "deop" | "invite" | "mode"
+        | "rules" | "bans" => moderate(&command.to_ascii_lowercase(), rest),
+        "kill" => match first_word(rest) {
+            ("", _) => usage("/kill NAME [reason]"),
+            (nick, reason) => LineInput::Request(Request::Kill {
+                nick: nick.to_owned(),
+                reason: optional(reason),
+            }),
+        },
         "register" => match rest {
             "" => usage("/register PASSWORD"),
             password => LineInput::Account(AccountStep::Register {
@@ -185,6 +225,100 @@ pub fn parse(line: &str) -> LineInput {
             "unknown command /{other}; /help lists the commands, //text sends a line starting with /"
         )),
     }
+}
+
+/// A moderation command: an optional `#room` first, then the command's own words.
+fn moderate(command: &str, rest: &str) -> LineInput {
+    let (first, tail) = first_word(rest);
+    let (room, rest) = if first.starts_with('#') {
+        (Some(first.to_owned()), tail)
+    } else {
+        (None, rest)
+    };
+    let (target, tail) = first_word(rest);
+    let usage = |text: &str| LineInput::Invalid(format!("usage: {text}"));
+    let named = |text: &str| -> Result<String, LineInput> {
+        match target {
+            "" => Err(usage(text)),
+            target => Ok(target.to_owned()),
+        }
+    };
+    // `[DURATION] [reason]`: a first word that reads as a duration is one.
+    let duration_and_reason = || match first_word(tail) {
+        (word, reason) if !word.is_empty() && word.starts_with(|c: char| c.is_ascii_digit()) => {
+            match word.parse::<crate::config::Seconds>() {
+                Ok(duration) => Ok((Some(duration.0), optional(reason))),
+                Err(error) => Err(LineInput::Invalid(error)),
+            }
+        }
+        _ => Ok((None, optional(tail))),
+    };
+    let action = match command {
+        "kick" => named("/kick [#room] NAME [reason]").map(|nick| Moderation::Kick {
+            nick,
+            reason: optional(tail),
+        }),
+        "ban" | "mute" => {
+            let usage_text = format!("/{command} [#room] TARGET [DURATION] [reason]");
+            named(&usage_text).and_then(|target| {
+                let (duration, reason) = duration_and_reason()?;
+                Ok(if command == "ban" {
+                    Moderation::Ban {
+                        target,
+                        duration,
+                        reason,
+                    }
+                } else {
+                    Moderation::Mute {
+                        target,
+                        duration,
+                        reason,
+                    }
+                })
+            })
+        }
+        "unban" => named("/unban [#room] TARGET").map(|target| Moderation::Unban { target }),
+        "unmute" => named("/unmute [#room] TARGET").map(|target| Moderation::Unmute { target }),
+        "op" => named("/op [#room] NAME").map(|nick| Moderation::Op { nick }),
+        "deop" => named("/deop [#room] NAME").map(|nick| Moderation::Deop { nick }),
+        "invite" => named("/invite [#room] NAME").map(|nick| Moderation::Invite { nick }),
+        "mode" => modes(rest),
+        _ => Ok(Moderation::Rules),
+    };
+    match action {
+        Ok(action) => LineInput::Request(Request::Moderate { room, action }),
+        Err(input) => input,
+    }
+}
+
+/// `+i`, `-r`, `+ir`, `+i -r`: invite-only and accounts-only on or off.
+fn modes(text: &str) -> Result<Moderation, LineInput> {
+    let (mut invite_only, mut registered_only) = (None, None);
+    for word in text.split_whitespace() {
+        let mut on = None;
+        for c in word.chars() {
+            match (c, on) {
+                ('+', _) => on = Some(true),
+                ('-', _) => on = Some(false),
+                ('i', Some(on)) => invite_only = Some(on),
+                ('r' | 'R', Some(on)) => registered_only = Some(on),
+                _ => {
+                    return Err(LineInput::Invalid(format!(
+                    "unknown mode {word:?}: use +i or -i (invite-only), +r or -r (accounts only)"
+                )))
+                }
+            }
+        }
+    }
+    if invite_only.is_none() && registered_only.is_none() {
+        return Err(LineInput::Invalid(
+            "usage: /mode [#room] +i|-i|+r|-r".into(),
+        ));
+    }
+    Ok(Moderation::Mode {
+        invite_only,
+        registered_only,
+    })
 }
 
 /// `/login NAME PASSWORD` (the password is the rest of the line, spaces and all), or
@@ -268,6 +402,93 @@ mod tests {
         match parse(input) {
             LineInput::Request(request) => request,
             other => panic!("{input:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn moderation_commands_with_and_without_a_room() {
+        use std::time::Duration;
+        let moderate = |room: Option<&str>, action| Request::Moderate {
+            room: room.map(Into::into),
+            action,
+        };
+        assert_eq!(
+            request("/kick bob spamming again"),
+            moderate(
+                None,
+                Moderation::Kick {
+                    nick: "bob".into(),
+                    reason: Some("spamming again".into())
+                }
+            )
+        );
+        assert_eq!(
+            request("/ban #ops 203.0.113.0/24 2h flood"),
+            moderate(
+                Some("#ops"),
+                Moderation::Ban {
+                    target: "203.0.113.0/24".into(),
+                    duration: Some(Duration::from_secs(7200)),
+                    reason: Some("flood".into())
+                }
+            )
+        );
+        assert_eq!(
+            request("/mute account:mallory"),
+            moderate(
+                None,
+                Moderation::Mute {
+                    target: "account:mallory".into(),
+                    duration: None,
+                    reason: None
+                }
+            )
+        );
+        // A reason that does not start with a digit is a reason, not a duration.
+        assert_eq!(
+            request("/ban bob you know why"),
+            moderate(
+                None,
+                Moderation::Ban {
+                    target: "bob".into(),
+                    duration: None,
+                    reason: Some("you know why".into())
+                }
+            )
+        );
+        assert_eq!(
+            request("/mode +i -r"),
+            moderate(
+                None,
+                Moderation::Mode {
+                    invite_only: Some(true),
+                    registered_only: Some(false)
+                }
+            )
+        );
+        assert_eq!(
+            request("/rules #ops"),
+            moderate(Some("#ops"), Moderation::Rules)
+        );
+        assert_eq!(
+            request("/kill bob bye"),
+            Request::Kill {
+                nick: "bob".into(),
+                reason: Some("bye".into())
+            }
+        );
+        for (bad, why) in [
+            ("/kick", "usage: /kick"),
+            ("/ban #ops", "usage: /ban"),
+            ("/ban bob 5x", "unknown duration unit"),
+            ("/mode +x", "unknown mode"),
+            ("/mode", "usage: /mode"),
+            ("/kill", "usage: /kill"),
+        ] {
+            match parse(bad) {
+                LineInput::Invalid(text) => assert!(text.contains(why), "{bad}: {text}"),
+                other => panic!("{bad} gave {other:?}"),
+            }
         }
     }
 

@@ -54,7 +54,7 @@ impl LineRender {
                 }
             }
         }
-        if let Some(data) = &message.data {
+        if let Some(data) = message.shown_data() {
             // serde_json escapes control characters, so this cannot start a new line.
             if !message.text.is_empty() {
                 out.push(' ');
@@ -186,6 +186,7 @@ impl LineRender {
                         "*** {nick} is offline; your message is kept for their next login"
                     );
                 }
+                Reply::Rules(rules) => write_rules(out, rules),
                 Reply::History(page) => self.write_history(out, page, true),
                 Reply::Pong => out.push_str("*** pong"),
                 Reply::Away { away: true } => out.push_str("*** you are marked as away"),
@@ -249,6 +250,9 @@ impl LineRender {
                     if let Some(account) = &info.account {
                         let _ = write!(out, "; logged in as {account}");
                     }
+                    if let Some(address) = &info.address {
+                        let _ = write!(out, "; from {address}");
+                    }
                     if let Some(away) = &info.away {
                         let _ = write!(out, "; away: {away}");
                     }
@@ -259,6 +263,45 @@ impl LineRender {
             }
         }
         true
+    }
+}
+
+/// A room's moderation, one line for who runs it and one per ban or mute.
+fn write_rules(out: &mut String, rules: &crate::chat::RulesView) {
+    let _ = write!(out, "*** {}: ", rules.room);
+    match &rules.owner {
+        Some(owner) => {
+            let _ = write!(out, "owned by {owner}");
+        }
+        None => out.push_str("no owner"),
+    }
+    if !rules.operators.is_empty() {
+        let operators: Vec<&str> = rules.operators.iter().map(|op| &**op).collect();
+        let _ = write!(out, "; operators {}", operators.join(", "));
+    }
+    out.push_str(match (rules.invite_only, rules.registered_only) {
+        (true, true) => "; invite-only, accounts only",
+        (true, false) => "; invite-only",
+        (false, true) => "; accounts only",
+        (false, false) => "; open to all",
+    });
+    for (what, list) in [("banned", &rules.bans), ("muted", &rules.mutes)] {
+        for item in list.iter() {
+            let _ = write!(out, "\n*** {what}: {} by {}", item.target, item.by);
+            if let Some(expires) = item.expires {
+                let left = expires
+                    .duration_since(SystemTime::now())
+                    .map_or(0, |d| d.as_secs());
+                let _ = write!(
+                    out,
+                    " for {} more",
+                    crate::hub::rules::describe_duration(left)
+                );
+            }
+            if let Some(reason) = &item.reason {
+                let _ = write!(out, " ({reason})");
+            }
+        }
     }
 }
 

@@ -73,6 +73,9 @@ mod close_code {
     /// connection. The page must not reconnect on its own, or two tabs would take
     /// the name from each other for ever.
     pub const REPLACED: u16 = 4001;
+    /// A server operator disconnected this client: the page does not come straight
+    /// back either.
+    pub const KILLED: u16 = 4002;
 }
 
 /// A close frame's code for a reason.
@@ -82,6 +85,7 @@ fn close_code_for(reason: CloseReason) -> u16 {
             close_code::NORMAL
         }
         CloseReason::Replaced => close_code::REPLACED,
+        CloseReason::Killed => close_code::KILLED,
         CloseReason::Shutdown | CloseReason::IdleTimeout | CloseReason::RegisterTimeout => {
             close_code::AWAY
         }

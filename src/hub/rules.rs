@@ -1,0 +1,445 @@
+//! A room's moderation rules, pure: who owns it and operates it, who is banned or
+//! muted (by account or address mask, with an optional expiry), who is invited, and
+//! who may join. The hub keeps one per moderated room (it outlives the room's members)
+//! and the history store keeps it as JSON, so rules survive restarts.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ClientId, RestrictionView, RulesView};
+
+/// An account, by key (what matches) and name (what is shown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Named {
+    pub key: String,
+    pub name: String,
+}
+
+/// Whom a ban or a mute covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Mask {
+    /// One account, wherever it connects from.
+    Account { key: String, name: String },
+    /// Every connection from an address range (`prefix` leading bits of `network`).
+    Address { network: IpAddr, prefix: u8 },
+}
+
+/// IPv4-mapped IPv6 addresses are IPv4 addresses.
+pub fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn masked(address: IpAddr, prefix: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((bits & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((bits & mask).into())
+        }
+    }
+}
+
+impl Mask {
+    /// An address mask: `203.0.113.7`, `203.0.113.0/24`, `203.0.113.*` (also `203.0.*`
+    /// and `203.0.*.*`), `2001:db8::1` or `2001:db8::/48`. `None`: not an address mask.
+    pub fn parse_address(text: &str) -> Option<Mask> {
+        let (address, prefix) = if let Some((address, bits)) = text.split_once('/') {
+            let address = canonical(address.parse().ok()?);
+            let most = if address.is_ipv4() { 32 } else { 128 };
+            let bits: u8 = bits.parse().ok().filter(|bits| *bits <= most)?;
+            (address, bits)
+        } else if text.contains('*') {
+            let parts: Vec<&str> = text.split('.').collect();
+            let fixed = parts.iter().take_while(|part| **part != "*").count();
+            let all_stars = parts[fixed..].iter().all(|part| *part == "*");
+            if !all_stars || fixed == 0 || parts.len() > 4 {
+                return None;
+            }
+            let mut octets = [0u8; 4];
+            for (octet, part) in octets.iter_mut().zip(&parts[..fixed]) {
+                *octet = part.parse().ok()?;
+            }
+            (IpAddr::from(octets), (fixed * 8) as u8)
+        } else {
+            let address = canonical(text.parse().ok()?);
+            let prefix = if address.is_ipv4() { 32 } else { 128 };
+            (address, prefix)
+        };
+        Some(Mask::Address {
+            network: masked(address, prefix),
+            prefix,
+        })
+    }
+
+    /// The mask that covers one connection's address: the address itself for IPv4,
+    /// its /64 for IPv6 (a host usually has a whole /64).
+    pub fn for_address(address: IpAddr) -> Mask {
+        let address = canonical(address);
+        let prefix = if address.is_ipv4() { 32 } else { 64 };
+        Mask::Address {
+            network: masked(address, prefix),
+            prefix,
+        }
+    }
+
+    pub fn matches(&self, account: Option<&str>, address: IpAddr) -> bool {
+        match self {
+            Mask::Account { key, .. } => account == Some(key.as_str()),
+            Mask::Address { network, prefix } => {
+                let address = canonical(address);
+                address.is_ipv4() == network.is_ipv4() && masked(address, *prefix) == *network
+            }
+        }
+    }
+
+    /// How it is written: `account:NAME`, an address, or `network/prefix`.
+    pub fn describe(&self) -> String {
+        match self {
+            Mask::Account { name, .. } => format!("account:{name}"),
+            Mask::Address { network, prefix }
+                if *prefix == if network.is_ipv4() { 32 } else { 128 } =>
+            {
+                network.to_string()
+            }
+            Mask::Address { network, prefix } => format!("{network}/{prefix}"),
+        }
+    }
+}
+
+pub fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn from_unix_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// One ban or mute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restriction {
+    pub mask: Mask,
+    /// Who set it (their name then).
+    pub by: String,
+    pub reason: Option<String>,
+    /// `None`: until lifted.
+    pub expires_ms: Option<i64>,
+}
+
+impl Restriction {
+    pub fn live(&self, now: SystemTime) -> bool {
+        self.expires_ms.is_none_or(|expires| expires > unix_ms(now))
+    }
+
+    pub fn view(&self) -> RestrictionView {
+        RestrictionView {
+            target: self.mask.describe(),
+            by: self.by.as_str().into(),
+            reason: self.reason.as_deref().map(Into::into),
+            expires: self.expires_ms.map(from_unix_ms),
+        }
+    }
+
+    /// ` until 2026-12-07 10:00:00 UTC (reason)`, for refusals.
+    pub fn explain(&self) -> String {
+        let mut text = String::new();
+        if let Some(expires) = self.expires_ms {
+            let left = (expires - unix_ms(SystemTime::now())).max(0) / 1000;
+            text.push_str(&format!(" for {} more", describe_duration(left as u64)));
+        }
+        if let Some(reason) = &self.reason {
+            text.push_str(&format!(" ({reason})"));
+        }
+        text
+    }
+}
+
+/// `90` → `1m 30s`; `7200` → `2h`.
+pub fn describe_duration(seconds: u64) -> String {
+    let units = [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")];
+    let mut left = seconds;
+    let mut parts = Vec::new();
+    for (size, unit) in units {
+        if left >= size {
+            parts.push(format!("{}{unit}", left / size));
+            left %= size;
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// Where someone stands in a room, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rank {
+    Member,
+    Operator,
+    Owner,
+    /// Named in the server's configuration: moderates everywhere.
+    ServerOperator,
+}
+
+/// One room's rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoomRules {
+    /// The room's name as shown (the hub's key is its folded form).
+    pub name: String,
+    /// The account that created the room.
+    pub owner: Option<Named>,
+    pub operators: Vec<Named>,
+    pub bans: Vec<Restriction>,
+    pub mutes: Vec<Restriction>,
+    pub invite_only: bool,
+    pub registered_only: bool,
+    /// Accounts let into an invite-only room.
+    pub invited: Vec<Named>,
+    /// Guests let in, for as long as they are connected (a guest's name is anyone's
+    /// afterwards, so their invitations are not kept).
+    #[serde(skip)]
+    pub invited_guests: Vec<ClientId>,
+}
+
+impl RoomRules {
+    pub fn rank_of(&self, account: Option<&str>) -> Rank {
+        let Some(account) = account else {
+            return Rank::Member;
+        };
+        if self
+            .owner
+            .as_ref()
+            .is_some_and(|owner| owner.key == account)
+        {
+            Rank::Owner
+        } else if self.operators.iter().any(|op| op.key == account) {
+            Rank::Operator
+        } else {
+            Rank::Member
+        }
+    }
+
+    pub fn ban_of(&self, account: Option<&str>, address: IpAddr) -> Option<&Restriction> {
+        let now = SystemTime::now();
+        self.bans
+            .iter()
+            .find(|ban| ban.live(now) && ban.mask.matches(account, address))
+    }
+
+    pub fn mute_of(&self, account: Option<&str>, address: IpAddr) -> Option<&Restriction> {
+        let now = SystemTime::now();
+        self.mutes
+            .iter()
+            .find(|mute| mute.live(now) && mute.mask.matches(account, address))
+    }
+
+    pub fn is_invited(&self, account: Option<&str>, client: ClientId) -> bool {
+        self.invited_guests.contains(&client)
+            || account.is_some_and(|key| self.invited.iter().any(|named| named.key == key))
+    }
+
+    /// Set `restriction` in `list` (bans or mutes), replacing one for the same mask.
+    pub fn restrict(list: &mut Vec<Restriction>, restriction: Restriction) {
+        list.retain(|old| old.mask != restriction.mask);
+        list.push(restriction);
+    }
+
+    /// Lift what `list` holds for `mask`; `false`: there was none.
+    pub fn lift(list: &mut Vec<Restriction>, mask: &Mask) -> bool {
+        let before = list.len();
+        list.retain(|old| old.mask != *mask);
+        list.len() != before
+    }
+
+    /// Forget expired bans and mutes; `true` if any went.
+    pub fn prune(&mut self, now: SystemTime) -> bool {
+        let before = self.bans.len() + self.mutes.len();
+        self.bans.retain(|ban| ban.live(now));
+        self.mutes.retain(|mute| mute.live(now));
+        before != self.bans.len() + self.mutes.len()
+    }
+
+    /// Nothing worth keeping: the stored copy can go.
+    pub fn is_empty(&self) -> bool {
+        self.owner.is_none()
+            && self.operators.is_empty()
+            && self.bans.is_empty()
+            && self.mutes.is_empty()
+            && !self.invite_only
+            && !self.registered_only
+            && self.invited.is_empty()
+    }
+
+    pub fn view(&self) -> RulesView {
+        let now = SystemTime::now();
+        let live = |list: &[Restriction]| -> Vec<RestrictionView> {
+            list.iter()
+                .filter(|item| item.live(now))
+                .map(Restriction::view)
+                .collect()
+        };
+        RulesView {
+            room: self.name.as_str().into(),
+            owner: self.owner.as_ref().map(|owner| owner.name.as_str().into()),
+            operators: self
+                .operators
+                .iter()
+                .map(|op| op.name.as_str().into())
+                .collect(),
+            invite_only: self.invite_only,
+            registered_only: self.registered_only,
+            bans: live(&self.bans),
+            mutes: live(&self.mutes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn address_masks_in_every_spelling() {
+        for (text, inside, outside, shown) in [
+            ("203.0.113.7", "203.0.113.7", "203.0.113.8", "203.0.113.7"),
+            (
+                "203.0.113.0/24",
+                "203.0.113.200",
+                "203.0.114.1",
+                "203.0.113.0/24",
+            ),
+            (
+                "203.0.113.9/24",
+                "203.0.113.1",
+                "203.0.112.1",
+                "203.0.113.0/24",
+            ),
+            (
+                "203.0.113.*",
+                "203.0.113.5",
+                "203.0.112.5",
+                "203.0.113.0/24",
+            ),
+            ("10.*.*", "10.200.1.2", "11.0.0.1", "10.0.0.0/8"),
+            (
+                "2001:db8::/48",
+                "2001:db8:0:ffff::1",
+                "2001:db8:1::1",
+                "2001:db8::/48",
+            ),
+            ("::ffff:192.0.2.1", "192.0.2.1", "192.0.2.2", "192.0.2.1"),
+        ] {
+            let mask = Mask::parse_address(text).unwrap_or_else(|| panic!("{text}"));
+            assert!(mask.matches(None, ip(inside)), "{text} covers {inside}");
+            assert!(!mask.matches(None, ip(outside)), "{text} spares {outside}");
+            assert_eq!(mask.describe(), shown);
+        }
+        // IPv4 masks never cover IPv6 addresses, and the reverse.
+        let v4 = Mask::parse_address("0.0.0.0/0").unwrap();
+        assert!(v4.matches(None, ip("8.8.8.8")));
+        assert!(!v4.matches(None, ip("2001:db8::1")));
+        for bad in [
+            "alice",
+            "203.0.113.0/33",
+            "2001:db8::/129",
+            "*.0.113.1",
+            "203.*.113.1",
+            "1.2.3.4.*",
+            "300.1.1.*",
+            "",
+        ] {
+            assert_eq!(Mask::parse_address(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_connection_is_covered_by_its_address_or_its_64() {
+        let v6 = Mask::for_address(ip("2001:db8:1:2:aaaa::1"));
+        assert!(v6.matches(None, ip("2001:db8:1:2:bbbb::9")));
+        assert!(!v6.matches(None, ip("2001:db8:1:3::1")));
+        assert_eq!(Mask::for_address(ip("127.0.0.2")).describe(), "127.0.0.2");
+    }
+
+    #[test]
+    fn bans_and_mutes_expire_and_are_replaced_not_duplicated() {
+        let mut rules = RoomRules::default();
+        let alice = Mask::Account {
+            key: "allce".into(),
+            name: "alice".into(),
+        };
+        let past = unix_ms(SystemTime::now()) - 1;
+        let ban = |expires_ms| Restriction {
+            mask: alice.clone(),
+            by: "op".into(),
+            reason: None,
+            expires_ms,
+        };
+        RoomRules::restrict(&mut rules.bans, ban(Some(past)));
+        assert!(rules.ban_of(Some("allce"), ip("127.0.0.1")).is_none());
+        RoomRules::restrict(&mut rules.bans, ban(None));
+        assert_eq!(rules.bans.len(), 1);
+        assert!(rules.ban_of(Some("allce"), ip("127.0.0.1")).is_some());
+        assert!(rules.ban_of(Some("bob"), ip("127.0.0.1")).is_none());
+        assert!(RoomRules::lift(&mut rules.bans, &alice));
+        assert!(!RoomRules::lift(&mut rules.bans, &alice));
+        RoomRules::restrict(&mut rules.mutes, ban(Some(past)));
+        assert!(rules.prune(SystemTime::now()));
+        assert!(rules.is_empty());
+    }
+
+    #[test]
+    fn rules_survive_a_round_trip_through_json_except_guest_invitations() {
+        let mut rules = RoomRules {
+            name: "#ops".into(),
+            owner: Some(Named {
+                key: "allce".into(),
+                name: "alice".into(),
+            }),
+            invite_only: true,
+            invited_guests: vec![7],
+            ..RoomRules::default()
+        };
+        RoomRules::restrict(
+            &mut rules.bans,
+            Restriction {
+                mask: Mask::parse_address("203.0.113.0/24").unwrap(),
+                by: "alice".into(),
+                reason: Some("spam".into()),
+                expires_ms: Some(1_900_000_000_000),
+            },
+        );
+        let text = serde_json::to_string(&rules).unwrap();
+        let back: RoomRules = serde_json::from_str(&text).unwrap();
+        rules.invited_guests.clear();
+        assert_eq!(back, rules);
+        assert_eq!(back.rank_of(Some("allce")), Rank::Owner);
+        assert_eq!(back.rank_of(None), Rank::Member);
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(describe_duration(90), "1m 30s");
+        assert_eq!(describe_duration(7200), "2h");
+        assert_eq!(describe_duration(0), "0s");
+        assert_eq!(describe_duration(86_400 + 3600 + 5), "1d 1h");
+    }
+}

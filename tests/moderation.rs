@@ -1,0 +1,386 @@
+//! Moderation against the real binary: a room's owner and the operators it appoints
+//! kick, ban (by account and by address, with expiry), mute, invite and set modes over
+//! the line, JSON, WebSocket and IRC doors; a server operator from the command line
+//! moderates anywhere, sees addresses and disconnects people; refusals say why and
+//! change nothing; and the rules, and the history of every action, survive a restart.
+//! Guests "elsewhere" connect from 127.0.0.2 (all of 127/8 is this machine).
+
+mod support;
+
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+use support::web::{metric, Lines, Server, Ws};
+use tokio::net::TcpStream;
+
+/// A client on `addr` whose connection comes from `from` (a loopback address).
+async fn connect_from(addr: SocketAddr, from: &str) -> Lines<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    Lines::new(socket.connect(addr).await.unwrap())
+}
+
+/// A line-door user who registers `nick` (and is signed in when this returns).
+async fn line_account(addr: SocketAddr, nick: &str) -> Lines<TcpStream> {
+    let mut client = Lines::line_login(addr, nick).await;
+    client
+        .send_line(&format!("/register {nick}'s password"))
+        .await;
+    client.line_containing("is registered to you").await;
+    client
+}
+
+/// A line-door user who logs in to `nick`'s account.
+async fn line_login(addr: SocketAddr, nick: &str) -> Lines<TcpStream> {
+    let mut client = Lines::connect(addr).await;
+    client.send_line(&format!("{nick} {nick}'s password")).await;
+    client.line_containing("you are logged in as").await;
+    client
+}
+
+#[tokio::test]
+async fn an_owner_and_its_operators_moderate_over_the_line_door_and_it_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let args = ["--data", data.as_str(), "--operator", "root"];
+    let server = Server::start(&args, &["line", "web"]).await;
+    let line = server.addr("line");
+
+    // alice, signed in, makes #den: she owns it.
+    let mut alice = line_account(line, "alice").await;
+    alice.send_line("/join #den").await;
+    alice.line_containing("alice joined #den").await;
+    let mut bob = line_account(line, "bob").await;
+    bob.send_line("/join #den").await;
+    alice.line_containing("bob joined #den").await;
+    let mut mallory = connect_from(line, "127.0.0.2").await;
+    mallory.send_line("mallory").await;
+    mallory.line_containing("welcome").await;
+    mallory.send_line("/join #den").await;
+    alice.line_containing("mallory joined #den").await;
+
+    // Members who are not operators are refused, and nothing changes.
+    mallory.send_line("/kick #den bob").await;
+    mallory
+        .line_containing(
+            "error: only #den's owner and operators (or a server operator) can do that",
+        )
+        .await;
+    alice.send_line("/ban #den alice").await;
+    alice
+        .line_containing("error: you cannot ban yourself")
+        .await;
+    // A guest sharing the moderators' address can still be muted (moderators are
+    // above it); the mute is lifted again.
+    let mut local = Lines::line_login(line, "local").await;
+    local.send_line("/join #den").await;
+    alice.line_containing("local joined #den").await;
+    alice.send_line("/mute #den local").await;
+    alice.line_containing("* alice muted 127.0.0.1").await;
+    local.send_line("can I talk?").await;
+    local.line_containing("error: you are muted in #den").await;
+    alice.send_line("still here").await;
+    bob.line_containing("[alice] still here").await;
+    alice.send_line("/unmute #den local").await;
+    alice.line_containing("* alice unmuted 127.0.0.1").await;
+    local.send_line("/quit").await;
+
+    // A mute: mallory stays but cannot speak; the room is told.
+    alice.send_line("/mute #den mallory 1h noise").await;
+    bob.line_containing("* alice muted 127.0.0.2 for 1h (noise)")
+        .await;
+    mallory.send_line("/join #den").await;
+    mallory.send_line("hello?").await;
+    mallory
+        .line_containing("error: you are muted in #den for 59m")
+        .await;
+
+    // alice makes bob an operator; he may kick and ban, but not touch the owner or
+    // appoint others.
+    alice.send_line("/op #den bob").await;
+    bob.line_containing("* alice made bob an operator").await;
+    bob.send_line("/kick #den alice").await;
+    bob.line_containing("error: you cannot do that to someone of your rank or above")
+        .await;
+    bob.send_line("/op #den mallory").await;
+    bob.line_containing("error: only #den's owner (or a server operator) appoints its operators")
+        .await;
+    bob.send_line("/ban #den mallory enough").await;
+    mallory
+        .line_containing("*** mallory left #den (banned by bob: enough)")
+        .await;
+    alice
+        .line_containing("* bob banned 127.0.0.2 (enough)")
+        .await;
+    mallory.send_line("/join #den").await;
+    mallory
+        .line_containing("error: you are banned from #den (enough)")
+        .await;
+
+    // Accounts only: a guest from anywhere is refused with how to get in.
+    alice.send_line("/mode #den +r").await;
+    alice
+        .line_containing("* alice made the room accounts-only")
+        .await;
+    let mut guest = Lines::line_login(line, "guest").await;
+    guest.send_line("/join #den").await;
+    guest
+        .line_containing("error: #den is for accounts only: /register PASSWORD")
+        .await;
+    alice.send_line("/rules #den").await;
+    alice
+        .line_containing("*** #den: owned by alice; operators bob; accounts only")
+        .await;
+    alice
+        .line_containing("*** banned: 127.0.0.2 by bob (enough)")
+        .await;
+    alice
+        .line_containing("*** muted: 127.0.0.2 by alice for 59m")
+        .await;
+
+    // The server operator, from the command line: sees addresses, moderates a room it
+    // is not in, and disconnects people.
+    let mut root = line_account(line, "root").await;
+    root.send_line("/whois mallory").await;
+    root.line_containing("; from 127.0.0.2").await;
+    bob.send_line("/whois mallory").await;
+    let plain = bob.line_containing("mallory is client").await;
+    assert!(
+        !plain.contains("127.0.0.2"),
+        "only operators see addresses: {plain}"
+    );
+    root.send_line("/unmute #den 127.0.0.2").await;
+    root.line_containing("#den: you unmuted 127.0.0.2").await;
+    alice.line_containing("* root unmuted 127.0.0.2").await;
+    bob.send_line("/kill mallory").await;
+    bob.line_containing("error: only server operators can disconnect people")
+        .await;
+    root.send_line("/kill mallory go away").await;
+    mallory
+        .line_containing("*** you are disconnected by root: go away")
+        .await;
+    while mallory.line().await.is_some() {}
+    root.line_containing("mallory is disconnected").await;
+
+    let text = server.metrics().await;
+    for (action, count) in [
+        ("mute", 2.0),
+        ("op", 1.0),
+        ("ban", 1.0),
+        ("mode", 1.0),
+        ("unmute", 2.0),
+        ("kill", 1.0),
+    ] {
+        let series = format!("switchboard_moderation_actions_total{{action=\"{action}\"}}");
+        assert_eq!(metric(&text, &series), count, "{series}");
+    }
+    server.stop().await;
+
+    // After a restart: the same rules, and the actions are in the room's history.
+    let server = Server::start(&args, &["line"]).await;
+    let line = server.addr("line");
+    let mut alice = line_login(line, "alice").await;
+    alice.send_line("/rules #den").await;
+    alice
+        .line_containing("*** #den: owned by alice; operators bob; accounts only")
+        .await;
+    alice.line_containing("*** banned: 127.0.0.2 by bob").await;
+    alice.send_line("/join #den").await;
+    alice.send_line("/history #den").await;
+    alice
+        .line_containing("* alice muted 127.0.0.2 for 1h (noise)")
+        .await;
+    alice
+        .line_containing("* bob banned 127.0.0.2 (enough)")
+        .await;
+    let mut mallory = connect_from(line, "127.0.0.2").await;
+    mallory.send_line("mallory2").await;
+    mallory.line_containing("welcome").await;
+    mallory.send_line("/register mallory's password").await;
+    mallory.line_containing("is registered to you").await;
+    mallory.send_line("/join #den").await;
+    mallory
+        .line_containing("error: you are banned from #den (enough)")
+        .await;
+    // The owner lifts it; now mallory2 (an account) gets in.
+    alice.send_line("/unban #den 127.0.0.2").await;
+    alice.line_containing("* alice unbanned 127.0.0.2").await;
+    mallory.send_line("/join #den").await;
+    alice.line_containing("mallory2 joined #den").await;
+    server.stop().await;
+}
+
+/// Register `nick` over JSON (password `NICK's password`).
+async fn json_account(addr: SocketAddr, nick: &str) -> Lines<TcpStream> {
+    let (mut client, _) = Lines::json_login(addr, nick).await;
+    client
+        .send_json(
+            json!({"type": "auth", "action": "register", "password": format!("{nick}'s password")}),
+        )
+        .await;
+    client.json_of_type("signed_in").await;
+    client
+}
+
+async fn moderation_of(page: &mut Ws) -> Value {
+    loop {
+        let value = page.of_type("message").await;
+        if !value["data"]["moderation"].is_null() {
+            return value;
+        }
+    }
+}
+
+#[tokio::test]
+async fn moderation_over_json_and_websocket_with_expiry_and_invitations() {
+    let server = Server::start(&["--memory"], &["json", "web", "irc"]).await;
+    let json_door = server.addr("json");
+    let mut alice = json_account(json_door, "alice").await;
+    alice
+        .send_json(json!({"type": "join", "room": "#lab", "id": 1}))
+        .await;
+    alice.json_of_type("ok").await;
+    let (mut watcher, _) = Ws::login(&format!("ws://{}/ws", server.addr("web")), "watcher").await;
+    watcher.send(json!({"type": "join", "room": "#lab"})).await;
+    alice.json_of_type("joined").await;
+
+    // Invite-only: carol needs an invitation, which alice sends.
+    alice
+        .send_json(json!({"type": "moderate", "room": "#lab", "action": "mode", "invite_only": true, "id": 2}))
+        .await;
+    alice.json_of_type("ok").await;
+    let notice = moderation_of(&mut watcher).await;
+    assert_eq!(notice["from"], "alice");
+    assert_eq!(notice["text"], "made the room invite-only");
+    assert_eq!(notice["data"]["moderation"]["action"], "mode");
+    assert_eq!(notice["data"]["moderation"]["invite_only"], true);
+    let (mut carol, _) = Lines::json_login(json_door, "carol").await;
+    carol
+        .send_json(json!({"type": "join", "room": "#lab", "id": "j"}))
+        .await;
+    let refused = carol.json_of_type("error").await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["id"].as_str()),
+        (Some("invite_only"), Some("j"))
+    );
+    alice
+        .send_json(json!({"type": "moderate", "room": "#lab", "action": "invite", "nick": "carol"}))
+        .await;
+    let invited = carol.json_of_type("notice").await;
+    assert_eq!(
+        invited["text"],
+        "alice invited you to #lab; /join #lab to go in"
+    );
+    carol
+        .send_json(json!({"type": "join", "room": "#lab"}))
+        .await;
+    carol.json_of_type("joined").await;
+
+    // A kick from the room, seen by the WebSocket watcher with its reason.
+    alice
+        .send_json(json!({"type": "moderate", "room": "#lab", "action": "kick", "nick": "carol", "reason": "testing"}))
+        .await;
+    let left = loop {
+        let value = watcher.of_type("left").await;
+        if value["nick"] == "carol" {
+            break value;
+        }
+    };
+    assert_eq!(left["reason"], "kicked by alice: testing");
+    let kick = moderation_of(&mut watcher).await;
+    assert_eq!(kick["data"]["moderation"]["target"], "carol");
+    assert_eq!(kick["data"]["moderation"]["reason"], "testing");
+
+    // A ban by account with an expiry (2 s): refused, then let in once it runs out.
+    let mut dave = json_account(json_door, "dave").await;
+    alice
+        .send_json(json!({"type": "moderate", "room": "#lab", "action": "ban", "target": "account:dave", "duration": "2s", "id": 3}))
+        .await;
+    alice.json_of_type("ok").await;
+    alice
+        .send_json(json!({"type": "moderate", "room": "#lab", "action": "invite", "nick": "dave"}))
+        .await;
+    dave.send_json(json!({"type": "join", "room": "#lab", "id": 4}))
+        .await;
+    let banned = dave.json_of_type("error").await;
+    assert_eq!(banned["code"], "banned", "{banned}");
+    alice
+        .send_json(json!({"type": "moderate", "room": "#lab", "action": "rules", "id": 5}))
+        .await;
+    let rules = alice.json_of_type("rules").await;
+    assert_eq!(rules["owner"], "alice");
+    assert_eq!(rules["invite_only"], true);
+    assert_eq!(rules["bans"][0]["target"], "account:dave");
+    assert!(rules["bans"][0]["expires"].as_u64().is_some(), "{rules}");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    dave.send_json(json!({"type": "join", "room": "#lab", "id": 6}))
+        .await;
+    dave.json_of_type("joined").await;
+
+    // Bad requests: each says what is wrong.
+    for (request, code, words) in [
+        (
+            json!({"type": "moderate", "room": "#lab", "action": "ban", "target": "nobody-here"}),
+            "no_such_nick",
+            "nobody is called nobody-here",
+        ),
+        (
+            json!({"type": "moderate", "room": "#lab", "action": "ban", "target": "dave", "duration": -5}),
+            "bad_request",
+            "above zero",
+        ),
+        (
+            json!({"type": "moderate", "room": "#lab", "action": "ban"}),
+            "bad_request",
+            "\"target\"",
+        ),
+        (
+            json!({"type": "moderate", "room": "#lab", "action": "explode"}),
+            "bad_request",
+            "unknown moderation action",
+        ),
+        (
+            json!({"type": "moderate", "room": "#lab", "action": "mode"}),
+            "bad_request",
+            "say which",
+        ),
+        (
+            json!({"type": "moderate", "room": "#nowhere", "action": "kick", "nick": "dave"}),
+            "no_such_room",
+            "no room",
+        ),
+        (
+            json!({"type": "say", "room": "#lab", "text": "x", "data": {"moderation": {"action": "kick"}}}),
+            "bad_request",
+            "moderation notices",
+        ),
+    ] {
+        alice.send_json(request.clone()).await;
+        let error = alice.json_of_type("error").await;
+        assert_eq!(error["code"], code, "{request}: {error}");
+        assert!(
+            error["text"].as_str().unwrap().contains(words),
+            "{request}: {error}"
+        );
+    }
+    dave.send_json(
+        json!({"type": "moderate", "room": "#lab", "action": "mute", "target": "alice"}),
+    )
+    .await;
+    assert_eq!(dave.json_of_type("error").await["code"], "not_operator");
+
+    // IRC sees the same rules in its own words: MODE, the ban list, a refused JOIN.
+    let irc = TcpStream::connect(server.addr("irc")).await.unwrap();
+    let mut irc = Lines::new(irc);
+    irc.send_raw(b"NICK ircguest\r\nUSER g 0 * :G\r\n").await;
+    irc.line_containing(" 001 ").await;
+    irc.send_raw(b"MODE #lab\r\nJOIN #lab\r\nMODE #lab +R\r\n")
+        .await;
+    let modes = irc.line_containing(" 324 ").await;
+    assert!(modes.contains("#lab +i"), "{modes}");
+    let refused = irc.line_containing(" 473 ").await;
+    assert!(refused.contains("invite-only"), "{refused}");
+    let refused = irc.line_containing(" 482 ").await;
+    assert!(refused.contains("owner and operators"), "{refused}");
+    server.stop().await;
+}
