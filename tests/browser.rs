@@ -104,6 +104,43 @@ async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
     server.stop().await;
 }
 
+/// Moderation from the page: `tests/browser/moderate.mjs` signs in as alice, makes a
+/// room (she owns it), and mutes, lists the rules for, kicks and bans bob, a guest on
+/// the line door, who sees each of it.
+#[tokio::test]
+async fn the_page_moderates_a_room_it_owns() {
+    let server = Server::start(&[], &["line", "web"]).await;
+    let mut alice = Lines::line_login(server.addr("line"), "alice").await;
+    alice.send_line("/register correct horse battery").await;
+    alice.line_containing("is registered to you").await;
+    alice.send_line("/quit").await;
+    while alice.line().await.is_some() {}
+
+    let (mut node, mut steps) = browser_script("moderate.mjs", &server.url("web"));
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("OWNER"));
+    let mut bob = Lines::line_login(server.addr("line"), "bob").await;
+    bob.send_line("/join #den").await;
+    bob.line_containing("*** bob joined #den").await;
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("MUTED"));
+    bob.line_containing("* alice muted 127.0.0.1 for 10m (too loud)")
+        .await;
+    bob.send_line("/join #den").await;
+    bob.send_line("let me speak").await;
+    bob.line_containing("error: you are muted in #den").await;
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("RULES"));
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("BANNED"));
+    bob.line_containing("*** bob left #den (kicked by alice: bye now)")
+        .await;
+    bob.send_line("/join #den").await;
+    bob.line_containing("error: you are banned from #den").await;
+    let status = tokio::time::timeout(WAIT * 3, node.wait())
+        .await
+        .expect("the browser script finished in time")
+        .unwrap();
+    assert!(status.success(), "browser script failed: {status}");
+    server.stop().await;
+}
+
 type Steps = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
 
 /// Start `tests/browser/SCRIPT` against the page at `url` (screenshots go to

@@ -170,8 +170,10 @@
       case 'members': return renderMembers(message.room, message.members || []);
       case 'whois': {
         const rooms = (message.rooms || []).join(' ') || 'no rooms';
-        return addNotice(current, `${message.nick} is client ${message.client}, via ${message.door}, in ${rooms}`);
+        const from = message.address ? `, from ${message.address}` : '';
+        return addNotice(current, `${message.nick} is client ${message.client}, via ${message.door}, in ${rooms}${from}`);
       }
+      case 'rules': return onRules(message);
       case 'error': return onError(message, purpose);
       default: return undefined; // ok, pong, and anything newer than this page
     }
@@ -244,6 +246,31 @@
     const conversation = conversations.get(key);
     if (message.history && conversation.items.some((item) => item.message && item.message.id === message.id)) return;
     addItem(key, { kind: 'message', message });
+  }
+
+  function onRules(message) {
+    const who = message.owner ? `owned by ${message.owner}` : 'no owner';
+    const ops = (message.operators || []).length ? `; operators ${message.operators.join(', ')}` : '';
+    const modes = [message.invite_only && 'invite-only', message.registered_only && 'accounts only'].filter(Boolean).join(', ') || 'open to all';
+    addNotice(current, `${message.room}: ${who}${ops}; ${modes}`);
+    const until = (item) => item.expires ? ` until ${new Date(item.expires).toLocaleString()}` : '';
+    const why = (item) => item.reason ? ` (${item.reason})` : '';
+    for (const ban of message.bans || []) addNotice(current, `banned: ${ban.target} by ${ban.by}${until(ban)}${why(ban)}`);
+    for (const mute of message.mutes || []) addNotice(current, `muted: ${mute.target} by ${mute.by}${until(mute)}${why(mute)}`);
+  }
+
+  // `/ban TARGET [DURATION] [reason]`: a second word that starts with a digit is a duration.
+  function restriction(action, room, rest) {
+    const [target, maybe, ...words] = rest.split(' ').filter(Boolean);
+    if (!target) return null;
+    const request = { type: 'moderate', action, room, target };
+    if (maybe && /^[0-9]/.test(maybe)) {
+      request.duration = maybe;
+      if (words.length) request.reason = words.join(' ');
+    } else if (maybe) {
+      request.reason = [maybe, ...words].join(' ');
+    }
+    return request;
   }
 
   function onNick(message) {
@@ -339,7 +366,9 @@
     li.appendChild(span('time', time.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })));
     if (item.kind === 'message') {
       const m = item.message;
-      li.className = 'message' + (m.action ? ' action' : '') + (m.history ? ' history' : '');
+      // A moderation notice (from the server: from_client 0) reads as its text.
+      const moderation = m.from_client === 0 && m.data && m.data.moderation;
+      li.className = 'message' + (m.action ? ' action' : '') + (m.history ? ' history' : '') + (moderation ? ' moderation' : '');
       const mine = m.from_client === myClient;
       if (m.action) {
         li.appendChild(span('from' + (mine ? ' mine' : ''), '* ' + m.from));
@@ -347,7 +376,7 @@
         li.appendChild(span('from' + (mine ? ' mine' : ''), m.from));
       }
       if (m.text) li.appendChild(span('text', m.text));
-      if (m.data !== undefined) {
+      if (m.data !== undefined && !moderation) {
         if (m.text) li.appendChild(document.createTextNode(' '));
         li.appendChild(span('data', JSON.stringify(m.data)));
       }
@@ -536,8 +565,38 @@
         send(rest ? { type: 'topic', room, text: rest } : { type: 'topic', room });
         return;
       }
+      // Moderation, in the room on screen (see the README's Moderation section).
+      case 'kick': case 'op': case 'deop': case 'invite': case 'ban': case 'mute':
+      case 'unban': case 'unmute': case 'mode': case 'rules': {
+        const room = conversation && conversation.kind === 'room' ? conversation.title : undefined;
+        const action = word.toLowerCase();
+        const [first, ...words] = rest.split(' ').filter(Boolean);
+        let request = null;
+        if (action === 'rules') request = { type: 'moderate', action, room };
+        else if (action === 'ban' || action === 'mute') request = restriction(action, room, rest);
+        else if (action === 'unban' || action === 'unmute') request = first && { type: 'moderate', action, room, target: first };
+        else if (action === 'mode') {
+          request = { type: 'moderate', action, room };
+          for (const change of rest.split(' ').filter(Boolean)) {
+            const on = !change.startsWith('-');
+            if (change.includes('i')) request.invite_only = on;
+            if (/[rR]/.test(change)) request.registered_only = on;
+          }
+        } else if (first) {
+          request = { type: 'moderate', action, room, nick: first };
+          if (action === 'kick' && words.length) request.reason = words.join(' ');
+        }
+        if (request) send(request);
+        else addItem(current, { kind: 'error', text: `usage: /${action} NAME (see /rules, /ban TARGET [DURATION] [reason], /mode +i -r)` });
+        return;
+      }
+      case 'kill': {
+        const [nick, ...words] = rest.split(' ').filter(Boolean);
+        if (nick) send(words.length ? { type: 'kill', nick, reason: words.join(' ') } : { type: 'kill', nick });
+        return;
+      }
       default:
-        addItem(current, { kind: 'error', text: `unknown command /${word}; try /me, /msg, /join, /part, /nick, /whois, /topic, /away` });
+        addItem(current, { kind: 'error', text: `unknown command /${word}; try /me, /msg, /join, /part, /nick, /whois, /topic, /away, /kick, /ban, /mute, /rules` });
     }
   }
 

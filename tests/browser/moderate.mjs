@@ -1,0 +1,47 @@
+// Moderates from the Switchboard chat page in Debian's headless Chromium
+// (playwright-core). Run by tests/browser.rs: `node tests/browser/moderate.mjs URL
+// SCREENSHOT_DIR`. The Rust side has registered `alice`; this script signs in as
+// her, makes #den (she owns it), waits for bob (a line-door guest) to join, mutes
+// him for 10 minutes, shows the room's rules, kicks him and bans his address. It
+// prints OWNER, MUTED, RULES and BANNED as it goes; the Rust side checks what bob saw.
+import { join } from 'node:path';
+import { WAIT, withPage } from './launch.mjs';
+
+await withPage('moderate.mjs', async (page, url, screenshots, problems) => {
+  const say = async (line) => {
+    await page.fill('#say-input', line);
+    await page.press('#say-input', 'Enter');
+  };
+  await page.goto(url, WAIT);
+  await page.locator('#status.connected').waitFor(WAIT);
+  await page.fill('#nick-input', 'alice');
+  await page.fill('#password-input', 'correct horse battery');
+  await page.press('#password-input', 'Enter');
+  await page.locator('#me', { hasText: 'alice ✓' }).waitFor(WAIT);
+  await say('/join #den');
+  await page.locator('#current-room', { hasText: '#den' }).waitFor(WAIT);
+  console.log('OWNER');
+
+  await page.locator('#messages li', { hasText: 'bob joined #den' }).waitFor(WAIT);
+  await say('/mute bob 10m too loud');
+  // The notice reads as text: no JSON after it.
+  const muted = page.locator('#messages li.moderation', { hasText: 'muted 127.0.0.1 for 10m (too loud)' });
+  await muted.waitFor(WAIT);
+  if (await muted.locator('.data').count()) throw new Error('the moderation notice showed its data');
+  console.log('MUTED');
+
+  await say('/rules');
+  await page.locator('#messages li', { hasText: '#den: owned by alice; open to all' }).waitFor(WAIT);
+  await page.locator('#messages li', { hasText: 'muted: 127.0.0.1 by alice' }).waitFor(WAIT);
+  console.log('RULES');
+
+  await say('/kick bob bye now');
+  await page.locator('#messages li', { hasText: 'kicked bob (bye now)' }).waitFor(WAIT);
+  await say('/ban bob');
+  await page.locator('#messages li', { hasText: 'banned 127.0.0.1' }).waitFor(WAIT);
+  await page.screenshot({ path: join(screenshots, 'browser-moderation.png') });
+  console.log('BANNED');
+
+  const unexpected = problems.filter((p) => !/WebSocket/.test(p));
+  if (unexpected.length) throw new Error(unexpected.join('\n'));
+});
