@@ -108,6 +108,33 @@ impl Server {
     /// Open the history, then bind every configured listener; nothing is served until
     /// [`Server::run`]. History comes first so a server that cannot keep its history
     /// never appears to be listening.
+    /// What startup says about the server operators: who they are, and a warning for
+    /// each name that is not an account yet (whoever registers it first becomes an
+    /// operator).
+    pub fn operator_notes(&self) -> Vec<String> {
+        if self.config.operators.is_empty() {
+            return Vec::new();
+        }
+        let registered: std::collections::HashSet<String> = self
+            .accounts
+            .registered()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let mut notes = vec![format!("operators: {}", self.config.operators.join(", "))];
+        for name in &self.config.operators {
+            if !registered.contains(&crate::text::nick_key(name)) {
+                notes.push(format!(
+                    "warning: operator {name} is not a registered account yet; register it \
+                     now (/register PASSWORD as {name}): until then whoever registers it \
+                     first is a server operator"
+                ));
+            }
+        }
+        notes
+    }
+
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let store = open_history(&config).await?;
         let metrics = Metrics::new();
@@ -448,6 +475,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     if let Some(url) = server.web_url() {
         println!("web: listening on {url}");
+    }
+    for line in server.operator_notes() {
+        println!("{line}");
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
