@@ -222,6 +222,16 @@ async fn json_account(addr: SocketAddr, nick: &str) -> Lines<TcpStream> {
     client
 }
 
+/// The next moderation notice with this text (earlier ones are skipped).
+async fn moderation_saying(page: &mut Ws, text: &str) -> Value {
+    loop {
+        let notice = moderation_of(page).await;
+        if notice["text"] == text {
+            return notice;
+        }
+    }
+}
+
 async fn moderation_of(page: &mut Ws) -> Value {
     loop {
         let value = page.of_type("message").await;
@@ -368,6 +378,76 @@ async fn moderation_over_json_and_websocket_with_expiry_and_invitations() {
     )
     .await;
     assert_eq!(dave.json_of_type("error").await["code"], "not_operator");
+    // Made an operator, dave may mute (not alice, the owner); unmade, he may not.
+    let moderate = |fields: Value| {
+        let mut request = json!({"type": "moderate", "room": "#lab"});
+        for (key, value) in fields.as_object().unwrap() {
+            request[key] = value.clone();
+        }
+        request
+    };
+    alice
+        .send_json(moderate(json!({"action": "op", "nick": "dave", "id": 7})))
+        .await;
+    alice.json_of_type("ok").await;
+    dave.send_json(moderate(
+        json!({"action": "mute", "target": "alice", "id": 8}),
+    ))
+    .await;
+    assert_eq!(dave.json_of_type("error").await["code"], "not_operator");
+    dave.send_json(moderate(
+        json!({"action": "mute", "target": "watcher", "id": 9}),
+    ))
+    .await;
+    dave.json_of_type("ok").await;
+    let muted = moderation_saying(&mut watcher, "muted 127.0.0.1").await;
+    assert_eq!(muted["from"], "dave");
+    watcher
+        .send(json!({"type": "say", "room": "#lab", "text": "hm", "id": "w"}))
+        .await;
+    assert_eq!(watcher.of_type("error").await["code"], "muted");
+    dave.send_json(moderate(
+        json!({"action": "unmute", "target": "127.0.0.1", "id": 10}),
+    ))
+    .await;
+    dave.json_of_type("ok").await;
+    alice
+        .send_json(moderate(
+            json!({"action": "deop", "nick": "dave", "id": 11}),
+        ))
+        .await;
+    alice.json_of_type("ok").await;
+    assert_eq!(
+        moderation_of(&mut watcher).await["text"],
+        "unmuted 127.0.0.1"
+    );
+    assert_eq!(
+        moderation_of(&mut watcher).await["text"],
+        "took operator status from dave"
+    );
+    dave.send_json(moderate(json!({"action": "kick", "nick": "watcher"})))
+        .await;
+    assert_eq!(dave.json_of_type("error").await["code"], "not_operator");
+
+    // The watcher, signed in on the WebSocket, moderates too once it is an operator.
+    watcher
+        .send(json!({"type": "auth", "action": "register", "password": "watcher's password"}))
+        .await;
+    watcher.of_type("signed_in").await;
+    alice
+        .send_json(moderate(
+            json!({"action": "op", "nick": "watcher", "id": 12}),
+        ))
+        .await;
+    alice.json_of_type("ok").await;
+    watcher
+        .send(moderate(
+            json!({"action": "kick", "nick": "dave", "reason": "from the web", "id": "k"}),
+        ))
+        .await;
+    assert_eq!(watcher.of_type("ok").await["id"], "k");
+    let left = dave.json_of_type("left").await;
+    assert_eq!(left["reason"], "kicked by watcher: from the web");
 
     // IRC sees the same rules in its own words: MODE, the ban list, a refused JOIN.
     let irc = TcpStream::connect(server.addr("irc")).await.unwrap();
