@@ -32,7 +32,7 @@ async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
     irc.send_line("CAP LS 302\r").await;
     assert_eq!(
         irc.line().await.unwrap(),
-        ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time"
+        ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN"
     );
     irc.send_line("NICK alice\r").await;
     irc.send_line("USER alice 0 * :Alice\r").await;

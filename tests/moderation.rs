@@ -464,3 +464,77 @@ async fn moderation_over_json_and_websocket_with_expiry_and_invitations() {
     assert!(refused.contains("owner and operators"), "{refused}");
     server.stop().await;
 }
+
+/// An IRC client through its registration, with SASL PLAIN as `name`/`password`:
+/// returns the client and the server's answer to the credentials (903 or 904 line).
+async fn irc_sasl(
+    addr: SocketAddr,
+    nick: &str,
+    name: &str,
+    password: &str,
+) -> (Lines<TcpStream>, String) {
+    use base64::Engine as _;
+    let mut irc = Lines::connect(addr).await;
+    irc.send_raw(format!("CAP LS 302\r\nNICK {nick}\r\nUSER u 0 * :U\r\n").as_bytes())
+        .await;
+    let ls = irc.line_containing(" LS ").await;
+    assert!(ls.contains("sasl=PLAIN"), "{ls}");
+    irc.send_raw(b"CAP REQ :sasl\r\n").await;
+    irc.line_containing(" ACK ").await;
+    irc.send_raw(b"AUTHENTICATE PLAIN\r\n").await;
+    irc.line_containing("AUTHENTICATE +").await;
+    let payload = base64::engine::general_purpose::STANDARD.encode(format!("\0{name}\0{password}"));
+    irc.send_raw(format!("AUTHENTICATE {payload}\r\n").as_bytes())
+        .await;
+    let answer = loop {
+        let line = irc.line().await.expect("an answer to AUTHENTICATE");
+        if line.contains(" 903 ") || line.contains(" 904 ") {
+            break line;
+        }
+    };
+    (irc, answer)
+}
+
+#[tokio::test]
+async fn an_irc_user_logs_in_with_sasl_owns_a_room_and_kicks_from_it() {
+    let server = Server::start(&["--memory"], &["line", "irc"]).await;
+    let mut alice = line_account(server.addr("line"), "alice").await;
+    alice.send_line("/quit").await;
+    while alice.line().await.is_some() {}
+
+    // A wrong password: 904, and the client may go on as a guest under another nick.
+    let (mut wrong, answer) = irc_sasl(server.addr("irc"), "alice", "alice", "not it at all").await;
+    assert!(
+        answer.contains("SASL authentication failed: wrong password"),
+        "{answer}"
+    );
+    wrong.send_raw(b"CAP END\r\n").await;
+    let taken = wrong.line_containing(" 433 ").await;
+    assert!(taken.contains("registered to an account"), "{taken}");
+    drop(wrong);
+
+    // The right one: 900 and 903 before registration, then 001 as the account.
+    let (mut irc, answer) =
+        irc_sasl(server.addr("irc"), "whoever", "ALICE", "alice's password").await;
+    assert!(answer.contains(" 903 "), "{answer}");
+    irc.send_raw(b"CAP END\r\n").await;
+    let welcome = irc.line_containing(" 001 ").await;
+    assert!(welcome.contains(" 001 alice "), "{welcome}");
+    irc.send_raw(b"JOIN #irc\r\n").await;
+    irc.line_containing("JOIN #irc").await;
+    let mut bob = Lines::line_login(server.addr("line"), "bob").await;
+    bob.send_line("/join #irc").await;
+    irc.line_containing(":bob!").await;
+    // She owns #irc: KICK and MODE work, in IRC's words.
+    irc.send_raw(b"MODE #irc +i\r\nKICK #irc bob :bye bob\r\nMODE #irc\r\n")
+        .await;
+    bob.line_containing("* alice made the room invite-only")
+        .await;
+    bob.line_containing("*** bob left #irc (kicked by alice: bye bob)")
+        .await;
+    let modes = irc.line_containing(" 324 ").await;
+    assert!(modes.contains("#irc +i"), "{modes}");
+    bob.send_line("/join #irc").await;
+    bob.line_containing("error: #irc is invite-only").await;
+    server.stop().await;
+}

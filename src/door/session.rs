@@ -107,6 +107,9 @@ pub enum Step {
     Send(Bytes),
     /// Take this name; the answer comes back through [`Protocol::on_registered`].
     Register { tag: Option<Tag>, nick: String },
+    /// Register as `account`, whose password was checked before registration (an
+    /// [`AccountStep::Verify`]); answered like `Register`.
+    RegisterSignedIn { account: Account },
     /// Render this client's events with `render` from now on (before registering
     /// only; see [`Command::Render`]).
     Render(Arc<dyn Render>),
@@ -140,6 +143,10 @@ pub enum AccountStep {
     Drop { password: String },
     /// Forget `token` if one is given, and end the session.
     Logout { token: Option<String> },
+    /// Check `name`'s password now and sign in to it at registration (IRC's SASL,
+    /// which happens before the client has a name); the answer goes to
+    /// [`Protocol::on_verified`].
+    Verify { name: String, password: String },
 }
 
 /// Never prints a password or a token (steps end up in debug output and logs).
@@ -152,6 +159,7 @@ impl std::fmt::Debug for AccountStep {
             AccountStep::Password { .. } => "Password",
             AccountStep::Drop { .. } => "Drop",
             AccountStep::Logout { .. } => "Logout",
+            AccountStep::Verify { name, .. } => return write!(f, "Verify({name:?})"),
         };
         f.write_str(kind)
     }
@@ -211,6 +219,16 @@ pub trait Protocol: Send + Sync + 'static {
 
     /// `notice` in this protocol's words.
     fn notice(&self, notice: Notice) -> Bytes;
+
+    /// The answer to an [`AccountStep::Verify`]: the account (to register as, with
+    /// [`Step::RegisterSignedIn`]), or why not.
+    fn on_verified(
+        &self,
+        _state: &mut Self::State,
+        _answer: Result<Account, (ErrorCode, Arc<str>)>,
+        _steps: &mut Vec<Step>,
+    ) {
+    }
 
     /// What to send after an account step was refused (its error is already on its
     /// way): the line door asks for a name again when the client has none yet.
@@ -593,8 +611,17 @@ where
                 Step::Render(render) => {
                     door.hub.send(Command::Render { client, render }).await?;
                 }
-                Step::Register { tag, nick } => {
-                    let answer = door.hub.register(client, nick).await?;
+                Step::Register { .. } | Step::RegisterSignedIn { .. } => {
+                    let (tag, answer) = match step {
+                        Step::RegisterSignedIn { account } => (
+                            None,
+                            door.hub.sign_in(client, None, account, false, None).await?,
+                        ),
+                        Step::Register { tag, nick } => {
+                            (tag, door.hub.register(client, nick).await?)
+                        }
+                        _ => unreachable!("matched above"),
+                    };
                     if answer.is_ok() {
                         self.registered = true;
                     }
@@ -699,6 +726,17 @@ where
                     Err(error) => self.answer(tag, refuse(error)).await,
                 },
             },
+            AccountStep::Verify { name, password } => {
+                let answer = accounts
+                    .login(&name, &password, from)
+                    .await
+                    .map_err(|error| (error.error_code(), error.to_string().into()));
+                let mut steps = Vec::new();
+                self.door
+                    .protocol
+                    .on_verified(&mut self.state, answer, &mut steps);
+                Box::pin(self.run_steps(steps)).await
+            }
             AccountStep::Logout { token } => {
                 if let Some(token) = token {
                     if let Err(error) = accounts.revoke_token(&token).await {

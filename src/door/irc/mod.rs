@@ -5,13 +5,15 @@
 //! are rendered by [`render::IrcRender`], and a close says `ERROR :Closing link`.
 //!
 //! What a client gets today: registration (CAP LS/LIST/REQ/END offering
-//! `cap-notify`, `echo-message`, `multi-prefix` and `server-time`; NICK, USER, PASS
-//! checked against `--irc-password` when one is set), the welcome numerics 001-005
-//! and the message of the day (375/372/376, also for MOTD), PING/PONG,
-//! JOIN (several channels), PART, PRIVMSG and NOTICE to channels and nicks (CTCP
-//! ACTION is `/me`), NICK changes, NAMES, LIST, WHOIS, WHO (empty), MODE and TOPIC
-//! queries, VERSION, TIME, QUIT, and error numerics. Flood control, the register
-//! timeout, slow consumers and the connection limits are the driver's, as on every door.
+//! `cap-notify`, `echo-message`, `multi-prefix`, `server-time` and `sasl`; SASL PLAIN
+//! logs in to an account before registration; NICK, USER, PASS checked against
+//! `--irc-password` when one is set), the welcome numerics 001-005 and the message of
+//! the day (375/372/376, also for MOTD), PING/PONG, JOIN (several channels), PART,
+//! PRIVMSG and NOTICE to channels and nicks (CTCP ACTION is `/me`), NICK changes,
+//! NAMES, LIST, WHOIS, WHO, TOPIC, moderation (KICK, INVITE, KILL, channel MODE +i +R
+//! +b +o and its queries), VERSION, TIME, QUIT, and error numerics. Flood control,
+//! the register timeout, slow consumers and the connection limits are the driver's,
+//! as on every door.
 
 pub mod message;
 pub mod render;
@@ -29,7 +31,9 @@ use self::message::{ctcp_action, parse};
 use self::render::{Caps, IrcRenders, Motd, SERVER_NAME};
 use super::conn::Farewell;
 use super::line::framing::LineFramer;
-use super::session::{self, Door, Framing, Notice, Protocol, SessionSettings, Step, Unit};
+use super::session::{
+    self, AccountStep, Door, Framing, Notice, Protocol, SessionSettings, Step, Unit,
+};
 use super::PeerSlot;
 use crate::chat::Moderation;
 use crate::hub::{CloseReason, HubHandle, Request, Tag, MAX_PRESENCE_NICKS};
@@ -120,7 +124,28 @@ pub struct IrcState {
     enabled: [bool; CAPS.len()],
     /// What PASS gave, until registration.
     password: Option<String>,
+    /// Where a SASL exchange is.
+    sasl: Sasl,
+    /// The account SASL signed in to, registered as once registration starts.
+    verified: Option<crate::chat::Account>,
 }
+
+/// SASL (PLAIN only) before registration.
+#[derive(Debug, Default, PartialEq)]
+enum Sasl {
+    #[default]
+    Idle,
+    /// `AUTHENTICATE PLAIN` was answered with `+`: the credentials come next, in
+    /// base64, in 400-byte pieces (collected here).
+    Awaiting(String),
+    /// With the accounts service.
+    Checking,
+    /// Signed in (at registration).
+    Done,
+}
+
+/// Longest SASL payload taken (base64 of a name and a password, with room to spare).
+const MAX_SASL_BYTES: usize = 1200;
 
 /// The capabilities among those `enabled` that change how a client is rendered.
 fn render_caps(enabled: [bool; CAPS.len()]) -> Caps {
@@ -133,7 +158,13 @@ fn render_caps(enabled: [bool; CAPS.len()]) -> Caps {
 /// The IRCv3 capabilities offered, in `CAP LS` order. `cap-notify` is there for
 /// clients that ask (the list never changes, so there is never a NEW or DEL to
 /// notify); `multi-prefix` costs nothing, as no channel has member prefixes yet.
-const CAPS: [&str; 4] = ["cap-notify", "echo-message", "multi-prefix", "server-time"];
+const CAPS: [&str; 5] = [
+    "cap-notify",
+    "echo-message",
+    "multi-prefix",
+    "server-time",
+    "sasl",
+];
 
 /// `enabled` after a `CAP REQ` for `wanted` (`name` or `-name`, space-separated), or
 /// `None` if it names one not offered: a request is granted whole or not at all.
@@ -269,6 +300,94 @@ fn from_irc_mask(mask: &str) -> String {
     }
 }
 
+/// `AUTHENTICATE` before registration: `PLAIN`, then the base64 of
+/// `authzid NUL authcid NUL password` (in 400-byte pieces; `+` ends a payload that
+/// was a multiple of 400, or is an empty one), or `*` to abort.
+fn authenticate(state: &mut IrcState, params: &[&str], steps: &mut Vec<Step>) {
+    let Some(&param) = params.first() else {
+        steps.push(numeric(461, "AUTHENTICATE :Not enough parameters"));
+        return;
+    };
+    if param == "*" {
+        state.sasl = Sasl::Idle;
+        steps.push(numeric(906, ":SASL authentication aborted"));
+        return;
+    }
+    match std::mem::take(&mut state.sasl) {
+        Sasl::Idle | Sasl::Done if !state.enabled[4] => {
+            steps.push(numeric(
+                904,
+                ":SASL authentication failed: CAP REQ :sasl first",
+            ));
+        }
+        Sasl::Idle if param.eq_ignore_ascii_case("PLAIN") => {
+            state.sasl = Sasl::Awaiting(String::new());
+            steps.push(send_line("AUTHENTICATE +".into()));
+        }
+        Sasl::Idle => {
+            steps.push(numeric(908, "PLAIN :are available SASL mechanisms"));
+            steps.push(numeric(
+                904,
+                ":SASL authentication failed: only PLAIN is offered",
+            ));
+        }
+        Sasl::Awaiting(mut payload) => {
+            if param != "+" {
+                payload.push_str(param);
+            }
+            if payload.len() > MAX_SASL_BYTES {
+                steps.push(numeric(905, ":SASL message too long"));
+                return;
+            }
+            if param.len() == 400 {
+                // More to come.
+                state.sasl = Sasl::Awaiting(payload);
+                return;
+            }
+            match plain_credentials(&payload) {
+                Some((name, password)) => {
+                    state.sasl = Sasl::Checking;
+                    steps.push(Step::Account {
+                        tag: None,
+                        step: AccountStep::Verify { name, password },
+                    });
+                }
+                None => steps.push(numeric(
+                    904,
+                    ":SASL authentication failed: the PLAIN payload is not base64 of authzid\\0name\\0password",
+                )),
+            }
+        }
+        Sasl::Checking => {
+            state.sasl = Sasl::Checking;
+            steps.push(numeric(
+                904,
+                ":SASL authentication failed: a check is already running",
+            ));
+        }
+        Sasl::Done => {
+            state.sasl = Sasl::Done;
+            steps.push(numeric(907, ":You have already authenticated"));
+        }
+    }
+}
+
+/// The name and password in a SASL PLAIN payload (`authzid NUL authcid NUL password`,
+/// base64; the authorization id must be empty or the same name).
+fn plain_credentials(payload: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.splitn(3, '\0');
+    let (authzid, name, password) = (parts.next()?, parts.next()?, parts.next()?);
+    if name.is_empty() || (!authzid.is_empty() && authzid != name) {
+        return None;
+    }
+    Some((name.to_owned(), password.to_owned()))
+}
+
 fn numeric(number: u16, rest: &str) -> Step {
     send_line(format!(":{SERVER_NAME} {number:03} * {rest}"))
 }
@@ -326,10 +445,13 @@ impl IrcProtocol {
             if caps != Caps::default() {
                 steps.push(Step::Render(self.renders.for_caps(caps).clone()));
             }
-            steps.push(Step::Register {
-                tag: None,
-                nick: state.nick.clone().unwrap_or_default(),
-            });
+            match state.verified.take() {
+                Some(account) => steps.push(Step::RegisterSignedIn { account }),
+                None => steps.push(Step::Register {
+                    tag: None,
+                    nick: state.nick.clone().unwrap_or_default(),
+                }),
+            }
         }
     }
 
@@ -601,7 +723,12 @@ impl Protocol for IrcProtocol {
                         if !registered {
                             state.negotiating = true;
                         }
-                        let offered = CAPS.join(" ");
+                        // Version 302 clients are told the mechanisms as the value.
+                        let offered = if params.get(1).is_some_and(|v| *v >= "302") {
+                            CAPS.join(" ").replace("sasl", "sasl=PLAIN")
+                        } else {
+                            CAPS.join(" ")
+                        };
                         steps.push(send_line(format!(
                             ":{SERVER_NAME} CAP {nick} LS :{offered}"
                         )));
@@ -654,6 +781,10 @@ impl Protocol for IrcProtocol {
                     }
                 }
             }
+            "AUTHENTICATE" if registered => {
+                steps.push(numeric(907, ":You have already authenticated"))
+            }
+            "AUTHENTICATE" => authenticate(state, params, steps),
             command if registered => self.registered(command, params, steps),
             command => self.before_registration(state, command, params, steps),
         }
@@ -687,6 +818,33 @@ impl Protocol for IrcProtocol {
                 &format!("{nick} :Nickname is registered to an account; choose another"),
             )),
             Err(why) => steps.push(numeric(432, &format!("{nick} :Erroneous nickname: {why}"))),
+        }
+    }
+
+    fn on_verified(
+        &self,
+        state: &mut IrcState,
+        answer: Result<crate::chat::Account, (crate::chat::ErrorCode, Arc<str>)>,
+        steps: &mut Vec<Step>,
+    ) {
+        let nick = state.nick.clone().unwrap_or_else(|| "*".into());
+        match answer {
+            Ok(signed_in) => {
+                let account = signed_in.name.clone();
+                state.verified = Some(signed_in);
+                state.sasl = Sasl::Done;
+                steps.push(numeric(
+                    900,
+                    &format!(
+                        "{nick}!{nick}@{SERVER_NAME} {account} :You are now logged in as {account}; your nick will be {account}"
+                    ),
+                ));
+                steps.push(numeric(903, ":SASL authentication successful"));
+            }
+            Err((_, why)) => {
+                state.sasl = Sasl::Idle;
+                steps.push(numeric(904, &format!(":SASL authentication failed: {why}")));
+            }
         }
     }
 
@@ -765,12 +923,96 @@ mod tests {
     }
 
     #[test]
+    fn sasl_plain_checks_the_account_before_registration() {
+        use base64::Engine as _;
+        let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let mut state = IrcState::default();
+        run(&mut state, "CAP LS 302", false);
+        // Without the capability: refused, with what to do.
+        assert!(sent(&run(&mut state, "AUTHENTICATE PLAIN", false)).contains(" 904 "));
+        run(&mut state, "CAP REQ :sasl", false);
+        run(&mut state, "NICK someone", false);
+        run(&mut state, "USER a 0 * :A", false);
+        assert!(sent(&run(&mut state, "AUTHENTICATE SCRAM-SHA-256", false)).contains(" 908 "));
+        assert_eq!(
+            sent(&run(&mut state, "AUTHENTICATE PLAIN", false)),
+            "AUTHENTICATE +\r\n"
+        );
+        // Garbage is refused; the exchange starts again.
+        assert!(sent(&run(&mut state, "AUTHENTICATE !!!", false)).contains(" 904 "));
+        run(&mut state, "AUTHENTICATE PLAIN", false);
+        let payload = encode("\0alice\0correct horse battery");
+        let check = run(&mut state, &format!("AUTHENTICATE {payload}"), false);
+        assert!(
+            matches!(&check[..], [Step::Account { step: AccountStep::Verify { name, password }, .. }]
+                if name == "alice" && password == "correct horse battery"),
+            "{check:?}"
+        );
+        let mut steps = Vec::new();
+        let alice = crate::chat::Account {
+            key: "allce".into(),
+            name: "alice".into(),
+        };
+        IrcProtocol::new().on_verified(&mut state, Ok(alice), &mut steps);
+        let said = sent(&steps);
+        assert!(said.contains(" 900 ") && said.contains(" 903 "), "{said}");
+        // Registration waits for CAP END, then registers (as the account, in the driver).
+        let end = run(&mut state, "CAP END", false);
+        assert!(
+            matches!(&end[..], [.., Step::RegisterSignedIn { account }] if &*account.name == "alice"),
+            "{end:?}"
+        );
+        assert!(sent(&run(&mut state, "AUTHENTICATE PLAIN", true)).contains(" 907 "));
+    }
+
+    #[test]
+    fn sasl_plain_payloads_split_at_400_bytes_and_can_be_aborted() {
+        use base64::Engine as _;
+        let mut state = IrcState::default();
+        run(&mut state, "CAP REQ :sasl", false);
+        run(&mut state, "AUTHENTICATE PLAIN", false);
+        let long = "p".repeat(297);
+        let payload = base64::engine::general_purpose::STANDARD.encode(format!("bob\0bob\0{long}"));
+        assert!(payload.len() > 400 && payload.len() < 800);
+        assert!(run(
+            &mut state,
+            &format!("AUTHENTICATE {}", &payload[..400]),
+            false
+        )
+        .is_empty());
+        let check = run(
+            &mut state,
+            &format!("AUTHENTICATE {}", &payload[400..]),
+            false,
+        );
+        assert!(
+            matches!(&check[..], [Step::Account { step: AccountStep::Verify { name, password }, .. }]
+                if name == "bob" && *password == long),
+            "{check:?}"
+        );
+        let mut steps = Vec::new();
+        IrcProtocol::new().on_verified(
+            &mut state,
+            Err((crate::chat::ErrorCode::AuthFailed, "wrong password".into())),
+            &mut steps,
+        );
+        assert!(sent(&steps).contains(" 904 * :SASL authentication failed: wrong password"));
+        run(&mut state, "AUTHENTICATE PLAIN", false);
+        assert!(sent(&run(&mut state, "AUTHENTICATE *", false)).contains(" 906 "));
+        // A different authorization id is refused.
+        assert_eq!(
+            plain_credentials(&base64::engine::general_purpose::STANDARD.encode("eve\0bob\0pw")),
+            None
+        );
+    }
+
+    #[test]
     fn registers_after_nick_and_user_and_waits_for_cap_end() {
         let mut state = IrcState::default();
         let ls = run(&mut state, "CAP LS 302", false);
         assert_eq!(
             sent(&ls),
-            ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time\r\n"
+            ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN\r\n"
         );
         assert!(run(&mut state, "NICK alice", false).is_empty());
         assert!(
@@ -791,8 +1033,8 @@ mod tests {
     fn capabilities_are_granted_whole_or_not_at_all_and_pick_the_renderer() {
         let mut state = IrcState::default();
         run(&mut state, "CAP LS 302", false);
-        let nak = run(&mut state, "CAP REQ :server-time sasl", false);
-        assert_eq!(sent(&nak), ":switchboard CAP * NAK :server-time sasl\r\n");
+        let nak = run(&mut state, "CAP REQ :server-time batch", false);
+        assert_eq!(sent(&nak), ":switchboard CAP * NAK :server-time batch\r\n");
         let ack = run(&mut state, "CAP REQ :server-time echo-message", false);
         assert_eq!(
             sent(&ack),
