@@ -142,3 +142,59 @@ async fn irssi_joins_general_and_talks_with_netcat_and_browser_users() {
         .await;
     server.stop().await;
 }
+
+/// irssi logs in with SASL PLAIN (configured as its users do, in its config file),
+/// lands under its account's name, and moderates a room it owns with its own /kick
+/// and /mode commands.
+#[tokio::test]
+async fn irssi_logs_in_with_sasl_and_moderates_its_room() {
+    for program in ["/usr/bin/irssi", "/usr/bin/tmux"] {
+        assert!(
+            Path::new(program).exists(),
+            "{program} is missing: run `apt-get install -y --no-install-recommends irssi tmux` (.ci/run does)"
+        );
+    }
+    let server = Server::start(&["--irc", "127.0.0.1:0", "--memory"], &["irc", "line"]).await;
+    let line = server.addr("line");
+    let mut alice = Lines::line_login(line, "alice").await;
+    alice.send_line("/register alice's password").await;
+    alice.line_containing("is registered to you").await;
+    alice.send_line("/quit").await;
+    while alice.line().await.is_some() {}
+
+    let irc = server.addr("irc");
+    let home = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"servers = ( {{ address = "{ip}"; chatnet = "sb"; port = "{port}"; use_tls = "no"; autoconnect = "yes"; }} );
+chatnets = {{ sb = {{ type = "IRC"; sasl_mechanism = "PLAIN"; sasl_username = "alice"; sasl_password = "alice's password"; }}; }};
+settings = {{ core = {{ nick = "somebody"; user_name = "someone"; real_name = "Some One"; }}; }};
+"#,
+        ip = irc.ip(),
+        port = irc.port()
+    );
+    std::fs::write(home.path().join("config"), config).unwrap();
+    let irssi = format!("irssi --home={}", home.path().display());
+    let tmux = Tmux::start(format!("switchboard-sasl-{}", std::process::id()), &irssi);
+    tmux.wait_for("SASL authentication succeeded").await;
+    tmux.wait_for("Welcome to Switchboard, alice").await;
+
+    // She makes the room (and so owns it) before bob comes.
+    tmux.type_line("/join #irssi");
+    tmux.wait_for("alice [alice@switchboard] has joined #irssi")
+        .await;
+    let mut bob = Lines::line_login(line, "bob").await;
+    bob.send_line("/join #irssi").await;
+    tmux.wait_for("bob [bob@switchboard] has joined #irssi")
+        .await;
+    tmux.type_line("/mode +i");
+    tmux.wait_for("made the room invite-only").await;
+    bob.line_containing("* alice made the room invite-only")
+        .await;
+    tmux.type_line("/kick bob out you go");
+    bob.line_containing("*** bob left #irssi (kicked by alice: out you go)")
+        .await;
+    bob.send_line("/join #irssi").await;
+    bob.line_containing("error: #irssi is invite-only").await;
+    tmux.type_line("/quit");
+    server.stop().await;
+}

@@ -163,7 +163,7 @@ fn time_tag(time: SystemTime) -> String {
 fn isupport_tokens() -> String {
     format!(
         "CASEMAPPING=ascii CHANTYPES=# NICKLEN={MAX_NICK_CHARS} CHANNELLEN={MAX_ROOM_CHARS} \
-         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} PREFIX=() CHANMODES=,,, TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard"
+         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} PREFIX=() CHANMODES=b,,,iR TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard"
     )
 }
 
@@ -334,7 +334,7 @@ impl IrcRender {
                 lines.end();
                 let _ = write!(
                     lines.numeric(4, nick),
-                    "{SERVER_NAME} switchboard-{version} i n"
+                    "{SERVER_NAME} switchboard-{version} i biRo"
                 );
                 lines.end();
                 let _ = write!(
