@@ -40,6 +40,10 @@ impl FromStr for Seconds {
                 ))
             }
         };
+        // Past a century it is a typo (and past ~5e11 years it is not a Duration).
+        if !(0.0..=100.0 * 365.0 * 86_400.0).contains(&seconds) {
+            return Err(format!("{text:?} is longer than 100 years"));
+        }
         Ok(Seconds(Duration::from_secs_f64(seconds)))
     }
 }
@@ -258,7 +262,8 @@ pub struct ServeArgs {
     /// An account that is a server operator: signed in, it moderates every room, sees
     /// addresses in /whois and may disconnect anyone (/kill). Repeat it or separate
     /// with commas; in the config file, `operators = ["alice"]`. Register the account
-    /// first: until it exists, the name gives nobody any power [default: none].
+    /// before you name it: until it exists, whoever registers the name first is a
+    /// server operator (startup warns about it) [default: none].
     #[arg(
         long = "operator",
         env = "SWITCHBOARD_OPERATORS",

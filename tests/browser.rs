@@ -122,7 +122,7 @@ async fn the_page_moderates_a_room_it_owns() {
     bob.send_line("/join #den").await;
     bob.line_containing("*** bob joined #den").await;
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("MUTED"));
-    bob.line_containing("* alice muted 127.0.0.1 for 10m (too loud)")
+    bob.line_containing("* alice muted bob (guest) for 10m (too loud)")
         .await;
     bob.send_line("/join #den").await;
     bob.send_line("let me speak").await;

@@ -656,9 +656,15 @@ where
         let door: &Door<P> = &self.door;
         let Some(accounts) = door.settings.accounts.clone() else {
             let why = "this server has no accounts";
-            return self
-                .answer(tag, Err((ErrorCode::AccountsUnavailable, why.into())))
-                .await;
+            let refusal = (ErrorCode::AccountsUnavailable, why.into());
+            if let AccountStep::Verify { .. } = step {
+                // Its answer is the protocol's to give (SASL waits for it).
+                let mut steps = Vec::new();
+                door.protocol
+                    .on_verified(&mut self.state, Err(refusal), &mut steps);
+                return Box::pin(self.run_steps(steps)).await;
+            }
+            return self.answer(tag, Err(refusal)).await;
         };
         let from = self.peer.peer().ip();
         let client = self.client;

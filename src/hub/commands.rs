@@ -75,6 +75,7 @@ impl Hub {
             } => {
                 self.registered.remove(&*account.key);
                 self.history.forget_account(account.key.clone());
+                self.forget_account_rules(&account.key);
                 for other in self.clients.values_mut() {
                     if other.account.as_ref() == Some(&account) {
                         other.account = None;
@@ -265,6 +266,7 @@ impl Hub {
             token,
         };
         self.reply(id, tag, reply);
+        self.enforce_bans(id);
         if !created {
             self.fetch_mailbox(id, account);
         }
@@ -660,6 +662,7 @@ impl Hub {
         if created {
             self.claim_room(id, &key, &name);
         }
+        self.use_invitation(id, &key);
         // The joiner has been given everything the open batch holds (nothing), so its
         // own output can go straight to it without sealing the batch for the others.
         self.send_direct(id, &event);

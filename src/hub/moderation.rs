@@ -11,6 +11,9 @@ use super::rules::{describe_duration, unix_ms, Mask, Named, Rank, Restriction, R
 use super::*;
 use serde_json::json;
 
+/// Longest a ban or mute with a duration may last (longer: leave it out, until lifted).
+const MAX_RESTRICTION: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 /// Longest reason kept with a kick, ban or mute.
 const MAX_REASON_CHARS: usize = 300;
 
@@ -34,6 +37,8 @@ fn reason_text(reason: Option<String>) -> Result<Option<String>, Refusal> {
 /// Who a target is, resolved by the hub.
 struct Resolved {
     mask: Mask,
+    /// How it is shown, for a guest named by nickname (its address stays private).
+    label: Option<String>,
     /// Its rank in the room (an address mask: a member's).
     rank: Rank,
 }
@@ -105,8 +110,67 @@ impl Hub {
         }
     }
 
+    /// `id` just joined room `key`: an invitation it came in with is used up (as on
+    /// IRC), so a kicked guest cannot walk straight back into an invite-only room.
+    pub(super) fn use_invitation(&mut self, id: ClientId, key: &str) {
+        let account = self.account_key(id).map(str::to_owned);
+        let Some(rules) = self.rules.get_mut(key).filter(|rules| rules.invite_only) else {
+            return;
+        };
+        rules.invited_guests.retain(|guest| *guest != id);
+        let before = rules.invited.len();
+        if let Some(account) = account {
+            rules.invited.retain(|named| named.key != account);
+        }
+        if rules.invited.len() != before {
+            self.save_rules(key);
+        }
+    }
+
+    /// `id` just signed in: bans on its account now apply in the rooms it is in.
+    pub(super) fn enforce_bans(&mut self, id: ClientId) {
+        let Some(client) = self.clients.get(&id) else {
+            return;
+        };
+        let account = client.account.as_ref().map(|a| a.key.to_string());
+        let address = client.address;
+        let rooms: Vec<String> = client.rooms.iter().map(|m| m.key.clone()).collect();
+        for key in rooms {
+            let banned = self.rules.get(&key).and_then(|rules| {
+                rules
+                    .ban_of(account.as_deref(), address)
+                    .map(|ban| format!("banned by {}{}", ban.by, ban.explain()))
+            });
+            if let Some(why) = banned.filter(|_| self.rank(id, &key) < Rank::Operator) {
+                self.put_out(id, &key, &why);
+            }
+        }
+    }
+
+    /// The account `key` was dropped: whoever registers its name next must not
+    /// inherit its rooms, its operator status or its bans.
+    pub(super) fn forget_account_rules(&mut self, key: &str) {
+        let changed: Vec<String> = self
+            .rules
+            .iter_mut()
+            .filter_map(|(room, rules)| rules.forget_account(key).then(|| room.clone()))
+            .collect();
+        for room in changed {
+            self.save_rules(&room);
+        }
+        if self.config.operators.contains(key) {
+            tracing::warn!(
+                account = key,
+                "a server operator's account was dropped: whoever registers the name next \
+                 is a server operator; take it out of --operator"
+            );
+        }
+    }
+
     /// In a room with an owner only its operators set the topic; elsewhere any member.
     pub(super) fn may_set_topic(&self, id: ClientId, key: &str) -> Outcome {
+        // The muted may not speak through the topic either.
+        self.may_speak(id, key)?;
         match self.rules.get(key) {
             Some(rules) if rules.owner.is_some() && self.rank(id, key) < Rank::Operator => {
                 let why = format!("only {}'s owner and operators set its topic", rules.name);
@@ -207,26 +271,40 @@ impl Hub {
                 key: account_key,
                 name: name.to_string(),
             };
-            return Ok(Resolved { mask, rank });
+            return Ok(Resolved {
+                mask,
+                label: None,
+                rank,
+            });
         }
         if let Some(mask) = Mask::parse_address(target) {
             return Ok(Resolved {
                 mask,
+                label: None,
                 rank: Rank::Member,
             });
         }
         let target_key = nick_key(target);
         if let Some(&holder) = self.nicks.get(&target_key) {
             let client = &self.clients[&holder];
-            let mask = match &client.account {
-                Some(account) => Mask::Account {
-                    key: account.key.to_string(),
-                    name: account.name.to_string(),
-                },
-                None => Mask::for_address(client.address),
+            let (mask, label) = match &client.account {
+                Some(account) => (
+                    Mask::Account {
+                        key: account.key.to_string(),
+                        name: account.name.to_string(),
+                    },
+                    None,
+                ),
+                None => {
+                    let nick = client.nick.as_deref().unwrap_or(target);
+                    (
+                        Mask::for_address(client.address),
+                        Some(format!("{nick} (guest)")),
+                    )
+                }
             };
             let rank = self.rank(holder, key);
-            return Ok(Resolved { mask, rank });
+            return Ok(Resolved { mask, label, rank });
         }
         if let Some(name) = self.registered.get(&target_key) {
             let rank = self.rank_of_account(Some(&target_key), key);
@@ -234,7 +312,11 @@ impl Hub {
                 key: target_key,
                 name: name.to_string(),
             };
-            return Ok(Resolved { mask, rank });
+            return Ok(Resolved {
+                mask,
+                label: None,
+                rank,
+            });
         }
         let why = format!(
             "nobody is called {target}; a target is a name, account:NAME, or an address \
@@ -316,8 +398,8 @@ impl Hub {
                 duration,
                 reason,
             } => self.restrict(id, rank, &key, false, &target, duration, reason),
-            Moderation::Unban { target } => self.unrestrict(&key, true, &target),
-            Moderation::Unmute { target } => self.unrestrict(&key, false, &target),
+            Moderation::Unban { target } => self.unrestrict(rank, &key, true, &target),
+            Moderation::Unmute { target } => self.unrestrict(rank, &key, false, &target),
             Moderation::Op { nick } => self.set_operator(rank, &key, &nick, true),
             Moderation::Deop { nick } => self.set_operator(rank, &key, &nick, false),
             Moderation::Invite { nick } => self.invite(id, &key, &nick),
@@ -391,8 +473,7 @@ impl Hub {
 
     fn outranks(rank: Rank, target: Rank) -> Outcome {
         if target >= rank && rank != Rank::ServerOperator {
-            let why = "you cannot do that to someone of your rank or above (operators \
-                       cannot act on each other or on the owner)";
+            let why = "you cannot do that to someone of your rank or above";
             return Err(Refusal::new(ErrorCode::NotOperator, why));
         }
         Ok(())
@@ -465,14 +546,29 @@ impl Hub {
             return Err(Refusal::new(ErrorCode::BadRequest, why));
         }
         Self::outranks(rank, resolved.rank)?;
-        let expires_ms = duration.map(|d| unix_ms(SystemTime::now() + d));
+        let expires_ms = match duration {
+            None => None,
+            Some(duration) => match SystemTime::now().checked_add(duration) {
+                Some(expires) if duration <= MAX_RESTRICTION => Some(unix_ms(expires)),
+                _ => {
+                    let why = format!(
+                        "a {verb} lasts at most {} days; leave the duration out for until lifted",
+                        MAX_RESTRICTION.as_secs() / 86_400
+                    );
+                    return Err(Refusal::new(ErrorCode::BadRequest, why));
+                }
+            },
+        };
         let actor = self.clients[&id].nick.clone().unwrap_or_default();
         let restriction = Restriction {
             mask: resolved.mask.clone(),
+            label: resolved.label.clone(),
             by: actor.to_string(),
+            by_rank: rank,
             reason: reason.clone(),
             expires_ms,
         };
+        let shown = restriction.shown();
         let rules = self.rules.get_mut(key).expect("made by moderate");
         RoomRules::restrict(
             if ban {
@@ -482,7 +578,6 @@ impl Hub {
             },
             restriction,
         );
-        let shown = resolved.mask.describe();
         if ban {
             // Those it covers who are there now go (those above bans stay).
             let covered: Vec<ClientId> = self
@@ -520,29 +615,54 @@ impl Hub {
         Ok(Done::new(verb, text, detail))
     }
 
-    fn unrestrict(&mut self, key: &str, ban: bool, target: &str) -> Result<Done, Refusal> {
-        let (verb, noun) = if ban {
-            ("unban", "unbanned")
+    fn unrestrict(
+        &mut self,
+        rank: Rank,
+        key: &str,
+        ban: bool,
+        target: &str,
+    ) -> Result<Done, Refusal> {
+        let (verb, noun, what) = if ban {
+            ("unban", "unbanned", "banned")
         } else {
-            ("unmute", "unmuted")
+            ("unmute", "unmuted", "muted")
         };
-        let mask = self.resolve_target(target, key)?.mask;
-        let rules = self.rules.get_mut(key).expect("made by moderate");
-        let list = if ban {
-            &mut rules.bans
-        } else {
-            &mut rules.mutes
+        let list = |rules: &RoomRules| {
+            if ban {
+                rules.bans.clone()
+            } else {
+                rules.mutes.clone()
+            }
         };
-        if !RoomRules::lift(list, &mask) {
-            let what = if ban { "banned" } else { "muted" };
+        // A guest's, by the nickname it was shown with (it may be gone), else whoever
+        // the target names now.
+        let current = list(&self.rules[key]);
+        let mask = match RoomRules::labelled(&current, target) {
+            Some(labelled) => labelled.mask.clone(),
+            None => self.resolve_target(target, key)?.mask,
+        };
+        let Some(found) = current.iter().find(|item| item.mask == mask) else {
             let why = format!(
-                "{} is not {what} in {}; /rules lists what is",
-                mask.describe(),
-                rules.name
+                "{target} is not {what} in {}; /rules lists what is",
+                self.room_name(key)
             );
             return Err(Refusal::new(ErrorCode::BadRequest, why));
+        };
+        if found.by_rank > rank {
+            let why = format!("that {verb} was set by {}, above you; ask them", found.by);
+            return Err(Refusal::new(ErrorCode::NotOperator, why));
         }
-        let shown = mask.describe();
+        let rules = self.rules.get_mut(key).expect("made by moderate");
+        let lifted = RoomRules::lift(
+            if ban {
+                &mut rules.bans
+            } else {
+                &mut rules.mutes
+            },
+            &mask,
+        )
+        .expect("found above");
+        let shown = lifted.shown();
         let text = format!("{noun} {shown}");
         Ok(Done::new(verb, text, json!({ "target": shown })))
     }

@@ -130,11 +130,22 @@ fn from_unix_ms(ms: i64) -> SystemTime {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restriction {
     pub mask: Mask,
+    /// How it is shown instead of the mask: set when the target was a guest named by
+    /// its nickname, so the guest's address is never shown to anyone (`NICK (guest)`).
+    #[serde(default)]
+    pub label: Option<String>,
     /// Who set it (their name then).
     pub by: String,
+    /// Their rank then: only someone of that rank or above lifts it.
+    #[serde(default = "operator_rank")]
+    pub by_rank: Rank,
     pub reason: Option<String>,
     /// `None`: until lifted.
     pub expires_ms: Option<i64>,
+}
+
+fn operator_rank() -> Rank {
+    Rank::Operator
 }
 
 impl Restriction {
@@ -142,9 +153,14 @@ impl Restriction {
         self.expires_ms.is_none_or(|expires| expires > unix_ms(now))
     }
 
+    /// The label, or the mask written out.
+    pub fn shown(&self) -> String {
+        self.label.clone().unwrap_or_else(|| self.mask.describe())
+    }
+
     pub fn view(&self) -> RestrictionView {
         RestrictionView {
-            target: self.mask.describe(),
+            target: self.shown(),
             by: self.by.as_str().into(),
             reason: self.reason.as_deref().map(Into::into),
             expires: self.expires_ms.map(from_unix_ms),
@@ -187,7 +203,8 @@ pub fn describe_duration(seconds: u64) -> String {
 }
 
 /// Where someone stands in a room, lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Rank {
     Member,
     Operator,
@@ -259,11 +276,52 @@ impl RoomRules {
         list.push(restriction);
     }
 
-    /// Lift what `list` holds for `mask`; `false`: there was none.
-    pub fn lift(list: &mut Vec<Restriction>, mask: &Mask) -> bool {
-        let before = list.len();
-        list.retain(|old| old.mask != *mask);
-        list.len() != before
+    /// Take what `list` holds for `mask`, if anything.
+    pub fn lift(list: &mut Vec<Restriction>, mask: &Mask) -> Option<Restriction> {
+        let index = list.iter().position(|old| old.mask == *mask)?;
+        Some(list.remove(index))
+    }
+
+    /// The one in `list` shown as `label` (a guest's, by the nickname it had).
+    pub fn labelled<'a>(list: &'a [Restriction], label: &str) -> Option<&'a Restriction> {
+        let wanted = crate::text::nick_key(label);
+        list.iter().find(|item| {
+            item.label
+                .as_deref()
+                .and_then(|shown| shown.strip_suffix(" (guest)"))
+                .is_some_and(|nick| crate::text::nick_key(nick) == wanted)
+        })
+    }
+
+    /// Take `account` out of these rules (it was dropped: its name may go to someone
+    /// else); `true` if anything changed.
+    pub fn forget_account(&mut self, account: &str) -> bool {
+        let before = (
+            self.owner.is_some(),
+            self.operators.len(),
+            self.invited.len(),
+            self.bans.len() + self.mutes.len(),
+        );
+        if self
+            .owner
+            .as_ref()
+            .is_some_and(|owner| owner.key == account)
+        {
+            self.owner = None;
+        }
+        self.operators.retain(|op| op.key != account);
+        self.invited.retain(|named| named.key != account);
+        let of_account =
+            |item: &Restriction| matches!(&item.mask, Mask::Account { key, .. } if key == account);
+        self.bans.retain(|ban| !of_account(ban));
+        self.mutes.retain(|mute| !of_account(mute));
+        before
+            != (
+                self.owner.is_some(),
+                self.operators.len(),
+                self.invited.len(),
+                self.bans.len() + self.mutes.len(),
+            )
     }
 
     /// Forget expired bans and mutes; `true` if any went.
@@ -389,7 +447,9 @@ mod tests {
         let past = unix_ms(SystemTime::now()) - 1;
         let ban = |expires_ms| Restriction {
             mask: alice.clone(),
+            label: None,
             by: "op".into(),
+            by_rank: Rank::Operator,
             reason: None,
             expires_ms,
         };
@@ -399,8 +459,8 @@ mod tests {
         assert_eq!(rules.bans.len(), 1);
         assert!(rules.ban_of(Some("allce"), ip("127.0.0.1")).is_some());
         assert!(rules.ban_of(Some("bob"), ip("127.0.0.1")).is_none());
-        assert!(RoomRules::lift(&mut rules.bans, &alice));
-        assert!(!RoomRules::lift(&mut rules.bans, &alice));
+        assert!(RoomRules::lift(&mut rules.bans, &alice).is_some());
+        assert!(RoomRules::lift(&mut rules.bans, &alice).is_none());
         RoomRules::restrict(&mut rules.mutes, ban(Some(past)));
         assert!(rules.prune(SystemTime::now()));
         assert!(rules.is_empty());
@@ -422,7 +482,9 @@ mod tests {
             &mut rules.bans,
             Restriction {
                 mask: Mask::parse_address("203.0.113.0/24").unwrap(),
+                label: None,
                 by: "alice".into(),
+                by_rank: Rank::Owner,
                 reason: Some("spam".into()),
                 expires_ms: Some(1_900_000_000_000),
             },
@@ -433,6 +495,39 @@ mod tests {
         assert_eq!(back, rules);
         assert_eq!(back.rank_of(Some("allce")), Rank::Owner);
         assert_eq!(back.rank_of(None), Rank::Member);
+    }
+
+    #[test]
+    fn a_dropped_account_leaves_no_trace_in_a_rooms_rules() {
+        let named = |key: &str| Named {
+            key: key.into(),
+            name: key.into(),
+        };
+        let mut rules = RoomRules {
+            owner: Some(named("alice")),
+            operators: vec![named("alice"), named("bob")],
+            invited: vec![named("alice")],
+            ..RoomRules::default()
+        };
+        let ban = |key: &str| Restriction {
+            mask: Mask::Account {
+                key: key.into(),
+                name: key.into(),
+            },
+            label: None,
+            by: "bob".into(),
+            by_rank: Rank::Operator,
+            reason: None,
+            expires_ms: None,
+        };
+        RoomRules::restrict(&mut rules.bans, ban("alice"));
+        RoomRules::restrict(&mut rules.bans, ban("carol"));
+        assert!(rules.forget_account("alice"));
+        assert_eq!(rules.owner, None);
+        assert_eq!(rules.operators, vec![named("bob")]);
+        assert!(rules.invited.is_empty());
+        assert_eq!(rules.bans, vec![ban("carol")]);
+        assert!(!rules.forget_account("alice"));
     }
 
     #[test]

@@ -25,20 +25,20 @@ await withPage('moderate.mjs', async (page, url, screenshots, problems) => {
   await page.locator('#messages li', { hasText: 'bob joined #den' }).waitFor(WAIT);
   await say('/mute bob 10m too loud');
   // The notice reads as text: no JSON after it.
-  const muted = page.locator('#messages li.moderation', { hasText: 'muted 127.0.0.1 for 10m (too loud)' });
+  const muted = page.locator('#messages li.moderation', { hasText: 'muted bob (guest) for 10m (too loud)' });
   await muted.waitFor(WAIT);
   if (await muted.locator('.data').count()) throw new Error('the moderation notice showed its data');
   console.log('MUTED');
 
   await say('/rules');
   await page.locator('#messages li', { hasText: '#den: owned by alice; open to all' }).waitFor(WAIT);
-  await page.locator('#messages li', { hasText: 'muted: 127.0.0.1 by alice' }).waitFor(WAIT);
+  await page.locator('#messages li', { hasText: 'muted: bob (guest) by alice' }).waitFor(WAIT);
   console.log('RULES');
 
   await say('/kick bob bye now');
   await page.locator('#messages li', { hasText: 'kicked bob (bye now)' }).waitFor(WAIT);
   await say('/ban bob');
-  await page.locator('#messages li', { hasText: 'banned 127.0.0.1' }).waitFor(WAIT);
+  await page.locator('#messages li', { hasText: 'banned bob (guest)' }).waitFor(WAIT);
   await page.screenshot({ path: join(screenshots, 'browser-moderation.png') });
   console.log('BANNED');
 

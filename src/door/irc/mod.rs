@@ -309,7 +309,9 @@ fn authenticate(state: &mut IrcState, params: &[&str], steps: &mut Vec<Step>) {
         return;
     };
     if param == "*" {
+        // An abort takes back a success too: registration will not sign in.
         state.sasl = Sasl::Idle;
+        state.verified = None;
         steps.push(numeric(906, ":SASL authentication aborted"));
         return;
     }
@@ -781,9 +783,10 @@ impl Protocol for IrcProtocol {
                     }
                 }
             }
-            "AUTHENTICATE" if registered => {
-                steps.push(numeric(907, ":You have already authenticated"))
-            }
+            "AUTHENTICATE" if registered => steps.push(numeric(
+                907,
+                ":SASL is only before registration (log in from the start, or use another door)",
+            )),
             "AUTHENTICATE" => authenticate(state, params, steps),
             command if registered => self.registered(command, params, steps),
             command => self.before_registration(state, command, params, steps),
@@ -841,8 +844,13 @@ impl Protocol for IrcProtocol {
                 ));
                 steps.push(numeric(903, ":SASL authentication successful"));
             }
-            Err((_, why)) => {
+            Err((code, why)) => {
                 state.sasl = Sasl::Idle;
+                // The accounts' own words for a wrong name speak of the line door.
+                let why: Arc<str> = match code {
+                    crate::chat::ErrorCode::AuthFailed => "wrong account name or password".into(),
+                    _ => why,
+                };
                 steps.push(numeric(904, &format!(":SASL authentication failed: {why}")));
             }
         }
@@ -996,7 +1004,7 @@ mod tests {
             Err((crate::chat::ErrorCode::AuthFailed, "wrong password".into())),
             &mut steps,
         );
-        assert!(sent(&steps).contains(" 904 * :SASL authentication failed: wrong password"));
+        assert!(sent(&steps).contains(" 904 * :SASL authentication failed: wrong account name or password"));
         run(&mut state, "AUTHENTICATE PLAIN", false);
         assert!(sent(&run(&mut state, "AUTHENTICATE *", false)).contains(" 906 "));
         // A different authorization id is refused.

@@ -481,6 +481,7 @@ mod tests {
             ("/kick", "usage: /kick"),
             ("/ban #ops", "usage: /ban"),
             ("/ban bob 5x", "unknown duration unit"),
+            ("/ban 1.2.3.4 9300000000000000000", "longer than 100 years"),
             ("/mode +x", "unknown mode"),
             ("/mode", "usage: /mode"),
             ("/kill", "usage: /kill"),
