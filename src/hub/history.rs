@@ -198,6 +198,16 @@ impl History {
             self.pending.push_back(pending);
             return Recorded::Pending;
         };
+        if !self.side_jobs.is_empty() {
+            // A deletion or a rules save waits for room in the writer's queue: nothing
+            // may overtake it (a new owner's messages must land after its
+            // predecessor's are deleted), so this message is refused like any other
+            // when the queue is full.
+            self.hand_over_side_jobs();
+            if !self.side_jobs.is_empty() {
+                return Recorded::Busy(crate::store::StoreBusy::Full);
+            }
+        }
         if let Some(store) = &self.store {
             if let Err(busy) = store.try_append(self.next_seq, conversation, message.clone()) {
                 return Recorded::Busy(busy);

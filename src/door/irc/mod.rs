@@ -1004,7 +1004,8 @@ mod tests {
             Err((crate::chat::ErrorCode::AuthFailed, "wrong password".into())),
             &mut steps,
         );
-        assert!(sent(&steps).contains(" 904 * :SASL authentication failed: wrong account name or password"));
+        assert!(sent(&steps)
+            .contains(" 904 * :SASL authentication failed: wrong account name or password"));
         run(&mut state, "AUTHENTICATE PLAIN", false);
         assert!(sent(&run(&mut state, "AUTHENTICATE *", false)).contains(" 906 "));
         // A different authorization id is refused.
