@@ -62,11 +62,7 @@ async fn browser_and_netcat_user_chat_in_general() {
     }
     tcp.send_line("back again").await;
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("DONE"));
-    let status = tokio::time::timeout(WAIT * 3, node.wait())
-        .await
-        .expect("the browser script finished in time")
-        .unwrap();
-    assert!(status.success(), "browser script failed: {status}");
+    script_succeeded(&mut node).await;
     assert!(root.join("test-output/browser-chat.png").is_file());
     server.stop().await;
 }
@@ -77,11 +73,7 @@ async fn browser_and_netcat_user_chat_in_general() {
 #[tokio::test]
 async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
     let server = Server::start(&[], &["line", "json", "web"]).await;
-    let mut alice = Lines::line_login(server.addr("line"), "alice").await;
-    alice.send_line("/register correct horse battery").await;
-    alice.line_containing("is registered to you").await;
-    alice.send_line("/quit").await;
-    while alice.line().await.is_some() {}
+    register_alice(&server).await;
     let mut bob = Lines::line_login(server.addr("line"), "bob").await;
     // Messages are kept for offline accounts from accounts only.
     bob.send_line("/register bob's own password").await;
@@ -96,11 +88,7 @@ async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("LOGGED_OUT"));
     bob.line_containing("*** alice left #general (logged out)")
         .await;
-    let status = tokio::time::timeout(WAIT * 3, node.wait())
-        .await
-        .expect("the browser script finished in time")
-        .unwrap();
-    assert!(status.success(), "browser script failed: {status}");
+    script_succeeded(&mut node).await;
     server.stop().await;
 }
 
@@ -110,11 +98,7 @@ async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
 #[tokio::test]
 async fn the_page_moderates_a_room_it_owns() {
     let server = Server::start(&[], &["line", "web"]).await;
-    let mut alice = Lines::line_login(server.addr("line"), "alice").await;
-    alice.send_line("/register correct horse battery").await;
-    alice.line_containing("is registered to you").await;
-    alice.send_line("/quit").await;
-    while alice.line().await.is_some() {}
+    register_alice(&server).await;
 
     let (mut node, mut steps) = browser_script("moderate.mjs", &server.url("web"));
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("OWNER"));
@@ -133,12 +117,26 @@ async fn the_page_moderates_a_room_it_owns() {
         .await;
     bob.send_line("/join #den").await;
     bob.line_containing("error: you are banned from #den").await;
+    script_succeeded(&mut node).await;
+    server.stop().await;
+}
+
+/// Register `alice` (password `correct horse battery`) over the line door, and leave.
+async fn register_alice(server: &Server) {
+    let mut alice = Lines::line_login(server.addr("line"), "alice").await;
+    alice.send_line("/register correct horse battery").await;
+    alice.line_containing("is registered to you").await;
+    alice.send_line("/quit").await;
+    while alice.line().await.is_some() {}
+}
+
+/// The browser script ends, in time, and successfully.
+async fn script_succeeded(node: &mut tokio::process::Child) {
     let status = tokio::time::timeout(WAIT * 3, node.wait())
         .await
         .expect("the browser script finished in time")
         .unwrap();
     assert!(status.success(), "browser script failed: {status}");
-    server.stop().await;
 }
 
 type Steps = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;

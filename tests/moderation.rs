@@ -311,6 +311,12 @@ async fn moderation_over_json_and_websocket_with_expiry_and_invitations() {
     let kick = moderation_of(&mut watcher).await;
     assert_eq!(kick["data"]["moderation"]["target"], "carol");
     assert_eq!(kick["data"]["moderation"]["reason"], "testing");
+    // Her invitation was used by her join: kicked, she cannot walk back in.
+    carol
+        .send_json(json!({"type": "join", "room": "#lab", "id": "again"}))
+        .await;
+    let again = carol.json_of_type("error").await;
+    assert_eq!(again["code"], "invite_only", "{again}");
 
     // A ban by account with an expiry (2 s): refused, then let in once it runs out.
     let mut dave = json_account(json_door, "dave").await;

@@ -262,19 +262,9 @@ impl Hub {
         let target = target.trim();
         if let Some(name) = target.strip_prefix("account:") {
             let account_key = nick_key(name);
-            let Some(name) = self.registered.get(&account_key) else {
+            return self.registered_target(account_key, key).ok_or_else(|| {
                 let why = format!("no account is called {name}");
-                return Err(Refusal::new(ErrorCode::NoSuchNick, why));
-            };
-            let rank = self.rank_of_account(Some(&account_key), key);
-            let mask = Mask::Account {
-                key: account_key,
-                name: name.to_string(),
-            };
-            return Ok(Resolved {
-                mask,
-                label: None,
-                rank,
+                Refusal::new(ErrorCode::NoSuchNick, why)
             });
         }
         if let Some(mask) = Mask::parse_address(target) {
@@ -306,23 +296,28 @@ impl Hub {
             let rank = self.rank(holder, key);
             return Ok(Resolved { mask, label, rank });
         }
-        if let Some(name) = self.registered.get(&target_key) {
-            let rank = self.rank_of_account(Some(&target_key), key);
-            let mask = Mask::Account {
-                key: target_key,
-                name: name.to_string(),
-            };
-            return Ok(Resolved {
-                mask,
-                label: None,
-                rank,
-            });
+        if let Some(resolved) = self.registered_target(target_key, key) {
+            return Ok(resolved);
         }
         let why = format!(
             "nobody is called {target}; a target is a name, account:NAME, or an address \
              mask like 203.0.113.7, 203.0.113.0/24 or 203.0.113.*"
         );
         Err(Refusal::new(ErrorCode::NoSuchNick, why))
+    }
+
+    /// The registered account `account_key` as a target in room `key`.
+    fn registered_target(&self, account_key: String, key: &str) -> Option<Resolved> {
+        let name = self.registered.get(&account_key)?.to_string();
+        let rank = self.rank_of_account(Some(&account_key), key);
+        Some(Resolved {
+            mask: Mask::Account {
+                key: account_key,
+                name,
+            },
+            label: None,
+            rank,
+        })
     }
 
     /// An account among those present or registered, for op/deop/invite.
@@ -360,19 +355,14 @@ impl Hub {
         let key = self.moderated_room(id, room)?;
         let name = self.room_name(&key);
         if let Moderation::Rules = action {
-            let view = self
-                .rules
-                .get(&key)
-                .map(RoomRules::view)
-                .unwrap_or_else(|| RulesView {
-                    room: name.clone(),
-                    owner: None,
-                    operators: Vec::new(),
-                    invite_only: false,
-                    registered_only: false,
-                    bans: Vec::new(),
-                    mutes: Vec::new(),
-                });
+            let view = match self.rules.get(&key) {
+                Some(rules) => rules.view(),
+                None => RoomRules {
+                    name: name.to_string(),
+                    ..RoomRules::default()
+                }
+                .view(),
+            };
             self.reply(id, tag, Reply::Rules(Arc::new(view)));
             return Ok(());
         }
@@ -570,14 +560,7 @@ impl Hub {
         };
         let shown = restriction.shown();
         let rules = self.rules.get_mut(key).expect("made by moderate");
-        RoomRules::restrict(
-            if ban {
-                &mut rules.bans
-            } else {
-                &mut rules.mutes
-            },
-            restriction,
-        );
+        RoomRules::restrict(rules.list_mut(ban), restriction);
         if ban {
             // Those it covers who are there now go (those above bans stay).
             let covered: Vec<ClientId> = self
@@ -627,24 +610,17 @@ impl Hub {
         } else {
             ("unmute", "unmuted", "muted")
         };
-        let list = |rules: &RoomRules| {
-            if ban {
-                rules.bans.clone()
-            } else {
-                rules.mutes.clone()
-            }
-        };
         // A guest's, by the nickname it was shown with (it may be gone), else whoever
         // the target names now.
-        let current = list(&self.rules[key]);
-        let mask = match RoomRules::labelled(&current, target) {
+        let mask = match RoomRules::labelled(self.rules[key].list(ban), target) {
             Some(labelled) => labelled.mask.clone(),
             None => self.resolve_target(target, key)?.mask,
         };
-        let Some(found) = current.iter().find(|item| item.mask == mask) else {
+        let rules = self.rules.get_mut(key).expect("made by moderate");
+        let Some(found) = rules.list(ban).iter().find(|item| item.mask == mask) else {
             let why = format!(
                 "{target} is not {what} in {}; /rules lists what is",
-                self.room_name(key)
+                rules.name
             );
             return Err(Refusal::new(ErrorCode::BadRequest, why));
         };
@@ -652,16 +628,7 @@ impl Hub {
             let why = format!("that {verb} was set by {}, above you; ask them", found.by);
             return Err(Refusal::new(ErrorCode::NotOperator, why));
         }
-        let rules = self.rules.get_mut(key).expect("made by moderate");
-        let lifted = RoomRules::lift(
-            if ban {
-                &mut rules.bans
-            } else {
-                &mut rules.mutes
-            },
-            &mask,
-        )
-        .expect("found above");
+        let lifted = RoomRules::lift(rules.list_mut(ban), &mask).expect("found above");
         let shown = lifted.shown();
         let text = format!("{noun} {shown}");
         Ok(Done::new(verb, text, json!({ "target": shown })))

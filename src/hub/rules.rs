@@ -270,6 +270,23 @@ impl RoomRules {
             || account.is_some_and(|key| self.invited.iter().any(|named| named.key == key))
     }
 
+    /// The bans (`true`) or the mutes.
+    pub fn list(&self, bans: bool) -> &[Restriction] {
+        if bans {
+            &self.bans
+        } else {
+            &self.mutes
+        }
+    }
+
+    pub fn list_mut(&mut self, bans: bool) -> &mut Vec<Restriction> {
+        if bans {
+            &mut self.bans
+        } else {
+            &mut self.mutes
+        }
+    }
+
     /// Set `restriction` in `list` (bans or mutes), replacing one for the same mask.
     pub fn restrict(list: &mut Vec<Restriction>, restriction: Restriction) {
         list.retain(|old| old.mask != restriction.mask);
