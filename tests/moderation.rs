@@ -92,7 +92,7 @@ async fn an_owner_and_its_operators_moderate_over_the_line_door_and_it_survives_
     mallory.send_line("/join #den").await;
     mallory.send_line("hello?").await;
     mallory
-        .line_containing("error: you are muted in #den for 59m")
+        .line_containing("error: you are muted in #den for 1h more (noise)")
         .await;
 
     // alice makes bob an operator; he may kick and ban, but not touch the owner or
@@ -135,7 +135,7 @@ async fn an_owner_and_its_operators_moderate_over_the_line_door_and_it_survives_
         .line_containing("*** banned: mallory (guest) by bob (enough)")
         .await;
     alice
-        .line_containing("*** muted: mallory (guest) by alice for 59m")
+        .line_containing("*** muted: mallory (guest) by alice for ")
         .await;
 
     // The server operator, from the command line: sees addresses, moderates a room it

@@ -171,7 +171,8 @@ impl Restriction {
     pub fn explain(&self) -> String {
         let mut text = String::new();
         if let Some(expires) = self.expires_ms {
-            let left = (expires - unix_ms(SystemTime::now())).max(0) / 1000;
+            // Rounded up: a fresh 1h ban reads "1h", not "59m 59s".
+            let left = ((expires - unix_ms(SystemTime::now())).max(0) + 999) / 1000;
             text.push_str(&format!(" for {} more", describe_duration(left as u64)));
         }
         if let Some(reason) = &self.reason {
