@@ -350,6 +350,11 @@ fn collect_messages(mut reader: BufReader<TcpStream>, counter: Arc<AtomicUsize>)
             break;
         }
         let line = line.trim_end();
+        // A refusal when the disk falls behind is the server keeping its promise (the
+        // message was never accepted, so nobody received it); any other error is not.
+        if line.starts_with("error: message not sent: the history store is not keeping up") {
+            continue;
+        }
         assert!(!line.starts_with("error:"), "unexpected {line}");
         if let Some((_, text)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
             got.push(text.to_owned());
