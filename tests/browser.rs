@@ -111,6 +111,7 @@ async fn the_page_moderates_a_room_it_owns() {
     bob.send_line("/join #den").await;
     bob.send_line("let me speak").await;
     bob.line_containing("error: you are muted in #den").await;
+    go_on(&mut node).await;
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("RULES"));
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("BANNED"));
     bob.line_containing("*** bob left #den (kicked by alice: bye now)")
@@ -160,12 +161,23 @@ fn browser_script(script: &str, url: &str) -> (tokio::process::Child, Steps) {
         .arg(url)
         .arg(root.join("test-output"))
         .stdout(Stdio::piped())
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start node (is Node.js installed?)");
     let steps = BufReader::new(node.stdout.take().unwrap()).lines();
     (node, steps)
+}
+
+/// Tell a script waiting in `waitForGo()` (tests/browser/launch.mjs) to move on.
+async fn go_on(node: &mut tokio::process::Child) {
+    use tokio::io::AsyncWriteExt;
+    let stdin = node.stdin.as_mut().expect("the script's stdin is piped");
+    stdin
+        .write_all(b"GO\n")
+        .await
+        .expect("write GO to the script");
+    stdin.flush().await.expect("flush GO to the script");
 }
 
 /// The next line the browser script prints (READY, SENT, DONE).

@@ -3,6 +3,7 @@
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
 export const WAIT = { timeout: 15000 };
@@ -38,4 +39,15 @@ export async function withPage(script, body) {
     await context.close();
     rmSync(profile, { recursive: true, force: true });
   }
+}
+
+// Lines the Rust side writes to the script's stdin, read in order.
+let stdinLines;
+
+/// Wait until the Rust side writes `GO`: the script must not move on while the other
+/// clients are still checking what the last step did to them.
+export async function waitForGo() {
+  stdinLines ??= createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  const { value, done } = await stdinLines.next();
+  if (done || value !== 'GO') throw new Error(`expected GO on stdin, got ${done ? 'end of input' : value}`);
 }

@@ -2,10 +2,11 @@
 // (playwright-core). Run by tests/browser.rs: `node tests/browser/moderate.mjs URL
 // SCREENSHOT_DIR`. The Rust side has registered `alice`; this script signs in as
 // her, makes #den (she owns it), waits for bob (a line-door guest) to join, mutes
-// him for 10 minutes, shows the room's rules, kicks him and bans his address. It
+// him for 10 minutes, waits for GO on stdin (the Rust side has seen bob refused),
+// shows the room's rules, kicks him and bans his address. It
 // prints OWNER, MUTED, RULES and BANNED as it goes; the Rust side checks what bob saw.
 import { join } from 'node:path';
-import { WAIT, withPage } from './launch.mjs';
+import { WAIT, waitForGo, withPage } from './launch.mjs';
 
 await withPage('moderate.mjs', async (page, url, screenshots, problems) => {
   const say = async (line) => {
@@ -29,6 +30,8 @@ await withPage('moderate.mjs', async (page, url, screenshots, problems) => {
   await muted.waitFor(WAIT);
   if (await muted.locator('.data').count()) throw new Error('the moderation notice showed its data');
   console.log('MUTED');
+  // Bob tries to speak while muted; kicking him before he has would race his message.
+  await waitForGo();
 
   await say('/rules');
   await page.locator('#messages li', { hasText: '#den: owned by alice; open to all' }).waitFor(WAIT);
