@@ -43,8 +43,9 @@ async fn browser_and_netcat_user_chat_in_general() {
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("OFFLINE"));
     let server = Server::start(&["--web", &web], &["line", "json", "web"]).await;
     let mut tcp = Lines::line_login(server.addr("line"), "tcpuser").await;
-    // The page may reconnect before or after this client: ask until it is there.
-    let deadline = tokio::time::Instant::now() + WAIT;
+    // The page may reconnect before or after this client: ask until it is there (its
+    // backoff between attempts grows to about 15 s).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(45);
     loop {
         tcp.send_line("/who").await;
         if tcp

@@ -242,16 +242,36 @@ fn every_message_anyone_received_survives_sigkill() {
     let received_by_sender: Vec<Arc<AtomicUsize>> = (0..SENDERS)
         .map(|_| Arc::new(AtomicUsize::new(0)))
         .collect();
+    // The writers stay at most this far ahead of what the observer has received, so
+    // the history writer's queue (16,384) never fills: a full queue refuses single
+    // messages (a gap the checks below would rightly call a loss), and a slow CI disk
+    // once filled it.
+    const AHEAD: usize = 12_000;
+    let sent_total = Arc::new(AtomicUsize::new(0));
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     for (n, client) in clients.drain(..).enumerate() {
         let Client { reader, mut writer } = client;
+        let (sent_total, killed, observed) = (
+            sent_total.clone(),
+            killed.clone(),
+            received_by_observer.clone(),
+        );
         writers.push(std::thread::spawn(move || {
             for i in 0..PER_SENDER {
+                while sent_total.load(Ordering::Relaxed) > observed.load(Ordering::Relaxed) + AHEAD
+                {
+                    if killed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 // Bursts: many lines per write.
                 if writer.write_all(format!("s{n}-{i}\n").as_bytes()).is_err() {
                     break;
                 }
+                sent_total.fetch_add(1, Ordering::Relaxed);
             }
         }));
         let counter = received_by_sender[n].clone();
@@ -275,6 +295,7 @@ fn every_message_anyone_received_survives_sigkill() {
         std::thread::sleep(Duration::from_millis(5));
     }
     server.kill();
+    killed.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.join().unwrap();
     }

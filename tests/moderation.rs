@@ -262,8 +262,11 @@ async fn moderation_over_json_and_websocket_with_expiry_and_invitations() {
         .await;
     alice.json_of_type("ok").await;
     let (mut watcher, _) = Ws::login(&format!("ws://{}/ws", server.addr("web")), "watcher").await;
-    watcher.send(json!({"type": "join", "room": "#lab"})).await;
-    alice.json_of_type("joined").await;
+    watcher
+        .send(json!({"type": "join", "room": "#lab", "id": "w"}))
+        .await;
+    // The watcher's own ok, not its login's join of #general seen by alice.
+    watcher.of_type("ok").await;
 
     // Invite-only: carol needs an invitation, which alice sends.
     alice
@@ -551,7 +554,9 @@ async fn an_irc_user_logs_in_with_sasl_owns_a_room_and_kicks_from_it() {
     irc.line_containing("JOIN #irc").await;
     let mut bob = Lines::line_login(server.addr("line"), "bob").await;
     bob.send_line("/join #irc").await;
-    irc.line_containing(":bob!").await;
+    // Bob's own join, not his login's JOIN #general.
+    bob.line_containing("*** bob joined #irc").await;
+    irc.line_containing(":bob!bob@switchboard JOIN #irc").await;
     // She owns #irc: KICK and MODE work, in IRC's words.
     irc.send_raw(b"MODE #irc +i\r\nKICK #irc bob :bye bob\r\nMODE #irc\r\n")
         .await;

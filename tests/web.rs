@@ -271,7 +271,9 @@ async fn shutdown_sends_the_goodbye_then_a_1001_close_frame() {
 
 #[tokio::test]
 async fn a_socket_that_never_answers_pings_is_closed_as_idle() {
-    let server = Server::start(&["--ws-ping-interval", "100ms"], &["line", "json", "web"]).await;
+    // Long enough that the awake client below, which answers pings only as it reads,
+    // is never late by three intervals on a loaded machine.
+    let server = Server::start(&["--ws-ping-interval", "500ms"], &["line", "json", "web"]).await;
     let mut watcher = Lines::line_login(server.addr("line"), "watcher").await;
     let (mut ws, _) = Ws::login(&ws_url(&server), "sleepy").await;
     // Not reading means not answering pings: after three silent intervals, it is closed.
@@ -292,8 +294,10 @@ async fn a_socket_that_never_answers_pings_is_closed_as_idle() {
     let (mut awake, _) = Ws::login(&ws_url(&server), "awake").await;
     let mut pings = 0;
     while pings < 5 {
-        if let Some(Message::Ping(_)) = awake.message().await {
-            pings += 1;
+        match awake.message().await {
+            Some(Message::Ping(_)) => pings += 1,
+            Some(_) => {}
+            None => panic!("a socket that answers pings was closed after {pings} of them"),
         }
     }
     awake.send(json!({"type": "ping", "id": 1})).await;

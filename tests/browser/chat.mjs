@@ -56,7 +56,10 @@ await withPage('chat.mjs', async (page, url, screenshots, problems) => {
   // itself again and receives messages as before.
   await page.locator('#status.offline').waitFor(WAIT);
   console.log('OFFLINE');
-  await page.locator('#status.connected').waitFor(WAIT);
+  // The page backs off between attempts (about 0.5, 1.5, 3.5, 7.5, 15.5 s after the
+  // close, ±25%): a slow restart can push its next try well past WAIT.
+  const RECONNECT_WAIT = { timeout: 45000 };
+  await page.locator('#status.connected').waitFor(RECONNECT_WAIT);
   await page.locator('#messages li.message', { hasText: 'back again' }).waitFor(WAIT);
   if (await page.locator('#me').textContent() !== 'webuser') throw new Error('name not restored');
 
