@@ -62,6 +62,8 @@ pub enum CloseReason {
     LoggedOut,
     /// A server operator disconnected it.
     Killed,
+    /// Its account was a device, and the device was removed (its token revoked).
+    Revoked,
 }
 
 impl CloseReason {
@@ -84,6 +86,7 @@ impl CloseReason {
             CloseReason::Replaced => "replaced",
             CloseReason::LoggedOut => "logged_out",
             CloseReason::Killed => "killed",
+            CloseReason::Revoked => "revoked",
         }
     }
 
@@ -121,6 +124,7 @@ impl CloseReason {
             CloseReason::Replaced => "signed in from elsewhere",
             CloseReason::LoggedOut => "logged out",
             CloseReason::Killed => "disconnected by a server operator",
+            CloseReason::Revoked => "device removed",
         }
     }
 }
@@ -216,7 +220,24 @@ pub enum Request {
         nick: String,
         reason: Option<String>,
     },
+    /// Ask `to` (a device, or a program on the JSON door or a WebSocket) to do `name`
+    /// with `args`; the answer (or a timeout) comes back as [`Reply::CommandResult`].
+    Command {
+        to: String,
+        name: String,
+        args: Option<Data>,
+    },
+    /// The answer to command `id` ([`Event::Command`]), from the client it was sent to.
+    CommandResult {
+        id: u64,
+        ok: bool,
+        result: Option<Data>,
+        error: Option<String>,
+    },
 }
+
+/// The longest command name, in bytes.
+pub const MAX_COMMAND_NAME_BYTES: usize = 64;
 
 /// What a room's owner, its operators or a server operator can do to it. A `target`
 /// is a nickname (its account if it is signed in, else its address), `account:NAME`,
@@ -363,6 +384,8 @@ pub struct WhoisInfo {
     pub account: Option<Arc<str>>,
     /// Where it connects from: shown to server operators only.
     pub address: Option<std::net::IpAddr>,
+    /// It is a device (see `/device add`).
+    pub device: bool,
 }
 
 /// Stable, machine-readable error codes (the JSON door sends them as strings).
@@ -409,6 +432,12 @@ pub enum ErrorCode {
     InviteOnly,
     /// The room is for accounts only.
     RegisteredOnly,
+    /// The command's target did not answer within `--command-timeout`, or left first.
+    CommandTimeout,
+    /// The command's target cannot answer commands (a line or IRC user).
+    NotADevice,
+    /// A device's datagram asked for something the UDP door does not carry.
+    NotOverUdp,
 }
 
 impl ErrorCode {
@@ -438,6 +467,9 @@ impl ErrorCode {
             ErrorCode::NotOperator => "not_operator",
             ErrorCode::Banned => "banned",
             ErrorCode::Muted => "muted",
+            ErrorCode::CommandTimeout => "command_timeout",
+            ErrorCode::NotADevice => "not_a_device",
+            ErrorCode::NotOverUdp => "not_over_udp",
             ErrorCode::InviteOnly => "invite_only",
             ErrorCode::RegisteredOnly => "registered_only",
         }
@@ -470,6 +502,8 @@ pub enum Reply {
     Who {
         room: Arc<str>,
         members: Vec<Arc<str>>,
+        /// Those of `members` that are devices.
+        devices: Vec<Arc<str>>,
     },
     Whois(WhoisInfo),
     /// The answer to [`Request::Counts`].
@@ -512,6 +546,32 @@ pub enum Reply {
     },
     /// The answer to [`Moderation::Rules`].
     Rules(Arc<RulesView>),
+    /// What a command came to: the target's answer, in the sender's words. A command
+    /// nobody answered in time is an [`ErrorCode::CommandTimeout`] instead.
+    CommandResult(Arc<CommandOutcome>),
+    /// A device was added: its token, shown this once (only its hash is kept).
+    DeviceAdded {
+        name: Arc<str>,
+        token: IssuedToken,
+    },
+    /// A device was removed: its token no longer works and its sessions were closed.
+    DeviceRemoved {
+        name: Arc<str>,
+    },
+    /// The devices the client's account owns.
+    Devices(Vec<Arc<str>>),
+}
+
+/// The answer to one command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandOutcome {
+    /// Who answered (the command's target).
+    pub from: Arc<str>,
+    pub name: Arc<str>,
+    pub ok: bool,
+    pub result: Option<Data>,
+    /// Why it failed, in the target's words (with `ok: false`).
+    pub error: Option<Arc<str>>,
 }
 
 /// A room's moderation as its members may see it.
@@ -593,4 +653,17 @@ pub enum Event {
         code: ErrorCode,
         text: Arc<str>,
     },
+    /// To a command's target: do `name` with `args` and answer with
+    /// [`Request::CommandResult`] carrying `id`.
+    Command(Arc<CommandSent>),
+}
+
+/// A command as its target gets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandSent {
+    /// The hub's id for it (unique while the server runs): the answer carries it back.
+    pub id: u64,
+    pub from: Arc<str>,
+    pub name: Arc<str>,
+    pub args: Option<Data>,
 }

@@ -32,6 +32,8 @@ pub enum Command {
     Echo(crate::services::EchoArgs),
     /// One-shot client: send one message over TCP or UDP, print the reply.
     Send(crate::send::SendArgs),
+    /// Device simulator for the UDP door: sends telemetry, answers commands.
+    Device(crate::device::DeviceArgs),
     /// Load generator for the chat doors (and other line chat servers), loopback only.
     Bench(crate::bench::BenchArgs),
 }

@@ -203,6 +203,29 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_IRC_TLS", value_name = "ADDR")]
     pub irc_tls: Option<SocketAddr>,
 
+    /// UDP door for devices: one JSON object per datagram, each with the device's token
+    /// (`/device add NAME` makes one), or `off` [default: 0.0.0.0:9996].
+    #[arg(long, env = "SWITCHBOARD_UDP", value_name = "ADDR|off")]
+    pub udp: Option<Listen>,
+
+    /// Largest device datagram in bytes; bigger ones are dropped unanswered [default: 1200].
+    #[arg(long, env = "SWITCHBOARD_UDP_MAX_BYTES", value_name = "BYTES")]
+    pub udp_max_bytes: Option<usize>,
+
+    /// A device silent this long is signed out until its next datagram [default: 60s].
+    #[arg(long, env = "SWITCHBOARD_UDP_IDLE", value_name = "DURATION")]
+    pub udp_idle: Option<Seconds>,
+
+    /// Datagrams per second one device may send (bursts of twice that); more are
+    /// dropped and counted [default: 50].
+    #[arg(long, env = "SWITCHBOARD_UDP_DEVICE_RATE", value_name = "N")]
+    pub udp_device_rate: Option<f64>,
+
+    /// A command not answered within this gets a command_timeout error; over UDP it is
+    /// resent every second until then [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_COMMAND_TIMEOUT", value_name = "DURATION")]
+    pub command_timeout: Option<Seconds>,
+
     /// Message of the day for IRC clients: a text file, shown on registering and by
     /// MOTD [default: a built-in line].
     #[arg(long, env = "SWITCHBOARD_IRC_MOTD", value_name = "FILE")]
@@ -302,6 +325,11 @@ impl ServeArgs {
             json_tls: self.json_tls.or(lower.json_tls),
             irc: self.irc.or(lower.irc),
             irc_tls: self.irc_tls.or(lower.irc_tls),
+            udp: self.udp.or(lower.udp),
+            udp_max_bytes: self.udp_max_bytes.or(lower.udp_max_bytes),
+            udp_idle: self.udp_idle.or(lower.udp_idle),
+            udp_device_rate: self.udp_device_rate.or(lower.udp_device_rate),
+            command_timeout: self.command_timeout.or(lower.command_timeout),
             irc_motd: self.irc_motd.or(lower.irc_motd),
             irc_password: self.irc_password.or(lower.irc_password),
             tls_cert: self.tls_cert.or(lower.tls_cert),
@@ -346,6 +374,12 @@ pub struct Config {
     /// IRC door; `None` when off.
     pub irc: Option<SocketAddr>,
     pub irc_tls: Option<SocketAddr>,
+    /// UDP door for devices; `None` when off.
+    pub udp: Option<SocketAddr>,
+    pub udp_max_bytes: usize,
+    pub udp_idle: Duration,
+    pub udp_device_rate: f64,
+    pub command_timeout: Duration,
     /// The IRC message of the day, read from --irc-motd (`None`: the built-in line).
     pub irc_motd: Option<Vec<String>>,
     pub irc_password: Option<String>,
@@ -566,6 +600,52 @@ impl Config {
                 .unwrap_or(Listen(Some(SocketAddr::from(([0, 0, 0, 0], 6667)))))
                 .0,
             irc_tls: merged.irc_tls,
+            udp: merged
+                .udp
+                .unwrap_or(Listen(Some(SocketAddr::from(([0, 0, 0, 0], 9996)))))
+                .0,
+            udp_max_bytes: match merged.udp_max_bytes.unwrap_or(1200) {
+                bytes @ 256..=65_507 => bytes,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        setting: "--udp-max-bytes",
+                        problem: format!(
+                            "must be from 256 to 65507 (the largest UDP payload), got {other}"
+                        ),
+                    })
+                }
+            },
+            udp_idle: match merged.udp_idle {
+                None => Duration::from_secs(60),
+                Some(Seconds(idle)) if idle >= Duration::from_secs(1) => idle,
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        setting: "--udp-idle",
+                        problem: "must be at least 1s".into(),
+                    })
+                }
+            },
+            udp_device_rate: match merged.udp_device_rate.unwrap_or(50.0) {
+                rate if rate.is_finite() && rate > 0.0 => rate,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        setting: "--udp-device-rate",
+                        problem: format!(
+                            "must be a number of datagrams per second above 0 (got {other})"
+                        ),
+                    })
+                }
+            },
+            command_timeout: match merged.command_timeout {
+                None => crate::hub::DEFAULT_COMMAND_TIMEOUT,
+                Some(Seconds(timeout)) if timeout >= Duration::from_millis(100) => timeout,
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        setting: "--command-timeout",
+                        problem: "must be at least 100ms".into(),
+                    })
+                }
+            },
             irc_motd: match &merged.irc_motd {
                 Some(path) => Some(read_motd(path)?),
                 None => None,

@@ -16,7 +16,8 @@
 //!   ([`door::conn`]); [`door::listen`] is the door list and the one accept path (slot,
 //!   TLS handshake, door). [`door::line`] is the text protocol, [`door::json`] the JSON
 //!   protocol (over TCP, and over WebSocket in [`door::web`], which also serves the
-//!   chat page, `/healthz` and `/metrics`), [`door::irc`] the IRC protocol.
+//!   chat page, `/healthz` and `/metrics`), [`door::irc`] the IRC protocol, and
+//!   [`door::udp`] the devices' datagrams (not a stream: its own receive task).
 //! - [`outbox`]: a connection's bounded output queue, between the hub (or a service)
 //!   that fills it and the connection pump that drains it.
 //! - [`tls`]: PEM certificate loading (rustls, ring provider).
@@ -26,6 +27,7 @@
 //! - [`accounts`]: registered names, Argon2id password hashes, sign-in tokens, the
 //!   offline mailbox and failed-login limits; its work runs on blocking threads.
 //! - [`text`]: nickname, room-name and message-text rules, shared by every door.
+//! - [`device`]: `switchboard device`, a device simulator for the UDP door.
 //! - [`config`]: settings from defaults, file, environment and flags.
 //! - [`server`]: binds listeners and runs hub and doors inside one shutdown scope.
 //! - [`client`]: the `chat` terminal client.
@@ -44,6 +46,7 @@ pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod device;
 pub mod door;
 pub mod hub;
 pub mod memory;

@@ -57,6 +57,7 @@ fn main() -> std::process::ExitCode {
             Command::Echo(args) => switchboard::services::run(args).await,
             Command::Send(args) => switchboard::send::run(args).await,
             Command::Bench(args) => switchboard::bench::run(args).await,
+            Command::Device(args) => switchboard::device::run(args).await,
         }
     });
     // Do not wait for blocked stdin readers and the like.

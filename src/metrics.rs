@@ -55,6 +55,15 @@ pub const ACCOUNT_CHANGES: &str = "switchboard_account_changes_total";
 /// Moderation actions, by action (`kick`, `ban`, `unban`, `mute`, `unmute`, `op`,
 /// `deop`, `invite`, `mode`, `kill`).
 pub const MODERATION_ACTIONS: &str = "switchboard_moderation_actions_total";
+/// Device commands, by outcome (`sent`, `answered`, `failed`, `timed_out`).
+pub const COMMANDS: &str = "switchboard_commands_total";
+/// Datagrams received on the UDP door (every one, dropped or not).
+pub const DATAGRAMS_IN: &str = "switchboard_udp_datagrams_total";
+/// Datagrams the UDP door dropped, by reason (`oversized`, `bad_json`, `no_token`,
+/// `bad_token`, `replayed`, `rate_limited`, `busy`).
+pub const DATAGRAMS_DROPPED: &str = "switchboard_udp_dropped_total";
+/// Datagrams sent to devices (commands, answers, errors).
+pub const DATAGRAMS_OUT: &str = "switchboard_udp_sent_total";
 
 struct Inner {
     recorder: PrometheusRecorder,
@@ -120,6 +129,10 @@ impl Metrics {
                 "Password changes, dropped accounts, logouts."
             );
             metrics::describe_counter!(MODERATION_ACTIONS, "Moderation actions, by action.");
+            metrics::describe_counter!(COMMANDS, "Device commands, by outcome.");
+            metrics::describe_counter!(DATAGRAMS_IN, "Datagrams received on the UDP door.");
+            metrics::describe_counter!(DATAGRAMS_DROPPED, "Datagrams dropped, by reason.");
+            metrics::describe_counter!(DATAGRAMS_OUT, "Datagrams sent to devices.");
             metrics::gauge!(QUEUE_BYTES)
         });
         Metrics {
@@ -183,6 +196,17 @@ impl Metrics {
             moderation: ModerationMetrics {
                 metrics: Some(self.clone()),
             },
+            commands: CommandMetrics {
+                metrics: Some(self.clone()),
+            },
+        })
+    }
+
+    pub fn udp(&self) -> UdpMetrics {
+        self.with(|| UdpMetrics {
+            metrics: Some(self.clone()),
+            datagrams_in: metrics::counter!(DATAGRAMS_IN),
+            datagrams_out: metrics::counter!(DATAGRAMS_OUT),
         })
     }
 
@@ -344,6 +368,7 @@ pub struct HubMetrics {
     /// The history writer's, used by its thread.
     pub history: HistoryMetrics,
     pub moderation: ModerationMetrics,
+    pub commands: CommandMetrics,
 }
 
 impl Default for HubMetrics {
@@ -353,6 +378,52 @@ impl Default for HubMetrics {
             deliveries: Counter::noop(),
             history: HistoryMetrics::default(),
             moderation: ModerationMetrics::default(),
+            commands: CommandMetrics::default(),
+        }
+    }
+}
+
+/// Device command counters, by outcome. `Default` records nothing.
+#[derive(Clone, Debug, Default)]
+pub struct CommandMetrics {
+    metrics: Option<Metrics>,
+}
+
+impl CommandMetrics {
+    pub fn outcome(&self, outcome: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .with(|| metrics::counter!(COMMANDS, "outcome" => outcome))
+                .increment(1);
+        }
+    }
+}
+
+/// The UDP door's counters: handles made once for the hot ones, drops looked up by
+/// reason (each drop is already the exceptional path).
+#[derive(Clone, Debug)]
+pub struct UdpMetrics {
+    metrics: Option<Metrics>,
+    pub datagrams_in: Counter,
+    pub datagrams_out: Counter,
+}
+
+impl Default for UdpMetrics {
+    fn default() -> Self {
+        UdpMetrics {
+            metrics: None,
+            datagrams_in: Counter::noop(),
+            datagrams_out: Counter::noop(),
+        }
+    }
+}
+
+impl UdpMetrics {
+    pub fn dropped(&self, reason: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .with(|| metrics::counter!(DATAGRAMS_DROPPED, "reason" => reason))
+                .increment(1);
         }
     }
 }

@@ -32,29 +32,39 @@ pub struct BindError {
     hint: String,
 }
 
+/// The words that go with a bind failure, naming the flag that picks another address.
+fn bind_error(
+    door: &'static str,
+    flag: &'static str,
+    addr: SocketAddr,
+    cause: std::io::Error,
+) -> BindError {
+    let hint = match cause.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another program uses it; stop it or pick another address with "
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need privileges; pick another with "
+        }
+        std::io::ErrorKind::AddrNotAvailable => " (no such local address; pick another with ",
+        _ => " (pick another address with ",
+    };
+    BindError {
+        door,
+        addr,
+        cause,
+        hint: format!("{hint}{flag} ADDR, or {flag} off)"),
+    }
+}
+
 async fn bind(
     door: &'static str,
     flag: &'static str,
     addr: SocketAddr,
 ) -> Result<TcpListener, BindError> {
-    let listener = TcpListener::bind(addr).await.map_err(|cause| {
-        let hint = match cause.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                " (another program uses it; stop it or pick another address with "
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                " (ports below 1024 need privileges; pick another with "
-            }
-            std::io::ErrorKind::AddrNotAvailable => " (no such local address; pick another with ",
-            _ => " (pick another address with ",
-        };
-        BindError {
-            door,
-            addr,
-            cause,
-            hint: format!("{hint}{flag} ADDR)"),
-        }
-    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|cause| bind_error(door, flag, addr, cause))?;
     if let Err(error) = crate::door::tune_listener(&listener) {
         tracing::warn!(%error, "{door}: cannot set TCP_NODELAY/keepalive on {addr}; continuing without");
     }
@@ -71,6 +81,8 @@ pub struct Server {
     store: Option<Store>,
     /// Accounts, in the history database (in memory with `--memory`).
     accounts: Accounts,
+    /// The UDP door's socket (`None`: `--udp off`).
+    udp: Option<tokio::net::UdpSocket>,
 }
 
 /// Why the server could not start.
@@ -150,22 +162,36 @@ impl Server {
             let socket = bind(spec.name(), spec.flag(), spec.addr).await?;
             listeners.push((spec, socket));
         }
+        let udp = match config.udp {
+            Some(addr) => Some(
+                tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .map_err(|cause| bind_error("udp", "--udp", addr, cause))?,
+            ),
+            None => None,
+        };
         Ok(Server {
             config,
             listeners,
             store,
             metrics,
             accounts,
+            udp,
         })
     }
 
     /// Each stream door's name and the address it really listens on (port 0
     /// resolved); the web door is [`Server::web_url`].
     pub fn listening(&self) -> Vec<(&'static str, SocketAddr)> {
+        let udp = self
+            .udp
+            .as_ref()
+            .and_then(|socket| socket.local_addr().ok());
         self.listeners
             .iter()
             .filter(|(spec, _)| spec.kind != DoorKind::Web)
             .filter_map(|(spec, socket)| Some((spec.name(), socket.local_addr().ok()?)))
+            .chain(udp.map(|addr| ("udp", addr)))
             .collect()
     }
 
@@ -215,6 +241,7 @@ impl Server {
                     .iter()
                     .map(|name| crate::text::nick_key(name))
                     .collect(),
+                command_timeout: config.command_timeout,
                 ..HubConfig::default()
             },
             history,
@@ -241,6 +268,24 @@ impl Server {
             ));
         }
         drop(doors);
+        if let Some(socket) = self.udp {
+            let settings = crate::door::udp::UdpSettings {
+                max_datagram_bytes: config.udp_max_bytes,
+                idle: config.udp_idle,
+                device_rate: config.udp_device_rate,
+                command_timeout: config.command_timeout,
+                max_queue_bytes: config.max_queue_bytes,
+            };
+            tracker.spawn(crate::door::udp::serve(
+                socket,
+                hub.clone(),
+                self.accounts.clone(),
+                settings,
+                self.metrics.udp(),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
         tracker.spawn(return_freed_memory(shutdown.clone()));
 
         shutdown.cancelled().await;

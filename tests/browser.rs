@@ -12,6 +12,8 @@ mod support;
 use std::path::Path;
 use std::process::Stdio;
 
+use serde_json::json;
+use support::device::Device;
 use support::web::{Lines, Server, WAIT};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -119,6 +121,42 @@ async fn the_page_moderates_a_room_it_owns() {
         .await;
     bob.send_line("/join #den").await;
     bob.line_containing("error: you are banned from #den").await;
+    script_succeeded(&mut node).await;
+    server.stop().await;
+}
+
+/// Devices from the page: `tests/browser/command.mjs` signs in as alice and adds device
+/// drone5; this test is the device, over real UDP: its telemetry shows on the page, and
+/// the command the page sends arrives by datagram, is answered, and the answer shows.
+#[tokio::test]
+async fn the_page_commands_a_device_over_udp() {
+    let server = Server::start(&[], &["line", "web", "udp"]).await;
+    register_alice(&server).await;
+    let (mut node, mut steps) = browser_script("command.mjs", &server.url("web"));
+    let step = next_step(&mut steps).await.unwrap_or_default();
+    let token = step
+        .strip_prefix("TOKEN ")
+        .expect("the script printed the token");
+    let mut drone = Device::new(&server, token).await;
+    drone
+        .send(
+            json!({"type": "say", "room": "#devices", "text": "battery 97",
+                     "data": {"battery_pct": 97}}),
+        )
+        .await;
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("TELEMETRY"));
+    let command = drone.receive_of_type("command").await;
+    assert_eq!(
+        (&command["from"], &command["name"], &command["args"]),
+        (&json!("alice"), &json!("land"), &json!({"speed": 2}))
+    );
+    drone
+        .send(
+            json!({"type": "command_result", "id": command["id"], "ok": true,
+                     "result": {"landed": true}}),
+        )
+        .await;
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("ANSWERED"));
     script_succeeded(&mut node).await;
     server.stop().await;
 }

@@ -393,11 +393,17 @@ fn help_documents_every_flag_and_bad_config_is_explained() {
         "--register-timeout",
         "--irc",
         "--irc-tls",
+        "--udp",
+        "--udp-max-bytes",
+        "--udp-idle",
+        "--udp-device-rate",
+        "--command-timeout",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
     assert!(help.contains("SWITCHBOARD_LINE") && help.contains("default: 0.0.0.0:9999"));
     assert!(help.contains("SWITCHBOARD_IRC") && help.contains("default: 0.0.0.0:6667"));
+    assert!(help.contains("SWITCHBOARD_UDP") && help.contains("default: 0.0.0.0:9996"));
     let output = Command::new(binary())
         .args([
             "serve",

@@ -167,13 +167,26 @@
           ? `${message.nick} set the topic: ${message.text}`
           : `${message.nick} cleared the topic`);
       case 'rooms': roomList = message.rooms || []; return renderSidebar();
-      case 'members': return renderMembers(message.room, message.members || []);
+      case 'members': return renderMembers(message.room, message.members || [], message.devices || []);
       case 'whois': {
         const rooms = (message.rooms || []).join(' ') || 'no rooms';
         const from = message.address ? `, from ${message.address}` : '';
         return addNotice(current, `${message.nick} is client ${message.client}, via ${message.door}, in ${rooms}${from}`);
       }
       case 'rules': return onRules(message);
+      case 'command_result': {
+        const result = message.result === undefined ? '' : ` ${JSON.stringify(message.result)}`;
+        const text = message.ok
+          ? `${message.from}: ${message.name}: ok${result}`
+          : `${message.from}: ${message.name} failed: ${message.error || 'no reason given'}${result}`;
+        return addItem(current, { kind: message.ok ? 'notice command-result' : 'error command-result', text });
+      }
+      case 'command': return addNotice(current, `${message.from} sent you command ${message.name} (this page does not answer commands)`);
+      case 'device_added':
+        return addNotice(current, `device ${message.name} added; its token (shown this once, keep it): ${message.token}`);
+      case 'device_removed': return addNotice(current, `device ${message.name} removed; its token no longer works`);
+      case 'devices':
+        return addNotice(current, message.devices.length ? `your devices: ${message.devices.join(', ')}` : 'you have no devices; /device add NAME adds one');
       case 'error': return onError(message, purpose);
       default: return undefined; // ok, pong, and anything newer than this page
     }
@@ -415,7 +428,7 @@
     }
   }
 
-  function renderMembers(room, members) {
+  function renderMembers(room, members, devices = []) {
     const conversation = current && conversations.get(current);
     if (room !== null && (!conversation || roomKey(room) !== current)) return;
     ui.membersTitle.textContent = room ? `Members (${members.length})` : 'Members';
@@ -424,7 +437,7 @@
       const button = document.createElement('button');
       button.type = 'button';
       button.className = 'name';
-      button.textContent = nick;
+      button.textContent = devices.includes(nick) ? `${nick} (device)` : nick;
       button.title = 'Private message ' + nick;
       button.addEventListener('click', () => {
         if (fold(nick) === fold(myNick)) return;
@@ -595,8 +608,31 @@
         if (nick) send(words.length ? { type: 'kill', nick, reason: words.join(' ') } : { type: 'kill', nick });
         return;
       }
+      // Devices: /command NAME COMMAND [ARGS as JSON or text], /device add|remove NAME, /devices.
+      case 'command': case 'cmd': {
+        const [to, name, ...words] = rest.split(' ').filter(Boolean);
+        if (!to || !name) {
+          addItem(current, { kind: 'error', text: 'usage: /command NAME COMMAND [ARGS], e.g. /command drone7 land {"speed":2}' });
+          return;
+        }
+        const request = { type: 'command', to, name };
+        if (words.length) {
+          const text = words.join(' ');
+          try { request.args = JSON.parse(text); } catch { request.args = text; }
+        }
+        send(request);
+        return;
+      }
+      case 'device': {
+        const [action, name] = rest.split(' ').filter(Boolean);
+        if ((action === 'add' || action === 'remove') && name) send({ type: 'device', action, name });
+        else if (action === 'list') send({ type: 'device', action: 'list' });
+        else addItem(current, { kind: 'error', text: 'usage: /device add NAME, /device remove NAME, /devices' });
+        return;
+      }
+      case 'devices': send({ type: 'device', action: 'list' }); return;
       default:
-        addItem(current, { kind: 'error', text: `unknown command /${word}; try /me, /msg, /join, /part, /nick, /whois, /topic, /away, /kick, /ban, /mute, /rules` });
+        addItem(current, { kind: 'error', text: `unknown command /${word}; try /me, /msg, /join, /part, /nick, /whois, /topic, /away, /kick, /ban, /mute, /rules, /command, /device` });
     }
   }
 

@@ -39,7 +39,20 @@ CREATE TABLE IF NOT EXISTS mailbox (
     message_id  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mailbox_by_account ON mailbox (account_key, id);
+CREATE TABLE IF NOT EXISTS devices (
+    key        TEXT    PRIMARY KEY,
+    owner_key  TEXT    NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS devices_by_owner ON devices (owner_key);
 ";
+
+/// What a device account has instead of a password hash: no password matches it, so
+/// a device signs in with its token only.
+pub const DEVICE_PASSWORD: &str = "!device";
+
+/// A device's token never expires; removing the device revokes it.
+const NEVER_MS: i64 = i64::MAX;
 
 /// Bring stored keys up to the current [`nick_key`] (it changed when marks began to
 /// be dropped and the key to be repeated to its fixpoint): accounts, their tokens,
@@ -168,13 +181,89 @@ pub fn set_password(db: &Connection, key: &str, hash: &str) -> rusqlite::Result<
     Ok(())
 }
 
-/// The account, its tokens and its mailbox, in one transaction.
-pub fn delete(db: &mut Connection, key: &str) -> rusqlite::Result<()> {
+/// The account, its tokens and its mailbox, and the devices it owns (each with its
+/// own), in one transaction. Returns the devices' `(key, name)`.
+pub fn delete(db: &mut Connection, key: &str) -> rusqlite::Result<Vec<(String, String)>> {
     let transaction = db.transaction()?;
-    transaction.execute("DELETE FROM accounts WHERE key = ?1", [key])?;
-    transaction.execute("DELETE FROM account_tokens WHERE account_key = ?1", [key])?;
-    transaction.execute("DELETE FROM mailbox WHERE account_key = ?1", [key])?;
-    transaction.commit()
+    let devices = devices_of(&transaction, key)?;
+    for account in devices.iter().map(|(key, _)| key.as_str()).chain([key]) {
+        transaction.execute("DELETE FROM accounts WHERE key = ?1", [account])?;
+        transaction.execute(
+            "DELETE FROM account_tokens WHERE account_key = ?1",
+            [account],
+        )?;
+        transaction.execute("DELETE FROM mailbox WHERE account_key = ?1", [account])?;
+        transaction.execute("DELETE FROM devices WHERE key = ?1", [account])?;
+    }
+    transaction.commit()?;
+    Ok(devices)
+}
+
+/// The devices `owner` has, `(key, name)`, by name.
+pub fn devices_of(db: &Connection, owner: &str) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut statement = db.prepare(
+        "SELECT a.key, a.name FROM devices d JOIN accounts a ON a.key = d.key \
+         WHERE d.owner_key = ?1 ORDER BY a.name",
+    )?;
+    let rows = statement.query_map([owner], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
+
+pub fn device_keys(db: &Connection) -> rusqlite::Result<std::collections::HashSet<String>> {
+    let mut statement = db.prepare("SELECT key FROM devices")?;
+    let rows = statement.query_map([], |row| row.get(0))?;
+    rows.collect()
+}
+
+/// The owner of device `key` (`None`: no such device).
+pub fn device_owner(db: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    db.query_row(
+        "SELECT owner_key FROM devices WHERE key = ?1",
+        [key],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+/// Add device `name` (key `key`) for `owner`, with a token that never expires, in one
+/// transaction. `false`: the name is an account or a device already.
+pub fn insert_device(
+    db: &mut Connection,
+    owner: &str,
+    key: &str,
+    name: &str,
+    token_hash: &[u8],
+) -> rusqlite::Result<bool> {
+    let transaction = db.transaction()?;
+    if !insert(&transaction, key, name, DEVICE_PASSWORD)? {
+        return Ok(false);
+    }
+    let now = unix_ms(SystemTime::now());
+    transaction.execute(
+        "INSERT INTO devices (key, owner_key, created_ms) VALUES (?1, ?2, ?3)",
+        params![key, owner, now],
+    )?;
+    transaction.execute(
+        "INSERT INTO account_tokens (token_hash, account_key, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![token_hash, key, now, NEVER_MS],
+    )?;
+    transaction.commit()?;
+    Ok(true)
+}
+
+/// The device a live token belongs to: `(key, name)`; `None` for an unknown token or
+/// one that signs in a person's account.
+pub fn token_device(
+    db: &Connection,
+    token_hash: &[u8],
+) -> rusqlite::Result<Option<(String, String)>> {
+    db.query_row(
+        "SELECT a.key, a.name FROM account_tokens t JOIN accounts a ON a.key = t.account_key \
+         JOIN devices d ON d.key = a.key WHERE t.token_hash = ?1 AND t.expires_ms > ?2",
+        params![token_hash, unix_ms(SystemTime::now())],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .optional()
 }
 
 /// Every token of the account (a password change signs out other sessions' tokens).

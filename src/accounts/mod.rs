@@ -95,7 +95,14 @@ pub enum AuthError {
     BadName(String),
     #[error("accounts are unavailable: {0}")]
     Unavailable(String),
+    #[error("{0} is not one of your devices (/devices lists them)")]
+    NotYourDevice(String),
+    #[error("you have {MAX_DEVICES_PER_ACCOUNT} devices already; remove one first (/device remove NAME)")]
+    TooManyDevices,
 }
+
+/// The most devices one account may own.
+pub const MAX_DEVICES_PER_ACCOUNT: usize = 100;
 
 impl AuthError {
     /// The error code clients get for it.
@@ -108,6 +115,8 @@ impl AuthError {
             AuthError::BadToken => ErrorCode::BadToken,
             AuthError::BadName(_) => ErrorCode::NickInvalid,
             AuthError::Unavailable(_) => ErrorCode::AccountsUnavailable,
+            AuthError::NotYourDevice(_) => ErrorCode::NoSuchNick,
+            AuthError::TooManyDevices => ErrorCode::BadRequest,
         }
     }
 
@@ -274,6 +283,12 @@ impl Accounts {
     pub fn registered(&self) -> Result<Vec<(String, String)>, String> {
         let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
         db::all_accounts(&db).map_err(|error| format!("cannot read the accounts: {error}"))
+    }
+
+    /// The keys of every device's account.
+    pub fn device_keys(&self) -> Result<std::collections::HashSet<String>, String> {
+        let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
+        db::device_keys(&db).map_err(|error| format!("cannot read the devices: {error}"))
     }
 
     pub fn metrics(&self) -> &AccountMetrics {
@@ -511,18 +526,104 @@ impl Accounts {
         Ok(())
     }
 
-    /// Delete `account` (its password confirms it), its tokens and its mailbox.
+    /// Delete `account` (its password confirms it), its tokens, its mailbox and its
+    /// devices; returns the devices, which are gone too.
     pub async fn delete(
         &self,
         account: &Account,
         password: &str,
         from: IpAddr,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Vec<Account>, AuthError> {
         self.verify(account.key.clone(), password, from).await?;
         let key = account.key.clone();
-        self.with_db(move |db| db::delete(db, &key)).await?;
+        let devices = self.with_db(move |db| db::delete(db, &key)).await?;
         self.inner.metrics.dropped();
-        Ok(())
+        Ok(devices
+            .into_iter()
+            .map(|(key, name)| Account {
+                key: key.into(),
+                name: name.into(),
+            })
+            .collect())
+    }
+
+    /// Add device `name`, owned by `owner`: an account of its own that signs in with
+    /// the token returned (shown once; only its hash is kept), never with a password.
+    pub async fn add_device(
+        &self,
+        owner: &Account,
+        name: &str,
+    ) -> Result<(Account, IssuedToken), AuthError> {
+        let name = validate_nick(name)
+            .map_err(|error| AuthError::BadName(error.to_string()))?
+            .to_owned();
+        let token = new_token()?;
+        let (hash, key, owner) = (token_hash(&token), nick_key(&name), owner.key.clone());
+        let device = Account {
+            key: key.clone().into(),
+            name: name.clone().into(),
+        };
+        self.with_db(move |db| {
+            if db::devices_of(db, &owner)?.len() >= MAX_DEVICES_PER_ACCOUNT {
+                return Ok(Err(AuthError::TooManyDevices));
+            }
+            if db::insert_device(db, &owner, &key, &name, &hash)? {
+                return Ok(Ok(()));
+            }
+            let existing = db::find(db, &key)?.map_or(name, |account| account.name);
+            Ok(Err(AuthError::Exists(existing)))
+        })
+        .await??;
+        let token = IssuedToken {
+            secret: token.into(),
+            expires: SystemTime::UNIX_EPOCH + Duration::from_millis(i64::MAX as u64),
+        };
+        Ok((device, token))
+    }
+
+    /// Remove device `name`: `owner` must own it, unless `any_owner` (a server
+    /// operator). Its token stops working; returns the device.
+    pub async fn remove_device(
+        &self,
+        owner: &Account,
+        name: &str,
+        any_owner: bool,
+    ) -> Result<Account, AuthError> {
+        let (key, owner_key, asked) = (nick_key(name), owner.key.clone(), name.to_owned());
+        self.with_db(move |db| {
+            let owned = match db::device_owner(db, &key)? {
+                Some(found) => any_owner || found == *owner_key,
+                None => false,
+            };
+            if !owned {
+                return Ok(Err(AuthError::NotYourDevice(asked)));
+            }
+            let name = db::find(db, &key)?.map_or(asked, |account| account.name);
+            db::delete(db, &key)?;
+            Ok(Ok(Account {
+                key: key.into(),
+                name: name.into(),
+            }))
+        })
+        .await?
+    }
+
+    /// The names of the devices `owner` has.
+    pub async fn devices(&self, owner: &Account) -> Result<Vec<Arc<str>>, AuthError> {
+        let owner = owner.key.clone();
+        let devices = self.with_db(move |db| db::devices_of(db, &owner)).await?;
+        Ok(devices.into_iter().map(|(_, name)| name.into()).collect())
+    }
+
+    /// The device `token` signs in (`None`: unknown, or a person's token). No failure
+    /// limit here: the UDP door limits unknown senders before it asks.
+    pub async fn device_for_token(&self, token: &str) -> Result<Option<Account>, AuthError> {
+        let hash = token_hash(token);
+        let found = self.with_db(move |db| db::token_device(db, &hash)).await?;
+        Ok(found.map(|(key, name)| Account {
+            key: key.into(),
+            name: name.into(),
+        }))
     }
 
     /// A new sign-in token for `account`, valid for [`TOKEN_LIFETIME`].

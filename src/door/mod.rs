@@ -10,6 +10,7 @@ pub mod json;
 pub mod line;
 pub mod listen;
 pub mod session;
+pub mod udp;
 pub mod web;
 
 use std::collections::HashMap;

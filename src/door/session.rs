@@ -147,6 +147,12 @@ pub enum AccountStep {
     /// which happens before the client has a name); the answer goes to
     /// [`Protocol::on_verified`].
     Verify { name: String, password: String },
+    /// Add a device owned by the signed-in account; the answer carries its token.
+    AddDevice { name: String },
+    /// Remove one of the account's devices (any, for a server operator).
+    RemoveDevice { name: String },
+    /// The account's devices.
+    ListDevices,
 }
 
 /// Never prints a password or a token (steps end up in debug output and logs).
@@ -160,6 +166,9 @@ impl std::fmt::Debug for AccountStep {
             AccountStep::Drop { .. } => "Drop",
             AccountStep::Logout { .. } => "Logout",
             AccountStep::Verify { name, .. } => return write!(f, "Verify({name:?})"),
+            AccountStep::AddDevice { name } => return write!(f, "AddDevice({name:?})"),
+            AccountStep::RemoveDevice { name } => return write!(f, "RemoveDevice({name:?})"),
+            AccountStep::ListDevices => "ListDevices",
         };
         f.write_str(kind)
     }
@@ -721,11 +730,12 @@ where
             AccountStep::Drop { password } => match door.hub.identify(client).await?.account {
                 None => self.answer(tag, Err(not_signed_in())).await,
                 Some(account) => match accounts.delete(&account, &password, from).await {
-                    Ok(()) => {
+                    Ok(devices) => {
                         let dropped = Command::AccountDropped {
                             client,
                             tag,
                             account,
+                            devices,
                         };
                         door.hub.send(dropped).await
                     }
@@ -742,6 +752,51 @@ where
                     .protocol
                     .on_verified(&mut self.state, answer, &mut steps);
                 Box::pin(self.run_steps(steps)).await
+            }
+            AccountStep::AddDevice { name } => match door.hub.identify(client).await?.account {
+                None => self.answer(tag, Err(not_signed_in())).await,
+                Some(owner) => match accounts.add_device(&owner, &name).await {
+                    Ok((device, token)) => {
+                        let added = Command::DeviceAdded {
+                            client,
+                            tag,
+                            device,
+                            token,
+                        };
+                        door.hub.send(added).await
+                    }
+                    Err(error) => self.answer(tag, refuse(error)).await,
+                },
+            },
+            AccountStep::RemoveDevice { name } => {
+                let identity = door.hub.identify(client).await?;
+                match identity.account {
+                    None => self.answer(tag, Err(not_signed_in())).await,
+                    Some(owner) => {
+                        let operator = identity.server_operator;
+                        match accounts.remove_device(&owner, &name, operator).await {
+                            Ok(device) => {
+                                let removed = Command::DeviceRemoved {
+                                    client,
+                                    tag,
+                                    device,
+                                };
+                                door.hub.send(removed).await
+                            }
+                            Err(error) => self.answer(tag, refuse(error)).await,
+                        }
+                    }
+                }
+            }
+            AccountStep::ListDevices => {
+                let answer = match door.hub.identify(client).await?.account {
+                    None => Err(not_signed_in()),
+                    Some(owner) => match accounts.devices(&owner).await {
+                        Ok(names) => Ok(Reply::Devices(names)),
+                        Err(error) => refuse(error),
+                    },
+                };
+                self.answer(tag, answer).await
             }
             AccountStep::Logout { token } => {
                 if let Some(token) = token {

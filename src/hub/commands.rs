@@ -58,21 +58,28 @@ impl Hub {
                 let _ = reply.send(self.sign_in(client, tag, account, created, token));
             }
             Command::Identify { client, reply } => {
-                let identity = self
-                    .clients
-                    .get(&client)
-                    .map(|client| Identity {
-                        nick: client.nick.clone(),
-                        account: client.account.clone(),
-                    })
-                    .unwrap_or_default();
+                let identity =
+                    self.clients
+                        .get(&client)
+                        .map(|client| Identity {
+                            nick: client.nick.clone(),
+                            account: client.account.clone(),
+                            server_operator: client.account.as_ref().is_some_and(|account| {
+                                self.config.operators.contains(&*account.key)
+                            }),
+                        })
+                        .unwrap_or_default();
                 let _ = reply.send(identity);
             }
             Command::AccountDropped {
                 client,
                 tag,
                 account,
+                devices,
             } => {
+                for device in &devices {
+                    self.forget_device(device);
+                }
                 self.registered.remove(&*account.key);
                 self.history.forget_account(account.key.clone());
                 self.forget_account_rules(&account.key);
@@ -84,6 +91,22 @@ impl Hub {
                 let account = account.name;
                 self.reply(client, tag, Reply::AccountDropped { account });
             }
+            Command::DeviceAdded {
+                client,
+                tag,
+                device,
+                token,
+            } => self.device_added(client, tag, device, token),
+            Command::DeviceRemoved {
+                client,
+                tag,
+                device,
+            } => {
+                self.forget_device(&device);
+                let name = device.name;
+                self.reply(client, tag, Reply::DeviceRemoved { name });
+            }
+            Command::CommandExpired { id } => self.command_expired(id),
             Command::Answer {
                 client,
                 tag,
@@ -168,6 +191,7 @@ impl Hub {
                 away: None,
                 account: None,
                 address: connection.peer.ip(),
+                device: false,
             }),
         );
     }
@@ -199,6 +223,10 @@ impl Hub {
             client.nick = Some(nick.clone());
         }
         self.send_to(id, &Event::Welcome { client: id, nick });
+        if self.clients.get(&id).is_some_and(|client| client.device) {
+            // Devices go where their telemetry goes, not into everyone's lobby.
+            return;
+        }
         let default_room = self.config.default_room.clone();
         if let Err(refusal) = self.join(id, None, &default_room) {
             // The default room's name was checked with the config: not expected.
@@ -250,8 +278,10 @@ impl Hub {
             }
         }
         let name = account.name.clone();
+        let device = self.is_device_account(&account);
         if let Some(client) = self.clients.get_mut(&id) {
             client.account = Some(account.clone());
+            client.device = device;
         }
         if !has_name {
             self.take_name(id, key, name.clone());
@@ -329,12 +359,34 @@ impl Hub {
                     .filter_map(|m| self.clients.get(&m.client).and_then(|c| c.nick.clone()))
                     .collect();
                 members.sort_by_key(|nick| fold_case(nick));
+                let mut devices: Vec<Arc<str>> = room
+                    .members
+                    .iter()
+                    .filter_map(|m| self.clients.get(&m.client))
+                    .filter(|client| client.device)
+                    .filter_map(|client| client.nick.clone())
+                    .collect();
+                devices.sort_by_key(|nick| fold_case(nick));
                 let room = room.name.clone();
-                self.reply(id, tag, Reply::Who { room, members });
+                let who = Reply::Who {
+                    room,
+                    members,
+                    devices,
+                };
+                self.reply(id, tag, who);
             }
             Request::Topic { room, text } => return self.topic(id, tag, room, text),
             Request::Moderate { room, action } => return self.moderate(id, tag, room, action),
             Request::Kill { nick, reason } => return self.kill(id, tag, &nick, reason),
+            Request::Command { to, name, args } => {
+                return self.send_command(id, tag, &to, &name, args)
+            }
+            Request::CommandResult {
+                id: command_id,
+                ok,
+                result,
+                error,
+            } => return self.command_result(id, tag, command_id, (ok, result, error)),
             Request::Away { message } => {
                 let message = sanitize_text(message.as_deref().unwrap_or("").trim()).into_owned();
                 if message.chars().count() > MAX_AWAY_CHARS {
@@ -380,6 +432,7 @@ impl Hub {
                     away: client.away.clone(),
                     account: client.account.as_ref().map(|account| account.name.clone()),
                     address: self.address_for(id, target),
+                    device: client.device,
                 };
                 self.reply(id, tag, Reply::Whois(info));
             }
@@ -408,7 +461,7 @@ impl Hub {
     }
 
     /// Who is called `nick` now.
-    fn owner_of(&self, nick: &str) -> Result<ClientId, Refusal> {
+    pub(super) fn owner_of(&self, nick: &str) -> Result<ClientId, Refusal> {
         let owner = self.nicks.get(&nick_key(nick)).copied();
         owner.ok_or_else(|| Refusal::new(ErrorCode::NoSuchNick, format!("nobody is called {nick}")))
     }
@@ -448,6 +501,13 @@ impl Hub {
         data: Option<Data>,
         action: bool,
     ) -> Outcome {
+        if let Some(name) = room.as_deref() {
+            if self.clients[&id].device {
+                // A device's telemetry names its room in every datagram: saying there
+                // is joining it (the join's own rules apply; a rejoin is free).
+                self.join(id, None, name)?;
+            }
+        }
         let key = self.resolve_room(id, room)?;
         self.require_member(id, &key)?;
         self.may_speak(id, &key)?;
@@ -815,6 +875,7 @@ impl Hub {
         let nick = client.nick.clone();
         let rooms: Vec<String> = client.rooms.iter().map(|m| m.key.clone()).collect();
         let outbox = client.outbox.clone();
+        self.forget_commands_of(id);
         let shown_reason: Arc<str> = match message {
             Some(text) if !text.is_empty() => format!("{}: {text}", reason.describe()).into(),
             _ => reason.describe().into(),

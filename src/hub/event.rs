@@ -51,7 +51,25 @@ pub enum Command {
         client: ClientId,
         tag: Option<Tag>,
         account: Account,
+        /// The devices it owned, deleted with it.
+        devices: Vec<Account>,
     },
+    /// The client's account added `device` (see [`crate::accounts::Accounts::add_device`]):
+    /// its name is protected from now on; the client gets the token.
+    DeviceAdded {
+        client: ClientId,
+        tag: Option<Tag>,
+        device: Account,
+        token: crate::chat::IssuedToken,
+    },
+    /// `device` was removed: its sessions are closed and its name is anyone's.
+    DeviceRemoved {
+        client: ClientId,
+        tag: Option<Tag>,
+        device: Account,
+    },
+    /// Command `id`'s time is up (a timer the hub started when it sent it).
+    CommandExpired { id: u64 },
     /// An answer the driver has for the client (an account step's), queued through
     /// the hub so it keeps its place among the client's other output.
     Answer {
@@ -115,6 +133,8 @@ pub struct Identity {
     pub nick: Option<Arc<str>>,
     /// The account it is signed in to.
     pub account: Option<Account>,
+    /// That account is a server operator's.
+    pub server_operator: bool,
 }
 
 /// A connection as the hub sees it.

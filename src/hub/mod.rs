@@ -16,6 +16,7 @@
 //! messages from an in-memory tail, never from disk.
 
 mod commands;
+mod devices;
 mod event;
 mod fanout;
 pub mod history;
@@ -102,7 +103,12 @@ pub struct HubConfig {
     /// Accounts (by [`nick_key`]) that are server operators: they moderate every room,
     /// see addresses in `/whois` and may disconnect anyone.
     pub operators: std::collections::HashSet<String>,
+    /// A command not answered within this is answered with `command_timeout`.
+    pub command_timeout: Duration,
 }
+
+/// See [`HubConfig::command_timeout`].
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for HubConfig {
     fn default() -> Self {
@@ -115,6 +121,7 @@ impl Default for HubConfig {
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             accounts: None,
             operators: Default::default(),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
     }
 }
@@ -243,6 +250,7 @@ pub fn spawn(
         }
     };
     let mut hub = Hub::new(config, history);
+    hub.inbox = Some(inbox.downgrade());
     // Weak: the hub stops when every door's handle is gone, whatever the worker holds.
     hub.mail = hub
         .config
@@ -279,6 +287,8 @@ struct Client {
     account: Option<Account>,
     /// Where it connects from (bans by address; `/whois` for server operators).
     address: std::net::IpAddr,
+    /// Signed in to a device's account (shown as a device; no default room).
+    device: bool,
 }
 
 impl Client {
@@ -318,6 +328,14 @@ struct Hub {
     /// Account key → the account's name: every registered name, which only its
     /// signed-in owner may use.
     registered: HashMap<String, Arc<str>>,
+    /// The keys of the registered names that are devices.
+    devices: std::collections::HashSet<String>,
+    /// Commands sent and not yet answered, by id.
+    commands: HashMap<u64, devices::PendingCommand>,
+    /// The id the next command gets.
+    next_command: u64,
+    /// The hub's own inbox, for the command timers (weak: they must not keep it alive).
+    inbox: Option<mpsc::WeakSender<Command>>,
     /// The mailbox worker's queue (with accounts only).
     mail: Option<mpsc::Sender<mailbox::MailJob>>,
     /// Folded room name → its moderation (owner, operators, bans, mutes, modes), for
@@ -361,11 +379,26 @@ impl Hub {
                 }
             })
             .unwrap_or_default();
+        let devices = config
+            .accounts
+            .as_ref()
+            .map(|accounts| match accounts.device_keys() {
+                Ok(keys) => keys,
+                Err(error) => {
+                    tracing::error!("{error}; devices are shown as people until restart");
+                    Default::default()
+                }
+            })
+            .unwrap_or_default();
         Hub {
             config,
             clients: HashMap::new(),
             nicks: HashMap::new(),
             registered,
+            devices,
+            commands: HashMap::new(),
+            next_command: 1,
+            inbox: None,
             mail: None,
             rules,
             rooms: HashMap::new(),
@@ -521,6 +554,7 @@ mod tests {
                 Event::Reply { .. } => "ok".into(),
                 Event::Notice { text } => format!("notice {text}"),
                 Event::Error { text, .. } => format!("error {text}"),
+                Event::Command(command) => format!("command {} {}", command.id, command.name),
                 Event::Welcome { .. } | Event::Replay(_) => return None,
             };
             Some(format!("{}{text}\n", self.0).into())

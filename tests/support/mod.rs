@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod blocking;
+pub mod device;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// Every chat door's flag. A test server gets each one it does not name either on
 /// 127.0.0.1 port 0 or off, never its default: defaults are fixed ports on every
 /// interface, and parallel tests must not fight over them.
-pub const CHAT_DOORS: [&str; 4] = ["--line", "--json", "--web", "--irc"];
+pub const CHAT_DOORS: [&str; 5] = ["--line", "--json", "--web", "--irc", "--udp"];
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_switchboard")

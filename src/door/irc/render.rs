@@ -299,6 +299,9 @@ fn error_numeric(code: ErrorCode) -> u16 {
         ErrorCode::LineTooLong => 417,
         // No numeric fits; FAIL is IRCv3's standard reply for these.
         ErrorCode::Flood
+        | ErrorCode::CommandTimeout
+        | ErrorCode::NotADevice
+        | ErrorCode::NotOverUdp
         | ErrorCode::HistoryUnavailable
         | ErrorCode::AuthFailed
         | ErrorCode::AuthLimited
@@ -364,6 +367,8 @@ impl IrcRender {
                 let _ = write!(lines.out, ":{old}!{old}@{SERVER_NAME} NICK {new}");
                 lines.end();
             }
+            // IRC users cannot answer commands, so none is sent to them.
+            Event::Command(_) => {}
             Event::Notice { text } => {
                 let _ = write!(lines.out, ":{SERVER_NAME} NOTICE * :{text}");
                 lines.end();
@@ -381,7 +386,7 @@ impl IrcRender {
             }
             Event::Reply {
                 tag: Some(tag),
-                reply: Reply::Who { room, members },
+                reply: Reply::Who { room, members, .. },
             } if &**tag == WHO_TAG => {
                 // Hosts and real names are not kept: the nick stands in for both.
                 for nick in members {
@@ -501,7 +506,7 @@ impl IrcRender {
                 let _ = write!(lines.numeric(323, "*"), ":End of /LIST");
                 lines.end();
             }
-            Reply::Who { room, members } => {
+            Reply::Who { room, members, .. } => {
                 // One 353 per ~400 bytes of names keeps each line under 512.
                 for chunk in name_chunks(members) {
                     let _ = write!(lines.numeric(353, "*"), "= {room} :{chunk}");
@@ -599,6 +604,40 @@ impl IrcRender {
                 );
                 lines.end();
             }
+            Reply::CommandResult(outcome) => {
+                let mut text = String::new();
+                crate::door::line::render::write_command_result(&mut text, outcome);
+                let _ = write!(
+                    lines.out,
+                    ":{SERVER_NAME} NOTICE * :{}",
+                    text.trim_start_matches("*** ")
+                );
+                lines.end();
+            }
+            Reply::DeviceAdded { name, token } => {
+                let _ = write!(
+                    lines.out,
+                    ":{SERVER_NAME} NOTICE * :Device {name} added; its token (shown this once): {}",
+                    token.secret
+                );
+                lines.end();
+            }
+            Reply::DeviceRemoved { name } => {
+                let _ = write!(lines.out, ":{SERVER_NAME} NOTICE * :Device {name} removed");
+                lines.end();
+            }
+            Reply::Devices(names) => {
+                let _ = write!(
+                    lines.out,
+                    ":{SERVER_NAME} NOTICE * :Your devices: {}",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(" ")
+                    }
+                );
+                lines.end();
+            }
         }
     }
 }
@@ -678,6 +717,7 @@ mod tests {
             reply: Reply::Who {
                 room: "#general".into(),
                 members: members.clone(),
+                devices: Vec::new(),
             },
         };
         assert_eq!(
@@ -692,6 +732,7 @@ mod tests {
             reply: Reply::Who {
                 room: "#general".into(),
                 members,
+                devices: Vec::new(),
             },
         };
         assert!(render(&names).starts_with(":switchboard 353 * = #general :alice bob\r\n"));
@@ -842,6 +883,7 @@ mod tests {
             reply: Reply::Who {
                 room: "#big".into(),
                 members,
+                devices: Vec::new(),
             },
         });
         let lines: Vec<&str> = names.split("\r\n").filter(|l| !l.is_empty()).collect();

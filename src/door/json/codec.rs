@@ -171,6 +171,14 @@ impl<'a> Fields<'a> {
     }
 
     /// `text` and/or `data`: at least one.
+    /// Any JSON value but null, as given.
+    fn any(&self, name: &str) -> Option<crate::hub::Data> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(Arc::new(value.clone())),
+        }
+    }
+
     fn content(&self) -> Result<(String, Option<crate::hub::Data>), Refusal> {
         let text = self.optional_string("text")?;
         let data = match self.0.get("data") {
@@ -210,6 +218,12 @@ pub fn decode(bytes: &[u8]) -> Decoded {
             )),
         };
     };
+    decode_object(object)
+}
+
+/// Decode one message already parsed into a JSON object (the UDP door's datagrams,
+/// with their `token` and `seq` taken out).
+pub fn decode_object(object: serde_json::Map<String, Value>) -> Decoded {
     let tag = match object.get("id") {
         None | Some(Value::Null) => None,
         Some(id) => match tag_of(id) {
@@ -222,11 +236,11 @@ pub fn decode(bytes: &[u8]) -> Decoded {
             }
         },
     };
-    let message = decode_object(&Fields(&object));
+    let message = decode_fields(&Fields(&object));
     Decoded { tag, message }
 }
 
-fn decode_object(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
+fn decode_fields(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
     let kind = match fields.0.get("type") {
         Some(Value::String(kind)) => kind.as_str(),
         Some(_) => {
@@ -307,6 +321,31 @@ fn decode_object(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
             nick: fields.required_str("nick")?.into(),
             reason: fields.optional_string("reason")?,
         },
+        "command" => Request::Command {
+            to: fields.required_str("to")?.into(),
+            name: fields.required_str("name")?.into(),
+            args: fields.any("args"),
+        },
+        "command_result" => Request::CommandResult {
+            id: fields.optional_u64("id")?.ok_or_else(|| {
+                refuse(
+                    ErrorCode::BadRequest,
+                    "missing field \"id\" (the command's id, a whole number)",
+                )
+            })?,
+            ok: match fields.maybe_bool("ok")? {
+                Some(ok) => ok,
+                None => {
+                    return Err(refuse(
+                        ErrorCode::BadRequest,
+                        "missing field \"ok\" (true or false)",
+                    ))
+                }
+            },
+            result: fields.any("result"),
+            error: fields.optional_string("error")?,
+        },
+        "device" => return device(fields).map(ClientMessage::Account),
         "ping" => Request::Ping,
         "quit" => Request::Quit {
             reason: fields.optional_string("reason")?,
@@ -383,6 +422,27 @@ fn moderation(fields: &Fields<'_>) -> Result<crate::chat::Moderation, Refusal> {
                     "unknown moderation action {shown:?}; use kick, ban, unban, mute, unmute, \
                      op, deop, invite, mode or rules"
                 ),
+            ));
+        }
+    })
+}
+
+/// `{"type":"device","action":"add"|"remove"|"list","name":...}`: the devices the
+/// signed-in account owns.
+fn device(fields: &Fields<'_>) -> Result<AccountStep, Refusal> {
+    Ok(match fields.required_str("action")? {
+        "add" => AccountStep::AddDevice {
+            name: fields.required_str("name")?.into(),
+        },
+        "remove" => AccountStep::RemoveDevice {
+            name: fields.required_str("name")?.into(),
+        },
+        "list" => AccountStep::ListDevices,
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("unknown device action {shown:?}; use add, remove or list"),
             ));
         }
     })
@@ -537,10 +597,40 @@ impl JsonRender {
                             .map(|r| json!({ "name": &*r.name, "members": r.members }))
                             .collect::<Vec<_>>(),
                     }),
-                    Reply::Who { room, members } => json!({
+                    Reply::Who {
+                        room,
+                        members,
+                        devices,
+                    } => json!({
                         "type": "members",
                         "room": &**room,
                         "members": members.iter().map(|m| &**m).collect::<Vec<_>>(),
+                        "devices": devices.iter().map(|m| &**m).collect::<Vec<_>>(),
+                    }),
+                    Reply::CommandResult(outcome) => {
+                        let mut value = json!({
+                            "type": "command_result",
+                            "from": &*outcome.from,
+                            "name": &*outcome.name,
+                            "ok": outcome.ok,
+                        });
+                        if let Some(result) = &outcome.result {
+                            value["result"] = (**result).clone();
+                        }
+                        if let Some(error) = &outcome.error {
+                            value["error"] = json!(&**error);
+                        }
+                        value
+                    }
+                    Reply::DeviceAdded { name, token } => json!({
+                        "type": "device_added", "name": &**name, "token": &*token.secret,
+                    }),
+                    Reply::DeviceRemoved { name } => {
+                        json!({ "type": "device_removed", "name": &**name })
+                    }
+                    Reply::Devices(names) => json!({
+                        "type": "devices",
+                        "devices": names.iter().map(|name| &**name).collect::<Vec<_>>(),
                     }),
                     Reply::History(page) => history_value(page),
                     Reply::Away { away } => json!({ "type": "away", "away": away }),
@@ -621,6 +711,7 @@ impl JsonRender {
                         "away": info.away.as_deref(),
                         "account": info.account.as_deref(),
                         "address": info.address.map(|address| address.to_string()),
+                        "device": info.device,
                     }),
                 };
                 set_tag(&mut value, tag);
@@ -629,6 +720,18 @@ impl JsonRender {
             Event::Error { tag, code, text } => {
                 let mut value = json!({ "type": "error", "code": code.as_str(), "text": &**text });
                 set_tag(&mut value, tag);
+                value
+            }
+            Event::Command(command) => {
+                let mut value = json!({
+                    "type": "command",
+                    "id": command.id,
+                    "from": &*command.from,
+                    "name": &*command.name,
+                });
+                if let Some(args) = &command.args {
+                    value["args"] = (**args).clone();
+                }
                 value
             }
         };

@@ -103,6 +103,16 @@ pub const HELP: &[(&str, &str)] = &[
         "the room's owner, operators, modes, bans and mutes",
     ),
     ("/kill NAME [reason]", "disconnect NAME (server operators)"),
+    (
+        "/command NAME COMMAND [ARGS]",
+        "ask device NAME to do COMMAND (ARGS: JSON or text); its answer follows",
+    ),
+    (
+        "/device add NAME",
+        "add a device you own; you get its token once (logged in)",
+    ),
+    ("/device remove NAME", "remove one of your devices"),
+    ("/devices", "list your devices"),
     ("/ping", "check the server answers"),
     ("/quit [reason], /q, end", "leave"),
     ("//text", "say text that starts with a slash"),
@@ -198,6 +208,22 @@ pub fn parse(line: &str) -> LineInput {
                 reason: optional(reason),
             }),
         },
+        "command" | "cmd" => command_request(rest),
+        "device" => match first_word(rest) {
+            ("add", name) if !name.is_empty() && !name.contains(' ') => {
+                LineInput::Account(AccountStep::AddDevice {
+                    name: name.to_owned(),
+                })
+            }
+            ("remove", name) if !name.is_empty() && !name.contains(' ') => {
+                LineInput::Account(AccountStep::RemoveDevice {
+                    name: name.to_owned(),
+                })
+            }
+            ("list", "") => LineInput::Account(AccountStep::ListDevices),
+            _ => usage("/device add NAME, /device remove NAME or /device list"),
+        },
+        "devices" => LineInput::Account(AccountStep::ListDevices),
         "register" => match rest {
             "" => usage("/register PASSWORD"),
             password => LineInput::Account(AccountStep::Register {
@@ -225,6 +251,28 @@ pub fn parse(line: &str) -> LineInput {
             "unknown command /{other}; /help lists the commands, //text sends a line starting with /"
         )),
     }
+}
+
+/// `/command NAME COMMAND [ARGS]`: ARGS is JSON if it parses as JSON, else a string.
+fn command_request(rest: &str) -> LineInput {
+    let (to, tail) = first_word(rest);
+    let (name, args) = first_word(tail);
+    if to.is_empty() || name.is_empty() {
+        return LineInput::Invalid(
+            "usage: /command NAME COMMAND [ARGS], e.g. /command drone7 land {\"speed\":2}".into(),
+        );
+    }
+    let args = match args.trim() {
+        "" => None,
+        text => Some(std::sync::Arc::new(
+            serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::from(text)),
+        )),
+    };
+    LineInput::Request(Request::Command {
+        to: to.to_owned(),
+        name: name.to_owned(),
+        args,
+    })
 }
 
 /// A moderation command: an optional `#room` first, then the command's own words.

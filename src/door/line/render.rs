@@ -223,7 +223,11 @@ impl LineRender {
                         let _ = write!(out, "{separator}{} ({})", room.name, room.members);
                     }
                 }
-                Reply::Who { room, members } => {
+                Reply::Who {
+                    room,
+                    members,
+                    devices,
+                } => {
                     let _ = write!(
                         out,
                         "*** {room} has {} member{}:",
@@ -233,7 +237,28 @@ impl LineRender {
                     for (index, nick) in members.iter().enumerate() {
                         let separator = if index == 0 { " " } else { ", " };
                         let _ = write!(out, "{separator}{nick}");
+                        if devices.contains(nick) {
+                            out.push_str(" (device)");
+                        }
                     }
+                }
+                Reply::CommandResult(outcome) => write_command_result(out, outcome),
+                Reply::DeviceAdded { name, token } => {
+                    let _ = write!(
+                        out,
+                        "*** device {name} added; its token (shown this once, keep it): {}\n\
+                         *** run it: switchboard device --token {} --udp HOST:9996",
+                        token.secret, token.secret
+                    );
+                }
+                Reply::DeviceRemoved { name } => {
+                    let _ = write!(out, "*** device {name} removed; its token no longer works");
+                }
+                Reply::Devices(names) if names.is_empty() => {
+                    out.push_str("*** you have no devices; /device add NAME adds one");
+                }
+                Reply::Devices(names) => {
+                    let _ = write!(out, "*** your devices: {}", names.join(", "));
                 }
                 Reply::Whois(info) => {
                     let _ = write!(
@@ -256,13 +281,32 @@ impl LineRender {
                     if let Some(away) = &info.away {
                         let _ = write!(out, "; away: {away}");
                     }
+                    if info.device {
+                        out.push_str("; a device");
+                    }
                 }
             },
+            // Line users cannot answer commands, so none is sent to them.
+            Event::Command(_) => return false,
             Event::Error { text, .. } => {
                 let _ = write!(out, "error: {text}");
             }
         }
         true
+    }
+}
+
+/// `drone7: land: ok {"alt":0}` or `drone7: land failed: battery low`.
+pub(crate) fn write_command_result(out: &mut String, outcome: &crate::chat::CommandOutcome) {
+    let (from, name) = (&outcome.from, &outcome.name);
+    if outcome.ok {
+        let _ = write!(out, "*** {from}: {name}: ok");
+    } else {
+        let why = outcome.error.as_deref().unwrap_or("no reason given");
+        let _ = write!(out, "*** {from}: {name} failed: {why}");
+    }
+    if let Some(result) = &outcome.result {
+        let _ = write!(out, " {result}");
     }
 }
 

@@ -76,6 +76,8 @@ mod close_code {
     /// A server operator disconnected this client: the page does not come straight
     /// back either.
     pub const KILLED: u16 = 4002;
+    /// The device this client signed in as was removed: its token is gone too.
+    pub const REVOKED: u16 = 4003;
 }
 
 /// A close frame's code for a reason.
@@ -86,6 +88,7 @@ fn close_code_for(reason: CloseReason) -> u16 {
         }
         CloseReason::Replaced => close_code::REPLACED,
         CloseReason::Killed => close_code::KILLED,
+        CloseReason::Revoked => close_code::REVOKED,
         CloseReason::Shutdown | CloseReason::IdleTimeout | CloseReason::RegisterTimeout => {
             close_code::AWAY
         }
