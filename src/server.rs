@@ -163,11 +163,20 @@ impl Server {
             listeners.push((spec, socket));
         }
         let udp = match config.udp {
-            Some(addr) => Some(
-                tokio::net::UdpSocket::bind(addr)
+            Some(addr) => {
+                let socket = tokio::net::UdpSocket::bind(addr)
                     .await
-                    .map_err(|cause| bind_error("udp", "--udp", addr, cause))?,
-            ),
+                    .map_err(|cause| bind_error("udp", "--udp", addr, cause))?;
+                // Room for bursts while the door's task is busy: what does not fit is
+                // dropped by the kernel, uncounted (the system caps it at
+                // net.core.rmem_max).
+                if let Err(error) =
+                    socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECEIVE_BUFFER)
+                {
+                    tracing::warn!(%error, "udp: cannot enlarge the receive buffer; continuing");
+                }
+                Some(socket)
+            }
             None => None,
         };
         Ok(Server {
@@ -325,6 +334,9 @@ impl Server {
         Ok(())
     }
 }
+
+/// The UDP door's socket receive buffer asked for.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 
 /// How long shutdown waits for the history writer to commit what it holds.
 const STORE_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

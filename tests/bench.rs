@@ -448,3 +448,50 @@ fn a_closed_stdout_ends_the_run_with_one_error_line_not_a_panic() {
         "{stderr}"
     );
 }
+
+/// `bench telemetry`: devices it provisions itself send over the UDP door, then over
+/// the JSON door; every watcher gets every message the room accepted, the JSON door
+/// (TCP) loses nothing, and each transport reports its rates and latency.
+#[test]
+fn telemetry_compares_the_udp_door_with_the_json_door() {
+    let mut named = vec!["--json", "127.0.0.1:0", "--udp", "127.0.0.1:0"];
+    named.extend(BENCH_LIMITS);
+    let server = Server::spawn(serve_command(&named, "off"), &[], &["json", "udp"]);
+    let output = bench(&[
+        "telemetry",
+        "--json",
+        &server.doors["json"].to_string(),
+        "--udp",
+        &server.doors["udp"].to_string(),
+        "--devices",
+        "2",
+        "--watchers",
+        "3",
+        "--rate",
+        "40",
+        "--duration",
+        "1s",
+        "--hard-cap",
+        "60s",
+    ]);
+    let summary = summary(&output);
+    for transport in ["udp", "json"] {
+        let result = &summary["results"][transport];
+        let (sent, accepted) = (
+            result["sent"].as_u64().unwrap(),
+            result["accepted"].as_u64().unwrap(),
+        );
+        assert_eq!(sent, 80, "{transport}: {summary}");
+        assert!(accepted > 0 && accepted <= sent, "{transport}: {summary}");
+        assert_eq!(
+            result["delivered"].as_u64().unwrap(),
+            accepted * 3,
+            "{summary}"
+        );
+        assert!(
+            result["latency_us"]["p50"].as_f64().unwrap() > 0.0,
+            "{summary}"
+        );
+    }
+    assert_eq!(summary["results"]["json"]["lost"], 0, "{summary}");
+}

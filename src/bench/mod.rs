@@ -4,7 +4,8 @@
 //!
 //! Scenarios: [`fanout`] (N clients in one room, S senders, closed loop or paced,
 //! latency and loss accounting), [`idle`] (memory per registered connection) and
-//! [`connect`] (connect+register rate). Every payload carries sender, sequence number
+//! [`connect`] (connect+register rate) and [`telemetry`] (devices over the UDP door
+//! against the JSON door). Every payload carries sender, sequence number
 //! and send time ([`payload`]). How a server is spoken to is a [`door::Door`] adapter.
 //! Each run prints a one-line JSON summary on stdout; a progress bar goes to stderr
 //! when it is a terminal.
@@ -17,6 +18,7 @@ pub mod payload;
 pub mod progress;
 pub mod stats;
 pub mod system;
+pub mod telemetry;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +45,8 @@ pub enum Scenario {
     Idle(idle::IdleArgs),
     /// Connect, register and leave, `--concurrency` at a time; connections per second.
     Connect(connect::ConnectArgs),
+    /// Devices' telemetry into a watched room, over the UDP door and the JSON door.
+    Telemetry(telemetry::TelemetryArgs),
 }
 
 /// Flags every scenario shares: what to drive and for how long at most.
@@ -214,12 +218,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Fanout(args) => args.target.hard_cap.0,
         Scenario::Idle(args) => args.target.hard_cap.0,
         Scenario::Connect(args) => args.target.hard_cap.0,
+        Scenario::Telemetry(args) => args.hard_cap.0,
     };
     let work = async {
         match args.scenario {
             Scenario::Fanout(args) => fanout::run(args, limit).await,
             Scenario::Idle(args) => idle::run(args, limit).await,
             Scenario::Connect(args) => connect::run(args).await,
+            Scenario::Telemetry(args) => telemetry::run(args).await,
         }
     };
     let summary = tokio::time::timeout(hard_cap, work).await.map_err(|_| {
