@@ -3,8 +3,9 @@
 //! users in its room; commands from users reach it by datagram (resent until
 //! answered), and its answer (sent twice) comes back once; a command nobody answers
 //! times out; datagrams with a bad token, a replayed seq, no token, bad JSON or too
-//! many bytes, and a flood from a stranger, are dropped, counted and never answered,
-//! while the device goes on being served; a removed device's token stops working.
+//! many bytes, and floods from a stranger and from 20 addresses, are dropped, counted
+//! and never answered while the device goes on being served; a removed device's token
+//! stops working.
 
 mod support;
 
@@ -329,6 +330,34 @@ async fn bad_datagrams_are_dropped_counted_and_never_answered() {
     )
     .await;
     assert!(limited <= 200.0);
+
+    // A flood that looks spoofed: wrong tokens from 20 addresses (all of 127/8 is this
+    // machine). Every datagram is dropped and counted, as a bad token or over a limit.
+    let text = server.metrics().await;
+    let dropped_before = metric(&text, "switchboard_udp_dropped_total{reason=\"bad_token\"}")
+        + metric(
+            &text,
+            "switchboard_udp_dropped_total{reason=\"rate_limited\"}",
+        );
+    let received = metric(&text, "switchboard_udp_datagrams_total");
+    for host in 2..22 {
+        let spoofed = UdpSocket::bind(format!("127.0.0.{host}:0")).await.unwrap();
+        spoofed.connect(server.addr("udp")).await.unwrap();
+        for n in 0..20 {
+            let token = format!("{host:032}{n:032}");
+            let flood = json!({"type": "say", "text": "flood", "token": token, "seq": n + 1});
+            spoofed.send(flood.to_string().as_bytes()).await.unwrap();
+        }
+        let sent = f64::from(host - 1) * 20.0;
+        metric_reaches(&server, "switchboard_udp_datagrams_total", received + sent).await;
+    }
+    let text = server.metrics().await;
+    let dropped = metric(&text, "switchboard_udp_dropped_total{reason=\"bad_token\"}")
+        + metric(
+            &text,
+            "switchboard_udp_dropped_total{reason=\"rate_limited\"}",
+        );
+    assert_eq!(dropped - dropped_before, 400.0, "{text}");
 
     // Meanwhile the device is served as before; the oversized datagram with its token
     // and a high seq did not move its window (it was dropped before being read).
