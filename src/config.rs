@@ -626,12 +626,12 @@ impl Config {
                 }
             },
             udp_device_rate: match merged.udp_device_rate.unwrap_or(50.0) {
-                rate if rate.is_finite() && rate > 0.0 => rate,
+                rate if rate.is_finite() && (0.01..=1e9).contains(&rate) => rate,
                 other => {
                     return Err(ConfigError::Invalid {
                         setting: "--udp-device-rate",
                         problem: format!(
-                            "must be a number of datagrams per second above 0 (got {other})"
+                            "must be from 0.01 to 1e9 datagrams per second (got {other})"
                         ),
                     })
                 }

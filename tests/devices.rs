@@ -30,6 +30,19 @@ async fn alice_with_device(server: &Server, name: &str) -> (Lines<TcpStream>, St
     (alice, token)
 }
 
+/// `nick` on the JSON door, registered (the tests name it a server operator, who may
+/// command any device).
+async fn json_account(server: &Server, nick: &str) -> Lines<TcpStream> {
+    let (mut client, _) = Lines::json_login(server.addr("json"), nick).await;
+    client
+        .send_json(
+            json!({"type": "auth", "action": "register", "password": format!("{nick}'s password")}),
+        )
+        .await;
+    client.json_of_type("signed_in").await;
+    client
+}
+
 async fn metrics_value(server: &Server, series: &str) -> f64 {
     metric(&server.metrics().await, series)
 }
@@ -52,12 +65,12 @@ async fn metric_reaches(server: &Server, series: &str, at_least: f64) -> f64 {
 
 #[tokio::test]
 async fn telemetry_reaches_every_door_and_commands_come_back_answered() {
-    let server = Server::start(&[], &["line", "json", "web", "udp"]).await;
+    let server = Server::start(&["--operator", "carol"], &["line", "json", "web", "udp"]).await;
     let (mut alice, token) = alice_with_device(&server, "drone7").await;
     let mut bob = Lines::line_login(server.addr("line"), "bob").await;
     bob.send_line("/join #drones").await;
     bob.line_containing("*** bob joined #drones").await;
-    let (mut carol, _) = Lines::json_login(server.addr("json"), "carol").await;
+    let mut carol = json_account(&server, "carol").await;
     carol
         .send_json(json!({"type": "join", "room": "#drones", "id": "j"}))
         .await;
@@ -109,7 +122,11 @@ async fn telemetry_reaches_every_door_and_commands_come_back_answered() {
         (&json!(true), &json!("udp"))
     );
 
-    // A command from a program: the device does not answer at first, so it is sent
+    // A device obeys its owner and the server operators only.
+    bob.send_line("/command drone7 land").await;
+    bob.line_containing("error: drone7 is a device: only its owner")
+        .await;
+    // A command from a program (carol is a server operator): the device does not answer at first, so it is sent
     // again; the device then answers twice (as a device that retried would), and the
     // sender gets one answer.
     carol
@@ -156,11 +173,11 @@ async fn telemetry_reaches_every_door_and_commands_come_back_answered() {
     // Resends of carol's command, answered late, may still be on their way.
     let command = loop {
         let command = drone.receive_of_type("command").await;
-        if command["from"] == "alice" {
+        if command["name"] == "status" {
             break command;
         }
     };
-    assert_eq!(command["name"], "status");
+    assert_eq!(command["from"], "alice");
     drone
         .send(
             json!({"type": "command_result", "id": command["id"], "ok": false,
@@ -201,12 +218,16 @@ async fn telemetry_reaches_every_door_and_commands_come_back_answered() {
 
 #[tokio::test]
 async fn a_command_nobody_answers_times_out_and_a_leaving_device_fails_it_at_once() {
-    let server = Server::start(&["--command-timeout", "1s"], &["line", "json", "udp"]).await;
+    let server = Server::start(
+        &["--command-timeout", "1s", "--operator", "carol"],
+        &["line", "json", "udp"],
+    )
+    .await;
     let (_alice, token) = alice_with_device(&server, "probe").await;
     let mut probe = Device::new(&server, &token).await;
     probe.send(json!({"type": "ping", "id": 1})).await;
     probe.receive_of_type("pong").await;
-    let (mut carol, _) = Lines::json_login(server.addr("json"), "carol").await;
+    let mut carol = json_account(&server, "carol").await;
     carol
         .send_json(json!({"type": "command", "to": "probe", "name": "status", "id": "t"}))
         .await;
@@ -474,6 +495,15 @@ async fn devices_are_an_account_s_own_and_need_one() {
         .await;
     let result = bob.json_of_type("command_result").await;
     assert_eq!((&result["id"], &result["ok"]), (&json!("p"), &json!(true)));
+    // A device owns no devices.
+    bobcat
+        .send_json(json!({"type": "device", "action": "add", "name": "kitten", "id": "k"}))
+        .await;
+    let refused = bobcat.json_of_type("error").await;
+    assert_eq!(
+        (&refused["code"], &refused["id"]),
+        (&json!("not_operator"), &json!("k"))
+    );
     server.stop().await;
 }
 
@@ -510,5 +540,45 @@ async fn the_device_simulator_sends_telemetry_and_answers_commands() {
         "{refused}"
     );
     simulator.kill().await.unwrap();
+    server.stop().await;
+}
+
+/// A device removed while it had no UDP session: its token, still in the door's
+/// cache, signs nobody in, not even a person who took the name since.
+#[tokio::test]
+async fn a_removed_device_s_token_signs_in_nobody_later() {
+    let server = Server::start(&[], &["line", "web", "udp"]).await;
+    let (mut alice, token) = alice_with_device(&server, "gadget").await;
+    let mut gadget = Device::new(&server, &token).await;
+    gadget.send(json!({"type": "ping", "id": 1})).await;
+    gadget.receive_of_type("pong").await;
+    gadget.send(json!({"type": "quit"})).await;
+    alice.send_line("/device remove gadget").await;
+    alice.line_containing("*** device gadget removed").await;
+    let mut person = Lines::line_login(server.addr("line"), "gadget").await;
+    person.send_line("/register gadget's own password").await;
+    person.line_containing("is registered to you").await;
+
+    let before = metrics_value(
+        &server,
+        "switchboard_udp_dropped_total{reason=\"bad_token\"}",
+    )
+    .await;
+    gadget
+        .send(json!({"type": "say", "text": "impostor", "id": 2}))
+        .await;
+    metric_reaches(
+        &server,
+        "switchboard_udp_dropped_total{reason=\"bad_token\"}",
+        before + 1.0,
+    )
+    .await;
+    person.send_line("/whois gadget").await;
+    let whois = person.line_containing("*** gadget is client").await;
+    assert!(
+        whois.contains("via line") && !whois.contains("a device"),
+        "{whois}"
+    );
+    assert!(!alice_saw_any(&mut person, &["impostor", "signed in from elsewhere"]).await);
     server.stop().await;
 }

@@ -209,9 +209,12 @@ pub fn devices_of(db: &Connection, owner: &str) -> rusqlite::Result<Vec<(String,
     rows.collect()
 }
 
-pub fn device_keys(db: &Connection) -> rusqlite::Result<std::collections::HashSet<String>> {
-    let mut statement = db.prepare("SELECT key FROM devices")?;
-    let rows = statement.query_map([], |row| row.get(0))?;
+/// Every device's key and its owner's key.
+pub fn device_owners(
+    db: &Connection,
+) -> rusqlite::Result<std::collections::HashMap<String, String>> {
+    let mut statement = db.prepare("SELECT key, owner_key FROM devices")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     rows.collect()
 }
 
@@ -235,7 +238,11 @@ pub fn insert_device(
     token_hash: &[u8],
 ) -> rusqlite::Result<bool> {
     let transaction = db.transaction()?;
-    if !insert(&transaction, key, name, DEVICE_PASSWORD)? {
+    // The owner must be a person's account that still exists (a device owns nothing;
+    // an account dropped a moment ago owns nothing either).
+    let owner_is_a_person =
+        find(&transaction, owner)?.is_some() && device_owner(&transaction, owner)?.is_none();
+    if !owner_is_a_person || !insert(&transaction, key, name, DEVICE_PASSWORD)? {
         return Ok(false);
     }
     let now = unix_ms(SystemTime::now());

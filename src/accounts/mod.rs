@@ -285,10 +285,10 @@ impl Accounts {
         db::all_accounts(&db).map_err(|error| format!("cannot read the accounts: {error}"))
     }
 
-    /// The keys of every device's account.
-    pub fn device_keys(&self) -> Result<std::collections::HashSet<String>, String> {
+    /// Every device's account key, with its owner's.
+    pub fn device_owners(&self) -> Result<std::collections::HashMap<String, String>, String> {
         let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
-        db::device_keys(&db).map_err(|error| format!("cannot read the devices: {error}"))
+        db::device_owners(&db).map_err(|error| format!("cannot read the devices: {error}"))
     }
 
     pub fn metrics(&self) -> &AccountMetrics {

@@ -247,6 +247,12 @@ pub async fn run(args: TelemetryArgs) -> anyhow::Result<Value> {
             }),
         );
     }
+    // The run's account and its devices go, so runs do not pile them up on a server
+    // that keeps its accounts.
+    owner
+        .send(&json!({"type": "auth", "action": "drop", "password": password, "id": "drop"}))
+        .await?;
+    owner.expect("account_dropped").await?;
     drop(owner);
     stop.cancel();
     let _ = futures_util::future::join_all(readers).await;

@@ -753,6 +753,15 @@ where
                     .on_verified(&mut self.state, answer, &mut steps);
                 Box::pin(self.run_steps(steps)).await
             }
+            AccountStep::AddDevice { .. }
+            | AccountStep::RemoveDevice { .. }
+            | AccountStep::ListDevices
+                if door.hub.identify(client).await?.device =>
+            {
+                let why = "a device owns no devices; sign in as a person to manage them";
+                self.answer(tag, Err((ErrorCode::NotOperator, why.into())))
+                    .await
+            }
             AccountStep::AddDevice { name } => match door.hub.identify(client).await?.account {
                 None => self.answer(tag, Err(not_signed_in())).await,
                 Some(owner) => match accounts.add_device(&owner, &name).await {

@@ -67,6 +67,7 @@ impl Hub {
                             server_operator: client.account.as_ref().is_some_and(|account| {
                                 self.config.operators.contains(&*account.key)
                             }),
+                            device: client.device,
                         })
                         .unwrap_or_default();
                 let _ = reply.send(identity);
@@ -257,6 +258,13 @@ impl Hub {
         let Some(client) = self.clients.get(&id) else {
             return Err(NickError::Taken);
         };
+        if client.door == "udp" && !self.devices.contains_key(&key) {
+            // The UDP door signs in devices only (a token it cached may have outlived
+            // its device, and the name may be a person's now).
+            let why = format!("{} is not a device", account.name);
+            self.error(id, tag, ErrorCode::BadToken, &why);
+            return Err(NickError::Taken);
+        }
         if let Some(current) = client
             .account
             .as_ref()
@@ -297,7 +305,14 @@ impl Hub {
         };
         self.reply(id, tag, reply);
         self.enforce_bans(id);
-        if !created {
+        // Over UDP what was kept waits for a connection: a page of it does not fit a
+        // datagram.
+        if !created
+            && self
+                .clients
+                .get(&id)
+                .is_some_and(|client| client.door != "udp")
+        {
             self.fetch_mailbox(id, account);
         }
         Ok(())
@@ -504,8 +519,12 @@ impl Hub {
         if let Some(name) = room.as_deref() {
             if self.clients[&id].device {
                 // A device's telemetry names its room in every datagram: saying there
-                // is joining it (the join's own rules apply; a rejoin is free).
-                self.join(id, None, name)?;
+                // is joining it (the join's own rules apply). Only when it is not in
+                // it: a join seals the room's batch.
+                let key = normalize_room(name).map(|name| fold_case(&name));
+                if key.is_ok_and(|key| !self.clients[&id].in_room(&key)) {
+                    self.join(id, None, name)?;
+                }
             }
         }
         let key = self.resolve_room(id, room)?;

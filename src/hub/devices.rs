@@ -9,7 +9,10 @@ use crate::chat::{CommandOutcome, CommandSent, MAX_COMMAND_NAME_BYTES};
 /// The most commands one client may have waiting for answers.
 pub const MAX_PENDING_PER_CLIENT: usize = 64;
 /// The most commands waiting on the whole server.
-pub const MAX_PENDING: usize = 65_536;
+pub const MAX_PENDING: usize = 4096;
+/// The longest a command's `args` may be, as JSON text: a command fits one datagram
+/// to a device, and a waiting command costs little memory.
+pub const MAX_COMMAND_ARGS_BYTES: usize = 1024;
 
 /// A command sent and not yet answered.
 pub(super) struct PendingCommand {
@@ -24,7 +27,7 @@ pub(super) struct PendingCommand {
 impl Hub {
     /// Whether `account` is a device's.
     pub(super) fn is_device_account(&self, account: &Account) -> bool {
-        self.devices.contains(&*account.key)
+        self.devices.contains_key(&*account.key)
     }
 
     /// [`Request::Command`]: pass it to its target, start its timer.
@@ -44,9 +47,35 @@ impl Hub {
             );
             return Err(Refusal::new(ErrorCode::BadRequest, why));
         }
+        if let Some(args) = &args {
+            let length = args.to_string().len();
+            if length > MAX_COMMAND_ARGS_BYTES {
+                let why = format!(
+                    "a command's args may be {MAX_COMMAND_ARGS_BYTES} bytes of JSON at most (these are {length})"
+                );
+                return Err(Refusal::new(ErrorCode::BadRequest, why));
+            }
+        }
         let target = self.owner_of(to)?;
         let client = &self.clients[&target];
         let target_nick = client.nick.clone().unwrap_or_default();
+        // A device obeys its owner and the server operators only; a program on a
+        // connection that is not a device decides for itself whom it answers.
+        if let Some(device) = client.account.as_ref().filter(|_| client.device) {
+            let sender = self.clients[&id].account.as_ref();
+            let owner = self.devices.get(&*device.key);
+            let allowed = sender.is_some_and(|sender| {
+                owner.is_some_and(|owner| **owner == *sender.key)
+                    || self.config.operators.contains(&*sender.key)
+            });
+            if !allowed {
+                let why = format!(
+                    "{target_nick} is a device: only its owner (signed in) and server operators \
+                     can command it"
+                );
+                return Err(Refusal::new(ErrorCode::NotOperator, why));
+            }
+        }
         if matches!(client.door, "line" | "irc") {
             let why = format!(
                 "{target_nick} is on the {} door, which cannot answer commands; commands go \
@@ -169,6 +198,9 @@ impl Hub {
     /// `id` is leaving: commands it was to answer fail now (their senders need not
     /// wait out the timeout); answers to its own commands have nobody to go to.
     pub(super) fn forget_commands_of(&mut self, id: ClientId) {
+        if self.commands.is_empty() {
+            return;
+        }
         let ids: Vec<u64> = self
             .commands
             .iter()
@@ -180,6 +212,8 @@ impl Hub {
                 continue;
             };
             if pending.target != id {
+                // Its sender left: nobody waits for the answer.
+                self.config.metrics.commands.outcome("abandoned");
                 continue;
             }
             self.config.metrics.commands.outcome("timed_out");
@@ -278,7 +312,13 @@ impl Hub {
     ) {
         self.registered
             .insert(device.key.to_string(), device.name.clone());
-        self.devices.insert(device.key.to_string());
+        let owner = self
+            .clients
+            .get(&client)
+            .and_then(|client| client.account.as_ref())
+            .map(|owner| owner.key.to_string())
+            .unwrap_or_default();
+        self.devices.insert(device.key.to_string(), owner);
         // A guest holding the name gives it up, as to an account's owner.
         if let Some(&holder) = self.nicks.get(&*device.key) {
             self.disconnect(holder, CloseReason::Replaced, None);

@@ -135,6 +135,8 @@ pub struct Identity {
     pub account: Option<Account>,
     /// That account is a server operator's.
     pub server_operator: bool,
+    /// That account is a device's.
+    pub device: bool,
 }
 
 /// A connection as the hub sees it.

@@ -328,8 +328,8 @@ struct Hub {
     /// Account key → the account's name: every registered name, which only its
     /// signed-in owner may use.
     registered: HashMap<String, Arc<str>>,
-    /// The keys of the registered names that are devices.
-    devices: std::collections::HashSet<String>,
+    /// The registered names that are devices: device key → its owner's account key.
+    devices: HashMap<String, String>,
     /// Commands sent and not yet answered, by id.
     commands: HashMap<u64, devices::PendingCommand>,
     /// The id the next command gets.
@@ -382,7 +382,7 @@ impl Hub {
         let devices = config
             .accounts
             .as_ref()
-            .map(|accounts| match accounts.device_keys() {
+            .map(|accounts| match accounts.device_owners() {
                 Ok(keys) => keys,
                 Err(error) => {
                     tracing::error!("{error}; devices are shown as people until restart");

@@ -234,10 +234,12 @@ impl LineRender {
                         members.len(),
                         if members.len() == 1 { "" } else { "s" }
                     );
+                    let devices: std::collections::HashSet<&str> =
+                        devices.iter().map(|nick| &**nick).collect();
                     for (index, nick) in members.iter().enumerate() {
                         let separator = if index == 0 { " " } else { ", " };
                         let _ = write!(out, "{separator}{nick}");
-                        if devices.contains(nick) {
+                        if devices.contains(&**nick) {
                             out.push_str(" (device)");
                         }
                     }

@@ -66,8 +66,12 @@ const UNKNOWN_TOKEN_MEMORY: Duration = Duration::from_secs(10);
 /// A known device token is checked against the database again after this long, so a
 /// token deleted behind the door's back stops working within it.
 const TOKEN_RECHECK: Duration = Duration::from_secs(60);
-/// A command datagram not yet answered is sent again this often.
+/// A command datagram not yet answered is sent again this often...
 const COMMAND_RESEND: Duration = Duration::from_secs(1);
+/// ...this many times at most: a device that answers nothing is not sent a command
+/// ten times over, and a sender who forged a device's address (it needs the device's
+/// token for that) gets at most four datagrams sent to it per command it paid for.
+const MAX_RESENDS: u32 = 3;
 /// How often idle sessions are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -107,15 +111,19 @@ struct Session {
     /// Where its datagrams go: where it last sent from (shared with its pump).
     peer: Arc<Mutex<SocketAddr>>,
     last_heard: Instant,
-    bucket: TokenBucket,
     /// Command ids it answered: its pump stops resending them.
     answered: mpsc::Sender<u64>,
 }
 
-/// A known device token.
+/// A known device token, with what is kept per token across sessions: a replay must
+/// not work because the device went idle in between, and signing out and in again
+/// must not reset its rate. Per token, not per name: a device removed and added again
+/// under its old name has a new token and starts afresh.
 struct KnownToken {
     device: Account,
     checked: Instant,
+    window: ReplayWindow,
+    bucket: TokenBucket,
 }
 
 /// Everything the receiving task owns.
@@ -127,11 +135,12 @@ struct UdpDoor {
     device_rate: FloodSettings,
     metrics: UdpMetrics,
     tracker: TaskTracker,
+    /// One renderer for every device session: the hub renders an event once per
+    /// renderer, so one each would make a room of devices cost a render per member.
+    render: Arc<UdpRender>,
     /// By device account key.
     sessions: HashMap<Arc<str>, Session>,
-    /// By device account key; kept across sessions (a replay must not work because the
-    /// device went idle in between).
-    windows: HashMap<Arc<str>, ReplayWindow>,
+    /// Device tokens that were valid when last checked (so at most one per device).
     tokens: HashMap<String, KnownToken>,
     unknown_tokens: HashMap<String, Instant>,
     strangers: HashMap<IpAddr, TokenBucket>,
@@ -184,8 +193,8 @@ pub async fn serve(
         device_rate,
         metrics,
         tracker,
+        render: UdpRender::new(),
         sessions: HashMap::new(),
-        windows: HashMap::new(),
         tokens: HashMap::new(),
         unknown_tokens: HashMap::new(),
         strangers: HashMap::new(),
@@ -227,21 +236,24 @@ impl UdpDoor {
             Ok(device) => device,
             Err(reason) => return self.drop_datagram(reason),
         };
-        let window = self.windows.entry(device.key.clone()).or_default();
-        if !parsed.seq.is_some_and(|seq| window.accept(seq)) {
+        let Some(known) = self.tokens.get_mut(&parsed.token) else {
+            return self.drop_datagram(Dropped::BadToken);
+        };
+        // The rate first, so a datagram dropped for it does not use up its seq.
+        if !allowed(&mut known.bucket, &self.device_rate, now) {
+            return self.drop_datagram(Dropped::RateLimited);
+        }
+        if !parsed.seq.is_some_and(|seq| known.window.accept(seq)) {
             return self.drop_datagram(Dropped::Replayed);
         }
-        if !self.sessions.contains_key(&device.key)
-            && self.start_session(&device, from, now).await.is_none()
-        {
-            return self.drop_datagram(Dropped::Busy);
+        if !self.sessions.contains_key(&device.key) {
+            if let Err(reason) = self.start_session(&parsed.token, &device, from, now).await {
+                return self.drop_datagram(reason);
+            }
         }
         let Some(session) = self.sessions.get_mut(&device.key) else {
             return self.drop_datagram(Dropped::Busy);
         };
-        if !allowed(&mut session.bucket, &self.device_rate, now) {
-            return self.drop_datagram(Dropped::RateLimited);
-        }
         session.last_heard = now;
         *session.peer.lock().unwrap_or_else(|p| p.into_inner()) = from;
         let client = session.client;
@@ -297,9 +309,13 @@ impl UdpDoor {
         now: Instant,
     ) -> Result<Account, Dropped> {
         if let Some(known) = self.tokens.get(token) {
-            if now.duration_since(known.checked) < TOKEN_RECHECK {
+            // A stale entry is checked again when the lookups allow; a flood of
+            // strangers must not lock known devices out, so until then it serves.
+            let stale = now.duration_since(known.checked) >= TOKEN_RECHECK;
+            if !stale || !allowed(&mut self.lookups, &LOOKUP_SETTINGS, now) {
                 return Ok(known.device.clone());
             }
+            return self.check_token(token, now).await;
         }
         let group = address_group(from.ip());
         if self.strangers.len() >= MAX_STRANGERS && !self.strangers.contains_key(&group) {
@@ -320,17 +336,28 @@ impl UdpDoor {
         if !allowed(&mut self.lookups, &LOOKUP_SETTINGS, now) {
             return Err(Dropped::RateLimited);
         }
+        let device = self.check_token(token, now).await?;
+        // A device that proved itself is no stranger: its address starts afresh.
+        self.strangers.remove(&group);
+        Ok(device)
+    }
+
+    /// Ask the accounts which device `token` is now, and remember the answer.
+    async fn check_token(&mut self, token: &str, now: Instant) -> Result<Account, Dropped> {
         match self.accounts.device_for_token(token).await {
             Ok(Some(device)) => {
-                // A device that proved itself is no stranger: its address starts afresh.
-                self.strangers.remove(&group);
-                self.tokens.insert(
-                    token.to_owned(),
-                    KnownToken {
-                        device: device.clone(),
-                        checked: now,
-                    },
-                );
+                match self.tokens.get_mut(token) {
+                    Some(known) if known.device == device => known.checked = now,
+                    _ => {
+                        let known = KnownToken {
+                            device: device.clone(),
+                            checked: now,
+                            window: ReplayWindow::default(),
+                            bucket: TokenBucket::new(&self.device_rate, now),
+                        };
+                        self.tokens.insert(token.to_owned(), known);
+                    }
+                }
                 Ok(device)
             }
             Ok(None) => {
@@ -352,13 +379,20 @@ impl UdpDoor {
         }
     }
 
-    /// Sign `device` in as a new hub client and start its pump.
+    /// Sign `device` in as a new hub client and start its pump. The token is checked
+    /// against the accounts again first: the cache may hold a token whose device was
+    /// removed while it had no session here (and its name may be someone else's now).
     async fn start_session(
         &mut self,
+        token: &str,
         device: &Account,
         from: SocketAddr,
         now: Instant,
-    ) -> Option<()> {
+    ) -> Result<(), Dropped> {
+        if self.check_token(token, now).await? != *device {
+            self.tokens.remove(token);
+            return Err(Dropped::BadToken);
+        }
         let client = self.hub.next_client_id();
         let outbox = Arc::new(Outbox::new(self.settings.max_queue_bytes));
         let connection = Box::new(Connection {
@@ -366,9 +400,13 @@ impl UdpDoor {
             peer: from,
             door: "udp",
             outbox: outbox.clone(),
-            render: UdpRender::new(),
+            render: self.render.clone(),
         });
-        self.hub.send(Command::Connect(connection)).await.ok()?;
+        let busy = |_| Dropped::Busy;
+        self.hub
+            .send(Command::Connect(connection))
+            .await
+            .map_err(busy)?;
         match self
             .hub
             .sign_in(client, None, device.clone(), false, None)
@@ -379,9 +417,9 @@ impl UdpDoor {
                 tracing::warn!(device = %device.name, %error, "udp: the device could not sign in");
                 let _ = self.hub.disconnect(client, CloseReason::BadInput).await;
                 self.tokens.retain(|_, known| known.device != *device);
-                return None;
+                return Err(Dropped::BadToken);
             }
-            Err(_) => return None,
+            Err(_) => return Err(Dropped::Busy),
         }
         tracing::info!(device = %device.name, client, peer = %from, "udp: device signed in");
         let peer = Arc::new(Mutex::new(from));
@@ -406,11 +444,10 @@ impl UdpDoor {
                 client,
                 peer,
                 last_heard: now,
-                bucket: TokenBucket::new(&self.device_rate, now),
                 answered,
             },
         );
-        Some(())
+        Ok(())
     }
 
     /// A session's outbox closed (idle, replaced, removed, shutdown).
@@ -420,7 +457,6 @@ impl UdpDoor {
         }
         if reason == CloseReason::Revoked {
             self.tokens.retain(|_, known| known.device.key != key);
-            self.windows.remove(&key);
         }
         tracing::info!(device = %key, client, %reason, "udp: device session ended");
     }
@@ -443,8 +479,6 @@ impl UdpDoor {
                     .await;
             }
         }
-        self.tokens
-            .retain(|_, known| now.duration_since(known.checked) < TOKEN_RECHECK);
     }
 }
 
@@ -463,6 +497,7 @@ struct Pump {
 struct Unanswered {
     datagram: Bytes,
     first_sent: Instant,
+    resent: u32,
 }
 
 impl Pump {
@@ -485,6 +520,7 @@ impl Pump {
                                 unanswered.insert(id, Unanswered {
                                     datagram: datagram.clone(),
                                     first_sent: Instant::now(),
+                                    resent: 0,
                                 });
                             }
                             self.send(&datagram).await;
@@ -500,11 +536,17 @@ impl Pump {
                 }
                 _ = resend.tick(), if !unanswered.is_empty() => {
                     let now = Instant::now();
-                    unanswered.retain(|_, waiting| now.duration_since(waiting.first_sent) < self.resend_for);
+                    unanswered.retain(|_, waiting| {
+                        now.duration_since(waiting.first_sent) < self.resend_for
+                            && waiting.resent < MAX_RESENDS
+                    });
                     let due: Vec<Bytes> = unanswered
-                        .values()
+                        .values_mut()
                         .filter(|waiting| now.duration_since(waiting.first_sent) >= COMMAND_RESEND)
-                        .map(|waiting| waiting.datagram.clone())
+                        .map(|waiting| {
+                            waiting.resent += 1;
+                            waiting.datagram.clone()
+                        })
                         .collect();
                     for datagram in due {
                         self.send(&datagram).await;
