@@ -514,30 +514,39 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// One startup or shutdown line on stdout, flushed. A stdout nobody reads any more
+/// (`switchboard serve | head -1`) must not stop the server, as `println!` would by
+/// panicking: the line is dropped, and the log on stderr still says everything.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+}
+
 /// Run the server as the `serve` command does: print where each door listens, serve
 /// until a signal, shut down.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some((before, after)) = raise_fd_limit() {
-        println!("switchboard: raised the open-files limit from {before} to {after}");
+        say(format_args!(
+            "switchboard: raised the open-files limit from {before} to {after}"
+        ));
     }
     let mut signals = ShutdownSignals::install()?;
     let server = Server::bind(config).await?;
     if let Some(store) = &server.store {
-        println!("history: {}", store.path().display());
+        say(format_args!("history: {}", store.path().display()));
     } else {
-        println!("history: in memory only (--memory)");
+        say(format_args!("history: in memory only (--memory)"));
     }
     for (door, addr) in server.listening() {
-        println!("{door}: listening on {addr}");
+        say(format_args!("{door}: listening on {addr}"));
     }
     if let Some(url) = server.web_url() {
-        println!("web: listening on {url}");
+        say(format_args!("web: listening on {url}"));
     }
     for line in server.operator_notes() {
-        println!("{line}");
+        say(format_args!("{line}"));
     }
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -545,6 +554,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         signal.cancel();
     });
     server.run(shutdown).await?;
-    println!("switchboard: stopped");
+    say(format_args!("switchboard: stopped"));
     Ok(())
 }

@@ -500,3 +500,39 @@ fn seed_client_refused_name_then_retries() {
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(printed.contains("already in use"), "{printed}");
 }
+
+/// `switchboard serve | head -2`: once nobody reads its stdout, the server keeps
+/// serving and stops cleanly on SIGTERM (its last line has nowhere to go).
+#[test]
+fn a_closed_stdout_does_not_stop_the_server() {
+    use std::io::BufRead as _;
+    let mut child = serve_command(&["--line", "127.0.0.1:0"], "off")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "no listening line"
+        );
+        addr = support::listening(&line)
+            .filter(|(door, _)| *door == "line")
+            .and_then(|(_, place)| support::socket_addr(place));
+    }
+    drop(stdout);
+    let mut client = LineClient::connect(addr.unwrap());
+    client.send_line("alice");
+    client.expect("welcome, alice");
+    // SAFETY: a signal to our own child, by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
