@@ -152,6 +152,12 @@ pub enum Request {
         data: Option<Data>,
         action: bool,
     },
+    /// A private message that must never draw an automatic reply (IRC's NOTICE: bots
+    /// answering each other's away notices would loop), so no "is away" comes back.
+    Notice {
+        to: String,
+        text: String,
+    },
     Join {
         room: String,
     },

@@ -294,7 +294,7 @@ async fn topics_are_shared_across_doors_and_who_lists_the_members() {
 }
 
 /// AWAY: 306 and 305 to the client, 301 to whoever sends it a private message (on
-/// any door), and in WHOIS.
+/// any door; never for a NOTICE), and in WHOIS.
 #[tokio::test]
 async fn away_is_told_to_correspondents_and_shown_by_whois() {
     let server = start().await;
@@ -321,9 +321,18 @@ async fn away_is_told_to_correspondents_and_shown_by_whois() {
     carol
         .line_containing(" 318 * alice :End of /WHOIS list")
         .await;
+    // A NOTICE never draws an automatic reply: delivered, and no 301.
+    carol.send_line("NOTICE alice :just so you know\r").await;
+    carol.send_line("PING :notice\r").await;
+    assert_eq!(
+        carol.line().await.unwrap(),
+        ":switchboard PONG switchboard :notice",
+        "no 301 for a NOTICE"
+    );
     bob.send_line("/whois alice").await;
     bob.line_containing("; away: at lunch").await;
     alice.line_containing("PRIVMSG alice :ping?").await;
+    alice.line_containing("alice :just so you know").await;
     alice.send_line("AWAY\r").await;
     alice
         .line_containing(" 305 * :You are no longer marked as being away")

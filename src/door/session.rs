@@ -647,7 +647,9 @@ where
                             continue;
                         }
                         Request::Quit { .. } => self.leaving = true,
-                        Request::Say { .. } | Request::Whisper { .. } => door.metrics.message_in(),
+                        Request::Say { .. } | Request::Whisper { .. } | Request::Notice { .. } => {
+                            door.metrics.message_in()
+                        }
                         _ => {}
                     }
                     door.hub.request(client, tag, request).await?

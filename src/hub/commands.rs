@@ -24,6 +24,14 @@ impl Refusal {
 /// What a request handler comes to.
 pub(super) type Outcome = Result<(), Refusal>;
 
+/// How a private message goes, beside its text.
+pub(super) struct Whisper {
+    data: Option<Data>,
+    action: bool,
+    /// Tell the sender when the recipient is away (never for a NOTICE).
+    tell_away: bool,
+}
+
 /// `data.moderation` is the server's: a client sending it could forge a notice.
 fn refuse_moderation_data(data: &Option<Data>) -> Outcome {
     if data
@@ -349,7 +357,22 @@ impl Hub {
                 text,
                 data,
                 action,
-            } => return self.whisper(id, tag, &to, &text, data, action),
+            } => {
+                let whisper = Whisper {
+                    data,
+                    action,
+                    tell_away: true,
+                };
+                return self.whisper(id, tag, &to, &text, whisper);
+            }
+            Request::Notice { to, text } => {
+                let notice = Whisper {
+                    data: None,
+                    action: false,
+                    tell_away: false,
+                };
+                return self.whisper(id, tag, &to, &text, notice);
+            }
             Request::Join { room } => return self.join(id, tag, &room),
             Request::Part { room, reason } => return self.part(id, tag, room, reason),
             Request::Nick { nick } => return self.change_nick(id, tag, &nick),
@@ -606,9 +629,13 @@ impl Hub {
         tag: Option<Tag>,
         to: &str,
         text: &str,
-        data: Option<Data>,
-        action: bool,
+        whisper: Whisper,
     ) -> Outcome {
+        let Whisper {
+            data,
+            action,
+            tell_away,
+        } = whisper;
         refuse_moderation_data(&data)?;
         let key = nick_key(to);
         // Online: whoever holds the name now. Offline: an account, whose mailbox
@@ -669,7 +696,7 @@ impl Hub {
             mailbox,
         };
         self.record_and_deliver(message, delivery, id, tag);
-        if let Some(text) = away {
+        if let Some(text) = away.filter(|_| tell_away) {
             self.send_to(id, &Event::IsAway { nick: name, text });
         }
         Ok(())

@@ -511,11 +511,19 @@ impl IrcProtocol {
                         action,
                     }));
                 } else {
-                    steps.push(request(Request::Whisper {
-                        to: (*target).to_owned(),
-                        text,
-                        data: None,
-                        action,
+                    // A NOTICE must never draw an automatic reply (RFC 2812 3.3.2).
+                    steps.push(request(if command == "NOTICE" && !action {
+                        Request::Notice {
+                            to: (*target).to_owned(),
+                            text,
+                        }
+                    } else {
+                        Request::Whisper {
+                            to: (*target).to_owned(),
+                            text,
+                            data: None,
+                            action,
+                        }
                     }));
                 }
             }
