@@ -76,6 +76,7 @@ fn renderer(c: &mut Criterion) {
         room: "#general".into(),
         nick: "bob".into(),
         client: 2,
+        account: None,
     };
     let mut group = c.benchmark_group("line_render");
     group.throughput(Throughput::Elements(1));

@@ -616,6 +616,8 @@ pub enum Event {
         room: Arc<str>,
         nick: Arc<str>,
         client: ClientId,
+        /// The account the joiner is signed in to (IRC's `extended-join`).
+        account: Option<Arc<str>>,
     },
     /// To the room, the leaver included when it is still connected.
     Left {
@@ -633,6 +635,13 @@ pub enum Event {
         old: Arc<str>,
         new: Arc<str>,
         client: ClientId,
+    },
+    /// To everyone who shares a room with the client (not the client): it is away
+    /// with `away` now, or back (`None`). Shown to IRC clients with `away-notify`.
+    AwayChanged {
+        nick: Arc<str>,
+        client: ClientId,
+        away: Option<Arc<str>>,
     },
     /// To the sender of a private message whose recipient is away.
     IsAway {

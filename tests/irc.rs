@@ -32,7 +32,7 @@ async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
     irc.send_line("CAP LS 302\r").await;
     assert_eq!(
         irc.line().await.unwrap(),
-        ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN"
+        ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN extended-join away-notify"
     );
     irc.send_line("NICK alice\r").await;
     irc.send_line("USER alice 0 * :Alice\r").await;
@@ -506,4 +506,62 @@ async fn tls_connect(
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// `extended-join` and `away-notify`: a client that asked for them sees the account
+/// of whoever joins (`*` for a guest) and peers going away and coming back; one that
+/// did not sees plain JOINs and no AWAY.
+#[tokio::test]
+async fn extended_join_and_away_notify_tell_accounts_and_absences() {
+    let server = start().await;
+    let mut watcher = Lines::connect(server.addr("irc")).await;
+    watcher
+        .send_line(
+            "CAP LS 302\r\nCAP REQ :extended-join away-notify\r\nNICK watcher\r\nUSER w 0 * :w\r\n",
+        )
+        .await;
+    watcher
+        .line_containing("CAP * ACK :extended-join away-notify")
+        .await;
+    watcher.send_line("CAP END\r\nJOIN #den\r").await;
+    watcher.line_containing(" 366 ").await;
+    watcher.line_containing(" 366 ").await;
+    let mut plain = irc_login(&server, "plain").await;
+    plain.send_line("JOIN #den\r").await;
+    plain.line_containing(" 366 ").await;
+    watcher
+        .line_containing(":plain!plain@switchboard JOIN #den * :plain")
+        .await;
+
+    let mut bob = Lines::line_login(server.addr("line"), "bob").await;
+    bob.send_line("/register bob's password").await;
+    bob.line_containing("is registered to you").await;
+    bob.send_line("/join #den").await;
+    bob.line_containing("*** bob joined #den").await;
+    watcher
+        .line_containing(":bob!bob@switchboard JOIN #den bob :bob")
+        .await;
+    bob.send_line("/away at lunch").await;
+    bob.line_containing("you are marked as away").await;
+    watcher
+        .line_containing(":bob!bob@switchboard AWAY :at lunch")
+        .await;
+    bob.send_line("/away").await;
+    bob.line_containing("you are back").await;
+    assert_eq!(
+        watcher.line().await.unwrap(),
+        ":bob!bob@switchboard AWAY",
+        "back: AWAY without a message"
+    );
+    // The client without the capabilities: a plain JOIN, and no AWAY before its pong.
+    plain
+        .line_containing(":bob!bob@switchboard JOIN #den")
+        .await
+        .ends_with("JOIN #den")
+        .then_some(())
+        .expect("a plain JOIN");
+    plain.send_line("PING :done\r").await;
+    let rest = plain.line_containing("PONG").await;
+    assert!(rest.ends_with(":done"), "{rest}");
+    server.stop().await;
 }

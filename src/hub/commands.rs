@@ -432,14 +432,26 @@ impl Hub {
                         format!("the away message is longer than {MAX_AWAY_CHARS} characters");
                     return Err(Refusal::new(ErrorCode::BadRequest, why));
                 }
-                let away = (!message.is_empty()).then(|| Arc::from(message));
+                let away: Option<Arc<str>> = (!message.is_empty()).then(|| Arc::from(message));
                 let reply = Reply::Away {
                     away: away.is_some(),
                 };
-                if let Some(client) = self.clients.get_mut(&id) {
-                    client.away = away;
-                }
+                let Some(client) = self.clients.get_mut(&id) else {
+                    return Ok(());
+                };
+                let changed = client.away != away;
+                client.away = away.clone();
+                let nick = client.nick.clone().unwrap_or_default();
                 self.reply(id, tag, reply);
+                if changed {
+                    let peers = self.room_peers(id, false);
+                    let event = Event::AwayChanged {
+                        nick,
+                        client: id,
+                        away,
+                    };
+                    self.send_to_many(&peers, &event);
+                }
             }
             Request::Counts => {
                 let (users, rooms) = (self.nicks.len(), self.rooms.len());
@@ -736,6 +748,7 @@ impl Hub {
             render: client.render.clone(),
         };
         let nick = client.nick.clone().unwrap_or_default();
+        let account_name = client.account.as_ref().map(|account| account.name.clone());
         let created = !self.rooms.contains_key(&key);
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
             name: name.as_str().into(),
@@ -753,6 +766,7 @@ impl Hub {
             room: name.clone(),
             nick,
             client: id,
+            account: account_name,
         };
         // To those already there through the room's batch (presence may wait for its
         // flush: PRESENCE_DELAY), to the joiner at once, as the sign that it is in.
@@ -902,15 +916,24 @@ impl Hub {
             new,
             client: id,
         };
-        // Everyone who shares a room with the client, once each, and the client.
-        let mut audience: Vec<ClientId> = vec![id];
+        let audience = self.room_peers(id, true);
+        self.send_to_many(&audience, &event);
+        Ok(())
+    }
+
+    /// Everyone who shares a room with `id`, once each (and `id` itself if asked).
+    fn room_peers(&self, id: ClientId, with_itself: bool) -> Vec<ClientId> {
+        let mut audience: Vec<ClientId> = Vec::new();
         for membership in &self.clients[&id].rooms {
             audience.extend(self.rooms[&membership.key].members.iter().map(|m| m.client));
         }
         audience.sort_unstable();
         audience.dedup();
-        self.send_to_many(&audience, &event);
-        Ok(())
+        audience.retain(|&peer| peer != id);
+        if with_itself {
+            audience.push(id);
+        }
+        audience
     }
 
     /// Remove a client: leave notices in each of its rooms, free its name, close its outbox.

@@ -555,6 +555,7 @@ mod tests {
                 Event::Notice { text } => format!("notice {text}"),
                 Event::Error { text, .. } => format!("error {text}"),
                 Event::Command(command) => format!("command {} {}", command.id, command.name),
+                Event::AwayChanged { nick, .. } => format!("{nick} away changed"),
                 Event::Welcome { .. } | Event::Replay(_) => return None,
             };
             Some(format!("{}{text}\n", self.0).into())
@@ -1376,9 +1377,11 @@ mod tests {
         test.request(1, whisper("bob"));
         test.flush();
         assert_eq!(test.take(2).concat(), "ok\nprivate ann: psst\n");
+        // Ann shares #lobby with bob: told he is away (IRC's away-notify), then, writing
+        // to him, why.
         assert_eq!(
             test.take(1).concat(),
-            "private ann: psst\nbob away: at lunch\n"
+            "bob away changed\nprivate ann: psst\nbob away: at lunch\n"
         );
         assert_eq!(test.hub.clients[&2].away.as_deref(), Some("at lunch"));
         // Too long: refused, still away with the old message.
@@ -1389,11 +1392,11 @@ mod tests {
             .concat()
             .contains("error the away message is longer"));
         assert_eq!(test.hub.clients[&2].away.as_deref(), Some("at lunch"));
-        // Back (no message, or an empty one): nobody is told any more.
+        // Back (no message, or an empty one): told once, and not when writing to him.
         test.request(2, away(Some("  ")));
         test.request(1, whisper("bob"));
         test.flush();
-        assert_eq!(test.take(1).concat(), "private ann: psst\n");
+        assert_eq!(test.take(1).concat(), "bob away changed\nprivate ann: psst\n");
         assert!(test.hub.clients[&2].away.is_none());
     }
 

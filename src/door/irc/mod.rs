@@ -152,18 +152,22 @@ fn render_caps(enabled: [bool; CAPS.len()]) -> Caps {
     Caps {
         echo_message: enabled[1],
         server_time: enabled[3],
+        extended_join: enabled[5],
+        away_notify: enabled[6],
     }
 }
 
 /// The IRCv3 capabilities offered, in `CAP LS` order. `cap-notify` is there for
 /// clients that ask (the list never changes, so there is never a NEW or DEL to
 /// notify); `multi-prefix` costs nothing, as no channel has member prefixes yet.
-const CAPS: [&str; 5] = [
+const CAPS: [&str; 7] = [
     "cap-notify",
     "echo-message",
     "multi-prefix",
     "server-time",
     "sasl",
+    "extended-join",
+    "away-notify",
 ];
 
 /// `enabled` after a `CAP REQ` for `wanted` (`name` or `-name`, space-separated), or
@@ -1029,7 +1033,7 @@ mod tests {
         let ls = run(&mut state, "CAP LS 302", false);
         assert_eq!(
             sent(&ls),
-            ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN\r\n"
+            ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN extended-join away-notify\r\n"
         );
         assert!(run(&mut state, "NICK alice", false).is_empty());
         assert!(
@@ -1075,6 +1079,7 @@ mod tests {
         let wanted = protocol.renders.for_caps(Caps {
             echo_message: false,
             server_time: true,
+            ..Caps::default()
         });
         match &end[..] {
             [Step::Render(render), Step::Register { nick, .. }] => {

@@ -39,6 +39,10 @@ pub struct Caps {
     pub echo_message: bool,
     /// Every line is tagged with `@time=` (`server-time`).
     pub server_time: bool,
+    /// JOIN carries the joiner's account and real name (`extended-join`).
+    pub extended_join: bool,
+    /// Peers going away and coming back are told as `AWAY` (`away-notify`).
+    pub away_notify: bool,
 }
 
 /// The message of the day when no file is given.
@@ -103,7 +107,7 @@ fn motd_lines(lines: &mut Lines, target: &str, motd: &[String]) {
 
 /// One shared renderer per combination of [`Caps`]: a room of IRC clients costs one
 /// rendering per combination in use, never one per client.
-pub struct IrcRenders([Arc<IrcRender>; 4]);
+pub struct IrcRenders([Arc<IrcRender>; 16]);
 
 impl IrcRenders {
     pub fn new() -> Self {
@@ -115,13 +119,18 @@ impl IrcRenders {
             let caps = Caps {
                 echo_message: index & 1 != 0,
                 server_time: index & 2 != 0,
+                extended_join: index & 4 != 0,
+                away_notify: index & 8 != 0,
             };
             IrcRender::with(caps, motd.clone())
         }))
     }
 
     pub fn for_caps(&self, caps: Caps) -> &Arc<IrcRender> {
-        &self.0[usize::from(caps.echo_message) | usize::from(caps.server_time) << 1]
+        &self.0[usize::from(caps.echo_message)
+            | usize::from(caps.server_time) << 1
+            | usize::from(caps.extended_join) << 2
+            | usize::from(caps.away_notify) << 3]
     }
 }
 
@@ -348,9 +357,28 @@ impl IrcRender {
                 lines.end();
                 motd_lines(lines, nick, &self.motd);
             }
-            Event::Joined { room, nick, .. } => {
+            Event::Joined {
+                room,
+                nick,
+                account,
+                ..
+            } => {
                 let _ = write!(lines.out, ":{nick}!{nick}@{SERVER_NAME} JOIN {room}");
+                if self.caps.extended_join {
+                    // The real name is not kept: the nick stands in, as in WHO.
+                    let account = account.as_deref().unwrap_or("*");
+                    let _ = write!(lines.out, " {account} :{nick}");
+                }
                 lines.end();
+            }
+            Event::AwayChanged { nick, away, .. } => {
+                if self.caps.away_notify {
+                    let _ = write!(lines.out, ":{nick}!{nick}@{SERVER_NAME} AWAY");
+                    if let Some(away) = away {
+                        let _ = write!(lines.out, " :{away}");
+                    }
+                    lines.end();
+                }
             }
             Event::Left {
                 room, nick, reason, ..
@@ -756,11 +784,13 @@ mod tests {
         let echo = IrcRender::with_caps(Caps {
             echo_message: true,
             server_time: false,
+            ..Caps::default()
         });
         assert!(echo.echoes_own_messages());
         let timed = IrcRender::with_caps(Caps {
             echo_message: false,
             server_time: true,
+            ..Caps::default()
         });
         let said = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let old = Arc::new(ChatMessage {
@@ -817,6 +847,7 @@ mod tests {
         let caps = Caps {
             echo_message: true,
             server_time: true,
+            ..Caps::default()
         };
         assert!(Arc::ptr_eq(renders.for_caps(caps), renders.for_caps(caps)));
         assert!(!Arc::ptr_eq(

@@ -553,9 +553,22 @@ impl JsonRender {
                 "protocol": PROTOCOL_VERSION,
                 "server": concat!("switchboard ", env!("CARGO_PKG_VERSION")),
             }),
-            Event::Joined { room, nick, client } => json!({
-                "type": "joined", "room": &**room, "nick": &**nick, "client": client,
-            }),
+            Event::Joined {
+                room,
+                nick,
+                client,
+                account,
+            } => {
+                let mut value = json!({
+                    "type": "joined", "room": &**room, "nick": &**nick, "client": client,
+                });
+                if let Some(account) = account {
+                    value["account"] = json!(&**account);
+                }
+                value
+            }
+            // Asked for with whois; not pushed to every program in the rooms.
+            Event::AwayChanged { .. } => return None,
             Event::Left {
                 room,
                 nick,

@@ -290,6 +290,8 @@ impl LineRender {
             },
             // Line users cannot answer commands, so none is sent to them.
             Event::Command(_) => return false,
+            // Said when someone writes to them (`is away`), not to every room.
+            Event::AwayChanged { .. } => return false,
             Event::Error { text, .. } => {
                 let _ = write!(out, "error: {text}");
             }
@@ -455,7 +457,8 @@ mod tests {
             text(Event::Joined {
                 room: "#general".into(),
                 nick: "bob".into(),
-                client: 2
+                client: 2,
+                account: None,
             }),
             "*** bob joined #general\n"
         );

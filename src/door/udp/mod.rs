@@ -599,6 +599,7 @@ mod tests {
             room: "#drones".into(),
             nick: "bob".into(),
             client: 2,
+            account: None,
         };
         assert!(render.render(&joined).is_none());
     }
