@@ -1396,7 +1396,10 @@ mod tests {
         test.request(2, away(Some("  ")));
         test.request(1, whisper("bob"));
         test.flush();
-        assert_eq!(test.take(1).concat(), "bob away changed\nprivate ann: psst\n");
+        assert_eq!(
+            test.take(1).concat(),
+            "bob away changed\nprivate ann: psst\n"
+        );
         assert!(test.hub.clients[&2].away.is_none());
     }
 
