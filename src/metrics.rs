@@ -55,7 +55,8 @@ pub const ACCOUNT_CHANGES: &str = "switchboard_account_changes_total";
 /// Moderation actions, by action (`kick`, `ban`, `unban`, `mute`, `unmute`, `op`,
 /// `deop`, `invite`, `mode`, `kill`).
 pub const MODERATION_ACTIONS: &str = "switchboard_moderation_actions_total";
-/// Device commands, by outcome (`sent`, `answered`, `failed`, `timed_out`).
+/// Device commands, by outcome (`sent`, `answered`, `failed`, `timed_out`, and
+/// `abandoned`: its sender left before the answer).
 pub const COMMANDS: &str = "switchboard_commands_total";
 /// Datagrams received on the UDP door (every one, dropped or not).
 pub const DATAGRAMS_IN: &str = "switchboard_udp_datagrams_total";

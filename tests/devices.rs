@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use support::device::Device;
 use support::web::{metric, Lines, Server, Ws, WAIT};
 use tokio::net::{TcpStream, UdpSocket};
@@ -193,11 +193,13 @@ async fn telemetry_reaches_every_door_and_commands_come_back_answered() {
     carol
         .send_json(json!({"type": "command", "to": "bob", "name": "x", "id": "c2"}))
         .await;
-    let refused = carol.json_of_type("error").await;
-    assert_eq!(
-        (&refused["code"], &refused["id"]),
-        (&json!("not_a_device"), &json!("c2"))
-    );
+    expect_error(
+        &mut carol,
+        "not_a_device",
+        json!("c2"),
+        "cannot answer commands",
+    )
+    .await;
 
     let text = server.metrics().await;
     assert_eq!(
@@ -232,26 +234,30 @@ async fn a_command_nobody_answers_times_out_and_a_leaving_device_fails_it_at_onc
         .send_json(json!({"type": "command", "to": "probe", "name": "status", "id": "t"}))
         .await;
     let status = probe.receive_of_type("command").await;
-    let timed_out = carol.json_of_type("error").await;
-    assert_eq!(
-        (&timed_out["code"], &timed_out["id"]),
-        (&json!("command_timeout"), &json!("t"))
-    );
-    assert!(timed_out["text"]
-        .as_str()
-        .unwrap()
-        .contains("probe did not answer status"));
-    // An answer after the timeout is acknowledged and goes nowhere.
+    expect_error(
+        &mut carol,
+        "command_timeout",
+        json!("t"),
+        "probe did not answer status",
+    )
+    .await;
+    // An answer after the timeout is acknowledged and goes nowhere: the next thing
+    // carol hears below is the failure of her next command.
     probe
         .send(json!({"type": "command_result", "id": status["id"], "ok": true}))
         .await;
+    assert_eq!(probe.receive_of_type("ok").await["id"], status["id"]);
     // The device leaves (quit) while a command waits: the sender hears at once.
     carol
         .send_json(json!({"type": "command", "to": "probe", "name": "land", "id": "q"}))
         .await;
     while probe.receive_of_type("command").await["name"] != "land" {}
     probe.send(json!({"type": "quit"})).await;
-    let failed = carol.json_of_type("error").await;
+    let failed = carol.json().await;
+    assert_eq!(
+        failed["type"], "error",
+        "nothing before the failure: {failed}"
+    );
     assert_eq!(
         (&failed["code"], &failed["id"]),
         (&json!("command_timeout"), &json!("q"))
@@ -261,6 +267,19 @@ async fn a_command_nobody_answers_times_out_and_a_leaving_device_fails_it_at_onc
         .unwrap()
         .contains("left before answering"));
     server.stop().await;
+}
+
+/// The next error `client` gets: its code, the request id it carries back, and words
+/// in its text.
+async fn expect_error(client: &mut Lines<TcpStream>, code: &str, id: Value, words: &str) {
+    let error = client.json_of_type("error").await;
+    assert_eq!(
+        (&error["code"], &error["id"]),
+        (&json!(code), &id),
+        "{error}"
+    );
+    let text = error["text"].as_str().unwrap_or_default();
+    assert!(text.contains(words), "{error}");
 }
 
 #[tokio::test]
@@ -460,11 +479,13 @@ async fn devices_are_an_account_s_own_and_need_one() {
     bob.json_of_type("signed_in").await;
     bob.send_json(json!({"type": "device", "action": "remove", "name": "drone9", "id": 1}))
         .await;
-    let refused = bob.json_of_type("error").await;
-    assert!(refused["text"]
-        .as_str()
-        .unwrap()
-        .contains("not one of your devices"));
+    expect_error(
+        &mut bob,
+        "no_such_nick",
+        json!(1),
+        "not one of your devices",
+    )
+    .await;
     bob.send_json(json!({"type": "device", "action": "add", "name": "bobcat", "id": 2}))
         .await;
     let added = bob.json_of_type("device_added").await;
@@ -499,11 +520,13 @@ async fn devices_are_an_account_s_own_and_need_one() {
     bobcat
         .send_json(json!({"type": "device", "action": "add", "name": "kitten", "id": "k"}))
         .await;
-    let refused = bobcat.json_of_type("error").await;
-    assert_eq!(
-        (&refused["code"], &refused["id"]),
-        (&json!("not_operator"), &json!("k"))
-    );
+    expect_error(
+        &mut bobcat,
+        "not_operator",
+        json!("k"),
+        "a device owns no devices",
+    )
+    .await;
     server.stop().await;
 }
 

@@ -757,58 +757,7 @@ where
             }
             AccountStep::AddDevice { .. }
             | AccountStep::RemoveDevice { .. }
-            | AccountStep::ListDevices
-                if door.hub.identify(client).await?.device =>
-            {
-                let why = "a device owns no devices; sign in as a person to manage them";
-                self.answer(tag, Err((ErrorCode::NotOperator, why.into())))
-                    .await
-            }
-            AccountStep::AddDevice { name } => match door.hub.identify(client).await?.account {
-                None => self.answer(tag, Err(not_signed_in())).await,
-                Some(owner) => match accounts.add_device(&owner, &name).await {
-                    Ok((device, token)) => {
-                        let added = Command::DeviceAdded {
-                            client,
-                            tag,
-                            device,
-                            token,
-                        };
-                        door.hub.send(added).await
-                    }
-                    Err(error) => self.answer(tag, refuse(error)).await,
-                },
-            },
-            AccountStep::RemoveDevice { name } => {
-                let identity = door.hub.identify(client).await?;
-                match identity.account {
-                    None => self.answer(tag, Err(not_signed_in())).await,
-                    Some(owner) => {
-                        let operator = identity.server_operator;
-                        match accounts.remove_device(&owner, &name, operator).await {
-                            Ok(device) => {
-                                let removed = Command::DeviceRemoved {
-                                    client,
-                                    tag,
-                                    device,
-                                };
-                                door.hub.send(removed).await
-                            }
-                            Err(error) => self.answer(tag, refuse(error)).await,
-                        }
-                    }
-                }
-            }
-            AccountStep::ListDevices => {
-                let answer = match door.hub.identify(client).await?.account {
-                    None => Err(not_signed_in()),
-                    Some(owner) => match accounts.devices(&owner).await {
-                        Ok(names) => Ok(Reply::Devices(names)),
-                        Err(error) => refuse(error),
-                    },
-                };
-                self.answer(tag, answer).await
-            }
+            | AccountStep::ListDevices => self.device_step(tag, step, &accounts).await,
             AccountStep::Logout { token } => {
                 if let Some(token) = token {
                     if let Err(error) = accounts.revoke_token(&token).await {
@@ -818,6 +767,65 @@ where
                 }
                 accounts.metrics().logged_out();
                 self.leave(CloseReason::LoggedOut).await
+            }
+        }
+    }
+
+    /// A device step ([`AccountStep::AddDevice`], `RemoveDevice`, `ListDevices`): the
+    /// caller must be signed in as a person (a device owns no devices).
+    async fn device_step(
+        &mut self,
+        tag: Option<Tag>,
+        step: AccountStep,
+        accounts: &crate::accounts::Accounts,
+    ) -> Result<(), HubGone> {
+        let (hub, client) = (&self.door.hub, self.client);
+        let identity = hub.identify(client).await?;
+        let owner = match identity.account {
+            None => return self.answer(tag, Err(not_signed_in())).await,
+            Some(_) if identity.device => {
+                let why = "a device owns no devices; sign in as a person to manage them";
+                return self
+                    .answer(tag, Err((ErrorCode::NotOperator, why.into())))
+                    .await;
+            }
+            Some(owner) => owner,
+        };
+        let refuse = |error: AuthError| Err((error.error_code(), error.to_string().into()));
+        match step {
+            AccountStep::AddDevice { name } => match accounts.add_device(&owner, &name).await {
+                Ok((device, token)) => {
+                    let added = Command::DeviceAdded {
+                        client,
+                        tag,
+                        device,
+                        token,
+                    };
+                    hub.send(added).await
+                }
+                Err(error) => self.answer(tag, refuse(error)).await,
+            },
+            AccountStep::RemoveDevice { name } => {
+                let any_owner = identity.server_operator;
+                match accounts.remove_device(&owner, &name, any_owner).await {
+                    Ok(device) => {
+                        let removed = Command::DeviceRemoved {
+                            client,
+                            tag,
+                            device,
+                        };
+                        hub.send(removed).await
+                    }
+                    Err(error) => self.answer(tag, refuse(error)).await,
+                }
+            }
+            // ListDevices, the only other step sent here.
+            _ => {
+                let answer = match accounts.devices(&owner).await {
+                    Ok(names) => Ok(Reply::Devices(names)),
+                    Err(error) => refuse(error),
+                };
+                self.answer(tag, answer).await
             }
         }
     }

@@ -76,7 +76,7 @@ impl Hub {
                 return Err(Refusal::new(ErrorCode::NotOperator, why));
             }
         }
-        if matches!(client.door, "line" | "irc") {
+        if !client.render.carries_commands() {
             let why = format!(
                 "{target_nick} is on the {} door, which cannot answer commands; commands go \
                  to devices and to programs on the JSON door or a WebSocket",

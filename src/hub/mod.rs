@@ -59,6 +59,12 @@ pub trait Render: Send + Sync + 'static {
     fn echoes_own_messages(&self) -> bool {
         true
     }
+
+    /// Whether a client sent things in this format can be sent a command and answer
+    /// it (the JSON protocol can; lines for people and IRC cannot).
+    fn carries_commands(&self) -> bool {
+        false
+    }
 }
 
 /// Renderers are told apart by identity; this names the trait in debug output.

@@ -6,19 +6,11 @@
 // and the command the page sends (`/command drone5 land {"speed":2}`) is answered by
 // datagram; the page must show the answer (ANSWERED).
 import { join } from 'node:path';
-import { WAIT, withPage } from './launch.mjs';
+import { WAIT, say as sayOn, signIn, withPage } from './launch.mjs';
 
 await withPage('command.mjs', async (page, url, screenshots, problems) => {
-  const say = async (line) => {
-    await page.fill('#say-input', line);
-    await page.press('#say-input', 'Enter');
-  };
-  await page.goto(url, WAIT);
-  await page.locator('#status.connected').waitFor(WAIT);
-  await page.fill('#nick-input', 'alice');
-  await page.fill('#password-input', 'correct horse battery');
-  await page.press('#password-input', 'Enter');
-  await page.locator('#me', { hasText: 'alice ✓' }).waitFor(WAIT);
+  await signIn(page, url, 'alice', 'correct horse battery');
+  const say = (line) => sayOn(page, line);
   await say('/join #devices');
   await page.locator('#current-room', { hasText: '#devices' }).waitFor(WAIT);
   await say('/device add drone5');

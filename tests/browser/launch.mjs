@@ -51,3 +51,19 @@ export async function waitForGo() {
   const { value, done } = await stdinLines.next();
   if (done || value !== 'GO') throw new Error(`expected GO on stdin, got ${done ? 'end of input' : value}`);
 }
+
+/// Type `line` into the page's message box and send it.
+export async function say(page, line) {
+  await page.fill('#say-input', line);
+  await page.press('#say-input', 'Enter');
+}
+
+/// Open the page at `url` and sign in to `nick`'s account with `password`.
+export async function signIn(page, url, nick, password) {
+  await page.goto(url, WAIT);
+  await page.locator('#status.connected').waitFor(WAIT);
+  await page.fill('#nick-input', nick);
+  await page.fill('#password-input', password);
+  await page.press('#password-input', 'Enter');
+  await page.locator('#me', { hasText: `${nick} ✓` }).waitFor(WAIT);
+}

@@ -6,19 +6,11 @@
 // shows the room's rules, kicks him and bans his address. It
 // prints OWNER, MUTED, RULES and BANNED as it goes; the Rust side checks what bob saw.
 import { join } from 'node:path';
-import { WAIT, waitForGo, withPage } from './launch.mjs';
+import { WAIT, say as sayOn, signIn, waitForGo, withPage } from './launch.mjs';
 
 await withPage('moderate.mjs', async (page, url, screenshots, problems) => {
-  const say = async (line) => {
-    await page.fill('#say-input', line);
-    await page.press('#say-input', 'Enter');
-  };
-  await page.goto(url, WAIT);
-  await page.locator('#status.connected').waitFor(WAIT);
-  await page.fill('#nick-input', 'alice');
-  await page.fill('#password-input', 'correct horse battery');
-  await page.press('#password-input', 'Enter');
-  await page.locator('#me', { hasText: 'alice ✓' }).waitFor(WAIT);
+  await signIn(page, url, 'alice', 'correct horse battery');
+  const say = (line) => sayOn(page, line);
   await say('/join #den');
   await page.locator('#current-room', { hasText: '#den' }).waitFor(WAIT);
   console.log('OWNER');

@@ -814,6 +814,10 @@ impl Render for JsonRender {
         out.push(b'\n');
         Some(Bytes::from(out))
     }
+
+    fn carries_commands(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

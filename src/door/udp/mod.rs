@@ -103,6 +103,10 @@ impl Render for UdpRender {
     fn echoes_own_messages(&self) -> bool {
         false
     }
+
+    fn carries_commands(&self) -> bool {
+        true
+    }
 }
 
 /// One device's live session.

@@ -146,6 +146,10 @@ impl WsRender {
 }
 
 impl Render for WsRender {
+    fn carries_commands(&self) -> bool {
+        true
+    }
+
     fn render(&self, event: &Event) -> Option<Bytes> {
         let value = self.json.to_value(event)?;
         // The header's longest form is reserved in front, so the JSON is written once,
