@@ -53,7 +53,7 @@ async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
     );
     let names = irc.line_containing(" 353 ").await;
     assert!(names.ends_with("#general :alice"), "{names}");
-    irc.line_containing(" 366 * #general ").await;
+    irc.line_containing(" 366 alice #general ").await;
 
     let mut nc = support::web::Lines::line_login(server.addr("line"), "bob").await;
     assert_eq!(
@@ -110,8 +110,8 @@ async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
     irc.send_line("JOIN #side\r").await;
     irc.line_containing(":alice!alice@switchboard JOIN #side")
         .await;
-    irc.line_containing(" 353 * = #side :alice").await;
-    irc.line_containing(" 366 * #side ").await;
+    irc.line_containing(" 353 alice = #side :alice").await;
+    irc.line_containing(" 366 alice #side ").await;
     nc.send_line("/join #side").await;
     irc.line_containing(":bob!bob@switchboard JOIN #side").await;
     nc.send_line("in the side room").await;
@@ -151,27 +151,39 @@ async fn irc_errors_come_as_numerics_and_the_connection_keeps_serving() {
     irc.line_containing(" 366 ").await;
 
     irc.send_line("FROBNICATE now\r").await;
-    irc.line_containing(" 421 * FROBNICATE :Unknown command")
+    irc.line_containing(" 421 dave FROBNICATE :Unknown command")
         .await;
     irc.send_line("PRIVMSG nobody :hello?\r").await;
-    irc.line_containing(" 401 * ").await;
+    irc.line_containing(" 401 dave ").await;
     irc.send_line("PRIVMSG #general\r").await;
-    irc.line_containing(" 412 * :No text to send").await;
+    irc.line_containing(" 412 dave :No text to send").await;
     irc.send_line("USER again 0 * :x\r").await;
     irc.line_containing(" 462 ").await;
     let long = format!("PRIVMSG #general :{}\r", "x".repeat(600));
     irc.send_line(&long).await;
-    irc.line_containing(" 417 * :Input line was too long").await;
+    irc.line_containing(" 417 dave :Input line was too long")
+        .await;
     // Still served after all of it.
     irc.send_line("PING :still-here\r").await;
     irc.line_containing("PONG switchboard :still-here").await;
     irc.send_line("WHOIS bob\r").await;
-    irc.line_containing(" 311 * bob bob switchboard * :client")
+    irc.line_containing(" 311 dave bob bob switchboard * :client")
         .await;
-    irc.line_containing(" 318 * bob :End of /WHOIS list").await;
+    irc.line_containing(" 318 dave bob :End of /WHOIS list")
+        .await;
     irc.send_line("LIST\r").await;
-    irc.line_containing(" 322 * #general 2 :").await;
+    irc.line_containing(" 322 dave #general 2 :").await;
     irc.line_containing(" 323 ").await;
+    // Numerics name the reader as it is now, after a nick change too (the door's own
+    // and the hub's).
+    irc.send_line("NICK dave2\r").await;
+    irc.line_containing(":dave!dave@switchboard NICK dave2")
+        .await;
+    irc.send_line("FROBNICATE again\r").await;
+    irc.line_containing(" 421 dave2 FROBNICATE :Unknown command")
+        .await;
+    irc.send_line("PRIVMSG nobody :still?\r").await;
+    irc.line_containing(" 401 dave2 ").await;
     server.stop().await;
 }
 
@@ -215,7 +227,7 @@ async fn topics_are_shared_across_doors_and_who_lists_the_members() {
         .await;
     alice.send_line("TOPIC #general\r").await;
     alice
-        .line_containing(" 331 * #general :No topic is set")
+        .line_containing(" 331 alice #general :No topic is set")
         .await;
 
     alice.send_line("TOPIC #general :release on Friday\r").await;
@@ -240,11 +252,11 @@ async fn topics_are_shared_across_doors_and_who_lists_the_members() {
         .await;
     assert_eq!(
         carol.line().await.unwrap(),
-        ":switchboard 332 * #general :release on Friday"
+        ":switchboard 332 carol #general :release on Friday"
     );
     let who_set = carol.line().await.unwrap();
     assert!(
-        who_set.starts_with(":switchboard 333 * #general alice!alice@switchboard "),
+        who_set.starts_with(":switchboard 333 carol #general alice!alice@switchboard "),
         "{who_set}"
     );
     carol.line_containing(" 366 ").await;
@@ -254,21 +266,24 @@ async fn topics_are_shared_across_doors_and_who_lists_the_members() {
         assert_eq!(
             carol.line().await.unwrap(),
             format!(
-                ":switchboard 352 * #general {nick} switchboard switchboard {nick} H :0 {nick}"
+                ":switchboard 352 carol #general {nick} switchboard switchboard {nick} H :0 {nick}"
             )
         );
     }
     assert_eq!(
         carol.line().await.unwrap(),
-        ":switchboard 315 * #general :End of /WHO list"
+        ":switchboard 315 carol #general :End of /WHO list"
     );
     // Presence: ISON and USERHOST, as the owners spell their names.
     carol.send_line("ISON :ALICE nobody Bob\r").await;
-    assert_eq!(carol.line().await.unwrap(), ":switchboard 303 * :alice bob");
+    assert_eq!(
+        carol.line().await.unwrap(),
+        ":switchboard 303 carol :alice bob"
+    );
     carol.send_line("USERHOST jo nobody\r").await;
     assert_eq!(
         carol.line().await.unwrap(),
-        ":switchboard 302 * :jo=+jo@switchboard"
+        ":switchboard 302 carol :jo=+jo@switchboard"
     );
     json.send_json(serde_json::json!({"type": "online", "nicks": ["carol", "zed"], "id": 5}))
         .await;
@@ -278,18 +293,20 @@ async fn topics_are_shared_across_doors_and_who_lists_the_members() {
     carol.send_line("LUSERS\r").await;
     assert_eq!(
         carol.line().await.unwrap(),
-        ":switchboard 251 * :There are 4 users and 0 invisible on 1 servers"
+        ":switchboard 251 carol :There are 4 users and 0 invisible on 1 servers"
     );
     assert_eq!(
         carol.line().await.unwrap(),
-        ":switchboard 254 * 1 :channels formed"
+        ":switchboard 254 carol 1 :channels formed"
     );
-    carol.line_containing(" 255 * :I have 4 clients").await;
+    carol.line_containing(" 255 carol :I have 4 clients").await;
     // Setting a topic of a channel you are not in is refused with its numeric.
     bob.send_line("/join #side").await;
     bob.line_containing("*** bob joined #side").await;
     carol.send_line("TOPIC #side :mine now\r").await;
-    carol.line_containing(" 442 * :you are not in #side").await;
+    carol
+        .line_containing(" 442 carol :you are not in #side")
+        .await;
     server.stop().await;
 }
 
@@ -303,23 +320,23 @@ async fn away_is_told_to_correspondents_and_shown_by_whois() {
     let mut carol = irc_login(&server, "carol").await;
     alice.send_line("AWAY :at lunch\r").await;
     alice
-        .line_containing(" 306 * :You have been marked as being away")
+        .line_containing(" 306 alice :You have been marked as being away")
         .await;
     bob.send_line("/msg alice are you there?").await;
     bob.line_containing("*** alice is away: at lunch").await;
     carol.send_line("PRIVMSG alice :ping?\r").await;
     assert_eq!(
         carol.line().await.unwrap(),
-        ":switchboard 301 * alice :at lunch"
+        ":switchboard 301 carol alice :at lunch"
     );
     carol.send_line("WHOIS alice\r").await;
-    carol.line_containing(" 311 * alice ").await;
+    carol.line_containing(" 311 carol alice ").await;
     assert_eq!(
         carol.line().await.unwrap(),
-        ":switchboard 301 * alice :at lunch"
+        ":switchboard 301 carol alice :at lunch"
     );
     carol
-        .line_containing(" 318 * alice :End of /WHOIS list")
+        .line_containing(" 318 carol alice :End of /WHOIS list")
         .await;
     // A NOTICE never draws an automatic reply: delivered, and no 301.
     carol.send_line("NOTICE alice :just so you know\r").await;
@@ -335,7 +352,7 @@ async fn away_is_told_to_correspondents_and_shown_by_whois() {
     alice.line_containing("alice :just so you know").await;
     alice.send_line("AWAY\r").await;
     alice
-        .line_containing(" 305 * :You are no longer marked as being away")
+        .line_containing(" 305 alice :You are no longer marked as being away")
         .await;
     // Back: a private message is just delivered.
     carol.send_line("PRIVMSG alice :welcome back\r").await;

@@ -105,6 +105,9 @@ pub enum Step {
     /// Output the door rendered itself (help, a parse error), queued through the hub so
     /// it keeps its place after the client's earlier hub output.
     Send(Bytes),
+    /// The same, written by the hub with the client's name at that moment (IRC's
+    /// numerics name their reader, who may have changed nick since).
+    SendAddressed(crate::hub::Addressed),
     /// Take this name; the answer comes back through [`Protocol::on_registered`].
     Register { tag: Option<Tag>, nick: String },
     /// Register as `account`, whose password was checked before registration (an
@@ -617,6 +620,11 @@ where
             let client = self.client;
             match step {
                 Step::Send(bytes) => door.hub.send(Command::Deliver { client, bytes }).await?,
+                Step::SendAddressed(write) => {
+                    door.hub
+                        .send(Command::DeliverAddressed { client, write })
+                        .await?
+                }
                 Step::Render(render) => {
                     door.hub.send(Command::Render { client, render }).await?;
                 }

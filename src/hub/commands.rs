@@ -154,6 +154,13 @@ impl Hub {
                     self.outgoing.queue(client, &target.outbox, bytes);
                 }
             }
+            Command::DeliverAddressed { client, write } => {
+                self.seal_for(client);
+                if let Some(target) = self.clients.get(&client) {
+                    let bytes = write.write(target.nick.as_deref());
+                    self.outgoing.queue(client, &target.outbox, bytes);
+                }
+            }
             Command::Disconnect { client, reason } => self.disconnect(client, reason, None),
             Command::Shutdown => self.shutdown(),
             Command::Persisted { upto } => {

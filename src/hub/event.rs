@@ -11,6 +11,28 @@ use crate::chat::{Account, ChatMessage, ClientId, CloseReason, ErrorCode, Reply,
 use crate::outbox::Outbox;
 use crate::text::NickError;
 
+/// A line for one client with its name in the middle, written once the name is
+/// known: see [`Command::DeliverAddressed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addressed {
+    /// What comes before the name (`:server 461 `).
+    pub head: String,
+    /// What comes after it, line end included.
+    pub tail: String,
+}
+
+impl Addressed {
+    /// The bytes for `recipient` (`*` while it has no name, as IRC writes it).
+    pub fn write(&self, recipient: Option<&str>) -> bytes::Bytes {
+        let name = recipient.unwrap_or("*");
+        let mut line = String::with_capacity(self.head.len() + name.len() + self.tail.len());
+        line.push_str(&self.head);
+        line.push_str(name);
+        line.push_str(&self.tail);
+        line.into()
+    }
+}
+
 /// A front door's message to the hub.
 pub enum Command {
     /// A new connection: the hub can reach it from now on (shutdown notices included).
@@ -105,6 +127,10 @@ pub enum Command {
         client: ClientId,
         bytes: bytes::Bytes,
     },
+    /// Door-rendered bytes that name their one reader (IRC numerics carry the
+    /// recipient's nick): written by the hub, which knows the name at that moment
+    /// (`None` before the client has one).
+    DeliverAddressed { client: ClientId, write: Addressed },
     /// The connection is over (or going): remove the client, announce it, close its outbox.
     Disconnect {
         client: ClientId,

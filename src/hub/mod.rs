@@ -54,6 +54,15 @@ pub trait Render: Send + Sync + 'static {
     /// The bytes to send for `event`, or `None` when this format does not show it.
     fn render(&self, event: &Event) -> Option<Bytes>;
 
+    /// The bytes for `event` sent to one client alone (a reply, an error, the
+    /// welcome), named `recipient` once it has a name. Formats that address such
+    /// lines to their reader (IRC's numerics carry the recipient's nick) say so here;
+    /// events for many clients are rendered once with [`Render::render`].
+    fn render_to(&self, event: &Event, recipient: Option<&str>) -> Option<Bytes> {
+        let _ = recipient;
+        self.render(event)
+    }
+
     /// Whether a sender gets its own messages back. IRC clients without
     /// `echo-message` show what they typed themselves and would show it twice.
     fn echoes_own_messages(&self) -> bool {
@@ -507,7 +516,7 @@ impl Hub {
         let Some(client) = self.clients.get(&id) else {
             return;
         };
-        if let Some(bytes) = client.render.render(event) {
+        if let Some(bytes) = client.render.render_to(event, client.nick.as_deref()) {
             self.outgoing.queue(id, &client.outbox, bytes);
             self.count_deliveries(event, 1);
         }

@@ -394,8 +394,23 @@ fn plain_credentials(payload: &str) -> Option<(String, String)> {
     Some((name.to_owned(), password.to_owned()))
 }
 
+/// `:switchboard NUMERIC nick rest`: the hub writes in the client's nick as it is
+/// when the line goes out (`*` before registration).
 fn numeric(number: u16, rest: &str) -> Step {
-    send_line(format!(":{SERVER_NAME} {number:03} * {rest}"))
+    addressed(format!(":{SERVER_NAME} {number:03} "), rest)
+}
+
+/// `head`, the client's nick, a space and `rest`, as one line (see [`send_line`] on
+/// what is made safe).
+fn addressed(head: String, rest: &str) -> Step {
+    let mut tail = String::with_capacity(rest.len() + 3);
+    tail.push(' ');
+    tail.push_str(rest);
+    if tail.contains(['\r', '\n', '\0']) {
+        tail = tail.replace(['\r', '\n', '\0'], " ");
+    }
+    tail.push_str("\r\n");
+    Step::SendAddressed(crate::hub::Addressed { head, tail })
 }
 
 /// One line the door says itself. What it echoes of the client's input (a command's
@@ -681,9 +696,9 @@ impl IrcProtocol {
             },
             "LUSERS" => steps.push(request(Request::Counts)),
             "MOTD" => {
-                let mut out = String::new();
-                render::write_motd(&mut out, "*", &self.motd);
-                steps.push(Step::Send(Bytes::from(out)));
+                for (number, text) in render::motd_numerics(&self.motd) {
+                    steps.push(numeric(number, &text));
+                }
             }
             "VERSION" => steps.push(numeric(
                 351,
@@ -731,7 +746,7 @@ impl Protocol for IrcProtocol {
             "PONG" => {}
             "CAP" => {
                 let subcommand = params.first().map(|s| s.to_ascii_uppercase());
-                let nick = state.nick.as_deref().filter(|_| registered).unwrap_or("*");
+                let cap = || format!(":{SERVER_NAME} CAP ");
                 match subcommand.as_deref() {
                     Some("LS") => {
                         if !registered {
@@ -743,9 +758,7 @@ impl Protocol for IrcProtocol {
                         } else {
                             CAPS.join(" ")
                         };
-                        steps.push(send_line(format!(
-                            ":{SERVER_NAME} CAP {nick} LS :{offered}"
-                        )));
+                        steps.push(addressed(cap(), &format!("LS :{offered}")));
                     }
                     Some("LIST") => {
                         let enabled: Vec<&str> = CAPS
@@ -754,9 +767,7 @@ impl Protocol for IrcProtocol {
                             .filter_map(|(cap, on)| on.then_some(*cap))
                             .collect();
                         let enabled = enabled.join(" ");
-                        steps.push(send_line(format!(
-                            ":{SERVER_NAME} CAP {nick} LIST :{enabled}"
-                        )));
+                        steps.push(addressed(cap(), &format!("LIST :{enabled}")));
                     }
                     Some("REQ") => {
                         if !registered {
@@ -774,9 +785,7 @@ impl Protocol for IrcProtocol {
                             }
                             None => "NAK",
                         };
-                        steps.push(send_line(format!(
-                            ":{SERVER_NAME} CAP {nick} {answer} :{wanted}"
-                        )));
+                        steps.push(addressed(cap(), &format!("{answer} :{wanted}")));
                     }
                     Some("END") => {
                         state.negotiating = false;
@@ -932,11 +941,15 @@ mod tests {
         steps
     }
 
+    /// What `steps` send, as a client without a nick yet would read it.
     fn sent(steps: &[Step]) -> String {
         steps
             .iter()
             .filter_map(|step| match step {
                 Step::Send(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+                Step::SendAddressed(line) => {
+                    Some(String::from_utf8_lossy(&line.write(None)).into_owned())
+                }
                 _ => None,
             })
             .collect()

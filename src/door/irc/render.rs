@@ -1,10 +1,10 @@
 //! How hub events look on the IRC door: `:nick!nick@switchboard PRIVMSG #room :text`,
 //! JOIN/PART/NICK lines, numerics for the welcome, NAMES, LIST, WHOIS and errors, and
 //! history as NOTICEs. Rendered once per event for every IRC client with the same
-//! capabilities (render-once: one shared [`IrcRender`] per combination of
-//! `echo-message` and `server-time`, see [`IrcRenders`]), so a numeric's target is the
-//! recipient's nick only where the event names it (the welcome); elsewhere it is `*`,
-//! which clients accept. With `server-time` every line carries `@time=`, a message's
+//! capabilities (render-once: one shared [`IrcRender`] per combination of the
+//! capabilities that change the output, see [`IrcRenders`]); what one client alone
+//! gets (replies, errors, the welcome) is rendered for it with its nick as the
+//! numerics' target (`Render::render_to`). With `server-time` every line carries `@time=`, a message's
 //! its own (a replayed one the time it was first said), and history comes as the
 //! PRIVMSGs it was, as bouncers play it back.
 //!
@@ -79,30 +79,28 @@ impl IrcRender {
     }
 }
 
-/// 375, a 372 per line, 376: the message of the day as its numerics, aimed at `target`.
-pub fn write_motd(out: &mut String, target: &str, motd: &[String]) {
-    let mut lines = Lines::new();
-    motd_lines(&mut lines, target, motd);
-    out.push_str(&lines.out);
-}
-
-fn motd_lines(lines: &mut Lines, target: &str, motd: &[String]) {
-    let _ = write!(
-        lines.numeric(375, target),
-        ":- {SERVER_NAME} Message of the day -"
-    );
-    lines.end();
+/// 375, a 372 per line, 376: the message of the day as its numerics (number, and what
+/// follows the target).
+pub fn motd_numerics(motd: &[String]) -> Vec<(u16, String)> {
+    let mut numerics = Vec::with_capacity(motd.len() + 2);
+    numerics.push((375, format!(":- {SERVER_NAME} Message of the day -")));
     for line in motd {
         // Long lines are cut (at a character boundary) so each numeric fits 512 bytes.
         let mut end = line.len().min(400);
         while !line.is_char_boundary(end) {
             end -= 1;
         }
-        let _ = write!(lines.numeric(372, target), ":- {}", &line[..end]);
+        numerics.push((372, format!(":- {}", &line[..end])));
+    }
+    numerics.push((376, ":End of /MOTD command.".to_owned()));
+    numerics
+}
+
+fn motd_lines(lines: &mut Lines<'_>, target: &str, motd: &[String]) {
+    for (number, text) in motd_numerics(motd) {
+        lines.numeric(number, target).push_str(&text);
         lines.end();
     }
-    let _ = write!(lines.numeric(376, target), ":End of /MOTD command.");
-    lines.end();
 }
 
 /// One shared renderer per combination of [`Caps`]: a room of IRC clients costs one
@@ -177,19 +175,23 @@ fn isupport_tokens() -> String {
 }
 
 /// Lines being rendered: each is checked for CR, LF and NUL and ended with CR LF.
-struct Lines {
+struct Lines<'to> {
     out: String,
     line_start: usize,
     /// Put in front of each line as it ends (the `server-time` tag).
     tag: Option<String>,
+    /// Whom numerics are addressed to: the reader's nick for what only it gets, `*`
+    /// in what is rendered once for many.
+    recipient: &'to str,
 }
 
-impl Lines {
-    fn new() -> Self {
+impl<'to> Lines<'to> {
+    fn new(recipient: &'to str) -> Self {
         Lines {
             out: String::new(),
             line_start: 0,
             tag: None,
+            recipient,
         }
     }
 
@@ -222,9 +224,15 @@ impl Lines {
         let _ = write!(self.out, ":{SERVER_NAME} {numeric:03} {target} ");
         &mut self.out
     }
+
+    /// A numeric addressed to the reader.
+    fn reply(&mut self, numeric: u16) -> &mut String {
+        let _ = write!(self.out, ":{SERVER_NAME} {numeric:03} {} ", self.recipient);
+        &mut self.out
+    }
 }
 
-fn write_message(lines: &mut Lines, message: &ChatMessage) {
+fn write_message(lines: &mut Lines<'_>, message: &ChatMessage) {
     let target: &str = match &message.target {
         Target::Room(room) => room,
         Target::Private(to) => to,
@@ -250,7 +258,7 @@ fn write_message(lines: &mut Lines, message: &ChatMessage) {
 
 /// History as NOTICEs, so clients do not show it as live speech; with `server-time`,
 /// as the PRIVMSGs they were, each tagged with the time it was said.
-fn write_history(lines: &mut Lines, page: &HistoryPage, server_time: bool) {
+fn write_history(lines: &mut Lines<'_>, page: &HistoryPage, server_time: bool) {
     for message in &page.messages {
         if server_time {
             lines.tag = Some(time_tag(message.time));
@@ -328,7 +336,7 @@ fn error_numeric(code: ErrorCode) -> u16 {
 }
 
 impl IrcRender {
-    fn write_event(&self, lines: &mut Lines, event: &Event) {
+    fn write_event(&self, lines: &mut Lines<'_>, event: &Event) {
         match event {
             Event::Welcome { nick, .. } => {
                 let version = env!("CARGO_PKG_VERSION");
@@ -402,7 +410,7 @@ impl IrcRender {
                 lines.end();
             }
             Event::IsAway { nick, text } => {
-                let _ = write!(lines.numeric(301, "*"), "{nick} :{text}");
+                let _ = write!(lines.reply(301), "{nick} :{text}");
                 lines.end();
             }
             Event::TopicChanged { room, nick, text } => {
@@ -419,19 +427,19 @@ impl IrcRender {
                 // Hosts and real names are not kept: the nick stands in for both.
                 for nick in members {
                     let _ = write!(
-                        lines.numeric(352, "*"),
+                        lines.reply(352),
                         "{room} {nick} {SERVER_NAME} {SERVER_NAME} {nick} H :0 {nick}"
                     );
                     lines.end();
                 }
-                let _ = write!(lines.numeric(315, "*"), "{room} :End of /WHO list");
+                let _ = write!(lines.reply(315), "{room} :End of /WHO list");
                 lines.end();
             }
             Event::Reply {
                 tag: Some(tag),
                 reply: Reply::Present(nicks),
             } if &**tag == USERHOST_TAG => {
-                let out = lines.numeric(302, "*");
+                let out = lines.reply(302);
                 out.push(':');
                 for (index, nick) in nicks.iter().enumerate() {
                     let separator = if index == 0 { "" } else { " " };
@@ -446,10 +454,10 @@ impl IrcRender {
                 let room = &rules.room;
                 for ban in &rules.bans {
                     let mask = irc_mask(&ban.target);
-                    let _ = write!(lines.numeric(367, "*"), "{room} {mask} {} 0", ban.by);
+                    let _ = write!(lines.reply(367), "{room} {mask} {} 0", ban.by);
                     lines.end();
                 }
-                let _ = write!(lines.numeric(368, "*"), "{room} :End of channel ban list");
+                let _ = write!(lines.reply(368), "{room} :End of channel ban list");
                 lines.end();
             }
             Event::Reply { reply, .. } => self.write_reply(lines, reply),
@@ -459,65 +467,56 @@ impl IrcRender {
                     lines.end();
                 }
                 numeric => {
-                    let _ = write!(lines.numeric(numeric, "*"), ":{text}");
+                    let _ = write!(lines.reply(numeric), ":{text}");
                     lines.end();
                 }
             },
         }
     }
 
-    fn write_reply(&self, lines: &mut Lines, reply: &Reply) {
+    fn write_reply(&self, lines: &mut Lines<'_>, reply: &Reply) {
         match reply {
             Reply::Done | Reply::Pong => {}
             Reply::Counts { users, rooms } => {
                 let _ = write!(
-                    lines.numeric(251, "*"),
+                    lines.reply(251),
                     ":There are {users} users and 0 invisible on 1 servers"
                 );
                 lines.end();
-                let _ = write!(lines.numeric(254, "*"), "{rooms} :channels formed");
+                let _ = write!(lines.reply(254), "{rooms} :channels formed");
                 lines.end();
-                let _ = write!(
-                    lines.numeric(255, "*"),
-                    ":I have {users} clients and 0 servers"
-                );
+                let _ = write!(lines.reply(255), ":I have {users} clients and 0 servers");
                 lines.end();
             }
             Reply::Away { away: true } => {
-                let _ = write!(
-                    lines.numeric(306, "*"),
-                    ":You have been marked as being away"
-                );
+                let _ = write!(lines.reply(306), ":You have been marked as being away");
                 lines.end();
             }
             Reply::Away { away: false } => {
-                let _ = write!(
-                    lines.numeric(305, "*"),
-                    ":You are no longer marked as being away"
-                );
+                let _ = write!(lines.reply(305), ":You are no longer marked as being away");
                 lines.end();
             }
             // ISON's answer (and any other presence answer) names those present.
             Reply::Present(nicks) => {
-                let _ = write!(lines.numeric(303, "*"), ":{}", nicks.join(" "));
+                let _ = write!(lines.reply(303), ":{}", nicks.join(" "));
                 lines.end();
             }
             Reply::Topic { room, topic: None } => {
-                let _ = write!(lines.numeric(331, "*"), "{room} :No topic is set");
+                let _ = write!(lines.reply(331), "{room} :No topic is set");
                 lines.end();
             }
             Reply::Topic {
                 room,
                 topic: Some(topic),
             } => {
-                let _ = write!(lines.numeric(332, "*"), "{room} :{}", topic.text);
+                let _ = write!(lines.reply(332), "{room} :{}", topic.text);
                 lines.end();
                 let set_at = topic
                     .time
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |since| since.as_secs());
                 let _ = write!(
-                    lines.numeric(333, "*"),
+                    lines.reply(333),
                     "{room} {}!{}@{SERVER_NAME} {set_at}",
                     topic.set_by,
                     topic.set_by
@@ -525,62 +524,59 @@ impl IrcRender {
                 lines.end();
             }
             Reply::Rooms(rooms) => {
-                let _ = write!(lines.numeric(321, "*"), "Channel :Users Name");
+                let _ = write!(lines.reply(321), "Channel :Users Name");
                 lines.end();
                 for room in rooms {
-                    let _ = write!(lines.numeric(322, "*"), "{} {} :", room.name, room.members);
+                    let _ = write!(lines.reply(322), "{} {} :", room.name, room.members);
                     lines.end();
                 }
-                let _ = write!(lines.numeric(323, "*"), ":End of /LIST");
+                let _ = write!(lines.reply(323), ":End of /LIST");
                 lines.end();
             }
             Reply::Who { room, members, .. } => {
                 // One 353 per ~400 bytes of names keeps each line under 512.
                 for chunk in name_chunks(members) {
-                    let _ = write!(lines.numeric(353, "*"), "= {room} :{chunk}");
+                    let _ = write!(lines.reply(353), "= {room} :{chunk}");
                     lines.end();
                 }
-                let _ = write!(lines.numeric(366, "*"), "{room} :End of /NAMES list");
+                let _ = write!(lines.reply(366), "{room} :End of /NAMES list");
                 lines.end();
             }
             Reply::Whois(info) => {
                 let nick = &info.nick;
                 let _ = write!(
-                    lines.numeric(311, "*"),
+                    lines.reply(311),
                     "{nick} {nick} {SERVER_NAME} * :client {} on the {} door",
                     info.client,
                     info.door
                 );
                 lines.end();
                 if let Some(away) = &info.away {
-                    let _ = write!(lines.numeric(301, "*"), "{nick} :{away}");
+                    let _ = write!(lines.reply(301), "{nick} :{away}");
                     lines.end();
                 }
                 if let Some(account) = &info.account {
-                    let _ = write!(lines.numeric(330, "*"), "{nick} {account} :is logged in as");
+                    let _ = write!(lines.reply(330), "{nick} {account} :is logged in as");
                     lines.end();
                 }
                 if let Some(address) = &info.address {
-                    let _ = write!(
-                        lines.numeric(338, "*"),
-                        "{nick} {address} :actually using host"
-                    );
+                    let _ = write!(lines.reply(338), "{nick} {address} :actually using host");
                     lines.end();
                 }
                 if !info.rooms.is_empty() {
                     let rooms: Vec<&str> = info.rooms.iter().map(|room| &**room).collect();
-                    let _ = write!(lines.numeric(319, "*"), "{nick} :{}", rooms.join(" "));
+                    let _ = write!(lines.reply(319), "{nick} :{}", rooms.join(" "));
                     lines.end();
                 }
-                let _ = write!(lines.numeric(312, "*"), "{nick} {SERVER_NAME} :Switchboard");
+                let _ = write!(lines.reply(312), "{nick} {SERVER_NAME} :Switchboard");
                 lines.end();
                 let _ = write!(
-                    lines.numeric(317, "*"),
+                    lines.reply(317),
                     "{nick} 0 {} :seconds idle, signon time",
                     signon_time(info.connected_for_secs)
                 );
                 lines.end();
-                let _ = write!(lines.numeric(318, "*"), "{nick} :End of /WHOIS list");
+                let _ = write!(lines.reply(318), "{nick} :End of /WHOIS list");
                 lines.end();
             }
             Reply::History(page) => write_history(lines, page, self.caps.server_time),
@@ -614,7 +610,7 @@ impl IrcRender {
                 if rules.registered_only {
                     modes.push('R');
                 }
-                let _ = write!(lines.numeric(324, "*"), "{room} {modes}");
+                let _ = write!(lines.reply(324), "{room} {modes}");
                 lines.end();
                 for mute in &rules.mutes {
                     let _ = write!(
@@ -694,9 +690,9 @@ fn name_chunks(members: &[Arc<str>]) -> Vec<String> {
     chunks
 }
 
-impl Render for IrcRender {
-    fn render(&self, event: &Event) -> Option<Bytes> {
-        let mut lines = Lines::new();
+impl IrcRender {
+    fn render_lines(&self, event: &Event, recipient: &str) -> Option<Bytes> {
+        let mut lines = Lines::new(recipient);
         if self.caps.server_time {
             let time = match event {
                 Event::Message(message) => message.time,
@@ -706,6 +702,17 @@ impl Render for IrcRender {
         }
         self.write_event(&mut lines, event);
         (!lines.out.is_empty()).then(|| Bytes::from(lines.out))
+    }
+}
+
+impl Render for IrcRender {
+    fn render(&self, event: &Event) -> Option<Bytes> {
+        self.render_lines(event, "*")
+    }
+
+    /// Numerics name their reader, as RFC 2812 has them.
+    fn render_to(&self, event: &Event, recipient: Option<&str>) -> Option<Bytes> {
+        self.render_lines(event, recipient.unwrap_or("*"))
     }
 
     /// Without `echo-message` an IRC client shows what its user typed itself.
