@@ -71,6 +71,8 @@ fn renderer(c: &mut Criterion) {
         text: "~b3:1234:123456789~ the quick brown fox jumps over the lazy dog".into(),
         data: None,
         action: false,
+        notice: false,
+        account: None,
     }));
     let joined = Event::Joined {
         room: "#general".into(),

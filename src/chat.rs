@@ -201,13 +201,15 @@ pub enum Request {
     },
     /// A page of a room's history (`None`: the current room), oldest first: the last
     /// `limit` messages, or those with id below `before` and/or above `after` (with
-    /// `after`, the first `limit` after it). `limit` defaults to
+    /// `after`, the first `limit` after it, or with `newest` the last `limit` after
+    /// it, as IRC's `CHATHISTORY LATEST` asks). `limit` defaults to
     /// [`DEFAULT_HISTORY_LIMIT`] and is capped at [`MAX_HISTORY_LIMIT`].
     History {
         room: Option<String>,
         before: Option<u64>,
         after: Option<u64>,
         limit: Option<usize>,
+        newest: bool,
     },
     /// The same for the private conversation between the client and nickname `with`.
     PrivateHistory {
@@ -215,6 +217,7 @@ pub enum Request {
         before: Option<u64>,
         after: Option<u64>,
         limit: Option<usize>,
+        newest: bool,
     },
     /// Moderate a room (`None`: the current room): see [`Moderation`].
     Moderate {
@@ -316,6 +319,11 @@ pub struct ChatMessage {
     pub data: Option<Data>,
     /// `/me`: an action rather than speech.
     pub action: bool,
+    /// A notice (IRC's NOTICE): shown as said, but never answered by a program or an
+    /// away message. Never also an action.
+    pub notice: bool,
+    /// The account the sender was signed in to (IRC's `account-tag`), if any.
+    pub account: Option<Arc<str>>,
 }
 
 /// The key under `data` that marks a server's moderation notice (refused in what

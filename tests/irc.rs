@@ -32,7 +32,7 @@ async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
     irc.send_line("CAP LS 302\r").await;
     assert_eq!(
         irc.line().await.unwrap(),
-        ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN extended-join away-notify"
+        ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN extended-join away-notify message-tags account-tag batch draft/chathistory"
     );
     irc.send_line("NICK alice\r").await;
     irc.send_line("USER alice 0 * :Alice\r").await;
@@ -580,5 +580,178 @@ async fn extended_join_and_away_notify_tell_accounts_and_absences() {
     plain.send_line("PING :done\r").await;
     let rest = plain.line_containing("PONG").await;
     assert!(rest.ends_with(":done"), "{rest}");
+    server.stop().await;
+}
+
+/// Read the lines of one CHATHISTORY answer, from `BATCH +` to `BATCH -`; the
+/// messages' texts, and the msgid of each.
+async fn chathistory_batch(irc: &mut Lines<TcpStream>, target: &str) -> Vec<(String, String)> {
+    let opened = irc.line().await.unwrap();
+    assert_eq!(
+        opened,
+        format!(":switchboard BATCH +chathistory chathistory {target}")
+    );
+    let mut messages = Vec::new();
+    loop {
+        let line = irc.line().await.unwrap();
+        if line == ":switchboard BATCH -chathistory" {
+            return messages;
+        }
+        let (tags, rest) = line.split_once(' ').unwrap();
+        assert!(tags.starts_with("@batch=chathistory;time="), "{line}");
+        let msgid = tags
+            .split(';')
+            .find_map(|tag| tag.strip_prefix("msgid="))
+            .unwrap_or_else(|| panic!("no msgid: {line}"))
+            .to_owned();
+        assert!(tags.ends_with(";account=bob"), "{line}");
+        assert!(rest.starts_with(&format!(":bob!bob@switchboard PRIVMSG {target} :")));
+        messages.push((rest.rsplit(':').next().unwrap().to_owned(), msgid));
+    }
+}
+
+/// IRCv3 `message-tags`, `account-tag`, `batch` and `draft/chathistory`: messages
+/// carry their msgid and their sender's account; CHATHISTORY pages a room by msgid
+/// (LATEST, BEFORE, AFTER, BETWEEN) in a batch from the same history every door
+/// reads; refusals are FAIL lines; a NOTICE arrives as a NOTICE; client tags are
+/// taken (up to 8191 bytes) and not relayed.
+#[tokio::test]
+async fn chathistory_pages_by_msgid_and_messages_carry_their_tags() {
+    let server = start().await;
+    let mut bob = Lines::line_login(server.addr("line"), "bob").await;
+    bob.send_line("/register bob's password").await;
+    bob.line_containing("is registered to you").await;
+    bob.send_line("/join #log").await;
+    bob.line_containing("*** bob joined #log").await;
+    for n in 1..=5 {
+        bob.send_line(&format!("m{n}")).await;
+        bob.line_containing(&format!("[bob] m{n}")).await;
+    }
+
+    let mut reader = Lines::connect(server.addr("irc")).await;
+    reader
+        .send_line(
+            "CAP LS 302\r\nCAP REQ :message-tags account-tag batch server-time draft/chathistory\r\nNICK reader\r\nUSER r 0 * :r\r\nCAP END\r\n",
+        )
+        .await;
+    let isupport = reader.line_containing(" 005 reader ").await;
+    assert!(
+        isupport.contains(" CHATHISTORY=500 MSGREFTYPES=msgid "),
+        "{isupport}"
+    );
+    reader.line_containing(" 366 reader #general ").await;
+    reader.send_line("JOIN #log\r").await;
+    reader.line_containing(" 366 reader #log ").await;
+    let mut plain = irc_login(&server, "plain").await;
+    plain.send_line("JOIN #log\r").await;
+    plain.line_containing(" 366 plain #log ").await;
+    reader
+        .line_containing(":plain!plain@switchboard JOIN #log")
+        .await;
+
+    reader.send_line("CHATHISTORY LATEST #log * 3\r").await;
+    let latest = chathistory_batch(&mut reader, "#log").await;
+    let texts = |page: &[(String, String)]| page.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>();
+    assert_eq!(texts(&latest), ["m3", "m4", "m5"]);
+    let m3 = latest[0].1.clone();
+    reader
+        .send_line(&format!("CHATHISTORY BEFORE #log msgid={m3} 10\r"))
+        .await;
+    let before = chathistory_batch(&mut reader, "#log").await;
+    assert_eq!(texts(&before), ["m1", "m2"]);
+    let (m1, m5) = (before[0].1.clone(), latest[2].1.clone());
+    reader
+        .send_line(&format!("CHATHISTORY AFTER #log msgid={m1} 2\r"))
+        .await;
+    assert_eq!(
+        texts(&chathistory_batch(&mut reader, "#log").await),
+        ["m2", "m3"]
+    );
+    // LATEST with a reference: the newest, down to (not including) it.
+    reader
+        .send_line(&format!("CHATHISTORY LATEST #log msgid={m1} 2\r"))
+        .await;
+    assert_eq!(
+        texts(&chathistory_batch(&mut reader, "#log").await),
+        ["m4", "m5"]
+    );
+    reader
+        .send_line(&format!(
+            "CHATHISTORY BETWEEN #log msgid={m1} msgid={m5} 10\r"
+        ))
+        .await;
+    assert_eq!(
+        texts(&chathistory_batch(&mut reader, "#log").await),
+        ["m2", "m3", "m4"]
+    );
+    // Refusals say why, as IRCv3 standard replies.
+    reader
+        .send_line("CHATHISTORY LATEST #log timestamp=2026-01-01T00:00:00.000Z 5\r")
+        .await;
+    reader
+        .line_containing(
+            "FAIL CHATHISTORY INVALID_PARAMS LATEST #log :timestamp references are not supported",
+        )
+        .await;
+    reader.send_line("CHATHISTORY BEFORE #log * 5\r").await;
+    reader
+        .line_containing("FAIL CHATHISTORY INVALID_PARAMS BEFORE #log :only LATEST takes *")
+        .await;
+    reader.send_line("CHATHISTORY LATEST #log * many\r").await;
+    reader
+        .line_containing("FAIL CHATHISTORY INVALID_PARAMS LATEST #log :the limit")
+        .await;
+    reader.send_line("CHATHISTORY LATEST #b@d * 5\r").await;
+    reader
+        .line_containing("FAIL CHATHISTORY INVALID_TARGET LATEST #b@d :")
+        .await;
+    // A room nobody spoke in: an empty batch.
+    reader.send_line("CHATHISTORY LATEST #quiet * 5\r").await;
+    assert!(chathistory_batch(&mut reader, "#quiet").await.is_empty());
+
+    // Live messages carry the same tags; a guest's have no account.
+    bob.send_line("m6").await;
+    let live = reader.line_containing(" PRIVMSG #log :m6").await;
+    assert!(live.starts_with("@time="), "{live}");
+    assert!(live.contains(";msgid=#log/"), "{live}");
+    assert!(live.contains(";account=bob :bob!bob@switchboard"), "{live}");
+    plain
+        .line_containing(":bob!bob@switchboard PRIVMSG #log :m6")
+        .await;
+    plain.send_line("PRIVMSG #log :from a guest\r").await;
+    let guest = reader.line_containing(" PRIVMSG #log :from a guest").await;
+    assert!(!guest.contains("account="), "{guest}");
+
+    // A NOTICE stays a NOTICE, to a channel and to a nick, and reaches other doors.
+    reader.send_line("NOTICE #log :heads up\r").await;
+    plain
+        .line_containing(":reader!reader@switchboard NOTICE #log :heads up")
+        .await;
+    bob.line_containing("[reader] heads up").await;
+    reader.send_line("NOTICE plain :just you\r").await;
+    plain
+        .line_containing(":reader!reader@switchboard NOTICE plain :just you")
+        .await;
+
+    // Client tags: taken up to 8191 bytes and not relayed; TAGMSG is accepted quietly.
+    reader.send_line("@+typing=active TAGMSG #log\r").await;
+    let tags = format!("@+example/blob={}", "x".repeat(8000));
+    reader
+        .send_line(&format!("{tags} PRIVMSG #log :tagged\r"))
+        .await;
+    assert_eq!(
+        plain.line().await.unwrap(),
+        ":reader!reader@switchboard PRIVMSG #log :tagged",
+        "no TAGMSG, and no client tags"
+    );
+    let too_many = format!("@+example/blob={} PRIVMSG #log :lost\r", "x".repeat(8200));
+    reader.send_line(&too_many).await;
+    reader
+        .line_containing(" 417 reader :Input line was too long")
+        .await;
+    reader.send_line("PRIVMSG #log :still here\r").await;
+    plain
+        .line_containing(":reader!reader@switchboard PRIVMSG #log :still here")
+        .await;
     server.stop().await;
 }

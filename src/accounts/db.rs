@@ -376,6 +376,8 @@ pub fn read_mailbox(db: &mut Connection, key: &str) -> rusqlite::Result<Vec<Kept
                 .and_then(|text| serde_json::from_str(&text).ok())
                 .map(Arc::new),
             action: row.get(6)?,
+            notice: false,
+            account: None,
         };
         Ok(KeptMessage {
             row: row.get(0)?,

@@ -955,6 +955,8 @@ mod tests {
                 text: format!("note {n}").into(),
                 data: Some(Arc::new(serde_json::json!({"n": n}))),
                 action: false,
+                notice: false,
+                account: None,
             })
         };
         for n in 1..=3 {

@@ -25,11 +25,13 @@ impl Refusal {
 pub(super) type Outcome = Result<(), Refusal>;
 
 /// How a private message goes, beside its text.
-pub(super) struct Whisper {
+/// How something is said, beside its words.
+pub(super) struct Speech {
     data: Option<Data>,
     action: bool,
-    /// Tell the sender when the recipient is away (never for a NOTICE).
-    tell_away: bool,
+    /// A notice: never answered automatically, so the sender of a private one is not
+    /// told the recipient is away.
+    notice: bool,
 }
 
 /// `data.moderation` is the server's: a client sending it could forge a notice.
@@ -358,26 +360,37 @@ impl Hub {
                 text,
                 data,
                 action,
-            } => return self.say(id, tag, room, &text, data, action),
+            } => {
+                let speech = Speech {
+                    data,
+                    action,
+                    notice: false,
+                };
+                return self.say(id, tag, room, &text, speech);
+            }
             Request::Whisper {
                 to,
                 text,
                 data,
                 action,
             } => {
-                let whisper = Whisper {
+                let speech = Speech {
                     data,
                     action,
-                    tell_away: true,
+                    notice: false,
                 };
-                return self.whisper(id, tag, &to, &text, whisper);
+                return self.whisper(id, tag, &to, &text, speech);
             }
             Request::Notice { to, text } => {
-                let notice = Whisper {
+                let notice = Speech {
                     data: None,
                     action: false,
-                    tell_away: false,
+                    notice: true,
                 };
+                // A room's name (they all start with #) or a nick.
+                if to.starts_with('#') {
+                    return self.say(id, tag, Some(to), &text, notice);
+                }
                 return self.whisper(id, tag, &to, &text, notice);
             }
             Request::Join { room } => return self.join(id, tag, &room),
@@ -499,14 +512,19 @@ impl Hub {
                 before,
                 after,
                 limit,
-            } => return self.room_history(id, tag, room, PageRequest::new(before, after, limit)),
+                newest,
+            } => {
+                let page = PageRequest::new(before, after, limit, newest);
+                return self.room_history(id, tag, room, page);
+            }
             Request::PrivateHistory {
                 with,
                 before,
                 after,
                 limit,
+                newest,
             } => {
-                let page = PageRequest::new(before, after, limit);
+                let page = PageRequest::new(before, after, limit, newest);
                 return self.private_history(id, tag, &with, page);
             }
             Request::Quit { reason } => {
@@ -555,9 +573,13 @@ impl Hub {
         tag: Option<Tag>,
         room: Option<String>,
         text: &str,
-        data: Option<Data>,
-        action: bool,
+        speech: Speech,
     ) -> Outcome {
+        let Speech {
+            data,
+            action,
+            notice,
+        } = speech;
         if let Some(name) = room.as_deref() {
             if self.clients[&id].device {
                 // A device's telemetry names its room in every datagram: saying there
@@ -583,6 +605,11 @@ impl Hub {
             text: sanitize_text(text).into(),
             data,
             action,
+            notice,
+            account: self.clients[&id]
+                .account
+                .as_ref()
+                .map(|account| account.name.clone()),
         };
         // Delivered (and acknowledged) once it is in the history.
         self.record_and_deliver(message, Delivery::Room(key), id, tag);
@@ -648,13 +675,13 @@ impl Hub {
         tag: Option<Tag>,
         to: &str,
         text: &str,
-        whisper: Whisper,
+        speech: Speech,
     ) -> Outcome {
-        let Whisper {
+        let Speech {
             data,
             action,
-            tell_away,
-        } = whisper;
+            notice,
+        } = speech;
         refuse_moderation_data(&data)?;
         let key = nick_key(to);
         // Online: whoever holds the name now. Offline: an account, whose mailbox
@@ -707,6 +734,11 @@ impl Hub {
             text: sanitize_text(text).into(),
             data,
             action,
+            notice,
+            account: self.clients[&id]
+                .account
+                .as_ref()
+                .map(|account| account.name.clone()),
         };
         let away = online.and_then(|target| self.clients[&target].away.clone());
         let delivery = Delivery::Private {
@@ -715,7 +747,7 @@ impl Hub {
             mailbox,
         };
         self.record_and_deliver(message, delivery, id, tag);
-        if let Some(text) = away.filter(|_| tell_away) {
+        if let Some(text) = away.filter(|_| !notice) {
             self.send_to(id, &Event::IsAway { nick: name, text });
         }
         Ok(())

@@ -291,6 +291,8 @@ impl Hub {
             text: text.into(),
             data: Some(Arc::new(serde_json::json!({ COMMAND_DATA: record }))),
             action: true,
+            notice: false,
+            account: None,
         };
         let delivery = Delivery::Private {
             to: None,

@@ -104,14 +104,22 @@ pub(super) struct PageRequest {
     pub before: Option<u64>,
     pub after: Option<u64>,
     pub limit: usize,
+    /// With `after`: the last `limit` after it, not the first.
+    pub newest: bool,
 }
 
 impl PageRequest {
     /// Fill the default limit and clamp it to the maximum.
-    pub fn new(before: Option<u64>, after: Option<u64>, limit: Option<usize>) -> Self {
+    pub fn new(
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<usize>,
+        newest: bool,
+    ) -> Self {
         PageRequest {
             before,
             after,
+            newest,
             limit: limit
                 .unwrap_or(super::DEFAULT_HISTORY_LIMIT)
                 .clamp(1, super::MAX_HISTORY_LIMIT),
@@ -369,6 +377,7 @@ impl History {
                 before: None,
                 after: None,
                 limit: self.replay,
+                newest: false,
             },
             true,
         )?;
@@ -446,7 +455,7 @@ fn page_of<'a>(
     scope: HistoryScope,
 ) -> Option<HistoryPage> {
     let limit = request.limit;
-    if let Some(after) = request.after {
+    if let Some(after) = request.after.filter(|_| !request.newest) {
         // Everything after `after` is here if the oldest message held is at most the
         // next id (ids are integers) or nothing older exists.
         let oldest = messages.clone().next().map(|m| m.id);
@@ -496,6 +505,8 @@ mod tests {
             text: format!("m{id}").into(),
             data: None,
             action: false,
+            notice: false,
+            account: None,
         })
     }
 
@@ -514,6 +525,7 @@ mod tests {
             before,
             after,
             limit,
+            newest: false,
         };
         let in_range = move |m: &&Arc<ChatMessage>| {
             before.is_none_or(|b| m.id < b) && after.is_none_or(|a| m.id > a)

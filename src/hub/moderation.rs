@@ -438,6 +438,8 @@ impl Hub {
             text: done.text.as_str().into(),
             data: Some(Arc::new(json!({ "moderation": detail }))),
             action: true,
+            notice: false,
+            account: None,
         };
         if !self.clients[&id].in_room(key) {
             let text = format!("{name}: you {}", done.text).into();

@@ -97,6 +97,7 @@ impl Hub {
             before: request.before,
             after: request.after,
             limit: request.limit,
+            newest: request.newest,
         };
         self.query_store(id, tag, query)
     }
@@ -133,6 +134,7 @@ impl Hub {
             before: request.before,
             after: request.after,
             limit: request.limit,
+            newest: request.newest,
         };
         self.query_store(id, tag, query)
     }

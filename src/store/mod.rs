@@ -162,6 +162,8 @@ pub struct Query {
     pub before: Option<u64>,
     pub after: Option<u64>,
     pub limit: usize,
+    /// With `after`: the last `limit` after it, not the first.
+    pub newest: bool,
 }
 
 /// Work for the store thread.
@@ -383,6 +385,8 @@ mod tests {
             text: text.into(),
             data: (id == 2).then(|| Arc::new(serde_json::json!({"n": 2}))),
             action: id == 3,
+            notice: false,
+            account: None,
         }
     }
 
@@ -393,6 +397,7 @@ mod tests {
             before,
             after,
             limit,
+            newest: false,
         }
     }
 
@@ -455,6 +460,7 @@ mod tests {
                 before: None,
                 after: None,
                 limit: 10,
+                newest: false,
             },
             Retention::default(),
         )
@@ -524,6 +530,58 @@ mod tests {
         last_ids.sort();
         assert_eq!(last_ids, [("#blue".to_owned(), 3), ("#red".to_owned(), 3)]);
         assert_eq!(loaded.last_private_id, 6);
+    }
+
+    /// A file written by version 3 (no `notice` or `from_account` columns) opens,
+    /// keeps its messages, and stores the new fields from then on.
+    #[test]
+    fn a_version_3_file_gains_the_new_columns_and_keeps_its_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            old.execute_batch(
+                "CREATE TABLE room_messages (room_key TEXT NOT NULL, id INTEGER NOT NULL,
+                     room_name TEXT NOT NULL, time_ms INTEGER NOT NULL, from_nick TEXT NOT NULL,
+                     from_client INTEGER NOT NULL, text TEXT NOT NULL, data TEXT,
+                     action INTEGER NOT NULL, PRIMARY KEY (room_key, id)) WITHOUT ROWID;
+                 CREATE TABLE private_messages (id INTEGER PRIMARY KEY, pair TEXT NOT NULL,
+                     time_ms INTEGER NOT NULL, from_nick TEXT NOT NULL, to_nick TEXT NOT NULL,
+                     from_client INTEGER NOT NULL, text TEXT NOT NULL, data TEXT,
+                     action INTEGER NOT NULL);
+                 CREATE TABLE sequences (scope TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
+                 INSERT INTO room_messages VALUES ('#r', 1, '#R', 1000, 'alice', 7, 'old', NULL, 0);
+                 INSERT INTO sequences VALUES ('#r', 1);
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(dir.path(), Retention::default(), 5).unwrap();
+        let loaded = store.take_loaded();
+        let old = &loaded.rooms[0].tail[0];
+        assert_eq!(
+            (&*old.text, old.notice, old.account.as_deref()),
+            ("old", false, None)
+        );
+        let room = Conversation::Room("#r".into());
+        let mut notice = message(2, Target::Room("#R".into()), "alice", "new");
+        notice.notice = true;
+        notice.account = Some("Alice".into());
+        let batch = [sqlite::Append {
+            conversation: &room,
+            message: &notice,
+        }];
+        sqlite::append_batch(&mut store.connection, &batch, Retention::default()).unwrap();
+        let page = sqlite::query(
+            &store.connection,
+            &room_query(None, None, 5),
+            Retention::default(),
+        )
+        .unwrap();
+        let kept = &page.messages[1];
+        assert_eq!(
+            (kept.notice, kept.account.as_deref()),
+            (true, Some("Alice"))
+        );
     }
 
     #[test]

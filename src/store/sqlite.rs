@@ -12,10 +12,11 @@ use super::{Conversation, Loaded, LoadedRoom, Query, Retention};
 use crate::chat::{ChatMessage, HistoryPage, Target};
 
 /// Bumped when the schema changes. 2 added the accounts' tables
-/// ([`crate::accounts::db::SCHEMA`]), 3 the rooms' moderation rules (`room_rules`);
-/// an older file is migrated in place (the new tables are created, nothing else
-/// changes).
-const SCHEMA_VERSION: i64 = 3;
+/// ([`crate::accounts::db::SCHEMA`]), 3 the rooms' moderation rules (`room_rules`),
+/// 4 the `notice` and `from_account` columns of both message tables; an older file
+/// is migrated in place (new tables are created, new columns added with their
+/// defaults, nothing else changes).
+const SCHEMA_VERSION: i64 = 4;
 /// The `sequences` row that holds the last private message id.
 const PRIVATE_SEQUENCE: &str = "@private";
 /// How long a statement waits for another connection's lock before failing.
@@ -32,6 +33,8 @@ CREATE TABLE IF NOT EXISTS room_messages (
     text        TEXT    NOT NULL,
     data        TEXT,
     action      INTEGER NOT NULL,
+    notice      INTEGER NOT NULL DEFAULT 0,
+    from_account TEXT,
     PRIMARY KEY (room_key, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS room_messages_by_time ON room_messages (time_ms);
@@ -44,7 +47,9 @@ CREATE TABLE IF NOT EXISTS private_messages (
     from_client INTEGER NOT NULL,
     text        TEXT    NOT NULL,
     data        TEXT,
-    action      INTEGER NOT NULL
+    action      INTEGER NOT NULL,
+    notice      INTEGER NOT NULL DEFAULT 0,
+    from_account TEXT
 );
 CREATE INDEX IF NOT EXISTS private_messages_by_pair ON private_messages (pair, id);
 CREATE INDEX IF NOT EXISTS private_messages_by_time ON private_messages (time_ms);
@@ -89,6 +94,7 @@ pub(super) fn open(path: &Path) -> rusqlite::Result<Connection> {
         ));
     }
     connection.execute_batch(SCHEMA)?;
+    add_missing_columns(&connection)?;
     connection.execute_batch(crate::accounts::db::SCHEMA)?;
     if version != SCHEMA_VERSION {
         connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -97,6 +103,30 @@ pub(super) fn open(path: &Path) -> rusqlite::Result<Connection> {
     // startup error, not a surprise at the first message.
     connection.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
     Ok(connection)
+}
+
+/// Columns added after a table was first made: a file from an older version gets
+/// them (with their defaults) when it is opened.
+fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
+    const ADDED: [(&str, &str, &str); 4] = [
+        ("room_messages", "notice", "INTEGER NOT NULL DEFAULT 0"),
+        ("room_messages", "from_account", "TEXT"),
+        ("private_messages", "notice", "INTEGER NOT NULL DEFAULT 0"),
+        ("private_messages", "from_account", "TEXT"),
+    ];
+    for (table, column, definition) in ADDED {
+        let present: bool = connection.query_row(
+            "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+            params![table, column],
+            |row| row.get::<_, i64>(0).map(|count| count > 0),
+        )?;
+        if !present {
+            connection.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn unix_ms(time: SystemTime) -> i64 {
@@ -124,8 +154,10 @@ fn parse_data(text: Option<String>) -> Option<crate::hub::Data> {
     text.and_then(|text| serde_json::from_str(&text).ok().map(Arc::new))
 }
 
-const ROOM_COLUMNS: &str = "id, room_name, time_ms, from_nick, from_client, text, data, action";
-const PRIVATE_COLUMNS: &str = "id, to_nick, time_ms, from_nick, from_client, text, data, action";
+const ROOM_COLUMNS: &str =
+    "id, room_name, time_ms, from_nick, from_client, text, data, action, notice, from_account";
+const PRIVATE_COLUMNS: &str =
+    "id, to_nick, time_ms, from_nick, from_client, text, data, action, notice, from_account";
 
 /// Rows selected with `ROOM_COLUMNS` or `PRIVATE_COLUMNS`.
 fn row_message(row: &rusqlite::Row<'_>, private: bool) -> rusqlite::Result<ChatMessage> {
@@ -146,6 +178,8 @@ fn row_message(row: &rusqlite::Row<'_>, private: bool) -> rusqlite::Result<ChatM
         text: text.into(),
         data: parse_data(row.get(6)?),
         action: row.get::<_, i64>(7)? != 0,
+        notice: row.get::<_, i64>(8)? != 0,
+        account: row.get::<_, Option<String>>(9)?.map(Arc::from),
     })
 }
 
@@ -217,12 +251,12 @@ pub(super) fn append_batch(
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut room_insert = transaction.prepare_cached(
-            "INSERT INTO room_messages (room_key, id, room_name, time_ms, from_nick, from_client, text, data, action)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO room_messages (room_key, id, room_name, time_ms, from_nick, from_client, text, data, action, notice, from_account)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         let mut private_insert = transaction.prepare_cached(
-            "INSERT INTO private_messages (id, pair, time_ms, from_nick, to_nick, from_client, text, data, action)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO private_messages (id, pair, time_ms, from_nick, to_nick, from_client, text, data, action, notice, from_account)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         let mut sequence = transaction.prepare_cached(
             "INSERT INTO sequences (scope, last_id) VALUES (?1, ?2)
@@ -246,7 +280,9 @@ pub(super) fn append_batch(
                         from_client,
                         message.text.as_ref(),
                         data_text(message),
-                        message.action as i64
+                        message.action as i64,
+                        message.notice as i64,
+                        message.account.as_deref()
                     ])?;
                     raise_last_id(&mut last_ids, key.as_ref(), id);
                 }
@@ -260,7 +296,9 @@ pub(super) fn append_batch(
                         from_client,
                         message.text.as_ref(),
                         data_text(message),
-                        message.action as i64
+                        message.action as i64,
+                        message.notice as i64,
+                        message.account.as_deref()
                     ])?;
                     raise_last_id(&mut last_ids, PRIVATE_SEQUENCE, id);
                 }
@@ -441,7 +479,8 @@ pub(super) fn query(
     let before = query.before.map_or(i64::MAX, id_param);
     // With `after` the page reads forwards from it; otherwise backwards from `before`
     // (or the newest). One extra row tells whether there is more that way.
-    let order = if query.after.is_some() { "ASC" } else { "DESC" };
+    let forwards = query.after.is_some() && !query.newest;
+    let order = if forwards { "ASC" } else { "DESC" };
     let mut statement = connection.prepare_cached(&format!(
         "SELECT {columns} FROM {table}
          WHERE {column} = ?1 AND id > ?2 AND id < ?3 AND time_ms >= ?4
@@ -456,7 +495,7 @@ pub(super) fn query(
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let more = messages.len() > query.limit;
     messages.truncate(query.limit);
-    if query.after.is_none() {
+    if !forwards {
         messages.reverse();
     }
     Ok(HistoryPage {

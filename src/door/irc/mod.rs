@@ -40,9 +40,13 @@ use crate::hub::{CloseReason, HubHandle, Request, Tag, MAX_PRESENCE_NICKS};
 use crate::metrics::DoorMetrics;
 use crate::text::NickError;
 
-/// The longest line a client may send, without its CR LF (RFC 1459: 512 with them).
-/// No capability that lets a client send tags is offered, so none are allowed for.
+/// The longest line a client may send, without its CR LF and tags (RFC 1459: 512
+/// with them).
 pub const MAX_LINE_BYTES: usize = 510;
+
+/// The most a line's tags (`@` to the space after them) may take (IRCv3
+/// message-tags: 8191 bytes from clients).
+pub const MAX_TAG_BYTES: usize = 8191;
 
 /// The IRC door: its session rules and its protocol.
 pub type IrcDoor = Door<IrcProtocol>;
@@ -80,7 +84,8 @@ where
     D: Deref<Target = IrcDoor> + 'door,
     S: AsyncRead + AsyncWrite + Unpin + 'door,
 {
-    let framing = IrcFraming(LineFramer::new(MAX_LINE_BYTES));
+    // The framer holds the longest line with tags; the protocol checks the parts.
+    let framing = IrcFraming(LineFramer::new(MAX_TAG_BYTES + MAX_LINE_BYTES));
     session::drive(door, stream, peer, framing, IrcFarewell)
 }
 
@@ -149,18 +154,24 @@ const MAX_SASL_BYTES: usize = 1200;
 
 /// The capabilities among those `enabled` that change how a client is rendered.
 fn render_caps(enabled: [bool; CAPS.len()]) -> Caps {
+    let on = |name: &str| enabled[cap_index(name)];
     Caps {
-        echo_message: enabled[1],
-        server_time: enabled[3],
-        extended_join: enabled[5],
-        away_notify: enabled[6],
+        echo_message: on("echo-message"),
+        server_time: on("server-time"),
+        extended_join: on("extended-join"),
+        away_notify: on("away-notify"),
+        message_tags: on("message-tags"),
+        account_tag: on("account-tag"),
+        batch: on("batch"),
     }
 }
 
 /// The IRCv3 capabilities offered, in `CAP LS` order. `cap-notify` is there for
 /// clients that ask (the list never changes, so there is never a NEW or DEL to
 /// notify); `multi-prefix` costs nothing, as no channel has member prefixes yet.
-const CAPS: [&str; 7] = [
+/// `message-tags` lets a client send tags (accepted, not relayed: client-only tags
+/// reach nobody) and gives it each message's `msgid`.
+const CAPS: [&str; 11] = [
     "cap-notify",
     "echo-message",
     "multi-prefix",
@@ -168,7 +179,18 @@ const CAPS: [&str; 7] = [
     "sasl",
     "extended-join",
     "away-notify",
+    "message-tags",
+    "account-tag",
+    "batch",
+    "draft/chathistory",
 ];
+
+/// Where `name` is in [`CAPS`] (a name from that list).
+fn cap_index(name: &str) -> usize {
+    CAPS.iter()
+        .position(|cap| *cap == name)
+        .expect("a capability this door offers")
+}
 
 /// `enabled` after a `CAP REQ` for `wanted` (`name` or `-name`, space-separated), or
 /// `None` if it names one not offered: a request is granted whole or not at all.
@@ -320,7 +342,7 @@ fn authenticate(state: &mut IrcState, params: &[&str], steps: &mut Vec<Step>) {
         return;
     }
     match std::mem::take(&mut state.sasl) {
-        Sasl::Idle | Sasl::Done if !state.enabled[4] => {
+        Sasl::Idle | Sasl::Done if !state.enabled[cap_index("sasl")] => {
             steps.push(numeric(
                 904,
                 ":SASL authentication failed: CAP REQ :sasl first",
@@ -376,6 +398,120 @@ fn authenticate(state: &mut IrcState, params: &[&str], steps: &mut Vec<Step>) {
             steps.push(numeric(907, ":You have already authenticated"));
         }
     }
+}
+
+/// `CHATHISTORY LATEST|BEFORE|AFTER|BETWEEN target ref [ref] limit` (IRCv3
+/// draft/chathistory) as a history request, tagged so the answer comes as a batch.
+/// References are `msgid=` (the ids this server gives, see [`render::msgid`]), or
+/// `*` for LATEST; `timestamp=` is refused with a clear reason (ISUPPORT says
+/// `MSGREFTYPES=msgid`).
+fn chathistory(params: &[&str], steps: &mut Vec<Step>) {
+    let fail = |code: &str, context: &str, why: &str| {
+        send_line(format!("FAIL CHATHISTORY {code} {context} :{why}"))
+    };
+    let (Some(subcommand), Some(&target)) = (params.first(), params.get(1)) else {
+        steps.push(fail(
+            "NEED_MORE_PARAMS",
+            "*",
+            "CHATHISTORY SUBCOMMAND TARGET REFERENCE LIMIT",
+        ));
+        return;
+    };
+    let subcommand = subcommand.to_ascii_uppercase();
+    let references = match subcommand.as_str() {
+        "LATEST" | "BEFORE" | "AFTER" => 1,
+        "BETWEEN" => 2,
+        "TARGETS" | "AROUND" => {
+            steps.push(fail(
+                "INVALID_PARAMS",
+                &subcommand,
+                "not supported here; use LATEST, BEFORE, AFTER or BETWEEN",
+            ));
+            return;
+        }
+        other => {
+            steps.push(fail(
+                "INVALID_PARAMS",
+                other,
+                "unknown subcommand (LATEST, BEFORE, AFTER, BETWEEN)",
+            ));
+            return;
+        }
+    };
+    let context = format!("{subcommand} {target}");
+    let Some(limit) = params
+        .get(2 + references)
+        .and_then(|limit| limit.parse::<usize>().ok())
+        .filter(|limit| *limit > 0)
+    else {
+        steps.push(fail(
+            "INVALID_PARAMS",
+            &context,
+            "the limit must be a number above 0",
+        ));
+        return;
+    };
+    let room = target.starts_with('#');
+    // A reference as a message number; `Ok(None)` for `*`.
+    let reference = |param: &str| -> Result<Option<u64>, &'static str> {
+        if param == "*" {
+            return Ok(None);
+        }
+        if param.starts_with("timestamp=") {
+            return Err("timestamp references are not supported; use msgid= (MSGREFTYPES=msgid)");
+        }
+        match param.strip_prefix("msgid=").and_then(render::parse_msgid) {
+            Some((id, of_room)) if of_room == room => Ok(Some(id)),
+            _ => Err("not a msgid this server gave for that target"),
+        }
+    };
+    let mut ids = Vec::with_capacity(references);
+    for param in &params[2..2 + references] {
+        match reference(param) {
+            Ok(None) if subcommand != "LATEST" => {
+                steps.push(fail("INVALID_PARAMS", &context, "only LATEST takes *"));
+                return;
+            }
+            Ok(id) => ids.push(id),
+            Err(why) => {
+                steps.push(fail("INVALID_PARAMS", &context, why));
+                return;
+            }
+        }
+    }
+    let (before, after, newest) = match (subcommand.as_str(), &ids[..]) {
+        ("LATEST", [after]) => (None, *after, true),
+        ("BEFORE", [before]) => (*before, None, false),
+        ("AFTER", [after]) => (None, *after, false),
+        ("BETWEEN", [Some(first), Some(second)]) if first <= second => {
+            (Some(*second), Some(*first), false)
+        }
+        // Given newest first: read backwards from the first.
+        ("BETWEEN", [Some(first), Some(second)]) => (Some(*first), Some(*second), true),
+        _ => (None, None, true),
+    };
+    let limit = Some(limit.min(render::CHATHISTORY_LIMIT));
+    let request = if room {
+        Request::History {
+            room: Some(target.to_owned()),
+            before,
+            after,
+            limit,
+            newest,
+        }
+    } else {
+        Request::PrivateHistory {
+            with: target.to_owned(),
+            before,
+            after,
+            limit,
+            newest,
+        }
+    };
+    steps.push(Step::Request {
+        tag: Some(format!("{} {context}", render::CHATHISTORY_TAG).into()),
+        request,
+    });
 }
 
 /// The name and password in a SASL PLAIN payload (`authzid NUL authcid NUL password`,
@@ -522,7 +658,14 @@ impl IrcProtocol {
                     None => (*text, false),
                 };
                 let text = text.to_owned();
-                if target.starts_with('#') {
+                if command == "NOTICE" && !action {
+                    // A NOTICE must never draw an automatic reply (RFC 2812 3.3.2),
+                    // and arrives as a NOTICE.
+                    steps.push(request(Request::Notice {
+                        to: (*target).to_owned(),
+                        text,
+                    }));
+                } else if target.starts_with('#') {
                     steps.push(request(Request::Say {
                         room: Some((*target).to_owned()),
                         text,
@@ -530,22 +673,18 @@ impl IrcProtocol {
                         action,
                     }));
                 } else {
-                    // A NOTICE must never draw an automatic reply (RFC 2812 3.3.2).
-                    steps.push(request(if command == "NOTICE" && !action {
-                        Request::Notice {
-                            to: (*target).to_owned(),
-                            text,
-                        }
-                    } else {
-                        Request::Whisper {
-                            to: (*target).to_owned(),
-                            text,
-                            data: None,
-                            action,
-                        }
+                    steps.push(request(Request::Whisper {
+                        to: (*target).to_owned(),
+                        text,
+                        data: None,
+                        action,
                     }));
                 }
             }
+            // Client-only tags (typing notices, reactions) are not relayed: accepted
+            // and dropped, as IRCv3 lets a server do.
+            "TAGMSG" => {}
+            "CHATHISTORY" => chathistory(params, steps),
             "NICK" => match params.first().filter(|nick| !nick.is_empty()) {
                 Some(nick) => steps.push(request(Request::Nick {
                     nick: (*nick).to_owned(),
@@ -732,6 +871,19 @@ impl Protocol for IrcProtocol {
         registered: bool,
         steps: &mut Vec<Step>,
     ) {
+        // The framer let through up to the tags' limit plus a line: each part is held
+        // to its own limit.
+        let tag_bytes = match line.first() {
+            Some(b'@') => line
+                .iter()
+                .position(|&b| b == b' ')
+                .map_or(line.len(), |end| end + 1),
+            _ => 0,
+        };
+        if tag_bytes > MAX_TAG_BYTES || line.len() - tag_bytes > MAX_LINE_BYTES {
+            self.on_too_long(state, line, registered, steps);
+            return;
+        }
         // Older clients send Latin-1 or other legacy encodings: shown, not refused.
         let line = String::from_utf8_lossy(line);
         let Some(message) = parse(&line) else { return };
@@ -817,7 +969,9 @@ impl Protocol for IrcProtocol {
     fn on_too_long(&self, _: &mut IrcState, _head: &[u8], _: bool, steps: &mut Vec<Step>) {
         steps.push(numeric(
             417,
-            &format!(":Input line was too long (limit {MAX_LINE_BYTES} bytes); it was discarded"),
+            &format!(
+                ":Input line was too long (limit {MAX_LINE_BYTES} bytes, and {MAX_TAG_BYTES} for tags); it was discarded"
+            ),
         ));
     }
 
@@ -1046,7 +1200,7 @@ mod tests {
         let ls = run(&mut state, "CAP LS 302", false);
         assert_eq!(
             sent(&ls),
-            ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN extended-join away-notify\r\n"
+            ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN extended-join away-notify message-tags account-tag batch draft/chathistory\r\n"
         );
         assert!(run(&mut state, "NICK alice", false).is_empty());
         assert!(
@@ -1067,8 +1221,11 @@ mod tests {
     fn capabilities_are_granted_whole_or_not_at_all_and_pick_the_renderer() {
         let mut state = IrcState::default();
         run(&mut state, "CAP LS 302", false);
-        let nak = run(&mut state, "CAP REQ :server-time batch", false);
-        assert_eq!(sent(&nak), ":switchboard CAP * NAK :server-time batch\r\n");
+        let nak = run(&mut state, "CAP REQ :server-time labeled-response", false);
+        assert_eq!(
+            sent(&nak),
+            ":switchboard CAP * NAK :server-time labeled-response\r\n"
+        );
         let ack = run(&mut state, "CAP REQ :server-time echo-message", false);
         assert_eq!(
             sent(&ack),
@@ -1181,6 +1338,104 @@ mod tests {
             })
             .collect();
         assert_eq!(rooms, [Some("#a".to_owned()), Some("#b".to_owned())]);
+    }
+
+    /// CHATHISTORY's subcommands as the history requests they are.
+    #[test]
+    fn chathistory_becomes_history_requests() {
+        let history = |line: &str| -> (Option<Tag>, Request) {
+            let mut state = IrcState::default();
+            match run(&mut state, line, true).pop() {
+                Some(Step::Request { tag, request }) => (tag, request),
+                other => panic!("{line}: {other:?}"),
+            }
+        };
+        let (tag, latest) = history("CHATHISTORY LATEST #a * 20");
+        assert_eq!(tag.as_deref(), Some("irc:chathistory LATEST #a"));
+        assert!(
+            matches!(latest, Request::History { room: Some(room), before: None, after: None, limit: Some(20), newest: true } if room == "#a")
+        );
+        let (_, since) = history("CHATHISTORY LATEST #a msgid=#a/7 5000");
+        assert!(matches!(
+            since,
+            Request::History {
+                after: Some(7),
+                limit: Some(500),
+                newest: true,
+                ..
+            }
+        ));
+        let (_, before) = history("chathistory before bob msgid=~9 3");
+        assert!(
+            matches!(before, Request::PrivateHistory { with, before: Some(9), after: None, newest: false, .. } if with == "bob")
+        );
+        let (_, between) = history("CHATHISTORY BETWEEN #a msgid=#a/2 msgid=#a/9 4");
+        assert!(matches!(
+            between,
+            Request::History {
+                before: Some(9),
+                after: Some(2),
+                newest: false,
+                ..
+            }
+        ));
+        let (_, backwards) = history("CHATHISTORY BETWEEN #a msgid=#a/9 msgid=#a/2 4");
+        assert!(matches!(
+            backwards,
+            Request::History {
+                before: Some(9),
+                after: Some(2),
+                newest: true,
+                ..
+            }
+        ));
+        let mut state = IrcState::default();
+        for (line, why) in [
+            ("CHATHISTORY", "NEED_MORE_PARAMS"),
+            (
+                "CHATHISTORY LATEST #a * 0",
+                "INVALID_PARAMS LATEST #a :the limit",
+            ),
+            ("CHATHISTORY AFTER #a * 5", "only LATEST takes *"),
+            (
+                "CHATHISTORY BEFORE #a msgid=~3 5",
+                "not a msgid this server gave",
+            ),
+            (
+                "CHATHISTORY BEFORE bob msgid=#a/3 5",
+                "not a msgid this server gave",
+            ),
+            ("CHATHISTORY TARGETS a b 5", "INVALID_PARAMS TARGETS"),
+            (
+                "CHATHISTORY AROUND #a msgid=#a/3 5",
+                "INVALID_PARAMS AROUND",
+            ),
+            (
+                "CHATHISTORY LATEST #a timestamp=2020-01-01T00:00:00Z 5",
+                "timestamp",
+            ),
+        ] {
+            let said = sent(&run(&mut state, line, true));
+            assert!(
+                said.starts_with("FAIL CHATHISTORY ") && said.contains(why),
+                "{line}: {said}"
+            );
+        }
+    }
+
+    #[test]
+    fn tags_have_their_own_limit_beside_the_line() {
+        let mut state = IrcState::default();
+        let tagged = format!("@+x={} PRIVMSG #a :hi", "t".repeat(8000));
+        assert!(matches!(
+            &run(&mut state, &tagged, true)[..],
+            [Step::Request { .. }]
+        ));
+        let long_tags = format!("@+x={} PRIVMSG #a :hi", "t".repeat(8200));
+        assert!(sent(&run(&mut state, &long_tags, true)).contains(" 417 "));
+        let long_line = format!("@+x=1 PRIVMSG #a :{}", "w".repeat(500));
+        assert!(sent(&run(&mut state, &long_line, true)).contains(" 417 "));
+        assert!(run(&mut state, "@+typing=active TAGMSG #a", true).is_empty());
     }
 
     #[test]

@@ -32,6 +32,14 @@ pub const BANS_TAG: &str = "irc:bans";
 pub const ISON_TAG: &str = "irc:ison";
 pub const USERHOST_TAG: &str = "irc:userhost";
 
+/// The tag on a history request from CHATHISTORY, followed by its subcommand and
+/// target (`irc:chathistory LATEST #room`): answered as a `chathistory` batch, and
+/// its refusal as `FAIL CHATHISTORY`.
+pub const CHATHISTORY_TAG: &str = "irc:chathistory";
+
+/// Most messages one CHATHISTORY answer holds (ISUPPORT `CHATHISTORY`).
+pub const CHATHISTORY_LIMIT: usize = crate::hub::MAX_HISTORY_LIMIT;
+
 /// The IRCv3 capabilities that change what a client is sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Caps {
@@ -43,6 +51,46 @@ pub struct Caps {
     pub extended_join: bool,
     /// Peers going away and coming back are told as `AWAY` (`away-notify`).
     pub away_notify: bool,
+    /// Messages carry their `msgid` (`message-tags`).
+    pub message_tags: bool,
+    /// Messages from signed-in users carry `account=` (`account-tag`).
+    pub account_tag: bool,
+    /// History asked for with CHATHISTORY comes as a `chathistory` batch (`batch`).
+    pub batch: bool,
+}
+
+/// How many combinations of [`Caps`] there are.
+const CAPS_COMBINATIONS: usize = 1 << 7;
+
+impl Caps {
+    fn index(self) -> usize {
+        [
+            self.echo_message,
+            self.server_time,
+            self.extended_join,
+            self.away_notify,
+            self.message_tags,
+            self.account_tag,
+            self.batch,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(bit, on)| usize::from(*on) << bit)
+        .sum()
+    }
+
+    fn from_index(index: usize) -> Self {
+        let on = |bit: usize| index & (1 << bit) != 0;
+        Caps {
+            echo_message: on(0),
+            server_time: on(1),
+            extended_join: on(2),
+            away_notify: on(3),
+            message_tags: on(4),
+            account_tag: on(5),
+            batch: on(6),
+        }
+    }
 }
 
 /// The message of the day when no file is given.
@@ -105,7 +153,7 @@ fn motd_lines(lines: &mut Lines<'_>, target: &str, motd: &[String]) {
 
 /// One shared renderer per combination of [`Caps`]: a room of IRC clients costs one
 /// rendering per combination in use, never one per client.
-pub struct IrcRenders([Arc<IrcRender>; 16]);
+pub struct IrcRenders(Vec<Arc<IrcRender>>);
 
 impl IrcRenders {
     pub fn new() -> Self {
@@ -113,22 +161,15 @@ impl IrcRenders {
     }
 
     pub fn with_motd(motd: Motd) -> Self {
-        IrcRenders(std::array::from_fn(|index| {
-            let caps = Caps {
-                echo_message: index & 1 != 0,
-                server_time: index & 2 != 0,
-                extended_join: index & 4 != 0,
-                away_notify: index & 8 != 0,
-            };
-            IrcRender::with(caps, motd.clone())
-        }))
+        IrcRenders(
+            (0..CAPS_COMBINATIONS)
+                .map(|index| IrcRender::with(Caps::from_index(index), motd.clone()))
+                .collect(),
+        )
     }
 
     pub fn for_caps(&self, caps: Caps) -> &Arc<IrcRender> {
-        &self.0[usize::from(caps.echo_message)
-            | usize::from(caps.server_time) << 1
-            | usize::from(caps.extended_join) << 2
-            | usize::from(caps.away_notify) << 3]
+        &self.0[caps.index()]
     }
 }
 
@@ -138,7 +179,7 @@ impl Default for IrcRenders {
     }
 }
 
-/// `@time=YYYY-MM-DDThh:mm:ss.sssZ ` (UTC, milliseconds), as `server-time` writes it.
+/// `YYYY-MM-DDThh:mm:ss.sssZ` (UTC, milliseconds), as `server-time` writes it.
 fn time_tag(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
@@ -159,9 +200,45 @@ fn time_tag(time: SystemTime) -> String {
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
-        "@time={year:04}-{month:02}-{day:02}T{hours:02}:{minutes:02}:{seconds:02}.{:03}Z ",
+        "{year:04}-{month:02}-{day:02}T{hours:02}:{minutes:02}:{seconds:02}.{:03}Z",
         since.subsec_millis()
     )
+}
+
+/// A message's `msgid`: its room and its number there (`#general/42`), or `~` and
+/// its number among private messages (`~7`), so CHATHISTORY can page from it.
+pub fn msgid(message: &ChatMessage) -> String {
+    match &message.target {
+        Target::Room(room) => format!("{room}/{}", message.id),
+        Target::Private(_) => format!("~{}", message.id),
+    }
+}
+
+/// The message number in a `msgid` this server wrote, and whether it names a room's
+/// message (`None`: not one of ours).
+pub fn parse_msgid(msgid: &str) -> Option<(u64, bool)> {
+    if let Some(number) = msgid.strip_prefix('~') {
+        return number.parse().ok().map(|id| (id, false));
+    }
+    let (room, number) = msgid.rsplit_once('/')?;
+    room.starts_with('#')
+        .then(|| number.parse().ok())
+        .flatten()
+        .map(|id| (id, true))
+}
+
+/// A tag value with the characters IRCv3 escapes (`;`, space, `\`, CR, LF) escaped.
+fn push_tag_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            ';' => out.push_str("\\:"),
+            ' ' => out.push_str("\\s"),
+            '\\' => out.push_str("\\\\"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// What this server supports, truthfully: names fold case the same way on every door
@@ -170,7 +247,8 @@ fn time_tag(time: SystemTime) -> String {
 fn isupport_tokens() -> String {
     format!(
         "CASEMAPPING=ascii CHANTYPES=# NICKLEN={MAX_NICK_CHARS} CHANNELLEN={MAX_ROOM_CHARS} \
-         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} PREFIX=() CHANMODES=b,,,iR TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard"
+         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} PREFIX=() CHANMODES=b,,,iR TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard \
+         CHATHISTORY={CHATHISTORY_LIMIT} MSGREFTYPES=msgid"
     )
 }
 
@@ -239,7 +317,8 @@ fn write_message(lines: &mut Lines<'_>, message: &ChatMessage) {
     };
     let from = &message.from;
     let out = &mut lines.out;
-    let _ = write!(out, ":{from}!{from}@{SERVER_NAME} PRIVMSG {target} :");
+    let command = if message.notice { "NOTICE" } else { "PRIVMSG" };
+    let _ = write!(out, ":{from}!{from}@{SERVER_NAME} {command} {target} :");
     if message.action {
         out.push_str("\u{1}ACTION ");
     }
@@ -258,10 +337,10 @@ fn write_message(lines: &mut Lines<'_>, message: &ChatMessage) {
 
 /// History as NOTICEs, so clients do not show it as live speech; with `server-time`,
 /// as the PRIVMSGs they were, each tagged with the time it was said.
-fn write_history(lines: &mut Lines<'_>, page: &HistoryPage, server_time: bool) {
+fn write_history(render: &IrcRender, lines: &mut Lines<'_>, page: &HistoryPage) {
     for message in &page.messages {
-        if server_time {
-            lines.tag = Some(time_tag(message.time));
+        if render.caps.server_time {
+            lines.tag = render.tags(Some(message), None);
             write_message(lines, message);
             continue;
         }
@@ -398,7 +477,7 @@ impl IrcRender {
                 lines.end();
             }
             Event::Message(message) => write_message(lines, message),
-            Event::Replay(page) => write_history(lines, page, self.caps.server_time),
+            Event::Replay(page) => write_history(self, lines, page),
             Event::NickChanged { old, new, .. } => {
                 let _ = write!(lines.out, ":{old}!{old}@{SERVER_NAME} NICK {new}");
                 lines.end();
@@ -458,6 +537,28 @@ impl IrcRender {
                     lines.end();
                 }
                 let _ = write!(lines.reply(368), "{room} :End of channel ban list");
+                lines.end();
+            }
+            Event::Reply {
+                tag: Some(tag),
+                reply: Reply::History(page),
+            } if tag.starts_with(CHATHISTORY_TAG) => {
+                self.write_chathistory(lines, tag[CHATHISTORY_TAG.len()..].trim_start(), page)
+            }
+            Event::Error {
+                tag: Some(tag),
+                code,
+                text,
+            } if tag.starts_with(CHATHISTORY_TAG) => {
+                // IRCv3 standard replies: INVALID_TARGET for a target it may not read,
+                // MESSAGE_ERROR when the history could not be read.
+                let about = tag[CHATHISTORY_TAG.len()..].trim_start();
+                let reason = match code {
+                    ErrorCode::HistoryUnavailable => "MESSAGE_ERROR",
+                    ErrorCode::BadRequest => "INVALID_PARAMS",
+                    _ => "INVALID_TARGET",
+                };
+                let _ = write!(lines.out, "FAIL CHATHISTORY {reason} {about} :{text}");
                 lines.end();
             }
             Event::Reply { reply, .. } => self.write_reply(lines, reply),
@@ -579,7 +680,7 @@ impl IrcRender {
                 let _ = write!(lines.reply(318), "{nick} :End of /WHOIS list");
                 lines.end();
             }
-            Reply::History(page) => write_history(lines, page, self.caps.server_time),
+            Reply::History(page) => write_history(self, lines, page),
             Reply::SignedIn { account, .. } => {
                 let _ = write!(
                     lines.out,
@@ -691,15 +792,71 @@ fn name_chunks(members: &[Arc<str>]) -> Vec<String> {
 }
 
 impl IrcRender {
+    /// The tags in front of a line, `@...;... ` (`None`: none to send): `batch` for
+    /// what is inside one; with `server-time` the time (a message's own, else now);
+    /// a message's `msgid` with `message-tags` and its sender's `account` with
+    /// `account-tag`.
+    fn tags(&self, message: Option<&ChatMessage>, batch: Option<&str>) -> Option<String> {
+        let mut tags = String::new();
+        let next = |tags: &mut String| tags.push(if tags.is_empty() { '@' } else { ';' });
+        if let Some(batch) = batch.filter(|_| self.caps.batch) {
+            next(&mut tags);
+            tags.push_str("batch=");
+            push_tag_value(&mut tags, batch);
+        }
+        if self.caps.server_time {
+            next(&mut tags);
+            tags.push_str("time=");
+            tags.push_str(&time_tag(message.map_or_else(SystemTime::now, |m| m.time)));
+        }
+        if let Some(message) = message {
+            if self.caps.message_tags {
+                next(&mut tags);
+                tags.push_str("msgid=");
+                push_tag_value(&mut tags, &msgid(message));
+            }
+            if let Some(account) = message.account.as_deref().filter(|_| self.caps.account_tag) {
+                next(&mut tags);
+                tags.push_str("account=");
+                push_tag_value(&mut tags, account);
+            }
+        }
+        (!tags.is_empty()).then(|| {
+            tags.push(' ');
+            tags
+        })
+    }
+
+    /// The answer to CHATHISTORY (`about`: its subcommand and target): the messages as
+    /// they were said, in a `chathistory` batch for clients with `batch`.
+    fn write_chathistory(&self, lines: &mut Lines<'_>, about: &str, page: &HistoryPage) {
+        const BATCH: &str = "chathistory";
+        let target = about.split(' ').nth(1).unwrap_or("*");
+        if self.caps.batch {
+            lines.tag = None;
+            let _ = write!(
+                lines.out,
+                ":{SERVER_NAME} BATCH +{BATCH} chathistory {target}"
+            );
+            lines.end();
+        }
+        for message in &page.messages {
+            lines.tag = self.tags(Some(message), Some(BATCH));
+            write_message(lines, message);
+        }
+        if self.caps.batch {
+            lines.tag = None;
+            let _ = write!(lines.out, ":{SERVER_NAME} BATCH -{BATCH}");
+            lines.end();
+        }
+    }
+
     fn render_lines(&self, event: &Event, recipient: &str) -> Option<Bytes> {
         let mut lines = Lines::new(recipient);
-        if self.caps.server_time {
-            let time = match event {
-                Event::Message(message) => message.time,
-                _ => SystemTime::now(),
-            };
-            lines.tag = Some(time_tag(time));
-        }
+        lines.tag = match event {
+            Event::Message(message) => self.tags(Some(message), None),
+            _ => self.tags(None, None),
+        };
         self.write_event(&mut lines, event);
         (!lines.out.is_empty()).then(|| Bytes::from(lines.out))
     }
@@ -741,6 +898,8 @@ mod tests {
             text: text.into(),
             data: None,
             action,
+            notice: false,
+            account: None,
         }))
     }
 
@@ -778,10 +937,10 @@ mod tests {
         let at = |secs: u64, millis: u64| {
             time_tag(UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + millis))
         };
-        assert_eq!(at(0, 0), "@time=1970-01-01T00:00:00.000Z ");
-        assert_eq!(at(951_782_400, 5), "@time=2000-02-29T00:00:00.005Z ");
-        assert_eq!(at(1_700_000_000, 123), "@time=2023-11-14T22:13:20.123Z ");
-        assert_eq!(at(4_107_542_399, 999), "@time=2100-02-28T23:59:59.999Z ");
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_700_000_000, 123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
     }
 
     #[test]
@@ -809,6 +968,8 @@ mod tests {
             text: "earlier\r\nQUIT".into(),
             data: None,
             action: false,
+            notice: false,
+            account: None,
         });
         let live = timed.render(&Event::Message(old.clone())).unwrap();
         assert_eq!(
@@ -934,6 +1095,73 @@ mod tests {
             .map(|line| line.rsplit(':').next().unwrap().split(' ').count())
             .sum();
         assert_eq!(named, 200);
+    }
+
+    #[test]
+    fn tags_escape_and_msgids_round_trip() {
+        let mut value = String::new();
+        push_tag_value(&mut value, "a b;c\\d\r\n");
+        assert_eq!(value, "a\\sb\\:c\\\\d\\r\\n");
+        let Event::Message(said) = message(Target::Room("#Ops".into()), "hi", false) else {
+            unreachable!()
+        };
+        assert_eq!(msgid(&said), "#Ops/1");
+        assert_eq!(parse_msgid("#Ops/1"), Some((1, true)));
+        assert_eq!(parse_msgid("~42"), Some((42, false)));
+        for foreign in ["42", "#ops/x", "abc/1", "~", ""] {
+            assert_eq!(parse_msgid(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn tags_follow_the_capabilities_and_notices_stay_notices() {
+        let said = Arc::new(ChatMessage {
+            id: 3,
+            time: UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+            target: Target::Room("#a".into()),
+            from: "bob".into(),
+            from_client: 2,
+            text: "look".into(),
+            data: None,
+            action: false,
+            notice: true,
+            account: Some("Bob".into()),
+        });
+        let event = Event::Message(said);
+        let rendered = |caps: Caps| {
+            String::from_utf8(IrcRender::with_caps(caps).render(&event).unwrap().to_vec()).unwrap()
+        };
+        assert_eq!(
+            rendered(Caps::default()),
+            ":bob!bob@switchboard NOTICE #a :look\r\n"
+        );
+        let all = Caps {
+            server_time: true,
+            message_tags: true,
+            account_tag: true,
+            ..Caps::default()
+        };
+        assert_eq!(
+            rendered(all),
+            "@time=2023-11-14T22:13:20.000Z;msgid=#a/3;account=Bob :bob!bob@switchboard NOTICE #a :look\r\n"
+        );
+        let account_only = Caps {
+            account_tag: true,
+            ..Caps::default()
+        };
+        assert_eq!(
+            rendered(account_only),
+            "@account=Bob :bob!bob@switchboard NOTICE #a :look\r\n"
+        );
+        // Each combination has its own renderer, all 128 of them.
+        let renders = IrcRenders::new();
+        for index in 0..CAPS_COMBINATIONS {
+            assert_eq!(Caps::from_index(index).index(), index);
+            assert_eq!(
+                renders.for_caps(Caps::from_index(index)).caps.index(),
+                index
+            );
+        }
     }
 
     #[test]

@@ -354,18 +354,21 @@ fn decode_fields(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
             let before = fields.optional_u64("before")?;
             let after = fields.optional_u64("after")?;
             let limit = fields.optional_u64("limit")?.map(|n| n as usize);
+            let newest = fields.optional_bool("newest")?;
             match fields.optional_string("with")? {
                 Some(with) => Request::PrivateHistory {
                     with,
                     before,
                     after,
                     limit,
+                    newest,
                 },
                 None => Request::History {
                     room: fields.optional_string("room")?,
                     before,
                     after,
                     limit,
+                    newest,
                 },
             }
         }
@@ -773,6 +776,12 @@ fn message_value(message: &ChatMessage, history: bool) -> Value {
     if message.action {
         value["action"] = json!(true);
     }
+    if message.notice {
+        value["notice"] = json!(true);
+    }
+    if let Some(account) = &message.account {
+        value["account"] = json!(&**account);
+    }
     if let Some(data) = &message.data {
         value["data"] = (**data).clone();
     }
@@ -841,6 +850,7 @@ mod tests {
                 before: Some(40),
                 after: None,
                 limit: Some(10),
+                newest: false,
             }))
         );
         let private = decode(br#"{"type":"history","with":"bob","after":3}"#);
@@ -851,7 +861,39 @@ mod tests {
                 before: None,
                 after: Some(3),
                 limit: None,
+                newest: false,
             }))
+        );
+        let newest = decode(br#"{"type":"history","after":3,"newest":true}"#);
+        assert!(matches!(
+            newest.message,
+            Ok(ClientMessage::Hub(Request::History {
+                after: Some(3),
+                newest: true,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_notice_and_the_senders_account_are_shown() {
+        let message = Event::Message(Arc::new(ChatMessage {
+            id: 2,
+            time: SystemTime::UNIX_EPOCH,
+            target: Target::Private("bob".into()),
+            from: "alice".into(),
+            from_client: 3,
+            text: "fyi".into(),
+            data: None,
+            action: false,
+            notice: true,
+            account: Some("Alice".into()),
+        }));
+        let value: Value =
+            serde_json::from_slice(&JsonRender::new().render(&message).unwrap()).unwrap();
+        assert_eq!(
+            (&value["notice"], &value["account"]),
+            (&json!(true), &json!("Alice"))
         );
     }
 
@@ -866,6 +908,8 @@ mod tests {
             text: "earlier".into(),
             data: None,
             action: false,
+            notice: false,
+            account: None,
         });
         let page = Arc::new(HistoryPage {
             scope: HistoryScope::Room("#general".into()),
@@ -1044,6 +1088,8 @@ mod tests {
             text: "".into(),
             data: Some(Arc::new(json!({"alt": 120}))),
             action: false,
+            notice: false,
+            account: None,
         }));
         let line = render.render(&message).unwrap();
         assert!(line.ends_with(b"\n") && !line[..line.len() - 1].contains(&b'\n'));

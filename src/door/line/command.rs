@@ -423,12 +423,14 @@ fn history(rest: &str) -> LineInput {
             before,
             after,
             limit,
+            newest: false,
         },
         None => Request::History {
             room,
             before,
             after,
             limit,
+            newest: false,
         },
     })
 }
@@ -725,6 +727,7 @@ mod tests {
             before,
             after,
             limit,
+            newest: false,
         };
         assert_eq!(request("/history"), room(None, None, None, None));
         assert_eq!(request("/history 50"), room(None, None, None, Some(50)));
@@ -742,7 +745,8 @@ mod tests {
                 with: "bob".into(),
                 before: None,
                 after: Some(3),
-                limit: Some(5)
+                limit: Some(5),
+                newest: false,
             }
         );
         for bad in [

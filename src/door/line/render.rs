@@ -428,6 +428,8 @@ mod tests {
             text: text.into(),
             data: None,
             action,
+            notice: false,
+            account: None,
         }))
     }
 
@@ -484,6 +486,8 @@ mod tests {
             text: "".into(),
             data: Some(Arc::new(serde_json::json!({"cmd": "land", "note": "a\nb"}))),
             action: false,
+            notice: false,
+            account: None,
         }));
         assert_eq!(
             text(event),
@@ -501,6 +505,8 @@ mod tests {
             text: format!("m{id}").into(),
             data: None,
             action: false,
+            notice: false,
+            account: None,
         })
     }
 
