@@ -518,6 +518,8 @@ pub enum Reply {
         members: Vec<Arc<str>>,
         /// Those of `members` that are devices.
         devices: Vec<Arc<str>>,
+        /// Those of `members` that are away (sorted like `members`).
+        away: Vec<Arc<str>>,
     },
     Whois(WhoisInfo),
     /// The answer to [`Request::Counts`].

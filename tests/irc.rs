@@ -348,6 +348,17 @@ async fn away_is_told_to_correspondents_and_shown_by_whois() {
     );
     bob.send_line("/whois alice").await;
     bob.line_containing("; away: at lunch").await;
+    // WHO marks who is gone (G) and who is here (H); the line door says (away).
+    carol.send_line("WHO #general\r").await;
+    carol
+        .line_containing(" 352 carol #general alice switchboard switchboard alice G :0 alice")
+        .await;
+    carol
+        .line_containing(" 352 carol #general bob switchboard switchboard bob H :0 bob")
+        .await;
+    carol.line_containing(" 315 carol #general ").await;
+    bob.send_line("/who").await;
+    bob.line_containing("alice (away), bob").await;
     alice.line_containing("PRIVMSG alice :ping?").await;
     alice.line_containing("alice :just so you know").await;
     alice.send_line("AWAY\r").await;

@@ -167,7 +167,7 @@
           ? `${message.nick} set the topic: ${message.text}`
           : `${message.nick} cleared the topic`);
       case 'rooms': roomList = message.rooms || []; return renderSidebar();
-      case 'members': return renderMembers(message.room, message.members || [], message.devices || []);
+      case 'members': return renderMembers(message.room, message.members || [], message.devices || [], message.away || []);
       case 'whois': {
         const rooms = (message.rooms || []).join(' ') || 'no rooms';
         const from = message.address ? `, from ${message.address}` : '';
@@ -428,7 +428,7 @@
     }
   }
 
-  function renderMembers(room, members, devices = []) {
+  function renderMembers(room, members, devices = [], away = []) {
     const conversation = current && conversations.get(current);
     if (room !== null && (!conversation || roomKey(room) !== current)) return;
     ui.membersTitle.textContent = room ? `Members (${members.length})` : 'Members';
@@ -437,7 +437,7 @@
       const button = document.createElement('button');
       button.type = 'button';
       button.className = 'name';
-      button.textContent = devices.includes(nick) ? `${nick} (device)` : nick;
+      button.textContent = nick + (devices.includes(nick) ? ' (device)' : '') + (away.includes(nick) ? ' (away)' : '');
       button.title = 'Private message ' + nick;
       button.addEventListener('click', () => {
         if (fold(nick) === fold(myNick)) return;

@@ -425,11 +425,20 @@ impl Hub {
                     .filter_map(|client| client.nick.clone())
                     .collect();
                 devices.sort_by_key(|nick| fold_case(nick));
+                let mut away: Vec<Arc<str>> = room
+                    .members
+                    .iter()
+                    .filter_map(|m| self.clients.get(&m.client))
+                    .filter(|client| client.away.is_some())
+                    .filter_map(|client| client.nick.clone())
+                    .collect();
+                away.sort_by_key(|nick| fold_case(nick));
                 let room = room.name.clone();
                 let who = Reply::Who {
                     room,
                     members,
                     devices,
+                    away,
                 };
                 self.reply(id, tag, who);
             }

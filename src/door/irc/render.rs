@@ -501,13 +501,23 @@ impl IrcRender {
             }
             Event::Reply {
                 tag: Some(tag),
-                reply: Reply::Who { room, members, .. },
+                reply:
+                    Reply::Who {
+                        room,
+                        members,
+                        away,
+                        ..
+                    },
             } if &**tag == WHO_TAG => {
                 // Hosts and real names are not kept: the nick stands in for both.
+                let away: std::collections::HashSet<&str> =
+                    away.iter().map(|nick| &**nick).collect();
                 for nick in members {
+                    // H: here, G: gone (away).
+                    let here = if away.contains(&**nick) { 'G' } else { 'H' };
                     let _ = write!(
                         lines.reply(352),
-                        "{room} {nick} {SERVER_NAME} {SERVER_NAME} {nick} H :0 {nick}"
+                        "{room} {nick} {SERVER_NAME} {SERVER_NAME} {nick} {here} :0 {nick}"
                     );
                     lines.end();
                 }
@@ -912,6 +922,7 @@ mod tests {
                 room: "#general".into(),
                 members: members.clone(),
                 devices: Vec::new(),
+                away: Vec::new(),
             },
         };
         assert_eq!(
@@ -927,6 +938,7 @@ mod tests {
                 room: "#general".into(),
                 members,
                 devices: Vec::new(),
+                away: Vec::new(),
             },
         };
         assert!(render(&names).starts_with(":switchboard 353 * = #general :alice bob\r\n"));
@@ -1083,6 +1095,7 @@ mod tests {
                 room: "#big".into(),
                 members,
                 devices: Vec::new(),
+                away: Vec::new(),
             },
         });
         let lines: Vec<&str> = names.split("\r\n").filter(|l| !l.is_empty()).collect();

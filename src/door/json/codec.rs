@@ -617,11 +617,13 @@ impl JsonRender {
                         room,
                         members,
                         devices,
+                        away,
                     } => json!({
                         "type": "members",
                         "room": &**room,
                         "members": members.iter().map(|m| &**m).collect::<Vec<_>>(),
                         "devices": devices.iter().map(|m| &**m).collect::<Vec<_>>(),
+                        "away": away.iter().map(|m| &**m).collect::<Vec<_>>(),
                     }),
                     Reply::CommandResult(outcome) => {
                         let mut value = json!({

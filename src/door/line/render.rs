@@ -227,6 +227,7 @@ impl LineRender {
                     room,
                     members,
                     devices,
+                    away,
                 } => {
                     let _ = write!(
                         out,
@@ -236,11 +237,16 @@ impl LineRender {
                     );
                     let devices: std::collections::HashSet<&str> =
                         devices.iter().map(|nick| &**nick).collect();
+                    let away: std::collections::HashSet<&str> =
+                        away.iter().map(|nick| &**nick).collect();
                     for (index, nick) in members.iter().enumerate() {
                         let separator = if index == 0 { " " } else { ", " };
                         let _ = write!(out, "{separator}{nick}");
                         if devices.contains(&**nick) {
                             out.push_str(" (device)");
+                        }
+                        if away.contains(&**nick) {
+                            out.push_str(" (away)");
                         }
                     }
                 }
