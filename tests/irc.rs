@@ -32,7 +32,7 @@ async fn an_irc_client_registers_joins_and_talks_with_the_other_doors() {
     irc.send_line("CAP LS 302\r").await;
     assert_eq!(
         irc.line().await.unwrap(),
-        ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN extended-join away-notify message-tags account-tag batch draft/chathistory"
+        ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN extended-join away-notify message-tags account-tag batch draft/chathistory draft/account-registration"
     );
     irc.send_line("NICK alice\r").await;
     irc.send_line("USER alice 0 * :Alice\r").await;
@@ -764,5 +764,81 @@ async fn chathistory_pages_by_msgid_and_messages_carry_their_tags() {
     plain
         .line_containing(":reader!reader@switchboard PRIVMSG #log :still here")
         .await;
+    server.stop().await;
+}
+
+/// Accounts from IRC: `REGISTER` (draft/account-registration) and NickServ's
+/// `REGISTER` and `IDENTIFY`, answered in each one's words; what is said to NickServ
+/// never reaches a user who took that nick on another door.
+#[tokio::test]
+async fn irc_users_register_and_identify_without_another_door() {
+    let server = start().await;
+    let mut impostor = Lines::line_login(server.addr("line"), "NickServ").await;
+
+    let mut carl = Lines::connect(server.addr("irc")).await;
+    carl.send_line("CAP LS 302\r").await;
+    let offered = carl.line_containing(" CAP * LS :").await;
+    assert!(offered.contains("draft/account-registration"), "{offered}");
+    carl.send_line("REGISTER * * early-password\r").await;
+    carl.line_containing("FAIL REGISTER COMPLETE_CONNECTION_REQUIRED * :")
+        .await;
+    carl.send_line("CAP END\r\nNICK carl\r\nUSER c 0 * :c\r")
+        .await;
+    carl.line_containing(" 366 carl #general ").await;
+    carl.send_line("REGISTER someone * carls-password\r").await;
+    carl.line_containing("FAIL REGISTER ACCOUNT_NAME_MUST_BE_NICK someone :")
+        .await;
+    carl.send_line("REGISTER * * carls-password\r").await;
+    carl.line_containing(":switchboard REGISTER SUCCESS carl :")
+        .await;
+    carl.line_containing(" 900 carl carl!carl@switchboard carl :You are now logged in as carl")
+        .await;
+    carl.send_line("REGISTER carl * carls-password\r").await;
+    carl.line_containing("FAIL REGISTER ACCOUNT_EXISTS carl :you are already logged in")
+        .await;
+
+    let mut dora = irc_login(&server, "dora").await;
+    dora.send_line("PRIVMSG NickServ :REGISTER doras-password\r")
+        .await;
+    dora.line_containing(
+        ":NickServ!NickServ@switchboard NOTICE dora :dora registered; you are logged in as dora",
+    )
+    .await;
+    dora.line_containing(" 900 dora ").await;
+    dora.send_line("QUIT :bye\r").await;
+    dora.line_containing("ERROR :Closing link").await;
+
+    // Back as a guest under another nick: IDENTIFY takes the account's name.
+    let mut back = irc_login(&server, "dora_").await;
+    back.send_line("PRIVMSG NickServ :IDENTIFY dora wrong-password\r")
+        .await;
+    back.line_containing(":NickServ!NickServ@switchboard NOTICE dora_ :")
+        .await;
+    back.send_line("NS IDENTIFY dora doras-password\r").await;
+    back.line_containing(":dora_!dora_@switchboard NICK dora")
+        .await;
+    back.line_containing(
+        ":NickServ!NickServ@switchboard NOTICE dora :dora identified: logged in as dora",
+    )
+    .await;
+    back.send_line("PRIVMSG NickServ :HELP\r").await;
+    back.line_containing(":NickServ!NickServ@switchboard NOTICE dora :Commands: REGISTER")
+        .await;
+    back.send_line("WHOIS dora\r").await;
+    back.line_containing(" 330 dora dora dora :is logged in as")
+        .await;
+
+    // Nothing said to NickServ reached the user called NickServ.
+    carl.send_line("PRIVMSG #general :done\r").await;
+    loop {
+        let line = impostor
+            .line()
+            .await
+            .expect("the line user is still connected");
+        assert!(!line.contains("password"), "{line}");
+        if line == "[carl] done" {
+            break;
+        }
+    }
     server.stop().await;
 }

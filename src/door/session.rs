@@ -129,7 +129,8 @@ pub enum Step {
 /// error event, in order with its other output.
 #[derive(Clone, PartialEq, Eq)]
 pub enum AccountStep {
-    /// Log in to `name` (choosing no name first, or instead of the one chosen).
+    /// Log in to `name` (choosing no name first, or instead of the one chosen; an
+    /// empty `name` is the client's current one, as NickServ's `IDENTIFY PASSWORD`).
     /// `remember`: also issue a sign-in token (the web page keeps it).
     Login {
         name: String,
@@ -138,8 +139,13 @@ pub enum AccountStep {
     },
     /// Sign in with a token issued earlier.
     Token { token: String },
-    /// Register the client's current name to it, with `password`.
-    Register { password: String, remember: bool },
+    /// Register the client's current name to it, with `password`. `name`: the name
+    /// the client means (IRC's REGISTER says it); refused unless it is the current one.
+    Register {
+        password: String,
+        remember: bool,
+        name: Option<String>,
+    },
     /// Change the signed-in account's password.
     Password { old: String, new: String },
     /// Delete the signed-in account (the password confirms it).
@@ -693,18 +699,39 @@ where
                 name,
                 password,
                 remember,
-            } => match accounts.login(&name, &password, from).await {
-                Ok(account) => {
-                    let token = Self::token_for(&accounts, &account, remember).await;
-                    self.sign_in(tag, account, false, token).await
+            } => {
+                let name = match name.is_empty() {
+                    true => door
+                        .hub
+                        .identify(client)
+                        .await?
+                        .nick
+                        .map(|nick| nick.to_string()),
+                    false => Some(name),
+                };
+                let Some(name) = name else {
+                    let why = "name the account: IDENTIFY ACCOUNT PASSWORD";
+                    return self
+                        .answer(tag, Err((ErrorCode::BadRequest, why.into())))
+                        .await;
+                };
+                match accounts.login(&name, &password, from).await {
+                    Ok(account) => {
+                        let token = Self::token_for(&accounts, &account, remember).await;
+                        self.sign_in(tag, account, false, token).await
+                    }
+                    Err(error) => self.answer(tag, refuse(error)).await,
                 }
-                Err(error) => self.answer(tag, refuse(error)).await,
-            },
+            }
             AccountStep::Token { token } => match accounts.token_login(&token, from).await {
                 Ok(account) => self.sign_in(tag, account, false, None).await,
                 Err(error) => self.answer(tag, refuse(error)).await,
             },
-            AccountStep::Register { password, remember } => {
+            AccountStep::Register {
+                password,
+                remember,
+                name,
+            } => {
                 let identity = door.hub.identify(client).await?;
                 let answer = match (identity.nick, identity.account) {
                     (_, Some(account)) => Err((
@@ -715,6 +742,19 @@ where
                         ErrorCode::NotRegistered,
                         "choose a name first, then register it".into(),
                     )),
+                    (Some(nick), None)
+                        if name
+                            .as_deref()
+                            .is_some_and(|name| !crate::text::same_folded(name, &nick)) =>
+                    {
+                        Err((
+                            ErrorCode::BadRequest,
+                            format!(
+                                "the account is your nick: change to it first, or register {nick}"
+                            )
+                            .into(),
+                        ))
+                    }
                     (Some(nick), None) => match accounts.create(&nick, &password, from).await {
                         Ok(account) => {
                             let token = Self::token_for(&accounts, &account, remember).await;

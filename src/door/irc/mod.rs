@@ -170,8 +170,9 @@ fn render_caps(enabled: [bool; CAPS.len()]) -> Caps {
 /// clients that ask (the list never changes, so there is never a NEW or DEL to
 /// notify); `multi-prefix` costs nothing, as no channel has member prefixes yet.
 /// `message-tags` lets a client send tags (accepted, not relayed: client-only tags
-/// reach nobody) and gives it each message's `msgid`.
-const CAPS: [&str; 11] = [
+/// reach nobody) and gives it each message's `msgid`. `draft/account-registration`
+/// without values: REGISTER after connecting, the account named as the nick.
+const CAPS: [&str; 12] = [
     "cap-notify",
     "echo-message",
     "multi-prefix",
@@ -183,6 +184,7 @@ const CAPS: [&str; 11] = [
     "account-tag",
     "batch",
     "draft/chathistory",
+    "draft/account-registration",
 ];
 
 /// Where `name` is in [`CAPS`] (a name from that list).
@@ -400,6 +402,41 @@ fn authenticate(state: &mut IrcState, params: &[&str], steps: &mut Vec<Step>) {
     }
 }
 
+/// What NickServ understands: `REGISTER PASSWORD [EMAIL]` (the nick becomes an
+/// account), `IDENTIFY [ACCOUNT] PASSWORD` (log in; the nick becomes the account's),
+/// and `HELP`. Answered as NOTICEs from NickServ.
+fn nickserv(text: &str, steps: &mut Vec<Step>) {
+    let mut words = text.split_whitespace();
+    let command = words.next().unwrap_or("").to_ascii_uppercase();
+    let words: Vec<&str> = words.collect();
+    let tag = Some(Tag::from(render::NICKSERV_TAG));
+    let step = match (command.as_str(), &words[..]) {
+        ("REGISTER", [password, ..]) => AccountStep::Register {
+            password: (*password).to_owned(),
+            remember: false,
+            name: None,
+        },
+        ("IDENTIFY" | "LOGIN", [password]) => AccountStep::Login {
+            name: String::new(),
+            password: (*password).to_owned(),
+            remember: false,
+        },
+        ("IDENTIFY" | "LOGIN", [account, password, ..]) => AccountStep::Login {
+            name: (*account).to_owned(),
+            password: (*password).to_owned(),
+            remember: false,
+        },
+        _ => {
+            steps.push(Step::SendAddressed(crate::hub::Addressed {
+                head: format!(":{0}!{0}@{SERVER_NAME} NOTICE ", render::NICKSERV),
+                tail: " :Commands: REGISTER PASSWORD (makes your nick an account), IDENTIFY [ACCOUNT] PASSWORD (logs in). SASL PLAIN logs in as you connect.\r\n".into(),
+            }));
+            return;
+        }
+    };
+    steps.push(Step::Account { tag, step });
+}
+
 /// `CHATHISTORY LATEST|BEFORE|AFTER|BETWEEN target ref [ref] limit` (IRCv3
 /// draft/chathistory) as a history request, tagged so the answer comes as a batch.
 /// References are `msgid=` (the ids this server gives, see [`render::msgid`]), or
@@ -581,6 +618,9 @@ impl IrcProtocol {
             // Checked when registration starts (any is accepted when none is asked).
             "PASS" => state.password = params.first().map(|given| (*given).to_owned()),
             "QUIT" => steps.push(Step::Leave(CloseReason::ClientQuit)),
+            "REGISTER" => steps.push(send_line(
+                "FAIL REGISTER COMPLETE_CONNECTION_REQUIRED * :register once connected (after NICK and USER); the account is your nick".into(),
+            )),
             _ => steps.push(numeric(451, ":You have not registered")),
         }
         self.try_register(state, steps);
@@ -651,6 +691,14 @@ impl IrcProtocol {
                     steps.push(numeric(412, ":No text to send"));
                     return;
                 };
+                // NickServ is the server itself: what is said to it (passwords) never
+                // reaches a user who took that nick.
+                if target.eq_ignore_ascii_case(render::NICKSERV) {
+                    if command == "PRIVMSG" {
+                        nickserv(text, steps);
+                    }
+                    return;
+                }
                 let (text, action) = match ctcp_action(text) {
                     Some(body) => (body, true),
                     // Other CTCP queries (VERSION, PING) are not relayed as speech.
@@ -685,6 +733,25 @@ impl IrcProtocol {
             // and dropped, as IRCv3 lets a server do.
             "TAGMSG" => {}
             "CHATHISTORY" => chathistory(params, steps),
+            "NICKSERV" | "NS" => nickserv(&params.join(" "), steps),
+            // draft/account-registration: the account is the nick (`*` says so), the
+            // email is not kept.
+            "REGISTER" => match params {
+                [account, _email, password, ..] if !password.is_empty() => {
+                    let name = (*account != "*").then(|| (*account).to_owned());
+                    steps.push(Step::Account {
+                        tag: Some(format!("{} {account}", render::REGISTER_TAG).into()),
+                        step: AccountStep::Register {
+                            password: (*password).to_owned(),
+                            remember: false,
+                            name,
+                        },
+                    });
+                }
+                _ => steps.push(send_line(
+                    "FAIL REGISTER NEED_MORE_PARAMS * :REGISTER ACCOUNT EMAIL PASSWORD (ACCOUNT * for your nick, EMAIL * for none)".into(),
+                )),
+            },
             "NICK" => match params.first().filter(|nick| !nick.is_empty()) {
                 Some(nick) => steps.push(request(Request::Nick {
                     nick: (*nick).to_owned(),
@@ -1200,7 +1267,7 @@ mod tests {
         let ls = run(&mut state, "CAP LS 302", false);
         assert_eq!(
             sent(&ls),
-            ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN extended-join away-notify message-tags account-tag batch draft/chathistory\r\n"
+            ":switchboard CAP * LS :cap-notify echo-message multi-prefix server-time sasl=PLAIN extended-join away-notify message-tags account-tag batch draft/chathistory draft/account-registration\r\n"
         );
         assert!(run(&mut state, "NICK alice", false).is_empty());
         assert!(

@@ -37,6 +37,14 @@ pub const USERHOST_TAG: &str = "irc:userhost";
 /// its refusal as `FAIL CHATHISTORY`.
 pub const CHATHISTORY_TAG: &str = "irc:chathistory";
 
+/// The tag on an account step from REGISTER (draft/account-registration), followed
+/// by the account it named: answered as `REGISTER SUCCESS` or `FAIL REGISTER`.
+pub const REGISTER_TAG: &str = "irc:register";
+/// The tag on an account step asked of NickServ: answered as NOTICEs from it.
+pub const NICKSERV_TAG: &str = "irc:nickserv";
+/// The service IRC users register and identify with (the server answers for it).
+pub const NICKSERV: &str = "NickServ";
+
 /// Most messages one CHATHISTORY answer holds (ISUPPORT `CHATHISTORY`).
 pub const CHATHISTORY_LIMIT: usize = crate::hub::MAX_HISTORY_LIMIT;
 
@@ -569,6 +577,66 @@ impl IrcRender {
                     _ => "INVALID_TARGET",
                 };
                 let _ = write!(lines.out, "FAIL CHATHISTORY {reason} {about} :{text}");
+                lines.end();
+            }
+            Event::Reply {
+                tag: Some(tag),
+                reply: Reply::SignedIn {
+                    account, created, ..
+                },
+            } if tag.starts_with(REGISTER_TAG) || &**tag == NICKSERV_TAG => {
+                if tag.starts_with(REGISTER_TAG) {
+                    let _ = write!(
+                        lines.out,
+                        ":{SERVER_NAME} REGISTER SUCCESS {account} :Account registered; you are logged in"
+                    );
+                } else {
+                    let done = if *created {
+                        "registered; you are"
+                    } else {
+                        "identified:"
+                    };
+                    let _ = write!(
+                        lines.out,
+                        ":{NICKSERV}!{NICKSERV}@{SERVER_NAME} NOTICE {} :{account} {done} logged in as {account}",
+                        lines.recipient
+                    );
+                }
+                lines.end();
+                let _ = write!(
+                    lines.reply(900),
+                    "{account}!{account}@{SERVER_NAME} {account} :You are now logged in as {account}"
+                );
+                lines.end();
+            }
+            Event::Error {
+                tag: Some(tag),
+                code,
+                text,
+            } if tag.starts_with(REGISTER_TAG) || &**tag == NICKSERV_TAG => {
+                if let Some(account) = tag.strip_prefix(REGISTER_TAG) {
+                    let reason = match code {
+                        ErrorCode::AccountExists | ErrorCode::NickRegistered => "ACCOUNT_EXISTS",
+                        ErrorCode::BadPassword => "WEAK_PASSWORD",
+                        ErrorCode::BadRequest => "ACCOUNT_NAME_MUST_BE_NICK",
+                        ErrorCode::NotRegistered => "COMPLETE_CONNECTION_REQUIRED",
+                        ErrorCode::AccountsUnavailable | ErrorCode::AuthLimited => {
+                            "TEMPORARILY_UNAVAILABLE"
+                        }
+                        _ => "BAD_ACCOUNT_NAME",
+                    };
+                    let _ = write!(
+                        lines.out,
+                        "FAIL REGISTER {reason} {} :{text}",
+                        account.trim_start()
+                    );
+                } else {
+                    let _ = write!(
+                        lines.out,
+                        ":{NICKSERV}!{NICKSERV}@{SERVER_NAME} NOTICE {} :{text}",
+                        lines.recipient
+                    );
+                }
                 lines.end();
             }
             Event::Reply { reply, .. } => self.write_reply(lines, reply),

@@ -468,6 +468,7 @@ fn auth(fields: &Fields<'_>) -> Result<AccountStep, Refusal> {
         "register" => AccountStep::Register {
             password: password()?,
             remember,
+            name: None,
         },
         "password" => AccountStep::Password {
             old: password()?,

@@ -229,6 +229,7 @@ pub fn parse(line: &str) -> LineInput {
             password => LineInput::Account(AccountStep::Register {
                 password: password.to_owned(),
                 remember: false,
+                name: None,
             }),
         },
         "login" | "identify" => login(rest),
@@ -583,7 +584,8 @@ mod tests {
             account("/register  s3cret pass"),
             AccountStep::Register {
                 password: "s3cret pass".into(),
-                remember: false
+                remember: false,
+                name: None,
             }
         );
         assert_eq!(
