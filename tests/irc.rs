@@ -210,6 +210,42 @@ async fn text_from_other_doors_cannot_forge_irc_lines() {
         irc.line().await.unwrap(),
         ":switchboard PONG switchboard :after"
     );
+
+    // The same from a WebSocket, in text, data, a topic and an away message: each
+    // arrives as one line, and the next line is always the pong.
+    let (mut ws, _) = Ws::login(&format!("ws://{}/ws", server.addr("web")), "eve").await;
+    irc.line_containing(":eve!eve@switchboard JOIN #general")
+        .await;
+    irc.send_line("CAP REQ :away-notify\r").await;
+    irc.line_containing("CAP alice NAK").await;
+    let forged = "x\r\nKILL alice\n\0NICK root";
+    for request in [
+        json!({"type": "say", "text": forged}),
+        json!({"type": "say", "text": "with data", "data": {"note": forged}}),
+        json!({"type": "topic", "text": forged}),
+        json!({"type": "msg", "to": "alice", "text": forged}),
+    ] {
+        ws.send(request.clone()).await;
+        let line = irc.line().await.unwrap();
+        assert!(
+            line.starts_with(":eve!eve@switchboard "),
+            "{request}: {line}"
+        );
+        assert!(!line.contains(['\r', '\n', '\0']), "{line:?}");
+        irc.send_line("PING :next\r").await;
+        assert_eq!(
+            irc.line().await.unwrap(),
+            ":switchboard PONG switchboard :next",
+            "after {request}"
+        );
+    }
+    ws.send(json!({"type": "away", "text": forged})).await;
+    assert_eq!(ws.of_type("away").await["away"], true);
+    irc.send_line("WHOIS eve\r").await;
+    irc.line_containing(" 311 alice eve ").await;
+    let away = irc.line().await.unwrap();
+    assert!(away.starts_with(":switchboard 301 alice eve :"), "{away}");
+    assert!(!away.contains(['\r', '\n', '\0']), "{away:?}");
     server.stop().await;
 }
 
@@ -840,5 +876,70 @@ async fn irc_users_register_and_identify_without_another_door() {
             break;
         }
     }
+    server.stop().await;
+}
+
+/// Flood control on the IRC door, as on every door: twelve lines at once against 5
+/// per second after a burst of 2 are delayed, not dropped; the flooder is told to
+/// slow down and hears the room while it waits (what another user says lands among
+/// its delayed lines, in the one room order); one that floods past
+/// `--flood-patience` is told so and closed with ERROR.
+#[tokio::test]
+async fn irc_floods_are_delayed_in_order_and_a_persistent_flooder_is_cut_off() {
+    let server = Server::start(
+        &[
+            "--irc",
+            "127.0.0.1:0",
+            "--flood-rate",
+            "5",
+            "--flood-burst",
+            "2",
+            "--flood-patience",
+            "5s",
+        ],
+        DOORS,
+    )
+    .await;
+    let mut nc = Lines::line_login(server.addr("line"), "nc").await;
+    let mut fast = irc_login(&server, "fast").await;
+    nc.line_containing("fast joined #general").await;
+    let flood: String = (1..=12)
+        .map(|n| format!("PRIVMSG #general :f{n}\r\n"))
+        .collect();
+    fast.send_line(flood.trim_end()).await;
+    assert_eq!(nc.line().await.unwrap(), "[fast] f1");
+    fast.line_containing(":switchboard NOTICE * :slow down: over 5 messages per second")
+        .await;
+    nc.send_line("hello fast").await;
+    fast.line_containing(":nc!nc@switchboard PRIVMSG #general :hello fast")
+        .await;
+    let mut order = Vec::new();
+    while order.last().map(String::as_str) != Some("[fast] f12") {
+        order.push(nc.line().await.unwrap());
+    }
+    let hello = order.iter().position(|line| line == "[nc] hello fast");
+    let expected: Vec<String> = (2..=12).map(|n| format!("[fast] f{n}")).collect();
+    let flooded: Vec<String> = order
+        .iter()
+        .filter(|line| line.starts_with("[fast]"))
+        .cloned()
+        .collect();
+    assert_eq!(flooded, expected, "every delayed line, in order");
+    assert!(
+        hello.is_some_and(|at| at < order.len() - 1),
+        "the flooder heard the room before its last line went out: {order:?}"
+    );
+
+    // Past the patience: told, closed, and the others go on.
+    let endless = "PRIVMSG #general :again\r\n".repeat(200);
+    fast.send_line(endless.trim_end()).await;
+    fast.line_containing(":switchboard NOTICE * :disconnected for flooding")
+        .await;
+    fast.line_containing("ERROR :Closing link: flood").await;
+    assert_eq!(fast.line().await, None, "closed after ERROR");
+    nc.line_containing("*** fast left #general (flooding)")
+        .await;
+    nc.send_line("after").await;
+    nc.line_containing("[nc] after").await;
     server.stop().await;
 }
