@@ -116,6 +116,11 @@ async fn an_owner_and_its_operators_moderate_over_the_line_door_and_it_survives_
     mallory
         .line_containing("error: you are banned from #den (enough)")
         .await;
+    // Nor may the banned read what the room says.
+    mallory.send_line("/history #den").await;
+    mallory
+        .line_containing("error: you are banned from #den (enough)")
+        .await;
 
     // Accounts only: a guest from anywhere is refused with how to get in.
     alice.send_line("/mode #den +r").await;

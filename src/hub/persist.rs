@@ -69,7 +69,8 @@ impl Hub {
         room: Option<String>,
         request: PageRequest,
     ) -> Outcome {
-        // Any room's history may be read, also one nobody is in right now.
+        // Any room's history may be read that the client may join, also one nobody
+        // is in right now.
         let (key, name): (String, Arc<str>) = match room {
             Some(name) => match normalize_room(&name) {
                 Ok(name) => (fold_case(&name), name.into()),
@@ -84,6 +85,11 @@ impl Hub {
             },
         };
         let name = self.rooms.get(&key).map_or(name, |room| room.name.clone());
+        // A moderated room's history is for those who may join it: a ban, an
+        // invite-only or accounts-only room keeps its past from outsiders too.
+        if !self.clients[&id].in_room(&key) {
+            self.may_join(id, &key, &name)?;
+        }
         if let Some(page) = self
             .history
             .room_page_from_tail(&key, &name, request, false)
