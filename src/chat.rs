@@ -206,16 +206,16 @@ pub enum Request {
     /// [`DEFAULT_HISTORY_LIMIT`] and is capped at [`MAX_HISTORY_LIMIT`].
     History {
         room: Option<String>,
-        before: Option<u64>,
-        after: Option<u64>,
+        before: Option<HistoryBound>,
+        after: Option<HistoryBound>,
         limit: Option<usize>,
         newest: bool,
     },
     /// The same for the private conversation between the client and nickname `with`.
     PrivateHistory {
         with: String,
-        before: Option<u64>,
-        after: Option<u64>,
+        before: Option<HistoryBound>,
+        after: Option<HistoryBound>,
         limit: Option<usize>,
         newest: bool,
     },
@@ -331,6 +331,16 @@ pub struct ChatMessage {
 pub const MODERATION_DATA: &str = "moderation";
 
 impl ChatMessage {
+    /// When it was said, in whole milliseconds since the Unix epoch (how it is
+    /// stored, shown and compared with a time bound).
+    pub fn millis(&self) -> u64 {
+        self.time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            })
+    }
+
     /// The data people's screens show after the text: all of it, except on moderation
     /// notices, whose data is for programs (the text already says it all).
     pub fn shown_data(&self) -> Option<&Data> {
@@ -345,6 +355,32 @@ pub enum Target {
     Room(Arc<str>),
     /// A private message to this nickname.
     Private(Arc<str>),
+}
+
+/// One end of a history page: a message id, or a time (milliseconds since the Unix
+/// epoch, as messages' times are kept and shown), both exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryBound {
+    Id(u64),
+    Millis(u64),
+}
+
+impl HistoryBound {
+    /// Whether `message` lies below this bound.
+    pub fn is_above(self, message: &ChatMessage) -> bool {
+        match self {
+            HistoryBound::Id(id) => message.id < id,
+            HistoryBound::Millis(ms) => message.millis() < ms,
+        }
+    }
+
+    /// Whether `message` lies above this bound.
+    pub fn is_below(self, message: &ChatMessage) -> bool {
+        match self {
+            HistoryBound::Id(id) => message.id > id,
+            HistoryBound::Millis(ms) => message.millis() > ms,
+        }
+    }
 }
 
 /// Whose history a page holds.

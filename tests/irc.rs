@@ -631,8 +631,11 @@ async fn extended_join_and_away_notify_tell_accounts_and_absences() {
 }
 
 /// Read the lines of one CHATHISTORY answer, from `BATCH +` to `BATCH -`; the
-/// messages' texts, and the msgid of each.
-async fn chathistory_batch(irc: &mut Lines<TcpStream>, target: &str) -> Vec<(String, String)> {
+/// messages' texts, and the msgid and time of each.
+async fn chathistory_batch(
+    irc: &mut Lines<TcpStream>,
+    target: &str,
+) -> Vec<(String, String, String)> {
     let opened = irc.line().await.unwrap();
     assert_eq!(
         opened,
@@ -651,9 +654,14 @@ async fn chathistory_batch(irc: &mut Lines<TcpStream>, target: &str) -> Vec<(Str
             .find_map(|tag| tag.strip_prefix("msgid="))
             .unwrap_or_else(|| panic!("no msgid: {line}"))
             .to_owned();
+        let time = tags
+            .split(';')
+            .find_map(|tag| tag.strip_prefix("time="))
+            .unwrap()
+            .to_owned();
         assert!(tags.ends_with(";account=bob"), "{line}");
         assert!(rest.starts_with(&format!(":bob!bob@switchboard PRIVMSG {target} :")));
-        messages.push((rest.rsplit(':').next().unwrap().to_owned(), msgid));
+        messages.push((rest.rsplit(':').next().unwrap().to_owned(), msgid, time));
     }
 }
 
@@ -673,6 +681,8 @@ async fn chathistory_pages_by_msgid_and_messages_carry_their_tags() {
     for n in 1..=5 {
         bob.send_line(&format!("m{n}")).await;
         bob.line_containing(&format!("[bob] m{n}")).await;
+        // Each in its own millisecond, so timestamp references tell them apart.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
 
     let mut reader = Lines::connect(server.addr("irc")).await;
@@ -683,7 +693,7 @@ async fn chathistory_pages_by_msgid_and_messages_carry_their_tags() {
         .await;
     let isupport = reader.line_containing(" 005 reader ").await;
     assert!(
-        isupport.contains(" CHATHISTORY=500 MSGREFTYPES=msgid "),
+        isupport.contains(" CHATHISTORY=500 MSGREFTYPES=timestamp,msgid "),
         "{isupport}"
     );
     reader.line_containing(" 366 reader #general ").await;
@@ -698,7 +708,11 @@ async fn chathistory_pages_by_msgid_and_messages_carry_their_tags() {
 
     reader.send_line("CHATHISTORY LATEST #log * 3\r").await;
     let latest = chathistory_batch(&mut reader, "#log").await;
-    let texts = |page: &[(String, String)]| page.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>();
+    let texts = |page: &[(String, String, String)]| {
+        page.iter()
+            .map(|(text, ..)| text.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(texts(&latest), ["m3", "m4", "m5"]);
     let m3 = latest[0].1.clone();
     reader
@@ -731,14 +745,34 @@ async fn chathistory_pages_by_msgid_and_messages_carry_their_tags() {
         texts(&chathistory_batch(&mut reader, "#log").await),
         ["m2", "m3", "m4"]
     );
+    // The same by time, as server-time wrote it.
+    let (t1, t3) = (before[0].2.clone(), latest[0].2.clone());
+    reader
+        .send_line(&format!("CHATHISTORY BEFORE #log timestamp={t3} 10\r"))
+        .await;
+    assert_eq!(
+        texts(&chathistory_batch(&mut reader, "#log").await),
+        ["m1", "m2"]
+    );
+    reader
+        .send_line(&format!("CHATHISTORY LATEST #log timestamp={t1} 2\r"))
+        .await;
+    assert_eq!(
+        texts(&chathistory_batch(&mut reader, "#log").await),
+        ["m4", "m5"]
+    );
+    reader
+        .send_line(&format!(
+            "CHATHISTORY BETWEEN #log timestamp={t3} timestamp={t1} 5\r"
+        ))
+        .await;
+    assert_eq!(texts(&chathistory_batch(&mut reader, "#log").await), ["m2"]);
     // Refusals say why, as IRCv3 standard replies.
     reader
-        .send_line("CHATHISTORY LATEST #log timestamp=2026-01-01T00:00:00.000Z 5\r")
+        .send_line("CHATHISTORY LATEST #log timestamp=yesterday 5\r")
         .await;
     reader
-        .line_containing(
-            "FAIL CHATHISTORY INVALID_PARAMS LATEST #log :timestamp references are not supported",
-        )
+        .line_containing("FAIL CHATHISTORY INVALID_PARAMS LATEST #log :not a timestamp")
         .await;
     reader.send_line("CHATHISTORY BEFORE #log * 5\r").await;
     reader

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{ChatMessage, ClientId, HistoryPage, HistoryScope, Tag};
+use super::{ChatMessage, ClientId, HistoryBound, HistoryPage, HistoryScope, Tag};
 use crate::store::{Conversation, Loaded, Retention, StoreBusy, StoreSender};
 
 /// Recent messages kept per room in memory when history is on disk (at least the
@@ -101,8 +101,8 @@ enum SideJob {
 /// Which part of a conversation a page request wants.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PageRequest {
-    pub before: Option<u64>,
-    pub after: Option<u64>,
+    pub before: Option<HistoryBound>,
+    pub after: Option<HistoryBound>,
     pub limit: usize,
     /// With `after`: the last `limit` after it, not the first.
     pub newest: bool,
@@ -111,8 +111,8 @@ pub(super) struct PageRequest {
 impl PageRequest {
     /// Fill the default limit and clamp it to the maximum.
     pub fn new(
-        before: Option<u64>,
-        after: Option<u64>,
+        before: Option<HistoryBound>,
+        after: Option<HistoryBound>,
         limit: Option<usize>,
         newest: bool,
     ) -> Self {
@@ -405,8 +405,8 @@ impl History {
         let complete = room.complete || self.store.is_none() || partial_ok;
         let cutoff = self.age_cutoff();
         let in_range = |message: &&Arc<ChatMessage>| {
-            request.before.is_none_or(|before| message.id < before)
-                && request.after.is_none_or(|after| message.id > after)
+            request.before.is_none_or(|before| before.is_above(message))
+                && request.after.is_none_or(|after| after.is_below(message))
                 && cutoff.is_none_or(|cutoff| message.time >= cutoff)
         };
         page_of(room.tail.iter(), in_range, request, complete, scope)
@@ -421,8 +421,8 @@ impl History {
     ) -> HistoryPage {
         let cutoff = self.age_cutoff();
         let in_range = |message: &&Arc<ChatMessage>| {
-            request.before.is_none_or(|before| message.id < before)
-                && request.after.is_none_or(|after| message.id > after)
+            request.before.is_none_or(|before| before.is_above(message))
+                && request.after.is_none_or(|after| after.is_below(message))
                 && cutoff.is_none_or(|cutoff| message.time >= cutoff)
         };
         let scope = HistoryScope::Private(with.clone());
@@ -458,8 +458,14 @@ fn page_of<'a>(
     if let Some(after) = request.after.filter(|_| !request.newest) {
         // Everything after `after` is here if the oldest message held is at most the
         // next id (ids are integers) or nothing older exists.
-        let oldest = messages.clone().next().map(|m| m.id);
-        if !complete && oldest.is_none_or(|oldest| oldest > after.saturating_add(1)) {
+        let oldest = messages.clone().next();
+        let reaches = |oldest: &Arc<ChatMessage>| match after {
+            HistoryBound::Id(after) => oldest.id <= after.saturating_add(1),
+            // Ids are not times: the tail has all after a time only if it holds an
+            // older message.
+            HistoryBound::Millis(after) => oldest.millis() <= after,
+        };
+        if !complete && !oldest.is_some_and(reaches) {
             return None;
         }
         let mut page: Vec<_> = messages.filter(in_range).take(limit + 1).cloned().collect();
@@ -522,8 +528,8 @@ mod tests {
         complete: bool,
     ) -> Option<HistoryPage> {
         let request = PageRequest {
-            before,
-            after,
+            before: before.map(HistoryBound::Id),
+            after: after.map(HistoryBound::Id),
             limit,
             newest: false,
         };

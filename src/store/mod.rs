@@ -159,8 +159,8 @@ pub struct Query {
     pub conversation: Conversation,
     /// How the page is shown (room name or the other party's nickname).
     pub scope: crate::hub::HistoryScope,
-    pub before: Option<u64>,
-    pub after: Option<u64>,
+    pub before: Option<crate::chat::HistoryBound>,
+    pub after: Option<crate::chat::HistoryBound>,
     pub limit: usize,
     /// With `after`: the last `limit` after it, not the first.
     pub newest: bool,
@@ -394,8 +394,8 @@ mod tests {
         Query {
             conversation: Conversation::Room("#r".into()),
             scope: HistoryScope::Room("#R".into()),
-            before,
-            after,
+            before: before.map(crate::chat::HistoryBound::Id),
+            after: after.map(crate::chat::HistoryBound::Id),
             limit,
             newest: false,
         }
@@ -581,6 +581,52 @@ mod tests {
         assert_eq!(
             (kept.notice, kept.account.as_deref()),
             (true, Some("Alice"))
+        );
+    }
+
+    /// Pages bounded by time (IRC's `timestamp=` references), forwards, backwards
+    /// and newest-first, exclusive at both ends.
+    #[test]
+    fn pages_by_time() {
+        use crate::chat::HistoryBound::{Id, Millis};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Retention::default(), 1).unwrap();
+        let room = Conversation::Room("#r".into());
+        let messages: Vec<ChatMessage> = (1..=6)
+            .map(|id| {
+                let mut said = message(id, Target::Room("#R".into()), "a", "x");
+                said.time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1000 * id);
+                said
+            })
+            .collect();
+        let batch: Vec<sqlite::Append<'_>> = messages
+            .iter()
+            .map(|message| sqlite::Append {
+                conversation: &room,
+                message,
+            })
+            .collect();
+        sqlite::append_batch(&mut store.connection, &batch, Retention::default()).unwrap();
+        let page = |before, after, limit, newest| {
+            let mut query = room_query(None, None, limit);
+            query.before = before;
+            query.after = after;
+            query.newest = newest;
+            let page = sqlite::query(&store.connection, &query, Retention::default()).unwrap();
+            (
+                page.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+                page.more,
+            )
+        };
+        assert_eq!(
+            page(Some(Millis(3000)), None, 9, false),
+            (vec![1, 2], false)
+        );
+        assert_eq!(page(None, Some(Millis(3000)), 2, false), (vec![4, 5], true));
+        assert_eq!(page(None, Some(Millis(3000)), 2, true), (vec![5, 6], true));
+        assert_eq!(
+            page(Some(Millis(6000)), Some(Id(2)), 9, false),
+            (vec![3, 4, 5], false)
         );
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Conversation, Loaded, LoadedRoom, Query, Retention};
-use crate::chat::{ChatMessage, HistoryPage, Target};
+use crate::chat::{ChatMessage, HistoryBound, HistoryPage, Target};
 
 /// Bumped when the schema changes. 2 added the accounts' tables
 /// ([`crate::accounts::db::SCHEMA`]), 3 the rooms' moderation rules (`room_rules`),
@@ -475,8 +475,19 @@ pub(super) fn query(
         Conversation::Room(key) => ("room_messages", "room_key", key, ROOM_COLUMNS, false),
         Conversation::Private(pair) => ("private_messages", "pair", pair, PRIVATE_COLUMNS, true),
     };
-    let after = query.after.map_or(i64::MIN, id_param);
-    let before = query.before.map_or(i64::MAX, id_param);
+    // Each bound is on the id or on the time; the other column is left open.
+    let (mut after_id, mut after_ms, mut before_id, mut before_ms) =
+        (i64::MIN, i64::MIN, i64::MAX, i64::MAX);
+    match query.after {
+        Some(HistoryBound::Id(id)) => after_id = id_param(id),
+        Some(HistoryBound::Millis(ms)) => after_ms = id_param(ms),
+        None => {}
+    }
+    match query.before {
+        Some(HistoryBound::Id(id)) => before_id = id_param(id),
+        Some(HistoryBound::Millis(ms)) => before_ms = id_param(ms),
+        None => {}
+    }
     // With `after` the page reads forwards from it; otherwise backwards from `before`
     // (or the newest). One extra row tells whether there is more that way.
     let forwards = query.after.is_some() && !query.newest;
@@ -484,11 +495,20 @@ pub(super) fn query(
     let mut statement = connection.prepare_cached(&format!(
         "SELECT {columns} FROM {table}
          WHERE {column} = ?1 AND id > ?2 AND id < ?3 AND time_ms >= ?4
+           AND time_ms > ?6 AND time_ms < ?7
          ORDER BY id {order} LIMIT ?5"
     ))?;
     let mut messages = statement
         .query_map(
-            params![key, after, before, cutoff, query.limit as i64 + 1],
+            params![
+                key,
+                after_id,
+                before_id,
+                cutoff,
+                query.limit as i64 + 1,
+                after_ms,
+                before_ms
+            ],
             |row| row_message(row, private),
         )?
         .map(|message| message.map(Arc::new))

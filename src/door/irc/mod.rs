@@ -36,7 +36,7 @@ use super::session::{
 };
 use super::PeerSlot;
 use crate::chat::Moderation;
-use crate::hub::{CloseReason, HubHandle, Request, Tag, MAX_PRESENCE_NICKS};
+use crate::hub::{CloseReason, HistoryBound, HubHandle, Request, Tag, MAX_PRESENCE_NICKS};
 use crate::metrics::DoorMetrics;
 use crate::text::NickError;
 
@@ -439,9 +439,8 @@ fn nickserv(text: &str, steps: &mut Vec<Step>) {
 
 /// `CHATHISTORY LATEST|BEFORE|AFTER|BETWEEN target ref [ref] limit` (IRCv3
 /// draft/chathistory) as a history request, tagged so the answer comes as a batch.
-/// References are `msgid=` (the ids this server gives, see [`render::msgid`]), or
-/// `*` for LATEST; `timestamp=` is refused with a clear reason (ISUPPORT says
-/// `MSGREFTYPES=msgid`).
+/// References are `timestamp=` (to the millisecond, as `server-time` writes them),
+/// `msgid=` (the ids this server gives, see [`render::msgid`]), or `*` for LATEST.
 fn chathistory(params: &[&str], steps: &mut Vec<Step>) {
     let fail = |code: &str, context: &str, why: &str| {
         send_line(format!("FAIL CHATHISTORY {code} {context} :{why}"))
@@ -489,16 +488,18 @@ fn chathistory(params: &[&str], steps: &mut Vec<Step>) {
         return;
     };
     let room = target.starts_with('#');
-    // A reference as a message number; `Ok(None)` for `*`.
-    let reference = |param: &str| -> Result<Option<u64>, &'static str> {
+    // A reference as a bound; `Ok(None)` for `*`.
+    let reference = |param: &str| -> Result<Option<HistoryBound>, &'static str> {
         if param == "*" {
             return Ok(None);
         }
-        if param.starts_with("timestamp=") {
-            return Err("timestamp references are not supported; use msgid= (MSGREFTYPES=msgid)");
+        if let Some(time) = param.strip_prefix("timestamp=") {
+            return render::parse_time_tag(time)
+                .map(|ms| Some(HistoryBound::Millis(ms)))
+                .ok_or("not a timestamp (YYYY-MM-DDThh:mm:ss.sssZ)");
         }
         match param.strip_prefix("msgid=").and_then(render::parse_msgid) {
-            Some((id, of_room)) if of_room == room => Ok(Some(id)),
+            Some((id, of_room)) if of_room == room => Ok(Some(HistoryBound::Id(id))),
             _ => Err("not a msgid this server gave for that target"),
         }
     };
@@ -520,11 +521,24 @@ fn chathistory(params: &[&str], steps: &mut Vec<Step>) {
         ("LATEST", [after]) => (None, *after, true),
         ("BEFORE", [before]) => (*before, None, false),
         ("AFTER", [after]) => (None, *after, false),
-        ("BETWEEN", [Some(first), Some(second)]) if first <= second => {
-            (Some(*second), Some(*first), false)
-        }
-        // Given newest first: read backwards from the first.
-        ("BETWEEN", [Some(first), Some(second)]) => (Some(*first), Some(*second), true),
+        ("BETWEEN", [Some(first), Some(second)]) => match (first, second) {
+            (HistoryBound::Id(a), HistoryBound::Id(b))
+            | (HistoryBound::Millis(a), HistoryBound::Millis(b))
+                if a <= b =>
+            {
+                (Some(*second), Some(*first), false)
+            }
+            // Given newest first: read backwards from the first.
+            (HistoryBound::Id(_), HistoryBound::Id(_))
+            | (HistoryBound::Millis(_), HistoryBound::Millis(_)) => {
+                (Some(*first), Some(*second), true)
+            }
+            _ => {
+                let why = "give both references the same way (two msgids or two timestamps)";
+                steps.push(fail("INVALID_PARAMS", &context, why));
+                return;
+            }
+        },
         _ => (None, None, true),
     };
     let limit = Some(limit.min(render::CHATHISTORY_LIMIT));
@@ -1426,7 +1440,7 @@ mod tests {
         assert!(matches!(
             since,
             Request::History {
-                after: Some(7),
+                after: Some(HistoryBound::Id(7)),
                 limit: Some(500),
                 newest: true,
                 ..
@@ -1434,14 +1448,23 @@ mod tests {
         ));
         let (_, before) = history("chathistory before bob msgid=~9 3");
         assert!(
-            matches!(before, Request::PrivateHistory { with, before: Some(9), after: None, newest: false, .. } if with == "bob")
+            matches!(before, Request::PrivateHistory { with, before: Some(HistoryBound::Id(9)), after: None, newest: false, .. } if with == "bob")
         );
         let (_, between) = history("CHATHISTORY BETWEEN #a msgid=#a/2 msgid=#a/9 4");
         assert!(matches!(
             between,
             Request::History {
-                before: Some(9),
-                after: Some(2),
+                before: Some(HistoryBound::Id(9)),
+                after: Some(HistoryBound::Id(2)),
+                newest: false,
+                ..
+            }
+        ));
+        let (_, since) = history("CHATHISTORY AFTER #a timestamp=2023-11-14T22:13:20.5Z 9");
+        assert!(matches!(
+            since,
+            Request::History {
+                after: Some(HistoryBound::Millis(1_700_000_000_500)),
                 newest: false,
                 ..
             }
@@ -1450,8 +1473,8 @@ mod tests {
         assert!(matches!(
             backwards,
             Request::History {
-                before: Some(9),
-                after: Some(2),
+                before: Some(HistoryBound::Id(9)),
+                after: Some(HistoryBound::Id(2)),
                 newest: true,
                 ..
             }
@@ -1478,8 +1501,12 @@ mod tests {
                 "INVALID_PARAMS AROUND",
             ),
             (
-                "CHATHISTORY LATEST #a timestamp=2020-01-01T00:00:00Z 5",
-                "timestamp",
+                "CHATHISTORY LATEST #a timestamp=2020-13-01T00:00:00Z 5",
+                "not a timestamp",
+            ),
+            (
+                "CHATHISTORY BETWEEN #a msgid=#a/1 timestamp=2020-01-01T00:00:00Z 5",
+                "the same way",
             ),
         ] {
             let said = sent(&run(&mut state, line, true));

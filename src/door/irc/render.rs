@@ -213,6 +213,38 @@ fn time_tag(time: SystemTime) -> String {
     )
 }
 
+/// Milliseconds since the Unix epoch for a `server-time` timestamp
+/// (`YYYY-MM-DDThh:mm:ss[.fraction]Z`, UTC; the fraction to milliseconds); `None` for
+/// anything else.
+pub fn parse_time_tag(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date_parts = date.splitn(3, '-');
+    let year: i64 = date_parts.next()?.parse().ok()?;
+    let month: i64 = date_parts.next()?.parse().ok()?;
+    let day: i64 = date_parts.next()?.parse().ok()?;
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut clock_parts = clock.splitn(3, ':');
+    let hours: u64 = clock_parts.next()?.parse().ok()?;
+    let minutes: u64 = clock_parts.next()?.parse().ok()?;
+    let seconds: u64 = clock_parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hours > 23 || minutes > 59 {
+        return None;
+    }
+    if seconds > 60 || fraction.is_empty() || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let millis: u64 = format!("{fraction:0<3}")[..3].parse().ok()?;
+    // Civil date to days (Howard Hinnant's algorithm, the inverse of `time_tag`'s).
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = u64::try_from(era * 146_097 + day_of_era - 719_468).ok()?;
+    Some(((days * 86_400 + hours * 3600 + minutes * 60 + seconds) * 1000) + millis)
+}
+
 /// A message's `msgid`: its room and its number there (`#general/42`), or `~` and
 /// its number among private messages (`~7`), so CHATHISTORY can page from it.
 pub fn msgid(message: &ChatMessage) -> String {
@@ -256,7 +288,7 @@ fn isupport_tokens() -> String {
     format!(
         "CASEMAPPING=ascii CHANTYPES=# NICKLEN={MAX_NICK_CHARS} CHANNELLEN={MAX_ROOM_CHARS} \
          TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} PREFIX=() CHANMODES=b,,,iR TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard \
-         CHATHISTORY={CHATHISTORY_LIMIT} MSGREFTYPES=msgid"
+         CHATHISTORY={CHATHISTORY_LIMIT} MSGREFTYPES=timestamp,msgid"
     )
 }
 
@@ -1021,6 +1053,29 @@ mod tests {
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(at(1_700_000_000, 123), "2023-11-14T22:13:20.123Z");
         assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+        // And back, for CHATHISTORY's timestamp= references.
+        for ms in [0, 951_782_400_005, 1_700_000_000_123, 4_107_542_399_999] {
+            let text = time_tag(UNIX_EPOCH + std::time::Duration::from_millis(ms));
+            assert_eq!(parse_time_tag(&text), Some(ms), "{text}");
+        }
+        assert_eq!(
+            parse_time_tag("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_time_tag("2023-11-14T22:13:20.1234Z"),
+            Some(1_700_000_000_123)
+        );
+        for bad in [
+            "",
+            "2023-11-14",
+            "2023-11-14T22:13:20",
+            "2023-00-14T22:13:20Z",
+            "x-1-1T0:0:0Z",
+            "2023-11-14T22:13:20.Z",
+        ] {
+            assert_eq!(parse_time_tag(bad), None, "{bad}");
+        }
     }
 
     #[test]

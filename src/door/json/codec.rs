@@ -10,7 +10,8 @@ use serde_json::{json, Map, Value};
 
 use crate::door::session::AccountStep;
 use crate::hub::{
-    ChatMessage, ErrorCode, Event, HistoryPage, HistoryScope, Render, Reply, Request, Tag, Target,
+    ChatMessage, ErrorCode, Event, HistoryBound, HistoryPage, HistoryScope, Render, Reply, Request,
+    Tag, Target,
 };
 
 /// Bumped when a message changes incompatibly; sent in `welcome`.
@@ -351,8 +352,24 @@ fn decode_fields(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
             reason: fields.optional_string("reason")?,
         },
         "history" => {
-            let before = fields.optional_u64("before")?;
-            let after = fields.optional_u64("after")?;
+            // Each end by message id or by time (ms since the epoch), not both.
+            let bound = |id: Option<u64>, ms: Option<u64>, name: &str| match (id, ms) {
+                (Some(_), Some(_)) => Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("give {name} or {name}_time, not both"),
+                )),
+                (id, ms) => Ok(id.map(HistoryBound::Id).or(ms.map(HistoryBound::Millis))),
+            };
+            let before = bound(
+                fields.optional_u64("before")?,
+                fields.optional_u64("before_time")?,
+                "before",
+            )?;
+            let after = bound(
+                fields.optional_u64("after")?,
+                fields.optional_u64("after_time")?,
+                "after",
+            )?;
             let limit = fields.optional_u64("limit")?.map(|n| n as usize);
             let newest = fields.optional_bool("newest")?;
             match fields.optional_string("with")? {
@@ -850,7 +867,7 @@ mod tests {
             room.message,
             Ok(ClientMessage::Hub(Request::History {
                 room: Some("#rust".into()),
-                before: Some(40),
+                before: Some(HistoryBound::Id(40)),
                 after: None,
                 limit: Some(10),
                 newest: false,
@@ -862,16 +879,28 @@ mod tests {
             Ok(ClientMessage::Hub(Request::PrivateHistory {
                 with: "bob".into(),
                 before: None,
-                after: Some(3),
+                after: Some(HistoryBound::Id(3)),
                 limit: None,
                 newest: false,
             }))
+        );
+        let by_time = decode(br#"{"type":"history","before_time":1765119600000}"#);
+        assert!(matches!(
+            by_time.message,
+            Ok(ClientMessage::Hub(Request::History {
+                before: Some(HistoryBound::Millis(1_765_119_600_000)),
+                ..
+            }))
+        ));
+        assert_eq!(
+            refusal(r#"{"type":"history","after":3,"after_time":5}"#).1,
+            ErrorCode::BadRequest
         );
         let newest = decode(br#"{"type":"history","after":3,"newest":true}"#);
         assert!(matches!(
             newest.message,
             Ok(ClientMessage::Hub(Request::History {
-                after: Some(3),
+                after: Some(HistoryBound::Id(3)),
                 newest: true,
                 ..
             }))

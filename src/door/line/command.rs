@@ -2,7 +2,7 @@
 //! commands; anything else is text for the current room.
 
 use crate::door::session::AccountStep;
-use crate::hub::{Moderation, Request};
+use crate::hub::{HistoryBound, Moderation, Request};
 
 /// What one typed line means.
 #[derive(Debug, Clone, PartialEq)]
@@ -421,15 +421,15 @@ fn history(rest: &str) -> LineInput {
     LineInput::Request(match with {
         Some(with) => Request::PrivateHistory {
             with,
-            before,
-            after,
+            before: before.map(HistoryBound::Id),
+            after: after.map(HistoryBound::Id),
             limit,
             newest: false,
         },
         None => Request::History {
             room,
-            before,
-            after,
+            before: before.map(HistoryBound::Id),
+            after: after.map(HistoryBound::Id),
             limit,
             newest: false,
         },
@@ -724,13 +724,14 @@ mod tests {
 
     #[test]
     fn history_pages() {
-        let room = |room: Option<&str>, before, after, limit| Request::History {
-            room: room.map(str::to_owned),
-            before,
-            after,
-            limit,
-            newest: false,
-        };
+        let room =
+            |room: Option<&str>, before: Option<u64>, after: Option<u64>, limit| Request::History {
+                room: room.map(str::to_owned),
+                before: before.map(HistoryBound::Id),
+                after: after.map(HistoryBound::Id),
+                limit,
+                newest: false,
+            };
         assert_eq!(request("/history"), room(None, None, None, None));
         assert_eq!(request("/history 50"), room(None, None, None, Some(50)));
         assert_eq!(
@@ -746,7 +747,7 @@ mod tests {
             Request::PrivateHistory {
                 with: "bob".into(),
                 before: None,
-                after: Some(3),
+                after: Some(HistoryBound::Id(3)),
                 limit: Some(5),
                 newest: false,
             }
