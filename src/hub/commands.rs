@@ -237,7 +237,7 @@ impl Hub {
             return;
         }
         let default_room = self.config.default_room.clone();
-        if let Err(refusal) = self.join(id, None, &default_room) {
+        if let Err(refusal) = self.join(id, None, &default_room, None) {
             // The default room's name was checked with the config: not expected.
             self.error(id, None, refusal.code, &refusal.text);
         }
@@ -373,7 +373,7 @@ impl Hub {
                 };
                 return self.whisper(id, tag, &to, &text, notice);
             }
-            Request::Join { room } => return self.join(id, tag, &room),
+            Request::Join { room, key } => return self.join(id, tag, &room, key.as_deref()),
             Request::Part { room, reason } => return self.part(id, tag, room, reason),
             Request::Nick { nick } => return self.change_nick(id, tag, &nick),
             Request::Rooms => {
@@ -558,7 +558,7 @@ impl Hub {
                 // it: a join seals the room's batch.
                 let key = normalize_room(name).map(|name| fold_case(&name));
                 if key.is_ok_and(|key| !self.clients[&id].in_room(&key)) {
-                    self.join(id, None, name)?;
+                    self.join(id, None, name, None)?;
                 }
             }
         }
@@ -714,12 +714,19 @@ impl Hub {
         Ok(())
     }
 
-    pub(super) fn join(&mut self, id: ClientId, tag: Option<Tag>, room: &str) -> Outcome {
+    /// `id` joins `room`, giving `room_key` if the room has a key (`+k`).
+    pub(super) fn join(
+        &mut self,
+        id: ClientId,
+        tag: Option<Tag>,
+        room: &str,
+        room_key: Option<&str>,
+    ) -> Outcome {
         let name = normalize_room(room)
             .map_err(|error| Refusal::new(ErrorCode::RoomInvalid, error.to_string()))?;
         let key = fold_case(&name);
         if !self.clients[&id].in_room(&key) {
-            self.may_join(id, &key, &name)?;
+            self.may_join(id, &key, &name, room_key)?;
         }
         // What the client is owed from an open batch of a room it is in goes before
         // anything this join queues for it directly (the room being joined owes it

@@ -894,6 +894,7 @@ mod tests {
             2,
             Request::Join {
                 room: "#new".into(),
+                key: None,
             },
         );
         assert_eq!(test.take(2), ["#lobby ann: in the lobby\n", "+bob #new\n"]);
@@ -901,6 +902,7 @@ mod tests {
             1,
             Request::Join {
                 room: "#busy".into(),
+                key: None,
             },
         );
         test.say_in(1, Some("#lobby"), "again");
@@ -908,12 +910,14 @@ mod tests {
             2,
             Request::Join {
                 room: "#other".into(),
+                key: None,
             },
         );
         test.request(
             2,
             Request::Join {
                 room: "#busy".into(),
+                key: None,
             },
         );
         let owed = test.take(2).concat();
@@ -978,7 +982,13 @@ mod tests {
                     }
                     (3, Some(c)) => {
                         let room = ROOMS[random(4) as usize];
-                        test.request(c, Request::Join { room: room.into() });
+                        test.request(
+                            c,
+                            Request::Join {
+                                room: room.into(),
+                                key: None,
+                            },
+                        );
                         let joined = rooms.get_mut(&c).unwrap();
                         if let Some(index) = joined.iter().position(|r| *r == room) {
                             let again = joined.remove(index);
@@ -1461,6 +1471,47 @@ mod tests {
     }
 
     #[test]
+    fn a_keyed_room_admits_its_key_and_the_invited_and_never_says_the_key() {
+        let mut test = TestHub::settled(&["ann", "bob"]);
+        test.hub.rules.insert(
+            "#vault".into(),
+            rules::RoomRules {
+                name: "#vault".into(),
+                key: Some("Sesame".into()),
+                ..rules::RoomRules::default()
+            },
+        );
+        let join = |key: Option<&str>| Request::Join {
+            room: "#Vault".into(),
+            key: key.map(Into::into),
+        };
+        test.request(1, join(None));
+        test.request(1, join(Some("sesame")));
+        test.flush();
+        let refused = test.take(1).concat();
+        assert_eq!(
+            refused,
+            "error #Vault needs a key (+k): join it with the key\n\
+             error that is not #Vault's key (+k)\n"
+        );
+        assert!(!refused.contains("Sesame"));
+        test.request(1, join(Some("Sesame")));
+        test.flush();
+        assert!(test.take(1).concat().starts_with("+ann #Vault\n"));
+        // A guest who is invited needs no key, once: the invitation is used up.
+        test.hub
+            .rules
+            .get_mut("#vault")
+            .unwrap()
+            .invited_guests
+            .push(2);
+        test.request(2, join(None));
+        test.flush();
+        assert!(test.take(2).concat().starts_with("+bob #Vault\n"));
+        assert!(test.hub.rules["#vault"].invited_guests.is_empty());
+    }
+
+    #[test]
     fn joiners_and_leavers_get_exactly_the_lines_of_their_membership() {
         let mut test = TestHub::settled(&["ann", "bob"]);
         test.say(1, "before cat");
@@ -1493,6 +1544,7 @@ mod tests {
                 id,
                 Request::Join {
                     room: "#two".into(),
+                    key: None,
                 },
             );
         }
@@ -1529,6 +1581,7 @@ mod tests {
             4,
             Request::Join {
                 room: "#lobby".into(),
+                key: None,
             },
         );
         test.assert_memberships_consistent();
@@ -1685,8 +1738,20 @@ mod tests {
         let mut test = TestHub::new();
         test.client(1, "ann", false);
         test.client(2, "bob", false);
-        test.request(1, Request::Join { room: "#a".into() });
-        test.request(2, Request::Join { room: "#a".into() });
+        test.request(
+            1,
+            Request::Join {
+                room: "#a".into(),
+                key: None,
+            },
+        );
+        test.request(
+            2,
+            Request::Join {
+                room: "#a".into(),
+                key: None,
+            },
+        );
         test.flush();
         test.take(1);
         test.take(2);

@@ -1,6 +1,6 @@
 //! A room's moderation rules, pure: who owns it and operates it, who is banned or
 //! muted (by account or address mask, with an optional expiry), who is invited, and
-//! who may join. The hub keeps one per moderated room (it outlives the room's members)
+//! who may join (invite-only, accounts-only, a key). The hub keeps one per moderated room (it outlives the room's members)
 //! and the history store keeps it as JSON, so rules survive restarts.
 
 use std::net::IpAddr;
@@ -226,6 +226,10 @@ pub struct RoomRules {
     pub mutes: Vec<Restriction>,
     pub invite_only: bool,
     pub registered_only: bool,
+    /// The key (`+k`) a join must give unless invited (`None`: none). Shown only to
+    /// the room's operators, and never logged. Older rows have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Accounts let into an invite-only room.
     pub invited: Vec<Named>,
     /// Guests let in, for as long as they are connected (a guest's name is anyone's
@@ -264,6 +268,13 @@ impl RoomRules {
         self.mutes
             .iter()
             .find(|mute| mute.live(now) && mute.mask.matches(account, address))
+    }
+
+    /// Does `given` open the room? Any key opens a room without one.
+    pub fn key_fits(&self, given: Option<&str>) -> bool {
+        self.key
+            .as_deref()
+            .is_none_or(|key| given.is_some_and(|given| given == key))
     }
 
     pub fn is_invited(&self, account: Option<&str>, client: ClientId) -> bool {
@@ -358,10 +369,12 @@ impl RoomRules {
             && self.mutes.is_empty()
             && !self.invite_only
             && !self.registered_only
+            && self.key.is_none()
             && self.invited.is_empty()
     }
 
-    pub fn view(&self) -> RulesView {
+    /// What members see; the key itself only with `show_key` (to operators).
+    pub fn view(&self, show_key: bool) -> RulesView {
         let now = SystemTime::now();
         let live = |list: &[Restriction]| -> Vec<RestrictionView> {
             list.iter()
@@ -379,6 +392,8 @@ impl RoomRules {
                 .collect(),
             invite_only: self.invite_only,
             registered_only: self.registered_only,
+            has_key: self.key.is_some(),
+            key: self.key.as_deref().filter(|_| show_key).map(Into::into),
             bans: live(&self.bans),
             mutes: live(&self.mutes),
         }
@@ -493,6 +508,7 @@ mod tests {
                 name: "alice".into(),
             }),
             invite_only: true,
+            key: Some("sesame".into()),
             invited_guests: vec![7],
             ..RoomRules::default()
         };
@@ -513,6 +529,36 @@ mod tests {
         assert_eq!(back, rules);
         assert_eq!(back.rank_of(Some("allce")), Rank::Owner);
         assert_eq!(back.rank_of(None), Rank::Member);
+        // A row stored before keys existed loads, with no key.
+        let old: RoomRules = serde_json::from_str(
+            r##"{"name":"#old","owner":null,"operators":[],"bans":[],"mutes":[],
+                "invite_only":false,"registered_only":true,"invited":[]}"##,
+        )
+        .unwrap();
+        assert_eq!(old.key, None);
+        assert!(old.registered_only);
+    }
+
+    #[test]
+    fn a_key_opens_only_its_room_and_only_operators_see_it() {
+        let mut rules = RoomRules {
+            name: "#vault".into(),
+            ..RoomRules::default()
+        };
+        assert!(rules.key_fits(None) && rules.key_fits(Some("anything")));
+        rules.key = Some("Sesame".into());
+        assert!(!rules.is_empty());
+        assert!(rules.key_fits(Some("Sesame")));
+        for wrong in [None, Some(""), Some("sesame"), Some("Sesame ")] {
+            assert!(!rules.key_fits(wrong), "{wrong:?}");
+        }
+        let member = rules.view(false);
+        assert!(member.has_key);
+        assert_eq!(member.key, None);
+        assert_eq!(rules.view(true).key.as_deref(), Some("Sesame"));
+        rules.key = None;
+        assert!(rules.is_empty());
+        assert!(!rules.view(true).has_key);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::hub::{ChatMessage, ErrorCode, Event, HistoryPage, Render, Reply, Target};
-use crate::text::{MAX_AWAY_CHARS, MAX_NICK_CHARS, MAX_ROOM_CHARS, MAX_TOPIC_CHARS};
+use crate::text::{MAX_AWAY_CHARS, MAX_KEY_CHARS, MAX_NICK_CHARS, MAX_ROOM_CHARS, MAX_TOPIC_CHARS};
 
 /// The server's name in prefixes and numerics.
 pub const SERVER_NAME: &str = "switchboard";
@@ -172,7 +172,7 @@ fn time_tag(time: SystemTime) -> String {
 fn isupport_tokens() -> String {
     format!(
         "CASEMAPPING=ascii CHANTYPES=# NICKLEN={MAX_NICK_CHARS} CHANNELLEN={MAX_ROOM_CHARS} \
-         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} PREFIX=() CHANMODES=b,,,iR TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard"
+         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} KEYLEN={MAX_KEY_CHARS} PREFIX=() CHANMODES=b,k,,iR TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard"
     )
 }
 
@@ -324,6 +324,7 @@ fn error_numeric(code: ErrorCode) -> u16 {
         ErrorCode::Muted => 404,
         ErrorCode::InviteOnly => 473,
         ErrorCode::RegisteredOnly => 477,
+        ErrorCode::BadKey => 475,
     }
 }
 
@@ -346,7 +347,7 @@ impl IrcRender {
                 lines.end();
                 let _ = write!(
                     lines.numeric(4, nick),
-                    "{SERVER_NAME} switchboard-{version} i biRo"
+                    "{SERVER_NAME} switchboard-{version} i bikRo bko"
                 );
                 lines.end();
                 let _ = write!(
@@ -614,7 +615,17 @@ impl IrcRender {
                 if rules.registered_only {
                     modes.push('R');
                 }
-                let _ = write!(lines.numeric(324, "*"), "{room} {modes}");
+                // The key only for the room's operators (the hub leaves it out of
+                // anyone else's view); others see that there is one.
+                let key = match (&rules.key, rules.has_key) {
+                    (Some(key), _) => format!(" {key}"),
+                    (None, true) => " *".to_owned(),
+                    (None, false) => String::new(),
+                };
+                if rules.has_key {
+                    modes.push('k');
+                }
+                let _ = write!(lines.numeric(324, "*"), "{room} {modes}{key}");
                 lines.end();
                 for mute in &rules.mutes {
                     let _ = write!(
