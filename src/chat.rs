@@ -366,7 +366,8 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
-/// What a room is about, and who said so when. Kept while the room has members.
+/// What a room is about, and who said so when. Stored with the room's settings, so
+/// it outlasts the room's members and restarts (with `--memory`: while it has members).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topic {
     pub text: Arc<str>,

@@ -1,7 +1,9 @@
 //! A room's settings against the real binary over real sockets: a key (`+k`) set by
 //! the room's owner refuses a missing or wrong key and admits the right one on the
 //! line, JSON and IRC doors (475 on IRC, `JOIN #a,#b k1,k2` pairing keys with
-//! channels by position), is shown only to operators, and survives a restart.
+//! channels by position), is shown only to operators, and survives a restart; a
+//! topic outlives the room emptying and a restart, and its stored row goes when it
+//! is cleared.
 
 mod support;
 
@@ -201,4 +203,106 @@ async fn irc_isupport(addr: SocketAddr) -> String {
     let mut irc = Lines::connect(addr).await;
     irc.send_raw(b"NICK looker\r\nUSER l 0 * :L\r\n").await;
     irc.line_containing(" 005 ").await
+}
+
+/// The stored settings of room `key` in the history database under `dir`, if any.
+fn stored_settings(dir: &std::path::Path, key: &str) -> Option<String> {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join("history.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    db.query_row(
+        "SELECT rules FROM room_rules WHERE room_key = ?1",
+        [key],
+        |row| row.get(0),
+    )
+    .ok()
+}
+
+#[tokio::test]
+async fn a_topic_outlives_its_room_and_a_restart_and_goes_when_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let args = ["--data", data.as_str()];
+    let server = Server::start(&args, &["line", "irc"]).await;
+    let line = server.addr("line");
+
+    // A guest's room (no owner, no moderation): only its topic is kept.
+    let mut ann = Lines::line_login(line, "ann").await;
+    ann.send_line("/join #news").await;
+    ann.line_containing("*** ann joined #news").await;
+    ann.send_line("/topic #news release on Friday").await;
+    ann.line_containing("*** ann set the topic of #news: release on Friday")
+        .await;
+    // The room empties and is made again: the topic is still there.
+    ann.send_line("/part #news").await;
+    ann.line_containing("*** ann left #news").await;
+    ann.send_line("/join #news").await;
+    ann.line_containing("*** topic of #news: release on Friday (set by ann)")
+        .await;
+    server.stop().await;
+    let stored = stored_settings(dir.path(), "#news").expect("a row for the topic");
+    assert!(stored.contains("release on Friday"), "{stored}");
+
+    // After a restart: the 332/333 on an IRC join, TOPIC, and the line door's /topic.
+    let server = Server::start(&args, &["line", "irc"]).await;
+    let mut irc = irc_guest(server.addr("irc"), "ircguest").await;
+    irc.send_raw(b"JOIN #news\r\n").await;
+    let topic = irc.line_containing(" 332 ").await;
+    assert!(topic.ends_with(" #news :release on Friday"), "{topic}");
+    let by = irc.line_containing(" 333 ").await;
+    assert!(by.contains(" #news ann!"), "{by}");
+    irc.send_raw(b"TOPIC #news\r\n").await;
+    let topic = irc.line_containing(" 332 ").await;
+    assert!(topic.ends_with(" #news :release on Friday"), "{topic}");
+    let mut bob = Lines::line_login(server.addr("line"), "bob").await;
+    bob.send_line("/join #news").await;
+    bob.line_containing("*** topic of #news: release on Friday (set by ann)")
+        .await;
+    bob.send_line("/topic").await;
+    bob.line_containing("*** topic of #news: release on Friday (set by ann)")
+        .await;
+
+    // Cleared (IRC's empty TOPIC): the room had nothing else stored, so its row goes.
+    irc.send_raw(b"TOPIC #news :\r\n").await;
+    bob.line_containing("*** ircguest cleared the topic of #news")
+        .await;
+    bob.send_line("/topic").await;
+    bob.line_containing("*** #news has no topic").await;
+    server.stop().await;
+    assert_eq!(stored_settings(dir.path(), "#news"), None);
+}
+
+#[tokio::test]
+async fn a_kept_topic_does_not_keep_an_account_from_owning_the_room_it_makes_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let server = Server::start(&["--data", data.as_str()], &["line"]).await;
+    let line = server.addr("line");
+    let mut ann = Lines::line_login(line, "ann").await;
+    ann.send_line("/join #cafe").await;
+    ann.line_containing("*** ann joined #cafe").await;
+    ann.send_line("/topic #cafe open late").await;
+    ann.line_containing("*** ann set the topic of #cafe: open late")
+        .await;
+    ann.send_line("/part #cafe").await;
+    ann.line_containing("*** ann left #cafe").await;
+
+    // alice makes #cafe again: she owns it, topic and all, and only she may change it.
+    let mut alice = line_account(line, "alice").await;
+    alice.send_line("/join #cafe").await;
+    alice
+        .line_containing("*** topic of #cafe: open late (set by ann)")
+        .await;
+    alice.send_line("/rules #cafe").await;
+    alice
+        .line_containing("*** #cafe: owned by alice; open to all")
+        .await;
+    ann.send_line("/join #cafe").await;
+    ann.line_containing("*** ann joined #cafe").await;
+    ann.send_line("/topic #cafe closed").await;
+    ann.line_containing("error: only #cafe's owner and operators set its topic")
+        .await;
+    server.stop().await;
 }

@@ -2,6 +2,7 @@
 //! makes (say, whisper, join, part, nick, topic, away, who, whois, quit), each
 //! checking what it needs and answering in events, never in any door's words.
 
+use super::rules::RoomRules;
 use super::*;
 
 /// Why the hub will not do what a client asked: told to that client as an error
@@ -603,7 +604,7 @@ impl Hub {
         let key = self.resolve_room(id, room)?;
         let name = self.rooms[&key].name.clone();
         let Some(text) = text else {
-            let topic = self.rooms[&key].topic.clone();
+            let topic = self.topic_of(&key);
             self.reply(id, tag, Reply::Topic { room: name, topic });
             return Ok(());
         };
@@ -615,14 +616,20 @@ impl Hub {
             return Err(Refusal::new(ErrorCode::BadRequest, why));
         }
         let nick = self.clients[&id].nick.clone().unwrap_or_default();
-        let room = self.rooms.get_mut(&key).expect("resolved above");
-        room.topic = (!text.is_empty()).then(|| {
+        let topic = (!text.is_empty()).then(|| {
             Arc::new(Topic {
                 text: text.clone(),
                 set_by: nick.clone(),
                 time: SystemTime::now(),
             })
         });
+        // Kept with the room's rules (made for it if need be), and stored with them.
+        let rules = self.rules.entry(key.clone()).or_insert_with(|| RoomRules {
+            name: name.to_string(),
+            ..RoomRules::default()
+        });
+        rules.topic = topic;
+        self.save_rules(&key);
         let event = Event::TopicChanged {
             room: name,
             nick,
@@ -760,14 +767,12 @@ impl Hub {
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
             name: name.as_str().into(),
             members: Vec::new(),
-            topic: None,
         });
         client.rooms.push(Membership {
             key: key.clone(),
             position: room.members.len(),
         });
         let name = room.name.clone();
-        let topic = room.topic.clone();
         let announce = !room.members.is_empty();
         let event = Event::Joined {
             room: name.clone(),
@@ -790,6 +795,7 @@ impl Hub {
             self.claim_room(id, &key, &name);
         }
         self.use_invitation(id, &key);
+        let topic = self.topic_of(&key);
         // The joiner has been given everything the open batch holds (nothing), so its
         // own output can go straight to it without sealing the batch for the others.
         self.send_direct(id, &event);
@@ -871,6 +877,11 @@ impl Hub {
             self.rooms.remove(key);
             if self.batch.as_ref().is_some_and(|batch| batch.key == key) {
                 self.batch = None;
+            }
+            if !self.history.is_stored() {
+                // Without a store a topic lasts while the room has members, as it
+                // always did; a stored one stays, like the room's other settings.
+                self.forget_topic(key);
             }
         }
     }

@@ -318,10 +318,11 @@ struct Membership {
     position: usize,
 }
 
+/// A room with members. Its topic is kept with its rules (`Hub::rules`), as it is
+/// stored with them.
 struct Room {
     name: Arc<str>,
     members: Vec<Member>,
-    topic: Option<Arc<Topic>>,
 }
 
 struct Hub {
@@ -344,8 +345,9 @@ struct Hub {
     inbox: Option<mpsc::WeakSender<Command>>,
     /// The mailbox worker's queue (with accounts only).
     mail: Option<mpsc::Sender<mailbox::MailJob>>,
-    /// Folded room name → its moderation (owner, operators, bans, mutes, modes), for
-    /// every moderated room, with members or not. Read from the store at startup.
+    /// Folded room name → its stored settings (owner, operators, bans, mutes, modes,
+    /// key, topic), for every moderated room or room with a topic, with members or
+    /// not. Read from the store at startup.
     rules: HashMap<String, rules::RoomRules>,
     /// Folded room name → room. A room exists while it has members.
     rooms: HashMap<String, Room>,
@@ -1435,8 +1437,8 @@ mod tests {
         assert_eq!(test.take(1).concat(), format!("ok\n{change}"));
         assert_eq!(test.take(2).concat(), change);
         assert_eq!(
-            test.hub.rooms["#lobby"]
-                .topic
+            test.hub
+                .topic_of("#lobby")
                 .as_ref()
                 .map(|topic| &*topic.text),
             Some("release\u{FFFD}on Friday"),
@@ -1461,13 +1463,15 @@ mod tests {
             .concat()
             .contains("error the topic is longer than"));
         assert!(test.take(3).concat().contains("error there is no room"));
-        // Everyone leaves: the room and its topic are gone; a new room has none.
+        // Everyone leaves: without a store (--memory) the room and its topic are
+        // gone, rules and all; a new room has none.
         for id in 1..=3 {
             test.quit(id);
         }
         test.flush();
+        assert!(!test.hub.rules.contains_key("#lobby"));
         test.client(4, "dan", false);
-        assert!(test.hub.rooms["#lobby"].topic.is_none());
+        assert!(test.hub.topic_of("#lobby").is_none());
     }
 
     #[test]

@@ -205,28 +205,48 @@ impl Hub {
 
     /// Room `key` was just made by `id`: an account that makes a room owns it (not the
     /// default room, which is the server operators'; a guest's room has no owner, as a
-    /// guest's name is anyone's once it leaves).
+    /// guest's name is anyone's once it leaves). A topic kept from before does not
+    /// stand in the way: it moderates nothing.
     pub(super) fn claim_room(&mut self, id: ClientId, key: &str, name: &Arc<str>) {
-        if self.rules.contains_key(key) || *key == fold_case(&self.config.default_room) {
+        let moderated = self.rules.get(key).is_some_and(|r| !r.is_unmoderated());
+        if moderated || *key == fold_case(&self.config.default_room) {
             return;
         }
         let Some(account) = self.clients[&id].account.clone() else {
             return;
         };
-        let rules = RoomRules {
-            name: name.to_string(),
-            owner: Some(Named {
-                key: account.key.to_string(),
-                name: account.name.to_string(),
-            }),
-            ..RoomRules::default()
-        };
-        self.rules.insert(key.to_owned(), rules);
+        let rules = self
+            .rules
+            .entry(key.to_owned())
+            .or_insert_with(|| RoomRules {
+                name: name.to_string(),
+                ..RoomRules::default()
+            });
+        rules.owner = Some(Named {
+            key: account.key.to_string(),
+            name: account.name.to_string(),
+        });
         self.save_rules(key);
     }
 
+    /// Room `key`'s topic, if it has one.
+    pub(super) fn topic_of(&self, key: &str) -> Option<Arc<Topic>> {
+        self.rules.get(key).and_then(|rules| rules.topic.clone())
+    }
+
+    /// Room `key` has no topic any more (its rules go too if that was all).
+    pub(super) fn forget_topic(&mut self, key: &str) {
+        let had = self
+            .rules
+            .get_mut(key)
+            .is_some_and(|rules| rules.topic.take().is_some());
+        if had {
+            self.save_rules(key);
+        }
+    }
+
     /// Hand room `key`'s rules to the store (deleted when there is nothing in them).
-    fn save_rules(&mut self, key: &str) {
+    pub(super) fn save_rules(&mut self, key: &str) {
         let text = self
             .rules
             .get(key)

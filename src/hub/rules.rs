@@ -1,14 +1,16 @@
-//! A room's moderation rules, pure: who owns it and operates it, who is banned or
-//! muted (by account or address mask, with an optional expiry), who is invited, and
-//! who may join (invite-only, accounts-only, a key). The hub keeps one per moderated room (it outlives the room's members)
-//! and the history store keeps it as JSON, so rules survive restarts.
+//! A room's stored settings, pure: who owns it and operates it, who is banned or
+//! muted (by account or address mask, with an optional expiry), who is invited, who
+//! may join (invite-only, accounts-only, a key), and its topic. The hub keeps one per
+//! moderated room or room with a topic (it outlives the room's members) and the
+//! history store keeps it as JSON, so settings survive restarts.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{ClientId, RestrictionView, RulesView};
+use crate::chat::{ClientId, RestrictionView, RulesView, Topic};
 
 /// An account, by key (what matches) and name (what is shown).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +238,47 @@ pub struct RoomRules {
     /// afterwards, so their invitations are not kept).
     #[serde(skip)]
     pub invited_guests: Vec<ClientId>,
+    /// What the room is about. Kept here, with the rest of what is stored about the
+    /// room, so it survives restarts; older rows have none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "stored_topic"
+    )]
+    pub topic: Option<Arc<Topic>>,
+}
+
+/// A topic in its stored form: text, who set it, and when (ms since the epoch).
+mod stored_topic {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Form {
+        text: String,
+        set_by: String,
+        time_ms: i64,
+    }
+
+    pub fn serialize<S: Serializer>(topic: &Option<Arc<Topic>>, to: S) -> Result<S::Ok, S::Error> {
+        let form = topic.as_ref().map(|topic| Form {
+            text: topic.text.to_string(),
+            set_by: topic.set_by.to_string(),
+            time_ms: unix_ms(topic.time),
+        });
+        form.serialize(to)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Option<Arc<Topic>>, D::Error> {
+        let form = Option::<Form>::deserialize(from)?;
+        Ok(form.map(|form| {
+            Arc::new(Topic {
+                text: form.text.into(),
+                set_by: form.set_by.into(),
+                time: from_unix_ms(form.time_ms),
+            })
+        }))
+    }
 }
 
 impl RoomRules {
@@ -363,6 +406,12 @@ impl RoomRules {
 
     /// Nothing worth keeping: the stored copy can go.
     pub fn is_empty(&self) -> bool {
+        self.is_unmoderated() && self.topic.is_none()
+    }
+
+    /// Nothing moderates the room (it may have a topic): the account that makes it
+    /// anew owns it.
+    pub fn is_unmoderated(&self) -> bool {
         self.owner.is_none()
             && self.operators.is_empty()
             && self.bans.is_empty()
@@ -536,7 +585,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.key, None);
+        assert_eq!(old.topic, None);
         assert!(old.registered_only);
+    }
+
+    #[test]
+    fn a_topic_alone_is_kept_and_does_not_moderate() {
+        let mut rules = RoomRules {
+            name: "#news".into(),
+            ..RoomRules::default()
+        };
+        let set = UNIX_EPOCH + Duration::from_millis(1_763_790_000_123);
+        rules.topic = Some(Arc::new(Topic {
+            text: "release on Friday".into(),
+            set_by: "alice".into(),
+            time: set,
+        }));
+        assert!(rules.is_unmoderated() && !rules.is_empty());
+        let text = serde_json::to_string(&rules).unwrap();
+        assert!(
+            text.contains(
+                r#""topic":{"text":"release on Friday","set_by":"alice","time_ms":1763790000123}"#
+            ),
+            "{text}"
+        );
+        let back: RoomRules = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, rules);
+        rules.topic = None;
+        assert!(rules.is_empty());
+        assert!(!serde_json::to_string(&rules).unwrap().contains("topic"));
     }
 
     #[test]
