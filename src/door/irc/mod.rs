@@ -654,7 +654,7 @@ impl IrcProtocol {
                     }
                     Err(mode) => steps.push(numeric(
                         472,
-                        &format!("{mode} :is not a mode this server knows (i, R, k, b, o)"),
+                        &format!("{mode} :is not a mode this server knows (i, R, b, o)"),
                     )),
                 },
                 [] => steps.push(numeric(461, "MODE :Not enough parameters")),

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::hub::{ChatMessage, ErrorCode, Event, HistoryPage, Render, Reply, Target};
-use crate::text::{MAX_AWAY_CHARS, MAX_KEY_CHARS, MAX_NICK_CHARS, MAX_ROOM_CHARS, MAX_TOPIC_CHARS};
+use crate::text::{MAX_AWAY_CHARS, MAX_NICK_CHARS, MAX_ROOM_CHARS, MAX_TOPIC_CHARS};
 
 /// The server's name in prefixes and numerics.
 pub const SERVER_NAME: &str = "switchboard";
@@ -170,6 +170,7 @@ fn time_tag(time: SystemTime) -> String {
 /// (`text::fold_case`); ASCII letters fold as `ascii` says, and other letters fold by
 /// Unicode lowercase, which no CASEMAPPING token names.
 fn isupport_tokens() -> String {
+    use crate::text::MAX_KEY_CHARS;
     format!(
         "CASEMAPPING=ascii CHANTYPES=# NICKLEN={MAX_NICK_CHARS} CHANNELLEN={MAX_ROOM_CHARS} \
          TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} KEYLEN={MAX_KEY_CHARS} PREFIX=() CHANMODES=b,k,,iR TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard"
