@@ -158,8 +158,10 @@ pub enum Request {
         to: String,
         text: String,
     },
+    /// Join a room; `key` opens one that has a key (`+k`), unless invited.
     Join {
         room: String,
+        key: Option<String>,
     },
     /// Leave a room (`None`: the current room).
     Part {
@@ -288,10 +290,12 @@ pub enum Moderation {
     Invite {
         nick: String,
     },
-    /// Change who may join; `None` leaves that setting as it is.
+    /// Change who may join; `None` leaves that setting as it is. `key`: `Some(Some(k))`
+    /// sets the room's key (`+k`), `Some(None)` takes it off.
     Mode {
         invite_only: Option<bool>,
         registered_only: Option<bool>,
+        key: Option<Option<String>>,
     },
     /// Show the room's owner, operators, bans, mutes and modes.
     Rules,
@@ -406,7 +410,8 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
-/// What a room is about, and who said so when. Kept while the room has members.
+/// What a room is about, and who said so when. Stored with the room's settings, so
+/// it outlasts the room's members and restarts (with `--memory`: while it has members).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topic {
     pub text: Arc<str>,
@@ -482,6 +487,8 @@ pub enum ErrorCode {
     InviteOnly,
     /// The room is for accounts only.
     RegisteredOnly,
+    /// The room has a key (`+k`) and the join did not give it.
+    BadKey,
     /// The command's target did not answer within `--command-timeout`, or left first.
     CommandTimeout,
     /// The command's target cannot answer commands (a line or IRC user).
@@ -522,6 +529,7 @@ impl ErrorCode {
             ErrorCode::NotOverUdp => "not_over_udp",
             ErrorCode::InviteOnly => "invite_only",
             ErrorCode::RegisteredOnly => "registered_only",
+            ErrorCode::BadKey => "bad_key",
         }
     }
 }
@@ -634,6 +642,10 @@ pub struct RulesView {
     pub operators: Vec<Arc<str>>,
     pub invite_only: bool,
     pub registered_only: bool,
+    /// A join needs a key (`+k`).
+    pub has_key: bool,
+    /// The key itself: only in the view an operator of the room is given.
+    pub key: Option<Arc<str>>,
     pub bans: Vec<RestrictionView>,
     pub mutes: Vec<RestrictionView>,
 }

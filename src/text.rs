@@ -12,6 +12,8 @@ pub const MAX_ROOM_CHARS: usize = 50;
 pub const MAX_TOPIC_CHARS: usize = 300;
 /// Longest away message, in characters (IRC's AWAYLEN).
 pub const MAX_AWAY_CHARS: usize = 300;
+/// Longest room key (`+k`), in characters (IRC's KEYLEN).
+pub const MAX_KEY_CHARS: usize = 32;
 
 /// Why a nickname was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +109,26 @@ pub fn validate_nick(raw: &str) -> Result<&str, NickError> {
         }
     }
     Ok(raw)
+}
+
+/// Why `key` cannot be a room key, if it cannot. A key is one word every door can
+/// send: no spaces, and no commas (IRC's `JOIN #a,#b k1,k2` separates keys with them),
+/// no control or invisible characters (it is typed, not pasted from a payload), at
+/// most [`MAX_KEY_CHARS`]. Compared exactly, case and all, as IRC servers do.
+pub fn key_problem(key: &str) -> Option<String> {
+    if key.is_empty() {
+        return Some("a key cannot be empty".into());
+    }
+    if key.chars().count() > MAX_KEY_CHARS {
+        return Some(format!("a key is at most {MAX_KEY_CHARS} characters"));
+    }
+    if key
+        .chars()
+        .any(|c| c.is_whitespace() || c == ',' || c.is_control() || is_invisible(c))
+    {
+        return Some("a key is one word: no spaces, commas or control characters".into());
+    }
+    None
 }
 
 /// The key under which names are compared: case-insensitive (Unicode lowercase).
@@ -216,6 +238,28 @@ pub fn sanitize_text(text: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_room_key_is_one_typed_word() {
+        for good in [
+            "secret",
+            "Sesam-öffne-dich",
+            "k1",
+            &"x".repeat(MAX_KEY_CHARS),
+        ] {
+            assert_eq!(key_problem(good), None, "{good:?}");
+        }
+        for bad in [
+            "",
+            "two words",
+            "k1,k2",
+            "tab\there",
+            "zero\u{200B}width",
+            &"x".repeat(MAX_KEY_CHARS + 1),
+        ] {
+            assert!(key_problem(bad).is_some(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn look_alike_names_share_a_key() {

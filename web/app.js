@@ -207,7 +207,8 @@
     // Rejoin the rooms we were in before a reconnect (the default room comes by itself).
     for (const conversation of conversations.values()) {
       if (conversation.kind === 'room' && conversation.wanted) {
-        send({ type: 'join', room: conversation.title });
+        // A keyed room's key, as typed in /join (undefined is left out of the JSON).
+        send({ type: 'join', room: conversation.title, key: conversation.joinKey });
       }
     }
     refreshRooms();
@@ -264,7 +265,8 @@
   function onRules(message) {
     const who = message.owner ? `owned by ${message.owner}` : 'no owner';
     const ops = (message.operators || []).length ? `; operators ${message.operators.join(', ')}` : '';
-    const modes = [message.invite_only && 'invite-only', message.registered_only && 'accounts only'].filter(Boolean).join(', ') || 'open to all';
+    const key = message.key ? `key ${message.key}` : message.has_key && 'needs a key';
+    const modes = [message.invite_only && 'invite-only', message.registered_only && 'accounts only', key].filter(Boolean).join(', ') || 'open to all';
     addNotice(current, `${message.room}: ${who}${ops}; ${modes}`);
     const until = (item) => item.expires ? ` until ${new Date(item.expires).toLocaleString()}` : '';
     const why = (item) => item.reason ? ` (${item.reason})` : '';
@@ -492,14 +494,17 @@
     ui.privates.replaceChildren(...privates);
   }
 
-  function joinRoom(name) {
+  // `joinKey`: the room's key (`+k`), for a room that has one.
+  function joinRoom(name, joinKey) {
     let room = name.trim();
     if (!room) return;
     if (!room.startsWith('#')) room = '#' + room;
     const key = roomKey(room);
     if (joined.has(key)) { switchTo(key); return; }
-    conversationFor(key, room, 'room').justAsked = true;
-    send({ type: 'join', room });
+    const conversation = conversationFor(key, room, 'room');
+    conversation.justAsked = true;
+    if (joinKey) conversation.joinKey = joinKey;
+    send({ type: 'join', room, key: joinKey || conversation.joinKey });
   }
 
   // ---- typing -----------------------------------------------------------------------
@@ -557,7 +562,7 @@
         if (words.length) send({ type: 'msg', to, text: words.join(' ') });
         return;
       }
-      case 'join': joinRoom(rest); return;
+      case 'join': { const [room = '', joinKey] = rest.split(' ').filter(Boolean); joinRoom(room, joinKey); return; }
       case 'part': send({ type: 'part', room: rest || (conversation && conversation.title) }); return;
       case 'nick': if (rest) send({ type: 'nick', nick: rest }); return;
       case 'whois': if (rest) send({ type: 'whois', nick: rest }); return;
@@ -590,17 +595,21 @@
         else if (action === 'unban' || action === 'unmute') request = first && { type: 'moderate', action, room, target: first };
         else if (action === 'mode') {
           request = { type: 'moderate', action, room };
-          for (const change of rest.split(' ').filter(Boolean)) {
+          const changes = rest.split(' ').filter(Boolean);
+          while (changes.length) {
+            const change = changes.shift();
             const on = !change.startsWith('-');
             if (change.includes('i')) request.invite_only = on;
             if (/[rR]/.test(change)) request.registered_only = on;
+            // +k KEY sets the room's key, -k takes it off.
+            if (change.includes('k')) request.key = on ? (changes.shift() || '') : null;
           }
         } else if (first) {
           request = { type: 'moderate', action, room, nick: first };
           if (action === 'kick' && words.length) request.reason = words.join(' ');
         }
         if (request) send(request);
-        else addItem(current, { kind: 'error', text: `usage: /${action} NAME (see /rules, /ban TARGET [DURATION] [reason], /mode +i -r)` });
+        else addItem(current, { kind: 'error', text: `usage: /${action} NAME (see /rules, /ban TARGET [DURATION] [reason], /mode +i -r +k KEY)` });
         return;
       }
       case 'kill': {

@@ -2,6 +2,7 @@
 //! makes (say, whisper, join, part, nick, topic, away, who, whois, quit), each
 //! checking what it needs and answering in events, never in any door's words.
 
+use super::rules::RoomRules;
 use super::*;
 
 /// Why the hub will not do what a client asked: told to that client as an error
@@ -246,7 +247,7 @@ impl Hub {
             return;
         }
         let default_room = self.config.default_room.clone();
-        if let Err(refusal) = self.join(id, None, &default_room) {
+        if let Err(refusal) = self.join(id, None, &default_room, None) {
             // The default room's name was checked with the config: not expected.
             self.error(id, None, refusal.code, &refusal.text);
         }
@@ -393,7 +394,7 @@ impl Hub {
                 }
                 return self.whisper(id, tag, &to, &text, notice);
             }
-            Request::Join { room } => return self.join(id, tag, &room),
+            Request::Join { room, key } => return self.join(id, tag, &room, key.as_deref()),
             Request::Part { room, reason } => return self.part(id, tag, room, reason),
             Request::Nick { nick } => return self.change_nick(id, tag, &nick),
             Request::Rooms => {
@@ -596,7 +597,7 @@ impl Hub {
                 // it: a join seals the room's batch.
                 let key = normalize_room(name).map(|name| fold_case(&name));
                 if key.is_ok_and(|key| !self.clients[&id].in_room(&key)) {
-                    self.join(id, None, name)?;
+                    self.join(id, None, name, None)?;
                 }
             }
         }
@@ -646,7 +647,7 @@ impl Hub {
         let key = self.resolve_room(id, room)?;
         let name = self.rooms[&key].name.clone();
         let Some(text) = text else {
-            let topic = self.rooms[&key].topic.clone();
+            let topic = self.topic_of(&key);
             self.reply(id, tag, Reply::Topic { room: name, topic });
             return Ok(());
         };
@@ -658,14 +659,20 @@ impl Hub {
             return Err(Refusal::new(ErrorCode::BadRequest, why));
         }
         let nick = self.clients[&id].nick.clone().unwrap_or_default();
-        let room = self.rooms.get_mut(&key).expect("resolved above");
-        room.topic = (!text.is_empty()).then(|| {
+        let topic = (!text.is_empty()).then(|| {
             Arc::new(Topic {
                 text: text.clone(),
                 set_by: nick.clone(),
                 time: SystemTime::now(),
             })
         });
+        // Kept with the room's rules (made for it if need be), and stored with them.
+        let rules = self.rules.entry(key.clone()).or_insert_with(|| RoomRules {
+            name: name.to_string(),
+            ..RoomRules::default()
+        });
+        rules.topic = topic;
+        self.save_rules(&key);
         let event = Event::TopicChanged {
             room: name,
             nick,
@@ -762,12 +769,19 @@ impl Hub {
         Ok(())
     }
 
-    pub(super) fn join(&mut self, id: ClientId, tag: Option<Tag>, room: &str) -> Outcome {
+    /// `id` joins `room`, giving `room_key` if the room has a key (`+k`).
+    pub(super) fn join(
+        &mut self,
+        id: ClientId,
+        tag: Option<Tag>,
+        room: &str,
+        room_key: Option<&str>,
+    ) -> Outcome {
         let name = normalize_room(room)
             .map_err(|error| Refusal::new(ErrorCode::RoomInvalid, error.to_string()))?;
         let key = fold_case(&name);
         if !self.clients[&id].in_room(&key) {
-            self.may_join(id, &key, &name)?;
+            self.may_join(id, &key, &name, room_key)?;
         }
         // What the client is owed from an open batch of a room it is in goes before
         // anything this join queues for it directly (the room being joined owes it
@@ -801,14 +815,12 @@ impl Hub {
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
             name: name.as_str().into(),
             members: Vec::new(),
-            topic: None,
         });
         client.rooms.push(Membership {
             key: key.clone(),
             position: room.members.len(),
         });
         let name = room.name.clone();
-        let topic = room.topic.clone();
         let announce = !room.members.is_empty();
         let event = Event::Joined {
             room: name.clone(),
@@ -831,6 +843,7 @@ impl Hub {
             self.claim_room(id, &key, &name);
         }
         self.use_invitation(id, &key);
+        let topic = self.topic_of(&key);
         // The joiner has been given everything the open batch holds (nothing), so its
         // own output can go straight to it without sealing the batch for the others.
         self.send_direct(id, &event);
@@ -912,6 +925,11 @@ impl Hub {
             self.rooms.remove(key);
             if self.batch.as_ref().is_some_and(|batch| batch.key == key) {
                 self.batch = None;
+            }
+            if !self.history.is_stored() {
+                // Without a store a topic lasts while the room has members, as it
+                // always did; a stored one stays, like the room's other settings.
+                self.forget_topic(key);
             }
         }
     }

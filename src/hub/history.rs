@@ -302,7 +302,12 @@ impl History {
         self.hand_over_side_jobs();
     }
 
-    /// Keep room `key`'s moderation rules (JSON; `None`: delete them) on disk.
+    /// Messages and room settings go to a store on disk (not `--memory`).
+    pub fn is_stored(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Keep room `key`'s stored settings (JSON; `None`: delete them) on disk.
     pub fn save_rules(&mut self, key: String, rules: Option<String>) {
         self.side_jobs.push_back(SideJob::SaveRules { key, rules });
         self.hand_over_side_jobs();

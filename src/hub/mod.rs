@@ -327,10 +327,11 @@ struct Membership {
     position: usize,
 }
 
+/// A room with members. Its topic is kept with its rules (`Hub::rules`), as it is
+/// stored with them.
 struct Room {
     name: Arc<str>,
     members: Vec<Member>,
-    topic: Option<Arc<Topic>>,
 }
 
 struct Hub {
@@ -353,8 +354,9 @@ struct Hub {
     inbox: Option<mpsc::WeakSender<Command>>,
     /// The mailbox worker's queue (with accounts only).
     mail: Option<mpsc::Sender<mailbox::MailJob>>,
-    /// Folded room name → its moderation (owner, operators, bans, mutes, modes), for
-    /// every moderated room, with members or not. Read from the store at startup.
+    /// Folded room name → its stored settings (owner, operators, bans, mutes, modes,
+    /// key, topic), for every moderated room or room with a topic, with members or
+    /// not. Read from the store at startup.
     rules: HashMap<String, rules::RoomRules>,
     /// Folded room name → room. A room exists while it has members.
     rooms: HashMap<String, Room>,
@@ -903,6 +905,7 @@ mod tests {
             2,
             Request::Join {
                 room: "#new".into(),
+                key: None,
             },
         );
         assert_eq!(test.take(2), ["#lobby ann: in the lobby\n", "+bob #new\n"]);
@@ -910,6 +913,7 @@ mod tests {
             1,
             Request::Join {
                 room: "#busy".into(),
+                key: None,
             },
         );
         test.say_in(1, Some("#lobby"), "again");
@@ -917,12 +921,14 @@ mod tests {
             2,
             Request::Join {
                 room: "#other".into(),
+                key: None,
             },
         );
         test.request(
             2,
             Request::Join {
                 room: "#busy".into(),
+                key: None,
             },
         );
         let owed = test.take(2).concat();
@@ -987,7 +993,13 @@ mod tests {
                     }
                     (3, Some(c)) => {
                         let room = ROOMS[random(4) as usize];
-                        test.request(c, Request::Join { room: room.into() });
+                        test.request(
+                            c,
+                            Request::Join {
+                                room: room.into(),
+                                key: None,
+                            },
+                        );
                         let joined = rooms.get_mut(&c).unwrap();
                         if let Some(index) = joined.iter().position(|r| *r == room) {
                             let again = joined.remove(index);
@@ -1434,8 +1446,8 @@ mod tests {
         assert_eq!(test.take(1).concat(), format!("ok\n{change}"));
         assert_eq!(test.take(2).concat(), change);
         assert_eq!(
-            test.hub.rooms["#lobby"]
-                .topic
+            test.hub
+                .topic_of("#lobby")
                 .as_ref()
                 .map(|topic| &*topic.text),
             Some("release\u{FFFD}on Friday"),
@@ -1460,13 +1472,56 @@ mod tests {
             .concat()
             .contains("error the topic is longer than"));
         assert!(test.take(3).concat().contains("error there is no room"));
-        // Everyone leaves: the room and its topic are gone; a new room has none.
+        // Everyone leaves: without a store (--memory) the room and its topic are
+        // gone, rules and all; a new room has none.
         for id in 1..=3 {
             test.quit(id);
         }
         test.flush();
+        assert!(!test.hub.rules.contains_key("#lobby"));
         test.client(4, "dan", false);
-        assert!(test.hub.rooms["#lobby"].topic.is_none());
+        assert!(test.hub.topic_of("#lobby").is_none());
+    }
+
+    #[test]
+    fn a_keyed_room_admits_its_key_and_the_invited_and_never_says_the_key() {
+        let mut test = TestHub::settled(&["ann", "bob"]);
+        test.hub.rules.insert(
+            "#vault".into(),
+            rules::RoomRules {
+                name: "#vault".into(),
+                key: Some("Sesame".into()),
+                ..rules::RoomRules::default()
+            },
+        );
+        let join = |key: Option<&str>| Request::Join {
+            room: "#Vault".into(),
+            key: key.map(Into::into),
+        };
+        test.request(1, join(None));
+        test.request(1, join(Some("sesame")));
+        test.flush();
+        let refused = test.take(1).concat();
+        assert_eq!(
+            refused,
+            "error #Vault needs a key (+k): join it with the key\n\
+             error that is not #Vault's key (+k)\n"
+        );
+        assert!(!refused.contains("Sesame"));
+        test.request(1, join(Some("Sesame")));
+        test.flush();
+        assert!(test.take(1).concat().starts_with("+ann #Vault\n"));
+        // A guest who is invited needs no key, once: the invitation is used up.
+        test.hub
+            .rules
+            .get_mut("#vault")
+            .unwrap()
+            .invited_guests
+            .push(2);
+        test.request(2, join(None));
+        test.flush();
+        assert!(test.take(2).concat().starts_with("+bob #Vault\n"));
+        assert!(test.hub.rules["#vault"].invited_guests.is_empty());
     }
 
     #[test]
@@ -1502,6 +1557,7 @@ mod tests {
                 id,
                 Request::Join {
                     room: "#two".into(),
+                    key: None,
                 },
             );
         }
@@ -1538,6 +1594,7 @@ mod tests {
             4,
             Request::Join {
                 room: "#lobby".into(),
+                key: None,
             },
         );
         test.assert_memberships_consistent();
@@ -1694,8 +1751,20 @@ mod tests {
         let mut test = TestHub::new();
         test.client(1, "ann", false);
         test.client(2, "bob", false);
-        test.request(1, Request::Join { room: "#a".into() });
-        test.request(2, Request::Join { room: "#a".into() });
+        test.request(
+            1,
+            Request::Join {
+                room: "#a".into(),
+                key: None,
+            },
+        );
+        test.request(
+            2,
+            Request::Join {
+                room: "#a".into(),
+                key: None,
+            },
+        );
         test.flush();
         test.take(1);
         test.take(2);

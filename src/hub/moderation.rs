@@ -1,6 +1,6 @@
 //! Moderation on the hub: who may join, speak and set a topic in a moderated room,
 //! and the owner's, operators' and server operators' requests (kick, ban, mute, op,
-//! invite, modes, kill). Every change is announced to the room as an action message
+//! invite, modes and keys, kill). Every change is announced to the room as an action message
 //! from the moderator (kept in history like any message, with the details under
 //! `data.moderation`), counted, and handed to the store so it survives restarts.
 
@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use super::commands::{Outcome, Refusal};
 use super::rules::{describe_duration, unix_ms, Mask, Named, Rank, Restriction, RoomRules};
 use super::*;
+use crate::text::key_problem;
 use serde_json::json;
 
 /// Longest a ban or mute with a duration may last (longer: leave it out, until lifted).
@@ -66,9 +67,17 @@ impl Hub {
             .is_some_and(|account| self.config.operators.contains(account))
     }
 
-    /// May `id` join room `key` (`name` as shown)? Owners, operators and server
-    /// operators always may.
-    pub(super) fn may_join(&self, id: ClientId, key: &str, name: &str) -> Outcome {
+    /// May `id` join room `key` (`name` as shown), giving `room_key`? Owners,
+    /// operators and server operators always may. An invitation lets one past both
+    /// invite-only and the room's key (as on IRC servers: an operator who invites
+    /// someone means them to come in), not past a ban or accounts-only.
+    pub(super) fn may_join(
+        &self,
+        id: ClientId,
+        key: &str,
+        name: &str,
+        room_key: Option<&str>,
+    ) -> Outcome {
         let Some(rules) = self.rules.get(key) else {
             return Ok(());
         };
@@ -87,9 +96,18 @@ impl Hub {
             );
             return Err(Refusal::new(ErrorCode::RegisteredOnly, why));
         }
-        if rules.invite_only && !rules.is_invited(account, id) {
+        let invited = rules.is_invited(account, id);
+        if rules.invite_only && !invited {
             let why = format!("{name} is invite-only; ask one of its operators for an invitation");
             return Err(Refusal::new(ErrorCode::InviteOnly, why));
+        }
+        if !invited && !rules.key_fits(room_key) {
+            // Which of the two is said, never the key.
+            let why = match room_key {
+                None => format!("{name} needs a key (+k): join it with the key"),
+                Some(_) => format!("that is not {name}'s key (+k)"),
+            };
+            return Err(Refusal::new(ErrorCode::BadKey, why));
         }
         Ok(())
     }
@@ -111,10 +129,15 @@ impl Hub {
     }
 
     /// `id` just joined room `key`: an invitation it came in with is used up (as on
-    /// IRC), so a kicked guest cannot walk straight back into an invite-only room.
+    /// IRC), so a kicked guest cannot walk straight back into an invite-only or keyed
+    /// room.
     pub(super) fn use_invitation(&mut self, id: ClientId, key: &str) {
         let account = self.account_key(id).map(str::to_owned);
-        let Some(rules) = self.rules.get_mut(key).filter(|rules| rules.invite_only) else {
+        let Some(rules) = self
+            .rules
+            .get_mut(key)
+            .filter(|rules| rules.invite_only || rules.key.is_some())
+        else {
             return;
         };
         rules.invited_guests.retain(|guest| *guest != id);
@@ -182,28 +205,48 @@ impl Hub {
 
     /// Room `key` was just made by `id`: an account that makes a room owns it (not the
     /// default room, which is the server operators'; a guest's room has no owner, as a
-    /// guest's name is anyone's once it leaves).
+    /// guest's name is anyone's once it leaves). A topic kept from before does not
+    /// stand in the way: it moderates nothing.
     pub(super) fn claim_room(&mut self, id: ClientId, key: &str, name: &Arc<str>) {
-        if self.rules.contains_key(key) || *key == fold_case(&self.config.default_room) {
+        let moderated = self.rules.get(key).is_some_and(|r| !r.is_unmoderated());
+        if moderated || *key == fold_case(&self.config.default_room) {
             return;
         }
         let Some(account) = self.clients[&id].account.clone() else {
             return;
         };
-        let rules = RoomRules {
-            name: name.to_string(),
-            owner: Some(Named {
-                key: account.key.to_string(),
-                name: account.name.to_string(),
-            }),
-            ..RoomRules::default()
-        };
-        self.rules.insert(key.to_owned(), rules);
+        let rules = self
+            .rules
+            .entry(key.to_owned())
+            .or_insert_with(|| RoomRules {
+                name: name.to_string(),
+                ..RoomRules::default()
+            });
+        rules.owner = Some(Named {
+            key: account.key.to_string(),
+            name: account.name.to_string(),
+        });
         self.save_rules(key);
     }
 
+    /// Room `key`'s topic, if it has one.
+    pub(super) fn topic_of(&self, key: &str) -> Option<Arc<Topic>> {
+        self.rules.get(key).and_then(|rules| rules.topic.clone())
+    }
+
+    /// Room `key` has no topic any more (its rules go too if that was all).
+    pub(super) fn forget_topic(&mut self, key: &str) {
+        let had = self
+            .rules
+            .get_mut(key)
+            .is_some_and(|rules| rules.topic.take().is_some());
+        if had {
+            self.save_rules(key);
+        }
+    }
+
     /// Hand room `key`'s rules to the store (deleted when there is nothing in them).
-    fn save_rules(&mut self, key: &str) {
+    pub(super) fn save_rules(&mut self, key: &str) {
         let text = self
             .rules
             .get(key)
@@ -354,19 +397,21 @@ impl Hub {
     ) -> Outcome {
         let key = self.moderated_room(id, room)?;
         let name = self.room_name(&key);
+        let rank = self.rank(id, &key);
         if let Moderation::Rules = action {
+            // The key is the operators' to hand out: members only hear there is one.
+            let show_key = rank >= Rank::Operator;
             let view = match self.rules.get(&key) {
-                Some(rules) => rules.view(),
+                Some(rules) => rules.view(show_key),
                 None => RoomRules {
                     name: name.to_string(),
                     ..RoomRules::default()
                 }
-                .view(),
+                .view(show_key),
             };
             self.reply(id, tag, Reply::Rules(Arc::new(view)));
             return Ok(());
         }
-        let rank = self.rank(id, &key);
         if rank < Rank::Operator {
             return Err(not_operator(&name));
         }
@@ -396,7 +441,8 @@ impl Hub {
             Moderation::Mode {
                 invite_only,
                 registered_only,
-            } => self.set_modes(&key, invite_only, registered_only),
+                key: room_key,
+            } => self.set_modes(&key, invite_only, registered_only, room_key),
         };
         let done = match done {
             Ok(done) => done,
@@ -715,10 +761,18 @@ impl Hub {
         key: &str,
         invite_only: Option<bool>,
         registered_only: Option<bool>,
+        room_key: Option<Option<String>>,
     ) -> Result<Done, Refusal> {
-        if invite_only.is_none() && registered_only.is_none() {
-            let why = "say which: invite-only (+i/-i) and/or accounts-only (+r/-r)";
+        if invite_only.is_none() && registered_only.is_none() && room_key.is_none() {
+            let why = "say which: invite-only (+i/-i), accounts-only (+r/-r) and/or a key \
+                       (+k KEY/-k)";
             return Err(Refusal::new(ErrorCode::BadRequest, why));
+        }
+        if let Some(problem) = room_key
+            .as_ref()
+            .and_then(|k| k.as_deref().and_then(key_problem))
+        {
+            return Err(Refusal::new(ErrorCode::BadRequest, problem));
         }
         let rules = self.rules.get_mut(key).expect("made by moderate");
         let mut said = Vec::new();
@@ -738,9 +792,20 @@ impl Hub {
                 "let guests join again"
             });
         }
+        if let Some(room_key) = room_key {
+            // Announced (and kept in history) without the key: members who should
+            // have it are told by the operators.
+            said.push(match (&room_key, rules.key.is_some()) {
+                (Some(_), false) => "set a key on the room",
+                (Some(_), true) => "changed the room's key",
+                (None, _) => "took the room's key off",
+            });
+            rules.key = room_key;
+        }
         let detail = json!({
             "invite_only": rules.invite_only,
             "registered_only": rules.registered_only,
+            "has_key": rules.key.is_some(),
         });
         Ok(Done::new("mode", said.join(" and "), detail))
     }

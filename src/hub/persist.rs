@@ -86,9 +86,10 @@ impl Hub {
         };
         let name = self.rooms.get(&key).map_or(name, |room| room.name.clone());
         // A moderated room's history is for those who may join it: a ban, an
-        // invite-only or accounts-only room keeps its past from outsiders too.
+        // invite-only, keyed or accounts-only room keeps its past from outsiders
+        // too (a keyed room's from all but its members, operators and invitees).
         if !self.clients[&id].in_room(&key) {
-            self.may_join(id, &key, &name)?;
+            self.may_join(id, &key, &name, None)?;
         }
         if let Some(page) = self
             .history

@@ -1,14 +1,16 @@
-//! A room's moderation rules, pure: who owns it and operates it, who is banned or
-//! muted (by account or address mask, with an optional expiry), who is invited, and
-//! who may join. The hub keeps one per moderated room (it outlives the room's members)
-//! and the history store keeps it as JSON, so rules survive restarts.
+//! A room's stored settings, pure: who owns it and operates it, who is banned or
+//! muted (by account or address mask, with an optional expiry), who is invited, who
+//! may join (invite-only, accounts-only, a key), and its topic. The hub keeps one per
+//! moderated room or room with a topic (it outlives the room's members) and the
+//! history store keeps it as JSON, so settings survive restarts.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{ClientId, RestrictionView, RulesView};
+use crate::chat::{ClientId, RestrictionView, RulesView, Topic};
 
 /// An account, by key (what matches) and name (what is shown).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,12 +228,57 @@ pub struct RoomRules {
     pub mutes: Vec<Restriction>,
     pub invite_only: bool,
     pub registered_only: bool,
+    /// The key (`+k`) a join must give unless invited (`None`: none). Shown only to
+    /// the room's operators, and never logged. Older rows have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Accounts let into an invite-only room.
     pub invited: Vec<Named>,
     /// Guests let in, for as long as they are connected (a guest's name is anyone's
     /// afterwards, so their invitations are not kept).
     #[serde(skip)]
     pub invited_guests: Vec<ClientId>,
+    /// What the room is about. Kept here, with the rest of what is stored about the
+    /// room, so it survives restarts; older rows have none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "stored_topic"
+    )]
+    pub topic: Option<Arc<Topic>>,
+}
+
+/// A topic in its stored form: text, who set it, and when (ms since the epoch).
+mod stored_topic {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Form {
+        text: String,
+        set_by: String,
+        time_ms: i64,
+    }
+
+    pub fn serialize<S: Serializer>(topic: &Option<Arc<Topic>>, to: S) -> Result<S::Ok, S::Error> {
+        let form = topic.as_ref().map(|topic| Form {
+            text: topic.text.to_string(),
+            set_by: topic.set_by.to_string(),
+            time_ms: unix_ms(topic.time),
+        });
+        form.serialize(to)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Option<Arc<Topic>>, D::Error> {
+        let form = Option::<Form>::deserialize(from)?;
+        Ok(form.map(|form| {
+            Arc::new(Topic {
+                text: form.text.into(),
+                set_by: form.set_by.into(),
+                time: from_unix_ms(form.time_ms),
+            })
+        }))
+    }
 }
 
 impl RoomRules {
@@ -264,6 +311,13 @@ impl RoomRules {
         self.mutes
             .iter()
             .find(|mute| mute.live(now) && mute.mask.matches(account, address))
+    }
+
+    /// Does `given` open the room? Any key opens a room without one.
+    pub fn key_fits(&self, given: Option<&str>) -> bool {
+        self.key
+            .as_deref()
+            .is_none_or(|key| given.is_some_and(|given| given == key))
     }
 
     pub fn is_invited(&self, account: Option<&str>, client: ClientId) -> bool {
@@ -352,16 +406,24 @@ impl RoomRules {
 
     /// Nothing worth keeping: the stored copy can go.
     pub fn is_empty(&self) -> bool {
+        self.is_unmoderated() && self.topic.is_none()
+    }
+
+    /// Nothing moderates the room (it may have a topic): the account that makes it
+    /// anew owns it.
+    pub fn is_unmoderated(&self) -> bool {
         self.owner.is_none()
             && self.operators.is_empty()
             && self.bans.is_empty()
             && self.mutes.is_empty()
             && !self.invite_only
             && !self.registered_only
+            && self.key.is_none()
             && self.invited.is_empty()
     }
 
-    pub fn view(&self) -> RulesView {
+    /// What members see; the key itself only with `show_key` (to operators).
+    pub fn view(&self, show_key: bool) -> RulesView {
         let now = SystemTime::now();
         let live = |list: &[Restriction]| -> Vec<RestrictionView> {
             list.iter()
@@ -379,6 +441,8 @@ impl RoomRules {
                 .collect(),
             invite_only: self.invite_only,
             registered_only: self.registered_only,
+            has_key: self.key.is_some(),
+            key: self.key.as_deref().filter(|_| show_key).map(Into::into),
             bans: live(&self.bans),
             mutes: live(&self.mutes),
         }
@@ -493,6 +557,7 @@ mod tests {
                 name: "alice".into(),
             }),
             invite_only: true,
+            key: Some("sesame".into()),
             invited_guests: vec![7],
             ..RoomRules::default()
         };
@@ -513,6 +578,64 @@ mod tests {
         assert_eq!(back, rules);
         assert_eq!(back.rank_of(Some("allce")), Rank::Owner);
         assert_eq!(back.rank_of(None), Rank::Member);
+        // A row stored before keys existed loads, with no key.
+        let old: RoomRules = serde_json::from_str(
+            r##"{"name":"#old","owner":null,"operators":[],"bans":[],"mutes":[],
+                "invite_only":false,"registered_only":true,"invited":[]}"##,
+        )
+        .unwrap();
+        assert_eq!(old.key, None);
+        assert_eq!(old.topic, None);
+        assert!(old.registered_only);
+    }
+
+    #[test]
+    fn a_topic_alone_is_kept_and_does_not_moderate() {
+        let mut rules = RoomRules {
+            name: "#news".into(),
+            ..RoomRules::default()
+        };
+        let set = UNIX_EPOCH + Duration::from_millis(1_763_790_000_123);
+        rules.topic = Some(Arc::new(Topic {
+            text: "release on Friday".into(),
+            set_by: "alice".into(),
+            time: set,
+        }));
+        assert!(rules.is_unmoderated() && !rules.is_empty());
+        let text = serde_json::to_string(&rules).unwrap();
+        assert!(
+            text.contains(
+                r#""topic":{"text":"release on Friday","set_by":"alice","time_ms":1763790000123}"#
+            ),
+            "{text}"
+        );
+        let back: RoomRules = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, rules);
+        rules.topic = None;
+        assert!(rules.is_empty());
+        assert!(!serde_json::to_string(&rules).unwrap().contains("topic"));
+    }
+
+    #[test]
+    fn a_key_opens_only_its_room_and_only_operators_see_it() {
+        let mut rules = RoomRules {
+            name: "#vault".into(),
+            ..RoomRules::default()
+        };
+        assert!(rules.key_fits(None) && rules.key_fits(Some("anything")));
+        rules.key = Some("Sesame".into());
+        assert!(!rules.is_empty());
+        assert!(rules.key_fits(Some("Sesame")));
+        for wrong in [None, Some(""), Some("sesame"), Some("Sesame ")] {
+            assert!(!rules.key_fits(wrong), "{wrong:?}");
+        }
+        let member = rules.view(false);
+        assert!(member.has_key);
+        assert_eq!(member.key, None);
+        assert_eq!(rules.view(true).key.as_deref(), Some("Sesame"));
+        rules.key = None;
+        assert!(rules.is_empty());
+        assert!(!rules.view(true).has_key);
     }
 
     #[test]

@@ -261,18 +261,26 @@ impl Default for IrcProtocol {
 
 /// `:switchboard NUMERIC * rest` as one line.
 /// The moderation a channel `MODE` asks for, in order: `+i`/`-i` (invite-only),
-/// `+R`/`-R` (accounts only), `+b MASK`/`-b MASK`, `+o NICK`/`-o NICK`, combined as in
-/// `+ib-o MASK NICK`. `Err`: a mode letter this server does not know.
+/// `+R`/`-R` (accounts only), `+k KEY`/`-k` (a key to join), `+b MASK`/`-b MASK`,
+/// `+o NICK`/`-o NICK`, combined as in `+ikb-o KEY MASK NICK`. `-k` takes an argument
+/// too (CHANMODES type B: clients send the old key), which is skipped; `+k` without
+/// one does nothing, as `+b` without one. `Err`: a mode letter this server does not
+/// know.
 fn channel_modes(modes: &str, arguments: &[&str]) -> Result<Vec<Moderation>, char> {
     let mut arguments = arguments.iter();
     let (mut on, mut actions) = (true, Vec::new());
-    let (mut invite_only, mut registered_only) = (None, None);
+    let (mut invite_only, mut registered_only, mut key) = (None, None, None);
     for letter in modes.chars() {
         match letter {
             '+' => on = true,
             '-' => on = false,
             'i' => invite_only = Some(on),
             'R' | 'r' => registered_only = Some(on),
+            'k' => match arguments.next() {
+                Some(given) if on => key = Some(Some((*given).to_owned())),
+                None if on => {}
+                _ => key = Some(None),
+            },
             'b' => {
                 if let Some(mask) = arguments.next() {
                     let target = from_irc_mask(mask);
@@ -300,12 +308,13 @@ fn channel_modes(modes: &str, arguments: &[&str]) -> Result<Vec<Moderation>, cha
             other => return Err(other),
         }
     }
-    if invite_only.is_some() || registered_only.is_some() {
+    if invite_only.is_some() || registered_only.is_some() || key.is_some() {
         actions.insert(
             0,
             Moderation::Mode {
                 invite_only,
                 registered_only,
+                key,
             },
         );
     }
@@ -673,9 +682,17 @@ impl IrcProtocol {
                     steps.push(numeric(461, "JOIN :Not enough parameters"));
                     return;
                 };
-                for room in channels.split(',').filter(|room| !room.is_empty()) {
+                // `JOIN #a,#b k1,k2`: keys pair with channels by position; a channel
+                // past the last key (or with an empty one) is joined without.
+                let mut keys = params.get(1).map(|keys| keys.split(','));
+                for room in channels.split(',') {
+                    let key = keys.as_mut().and_then(Iterator::next);
+                    if room.is_empty() {
+                        continue;
+                    }
                     steps.push(request(Request::Join {
                         room: room.to_owned(),
+                        key: key.filter(|key| !key.is_empty()).map(str::to_owned),
                     }));
                     // The member list a client expects right after its JOIN.
                     steps.push(request(Request::Who {
@@ -1141,7 +1158,8 @@ mod tests {
             Ok(vec![
                 Moderation::Mode {
                     invite_only: Some(true),
-                    registered_only: None
+                    registered_only: None,
+                    key: None
                 },
                 Moderation::Ban {
                     target: "account:mallory".into(),
@@ -1155,10 +1173,33 @@ mod tests {
             channel_modes("-R", &[]),
             Ok(vec![Moderation::Mode {
                 invite_only: None,
-                registered_only: Some(false)
+                registered_only: Some(false),
+                key: None
             }])
         );
-        assert_eq!(channel_modes("+k", &["secret"]), Err('k'));
+        // +k takes the key; -k takes (and skips) one; +k without one does nothing.
+        let key = |key: Option<Option<&str>>| Moderation::Mode {
+            invite_only: None,
+            registered_only: None,
+            key: key.map(|key| key.map(Into::into)),
+        };
+        assert_eq!(
+            channel_modes("+ko", &["Sesame", "bob"]),
+            Ok(vec![
+                key(Some(Some("Sesame"))),
+                Moderation::Op { nick: "bob".into() }
+            ])
+        );
+        assert_eq!(
+            channel_modes("-ko", &["Sesame", "bob"]),
+            Ok(vec![
+                key(Some(None)),
+                Moderation::Deop { nick: "bob".into() }
+            ])
+        );
+        assert_eq!(channel_modes("-k", &[]), Ok(vec![key(Some(None))]));
+        assert_eq!(channel_modes("+k", &[]), Ok(vec![]));
+        assert_eq!(channel_modes("+l", &["10"]), Err('l'));
         for (mask, target) in [
             ("*!*@203.0.113.0/24", "203.0.113.0/24"),
             ("mallory!*@*", "mallory"),
@@ -1555,6 +1596,29 @@ mod tests {
         let mut state = IrcState::default();
         let join = run(&mut state, "JOIN #a,#b", true);
         assert_eq!(join.len(), 4, "a join and a NAMES for each channel");
+        // Keys pair with channels by position; an empty or missing one is no key.
+        let keyed: Vec<(String, Option<String>)> =
+            run(&mut state, "JOIN #a,,#b,#c,#d k1,x,,k3", true)
+                .into_iter()
+                .filter_map(|step| match step {
+                    Step::Request {
+                        request: Request::Join { room, key },
+                        ..
+                    } => Some((room, key)),
+                    _ => None,
+                })
+                .collect();
+        let expected = [
+            ("#a", Some("k1")),
+            ("#b", None),
+            ("#c", Some("k3")),
+            ("#d", None),
+        ];
+        let expected: Vec<(String, Option<String>)> = expected
+            .iter()
+            .map(|(room, key)| (room.to_string(), key.map(str::to_owned)))
+            .collect();
+        assert_eq!(keyed, expected);
         assert!(matches!(
             &run(&mut state, "PRIVMSG #a :hello there", true)[..],
             [Step::Request { request: Request::Say { room: Some(room), text, action: false, .. }, .. }]

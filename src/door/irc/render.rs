@@ -285,9 +285,10 @@ fn push_tag_value(out: &mut String, value: &str) {
 /// (`text::fold_case`); ASCII letters fold as `ascii` says, and other letters fold by
 /// Unicode lowercase, which no CASEMAPPING token names.
 fn isupport_tokens() -> String {
+    use crate::text::MAX_KEY_CHARS;
     format!(
         "CASEMAPPING=ascii CHANTYPES=# NICKLEN={MAX_NICK_CHARS} CHANNELLEN={MAX_ROOM_CHARS} \
-         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} PREFIX=() CHANMODES=b,,,iR TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard \
+         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} KEYLEN={MAX_KEY_CHARS} PREFIX=() CHANMODES=b,k,,iR TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard \
          CHATHISTORY={CHATHISTORY_LIMIT} MSGREFTYPES=timestamp,msgid"
     )
 }
@@ -451,6 +452,7 @@ fn error_numeric(code: ErrorCode) -> u16 {
         ErrorCode::Muted => 404,
         ErrorCode::InviteOnly => 473,
         ErrorCode::RegisteredOnly => 477,
+        ErrorCode::BadKey => 475,
     }
 }
 
@@ -473,7 +475,7 @@ impl IrcRender {
                 lines.end();
                 let _ = write!(
                     lines.numeric(4, nick),
-                    "{SERVER_NAME} switchboard-{version} i biRo"
+                    "{SERVER_NAME} switchboard-{version} i bikRo bko"
                 );
                 lines.end();
                 let _ = write!(
@@ -821,7 +823,17 @@ impl IrcRender {
                 if rules.registered_only {
                     modes.push('R');
                 }
-                let _ = write!(lines.reply(324), "{room} {modes}");
+                // The key only for the room's operators (the hub leaves it out of
+                // anyone else's view); others see that there is one.
+                let key = match (&rules.key, rules.has_key) {
+                    (Some(key), _) => format!(" {key}"),
+                    (None, true) => " *".to_owned(),
+                    (None, false) => String::new(),
+                };
+                if rules.has_key {
+                    modes.push('k');
+                }
+                let _ = write!(lines.reply(324), "{room} {modes}{key}");
                 lines.end();
                 for mute in &rules.mutes {
                     let _ = write!(

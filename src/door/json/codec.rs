@@ -120,6 +120,20 @@ impl<'a> Fields<'a> {
     }
 
     /// `true`, `false`, or absent (`None`).
+    /// A setting that can be cleared: absent leaves it (`None`), `null` clears it
+    /// (`Some(None)`), a string sets it.
+    fn set_or_clear(&self, name: &str) -> Result<Option<Option<String>>, Refusal> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::String(text)) => Ok(Some(Some(text.clone()))),
+            Some(_) => Err(refuse(
+                ErrorCode::BadRequest,
+                format!("field \"{name}\" must be a string, or null to clear it"),
+            )),
+        }
+    }
+
     fn maybe_bool(&self, name: &str) -> Result<Option<bool>, Refusal> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -262,6 +276,7 @@ fn decode_fields(fields: &Fields<'_>) -> Result<ClientMessage, Refusal> {
         "auth" => return auth(fields).map(ClientMessage::Account),
         "join" => Request::Join {
             room: fields.required_str("room")?.into(),
+            key: fields.optional_string("key")?,
         },
         "part" => Request::Part {
             room: fields.optional_string("room")?,
@@ -432,6 +447,7 @@ fn moderation(fields: &Fields<'_>) -> Result<crate::chat::Moderation, Refusal> {
         "mode" => Moderation::Mode {
             invite_only: fields.maybe_bool("invite_only")?,
             registered_only: fields.maybe_bool("registered_only")?,
+            key: fields.set_or_clear("key")?,
         },
         "rules" => Moderation::Rules,
         other => {
@@ -733,6 +749,9 @@ impl JsonRender {
                             "operators": rules.operators.iter().map(|op| &**op).collect::<Vec<_>>(),
                             "invite_only": rules.invite_only,
                             "registered_only": rules.registered_only,
+                            "has_key": rules.has_key,
+                            // Only in an operator's answer.
+                            "key": rules.key.as_deref(),
                             "bans": list(&rules.bans),
                             "mutes": list(&rules.mutes),
                         })
@@ -976,6 +995,14 @@ mod tests {
                 r##"{"type":"join","room":"#rust"}"##,
                 ClientMessage::Hub(Request::Join {
                     room: "#rust".into(),
+                    key: None,
+                }),
+            ),
+            (
+                r##"{"type":"join","room":"#vault","key":"Sesame"}"##,
+                ClientMessage::Hub(Request::Join {
+                    room: "#vault".into(),
+                    key: Some("Sesame".into()),
                 }),
             ),
             (
@@ -1047,6 +1074,28 @@ mod tests {
                 r#"{"type":"quit","reason":"bye"}"#,
                 ClientMessage::Hub(Request::Quit {
                     reason: Some("bye".into()),
+                }),
+            ),
+            (
+                r##"{"type":"moderate","room":"#v","action":"mode","key":"Sesame"}"##,
+                ClientMessage::Hub(Request::Moderate {
+                    room: Some("#v".into()),
+                    action: crate::chat::Moderation::Mode {
+                        invite_only: None,
+                        registered_only: None,
+                        key: Some(Some("Sesame".into())),
+                    },
+                }),
+            ),
+            (
+                r##"{"type":"moderate","action":"mode","key":null,"invite_only":false}"##,
+                ClientMessage::Hub(Request::Moderate {
+                    room: None,
+                    action: crate::chat::Moderation::Mode {
+                        invite_only: Some(false),
+                        registered_only: None,
+                        key: Some(None),
+                    },
                 }),
             ),
         ];

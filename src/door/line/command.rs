@@ -25,8 +25,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("/me action", "say it as an action: * you action"),
     ("/msg NAME text", "private message to NAME"),
     (
-        "/join #room",
-        "join (or create) a room; it becomes your current room",
+        "/join #room [key]",
+        "join (or create) a room; it becomes your current room (key: for a room with one)",
     ),
     (
         "/part [#room] [reason]",
@@ -95,8 +95,8 @@ pub const HELP: &[(&str, &str)] = &[
         "let NAME into an invite-only room",
     ),
     (
-        "/mode [#room] +i|-i|+r|-r",
-        "invite-only on/off, accounts-only on/off",
+        "/mode [#room] +i|-i|+r|-r|+k KEY|-k",
+        "invite-only on/off, accounts-only on/off, a key to join on/off",
     ),
     (
         "/rules [#room]",
@@ -162,8 +162,11 @@ pub fn parse(line: &str) -> LineInput {
             LineInput::Request(Request::Whisper { to: to.to_owned(), text: text.to_owned(), data: None, action: false })
         }
         "join" | "j" => match first_word(rest) {
-            ("", _) => usage("/join #room"),
-            (room, _) => LineInput::Request(Request::Join { room: room.to_owned() }),
+            ("", _) => usage("/join #room [key]"),
+            (room, tail) => {
+                let key = Some(first_word(tail).0).filter(|key| !key.is_empty()).map(str::to_owned);
+                LineInput::Request(Request::Join { room: room.to_owned(), key })
+            }
         },
         "part" | "leave" => {
             let (first, tail) = first_word(rest);
@@ -340,10 +343,13 @@ fn moderate(command: &str, rest: &str) -> LineInput {
     }
 }
 
-/// `+i`, `-r`, `+ir`, `+i -r`: invite-only and accounts-only on or off.
+/// `+i`, `-r`, `+ir`, `+i -r`, `+k KEY`, `-k`, `+ik KEY`: invite-only, accounts-only
+/// and the room's key on or off (the word after a `+k` is the key).
 fn modes(text: &str) -> Result<Moderation, LineInput> {
-    let (mut invite_only, mut registered_only) = (None, None);
-    for word in text.split_whitespace() {
+    let usage = "usage: /mode [#room] +i|-i|+r|-r|+k KEY|-k";
+    let (mut invite_only, mut registered_only, mut key) = (None, None, None);
+    let mut words = text.split_whitespace();
+    while let Some(word) = words.next() {
         let mut on = None;
         for c in word.chars() {
             match (c, on) {
@@ -351,22 +357,26 @@ fn modes(text: &str) -> Result<Moderation, LineInput> {
                 ('-', _) => on = Some(false),
                 ('i', Some(on)) => invite_only = Some(on),
                 ('r' | 'R', Some(on)) => registered_only = Some(on),
+                ('k', Some(true)) => match words.next() {
+                    Some(given) => key = Some(Some(given.to_owned())),
+                    None => return Err(LineInput::Invalid(format!("{usage} (+k needs the key)"))),
+                },
+                ('k', Some(false)) => key = Some(None),
                 _ => {
                     return Err(LineInput::Invalid(format!(
-                    "unknown mode {word:?}: use +i or -i (invite-only), +r or -r (accounts only)"
+                    "unknown mode {word:?}: use +i or -i (invite-only), +r or -r (accounts only), +k KEY or -k (a key to join)"
                 )))
                 }
             }
         }
     }
-    if invite_only.is_none() && registered_only.is_none() {
-        return Err(LineInput::Invalid(
-            "usage: /mode [#room] +i|-i|+r|-r".into(),
-        ));
+    if invite_only.is_none() && registered_only.is_none() && key.is_none() {
+        return Err(LineInput::Invalid(usage.into()));
     }
     Ok(Moderation::Mode {
         invite_only,
         registered_only,
+        key,
     })
 }
 
@@ -513,7 +523,30 @@ mod tests {
                 None,
                 Moderation::Mode {
                     invite_only: Some(true),
-                    registered_only: Some(false)
+                    registered_only: Some(false),
+                    key: None
+                }
+            )
+        );
+        assert_eq!(
+            request("/mode #vault +ik Sesame -r"),
+            moderate(
+                Some("#vault"),
+                Moderation::Mode {
+                    invite_only: Some(true),
+                    registered_only: Some(false),
+                    key: Some(Some("Sesame".into()))
+                }
+            )
+        );
+        assert_eq!(
+            request("/mode -k"),
+            moderate(
+                None,
+                Moderation::Mode {
+                    invite_only: None,
+                    registered_only: None,
+                    key: Some(None)
                 }
             )
         );
@@ -535,6 +568,7 @@ mod tests {
             ("/ban 1.2.3.4 9300000000000000000", "longer than 100 years"),
             ("/mode +x", "unknown mode"),
             ("/mode", "usage: /mode"),
+            ("/mode +k", "+k needs the key"),
             ("/kill", "usage: /kill"),
         ] {
             match parse(bad) {
@@ -674,7 +708,15 @@ mod tests {
         assert_eq!(
             request("/join #rust"),
             Request::Join {
-                room: "#rust".into()
+                room: "#rust".into(),
+                key: None
+            }
+        );
+        assert_eq!(
+            request("/join #vault Sesame and more"),
+            Request::Join {
+                room: "#vault".into(),
+                key: Some("Sesame".into())
             }
         );
         assert_eq!(

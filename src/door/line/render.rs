@@ -333,12 +333,23 @@ fn write_rules(out: &mut String, rules: &crate::chat::RulesView) {
         let operators: Vec<&str> = rules.operators.iter().map(|op| &**op).collect();
         let _ = write!(out, "; operators {}", operators.join(", "));
     }
-    out.push_str(match (rules.invite_only, rules.registered_only) {
-        (true, true) => "; invite-only, accounts only",
-        (true, false) => "; invite-only",
-        (false, true) => "; accounts only",
-        (false, false) => "; open to all",
-    });
+    let mut who_may_join = Vec::new();
+    if rules.invite_only {
+        who_may_join.push("invite-only".to_owned());
+    }
+    if rules.registered_only {
+        who_may_join.push("accounts only".to_owned());
+    }
+    match (&rules.key, rules.has_key) {
+        (Some(key), _) => who_may_join.push(format!("key {key}")),
+        (None, true) => who_may_join.push("needs a key".to_owned()),
+        (None, false) => {}
+    }
+    if who_may_join.is_empty() {
+        out.push_str("; open to all");
+    } else {
+        let _ = write!(out, "; {}", who_may_join.join(", "));
+    }
     for (what, list) in [("banned", &rules.bans), ("muted", &rules.mutes)] {
         for item in list.iter() {
             let _ = write!(out, "\n*** {what}: {} by {}", item.target, item.by);
