@@ -725,6 +725,8 @@ pub enum Event {
         tag: Option<Tag>,
         code: ErrorCode,
         text: Arc<str>,
+        /// The room or nick it is about, when there is one (IRC's numerics name it).
+        about: Option<Arc<str>>,
     },
     /// To a command's target: do `name` with `args` and answer with
     /// [`Request::CommandResult`] carrying `id`.

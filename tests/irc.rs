@@ -154,7 +154,8 @@ async fn irc_errors_come_as_numerics_and_the_connection_keeps_serving() {
     irc.line_containing(" 421 dave FROBNICATE :Unknown command")
         .await;
     irc.send_line("PRIVMSG nobody :hello?\r").await;
-    irc.line_containing(" 401 dave ").await;
+    irc.line_containing(" 401 dave nobody :nobody is called nobody")
+        .await;
     irc.send_line("PRIVMSG #general\r").await;
     irc.line_containing(" 412 dave :No text to send").await;
     irc.send_line("USER again 0 * :x\r").await;
@@ -183,7 +184,7 @@ async fn irc_errors_come_as_numerics_and_the_connection_keeps_serving() {
     irc.line_containing(" 421 dave2 FROBNICATE :Unknown command")
         .await;
     irc.send_line("PRIVMSG nobody :still?\r").await;
-    irc.line_containing(" 401 dave2 ").await;
+    irc.line_containing(" 401 dave2 nobody :").await;
     server.stop().await;
 }
 
@@ -341,7 +342,7 @@ async fn topics_are_shared_across_doors_and_who_lists_the_members() {
     bob.line_containing("*** bob joined #side").await;
     carol.send_line("TOPIC #side :mine now\r").await;
     carol
-        .line_containing(" 442 carol :you are not in #side")
+        .line_containing(" 442 carol #side :you are not in #side")
         .await;
     server.stop().await;
 }

@@ -146,7 +146,10 @@ async fn irc_joins_give_keys_by_position_and_get_475_without_them() {
     assert!(isupport.contains(" CHANMODES=b,k,,iR "), "{isupport}");
     irc.send_raw(b"JOIN #a\r\n").await;
     let refused = irc.line_containing(" 475 ").await;
-    assert!(refused.contains("#a needs a key (+k)"), "{refused}");
+    assert!(
+        refused.contains(" 475 ircguest #a :#a needs a key (+k)"),
+        "the numeric names the channel: {refused}"
+    );
     // #a's key is right, #b's is not: the keys go with the channels in order.
     irc.send_raw(b"JOIN #a,#b k1,k1\r\n").await;
     irc.line_containing(":ircguest!ircguest@switchboard JOIN #a")

@@ -223,6 +223,7 @@ fn refusal_words(kind: DoorKind, refusal: Refusal) -> Vec<u8> {
                 tag: None,
                 code: ErrorCode::BadRequest,
                 text: refusal.to_string().into(),
+                about: None,
             };
             JsonRender
                 .render(&event)

@@ -11,6 +11,8 @@ use super::*;
 pub(super) struct Refusal {
     pub(super) code: ErrorCode,
     pub(super) text: String,
+    /// The room or nick it is about, for formats that name it (IRC's numerics).
+    pub(super) about: Option<Arc<str>>,
 }
 
 impl Refusal {
@@ -18,7 +20,14 @@ impl Refusal {
         Refusal {
             code,
             text: text.into(),
+            about: None,
         }
+    }
+
+    /// The same, about room or nick `name`.
+    pub(super) fn about(mut self, name: &str) -> Self {
+        self.about = Some(name.into());
+        self
     }
 }
 
@@ -249,7 +258,7 @@ impl Hub {
         let default_room = self.config.default_room.clone();
         if let Err(refusal) = self.join(id, None, &default_room, None) {
             // The default room's name was checked with the config: not expected.
-            self.error(id, None, refusal.code, &refusal.text);
+            self.refuse(id, None, refusal);
         }
     }
 
@@ -313,7 +322,7 @@ impl Hub {
             self.take_name(id, key, name.clone());
         } else if self.clients[&id].nick.as_deref() != Some(&*name) {
             if let Err(refusal) = self.rename(id, &name) {
-                self.error(id, tag.clone(), refusal.code, &refusal.text);
+                self.refuse(id, tag.clone(), refusal);
             }
         }
         let reply = Reply::SignedIn {
@@ -349,7 +358,7 @@ impl Hub {
             self.dispatch(id, tag.clone(), request)
         };
         if let Err(refusal) = outcome {
-            self.error(id, tag, refusal.code, &refusal.text);
+            self.refuse(id, tag, refusal);
         }
     }
 
@@ -548,7 +557,9 @@ impl Hub {
     /// Who is called `nick` now.
     pub(super) fn owner_of(&self, nick: &str) -> Result<ClientId, Refusal> {
         let owner = self.nicks.get(&nick_key(nick)).copied();
-        owner.ok_or_else(|| Refusal::new(ErrorCode::NoSuchNick, format!("nobody is called {nick}")))
+        owner.ok_or_else(|| {
+            Refusal::new(ErrorCode::NoSuchNick, format!("nobody is called {nick}")).about(nick)
+        })
     }
 
     /// The folded key of the room a request means (`None`: the client's current one).
@@ -572,7 +583,7 @@ impl Hub {
         };
         if !self.rooms.contains_key(&key) {
             let why = format!("there is no room {key}");
-            return Err(Refusal::new(ErrorCode::NoSuchRoom, why));
+            return Err(Refusal::new(ErrorCode::NoSuchRoom, why).about(&key));
         }
         Ok(key)
     }
@@ -634,7 +645,7 @@ impl Hub {
         }
         let name = &self.rooms[key].name;
         let why = format!("you are not in {name}; join it first");
-        Err(Refusal::new(ErrorCode::NotInRoom, why))
+        Err(Refusal::new(ErrorCode::NotInRoom, why).about(name))
     }
 
     pub(super) fn topic(
@@ -718,7 +729,7 @@ impl Hub {
                 }
                 _ => {
                     let why = format!("nobody is called {to}");
-                    return Err(Refusal::new(ErrorCode::NoSuchNick, why));
+                    return Err(Refusal::new(ErrorCode::NoSuchNick, why).about(to));
                 }
             },
         };

@@ -535,6 +535,20 @@ impl Hub {
                 tag,
                 code,
                 text: text.into(),
+                about: None,
+            },
+        );
+    }
+
+    /// Tell `id` why its request was refused.
+    fn refuse(&mut self, id: ClientId, tag: Option<Tag>, refusal: commands::Refusal) {
+        self.send_to(
+            id,
+            &Event::Error {
+                tag,
+                code: refusal.code,
+                text: refusal.text.into(),
+                about: refusal.about,
             },
         );
     }

@@ -20,7 +20,7 @@ const MAX_REASON_CHARS: usize = 300;
 
 fn not_operator(room: &str) -> Refusal {
     let why = format!("only {room}'s owner and operators (or a server operator) can do that");
-    Refusal::new(ErrorCode::NotOperator, why)
+    Refusal::new(ErrorCode::NotOperator, why).about(room)
 }
 
 fn reason_text(reason: Option<String>) -> Result<Option<String>, Refusal> {
@@ -88,18 +88,18 @@ impl Hub {
         let account = client.account.as_ref().map(|a| &*a.key);
         if let Some(ban) = rules.ban_of(account, client.address) {
             let why = format!("you are banned from {name}{}", ban.explain());
-            return Err(Refusal::new(ErrorCode::Banned, why));
+            return Err(Refusal::new(ErrorCode::Banned, why).about(name));
         }
         if rules.registered_only && account.is_none() {
             let why = format!(
                 "{name} is for accounts only: /register PASSWORD or /login NAME PASSWORD first"
             );
-            return Err(Refusal::new(ErrorCode::RegisteredOnly, why));
+            return Err(Refusal::new(ErrorCode::RegisteredOnly, why).about(name));
         }
         let invited = rules.is_invited(account, id);
         if rules.invite_only && !invited {
             let why = format!("{name} is invite-only; ask one of its operators for an invitation");
-            return Err(Refusal::new(ErrorCode::InviteOnly, why));
+            return Err(Refusal::new(ErrorCode::InviteOnly, why).about(name));
         }
         if !invited && !rules.key_fits(room_key) {
             // Which of the two is said, never the key.
@@ -107,7 +107,7 @@ impl Hub {
                 None => format!("{name} needs a key (+k): join it with the key"),
                 Some(_) => format!("that is not {name}'s key (+k)"),
             };
-            return Err(Refusal::new(ErrorCode::BadKey, why));
+            return Err(Refusal::new(ErrorCode::BadKey, why).about(name));
         }
         Ok(())
     }
@@ -122,7 +122,7 @@ impl Hub {
         match rules.mute_of(account, client.address) {
             Some(mute) if self.rank(id, key) < Rank::Operator => {
                 let why = format!("you are muted in {}{}", rules.name, mute.explain());
-                Err(Refusal::new(ErrorCode::Muted, why))
+                Err(Refusal::new(ErrorCode::Muted, why).about(&rules.name))
             }
             _ => Ok(()),
         }
@@ -197,7 +197,7 @@ impl Hub {
         match self.rules.get(key) {
             Some(rules) if rules.owner.is_some() && self.rank(id, key) < Rank::Operator => {
                 let why = format!("only {}'s owner and operators set its topic", rules.name);
-                Err(Refusal::new(ErrorCode::NotOperator, why))
+                Err(Refusal::new(ErrorCode::NotOperator, why).about(&rules.name))
             }
             _ => Ok(()),
         }
@@ -279,7 +279,7 @@ impl Hub {
             Ok(key)
         } else {
             let why = format!("there is no room {key}");
-            Err(Refusal::new(ErrorCode::NoSuchRoom, why))
+            Err(Refusal::new(ErrorCode::NoSuchRoom, why).about(&key))
         }
     }
 

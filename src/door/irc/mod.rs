@@ -889,7 +889,7 @@ impl IrcProtocol {
                     }
                     Err(mode) => steps.push(numeric(
                         472,
-                        &format!("{mode} :is not a mode this server knows (i, R, b, o)"),
+                        &format!("{mode} :is not a mode this server knows (i, R, k, b, o)"),
                     )),
                 },
                 [] => steps.push(numeric(461, "MODE :Not enough parameters")),

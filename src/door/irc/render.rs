@@ -601,6 +601,7 @@ impl IrcRender {
                 tag: Some(tag),
                 code,
                 text,
+                ..
             } if tag.starts_with(CHATHISTORY_TAG) => {
                 // IRCv3 standard replies: INVALID_TARGET for a target it may not read,
                 // MESSAGE_ERROR when the history could not be read.
@@ -647,6 +648,7 @@ impl IrcRender {
                 tag: Some(tag),
                 code,
                 text,
+                ..
             } if tag.starts_with(REGISTER_TAG) || &**tag == NICKSERV_TAG => {
                 if let Some(account) = tag.strip_prefix(REGISTER_TAG) {
                     let reason = match code {
@@ -674,13 +676,21 @@ impl IrcRender {
                 lines.end();
             }
             Event::Reply { reply, .. } => self.write_reply(lines, reply),
-            Event::Error { code, text, .. } => match error_numeric(*code) {
+            Event::Error {
+                code, text, about, ..
+            } => match error_numeric(*code) {
                 0 => {
                     let _ = write!(lines.out, "FAIL * {} :{text}", code.as_str().to_uppercase());
                     lines.end();
                 }
+                // With the channel or nick it is about, as clients expect
+                // (`475 nick #room :...`), when the hub named one.
                 numeric => {
-                    let _ = write!(lines.reply(numeric), ":{text}");
+                    let out = lines.reply(numeric);
+                    if let Some(about) = about {
+                        let _ = write!(out, "{about} ");
+                    }
+                    let _ = write!(out, ":{text}");
                     lines.end();
                 }
             },
@@ -1318,6 +1328,7 @@ mod tests {
             tag: None,
             code: ErrorCode::NoSuchNick,
             text: "no such user: carol".into(),
+            about: None,
         });
         assert_eq!(error, ":switchboard 401 * :no such user: carol\r\n");
     }

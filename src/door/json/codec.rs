@@ -772,7 +772,9 @@ impl JsonRender {
                 set_tag(&mut value, tag);
                 value
             }
-            Event::Error { tag, code, text } => {
+            Event::Error {
+                tag, code, text, ..
+            } => {
                 let mut value = json!({ "type": "error", "code": code.as_str(), "text": &**text });
                 set_tag(&mut value, tag);
                 value
@@ -1184,6 +1186,7 @@ mod tests {
             tag: Some("\"q\"".into()),
             code: ErrorCode::NickTaken,
             text: "taken".into(),
+            about: None,
         };
         let value: Value = serde_json::from_slice(&render.render(&error).unwrap()).unwrap();
         assert_eq!(

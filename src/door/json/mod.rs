@@ -105,7 +105,12 @@ impl JsonProtocol {
 
     fn error(&self, tag: Option<Tag>, code: ErrorCode, text: impl Into<Arc<str>>) -> Step {
         let text = text.into();
-        Step::Send(self.rendered(&Event::Error { tag, code, text }))
+        Step::Send(self.rendered(&Event::Error {
+            tag,
+            code,
+            text,
+            about: None,
+        }))
     }
 }
 
@@ -182,6 +187,7 @@ impl Protocol for JsonProtocol {
             tag: None,
             code,
             text: text.into(),
+            about: None,
         })
     }
 }
