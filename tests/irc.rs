@@ -5,13 +5,13 @@
 mod support;
 
 use serde_json::json;
-use support::web::{Lines, Server, Ws};
+use support::inproc::InProcess as Server;
+use support::web::{Lines, Ws};
 use tokio::net::TcpStream;
 
-const DOORS: &[&str] = &["irc", "line", "json", "web"];
-
+/// The server in this process: these tests need no process of its own.
 async fn start() -> Server {
-    Server::start(&["--irc", "127.0.0.1:0"], DOORS).await
+    Server::start(&[]).await
 }
 
 /// Register `nick` and read through the welcome and the default room's NAMES.
@@ -430,7 +430,7 @@ async fn a_server_password_and_a_motd_file() {
         "--irc-motd",
         &motd,
     ];
-    let server = Server::start(&args, DOORS).await;
+    let server = Server::start(&args).await;
     for pass in ["", "PASS wrong\r"] {
         let mut eve = Lines::connect(server.addr("irc")).await;
         if !pass.is_empty() {
@@ -539,7 +539,7 @@ async fn the_irc_door_over_tls_and_in_the_metrics() {
     let tls = support::web::certificate(&["localhost"]);
     let mut extra = vec!["--irc-tls", "127.0.0.1:0"];
     extra.extend(tls.flags());
-    let server = Server::start(&extra, &["irc-tls", "line", "web"]).await;
+    let server = Server::start(&extra).await;
     let mut irc = Lines::new(tls_connect(&tls.connector, server.addr("irc-tls")).await);
     irc.send_line("NICK secure\r").await;
     irc.send_line("USER secure 0 * :over tls\r").await;
@@ -921,19 +921,14 @@ async fn irc_users_register_and_identify_without_another_door() {
 /// `--flood-patience` is told so and closed with ERROR.
 #[tokio::test]
 async fn irc_floods_are_delayed_in_order_and_a_persistent_flooder_is_cut_off() {
-    let server = Server::start(
-        &[
-            "--irc",
-            "127.0.0.1:0",
-            "--flood-rate",
-            "5",
-            "--flood-burst",
-            "2",
-            "--flood-patience",
-            "5s",
-        ],
-        DOORS,
-    )
+    let server = Server::start(&[
+        "--flood-rate",
+        "5",
+        "--flood-burst",
+        "2",
+        "--flood-patience",
+        "5s",
+    ])
     .await;
     let mut nc = Lines::line_login(server.addr("line"), "nc").await;
     let mut fast = irc_login(&server, "fast").await;

@@ -1,11 +1,14 @@
 //! The one test support module: how every integration test starts the real
 //! `switchboard` binary (every chat door on 127.0.0.1 port 0 or off, history in
 //! memory), reads where it listens, and talks to it. `blocking` has std clients for
-//! plain tests, `web` tokio clients (line, JSON, WebSocket, HTTP) for async ones.
+//! plain tests, `web` tokio clients (line, JSON, WebSocket, HTTP) for async ones, and
+//! `inproc` the same server run inside the test process, for tests that need no
+//! separate one.
 #![allow(dead_code, unused_imports)]
 
 pub mod blocking;
 pub mod device;
+pub mod inproc;
 pub mod web;
 
 use std::net::SocketAddr;

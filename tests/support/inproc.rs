@@ -1,0 +1,70 @@
+//! The server inside the test's own process: the library's `Server::bind` on port 0
+//! and `Server::run` on the test's runtime, for tests that need no separate process
+//! (no signals, no restart, no stdout to read). Flags are the same as for
+//! [`super::serve_command`]: every chat door the test does not name on 127.0.0.1
+//! port 0, history in memory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use clap::Parser as _;
+use switchboard::cli::{Cli, Command};
+use switchboard::config::Config;
+use switchboard::server::Server;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::PATIENCE;
+
+/// A running in-process server.
+pub struct InProcess {
+    doors: HashMap<&'static str, SocketAddr>,
+    shutdown: CancellationToken,
+    running: JoinHandle<Result<(), switchboard::store::StoreError>>,
+}
+
+impl InProcess {
+    /// Bind and run `switchboard serve ARGS` (as the binary would parse them).
+    pub async fn start(args: &[&str]) -> InProcess {
+        let command = super::serve_command(args, "127.0.0.1:0");
+        let argv = std::iter::once("switchboard".to_owned()).chain(
+            command
+                .get_args()
+                .map(|arg| arg.to_string_lossy().into_owned()),
+        );
+        let Command::Serve(serve) = Cli::try_parse_from(argv).expect("valid flags").command else {
+            unreachable!("serve_command builds a serve command")
+        };
+        let config = Config::from_args(serve).expect("a valid configuration");
+        let server = Server::bind(config).await.expect("bound on port 0");
+        let mut doors: HashMap<&'static str, SocketAddr> = server.listening().into_iter().collect();
+        if let Some(web) = server.web_url().as_deref().and_then(super::socket_addr) {
+            doors.insert("web", web);
+        }
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(server.run(shutdown.clone()));
+        InProcess {
+            doors,
+            shutdown,
+            running,
+        }
+    }
+
+    /// Where a door listens (`web` as host:port).
+    pub fn addr(&self, door: &str) -> SocketAddr {
+        *self
+            .doors
+            .get(door)
+            .unwrap_or_else(|| panic!("no {door} door in {:?}", self.doors))
+    }
+
+    /// Shut down as on SIGTERM and wait for the server to finish cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, self.running)
+            .await
+            .expect("the server stopped in time")
+            .expect("the server task did not panic")
+            .expect("the server stopped cleanly");
+    }
+}
