@@ -4,11 +4,12 @@
 mod support;
 
 use serde_json::json;
-use support::web::{Lines, Server};
+use support::inproc::InProcess as Server;
+use support::web::Lines;
 
 #[tokio::test]
 async fn every_request_type_works_and_is_acknowledged_by_id() {
-    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let server = Server::start(&[]).await;
     let json = server.addr("json");
     let (mut alice, welcome) = Lines::json_login(json, "alice").await;
     assert_eq!(welcome["nick"], "alice");
@@ -125,11 +126,7 @@ async fn every_request_type_works_and_is_acknowledged_by_id() {
 #[tokio::test]
 async fn every_error_carries_its_code_and_request_id_and_the_connection_stays_usable() {
     // Many requests back to back: flood control would (rightly) slow them down.
-    let server = Server::start(
-        &["--max-json-bytes", "256", "--flood-rate", "0"],
-        &["line", "json", "web"],
-    )
-    .await;
+    let server = Server::start(&["--max-json-bytes", "256", "--flood-rate", "0"]).await;
     let json = server.addr("json");
     let (mut bob, _) = Lines::json_login(json, "bob").await;
     bob.send_json(json!({"type": "join", "room": "#private", "id": "j"}))
@@ -261,7 +258,7 @@ async fn error(
 
 #[tokio::test]
 async fn json_door_can_be_turned_off_and_line_clients_see_json_messages() {
-    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let server = Server::start(&[]).await;
     let (mut program, _) = Lines::json_login(server.addr("json"), "drone1").await;
     let mut person = Lines::line_login(server.addr("line"), "pilot").await;
     program
@@ -284,12 +281,12 @@ async fn json_door_can_be_turned_off_and_line_clients_see_json_messages() {
     );
     server.stop().await;
 
-    let off = Server::start(&["--json", "off"], &["line", "web"]).await;
+    let off = Server::start(&["--json", "off"]).await;
     assert!(!off.doors.contains_key("json"), "{:?}", off.doors);
     off.stop().await;
 
     // A web-and-JSON-only server: the line door can be turned off too.
-    let web_only = Server::start(&["--line", "off"], &["json", "web"]).await;
+    let web_only = Server::start(&["--line", "off"]).await;
     assert!(!web_only.doors.contains_key("line"), "{:?}", web_only.doors);
     let (_program, welcome) = Lines::json_login(web_only.addr("json"), "solo").await;
     assert_eq!(welcome["nick"], "solo");
@@ -298,7 +295,7 @@ async fn json_door_can_be_turned_off_and_line_clients_see_json_messages() {
 
 #[tokio::test]
 async fn history_is_replayed_on_join_and_paged_by_id() {
-    let server = Server::start(&["--replay", "3"], &["line", "json", "web"]).await;
+    let server = Server::start(&["--replay", "3"]).await;
     let json = server.addr("json");
     let (mut alice, _) = Lines::json_login(json, "alice").await;
     for n in 1..=5 {
@@ -355,17 +352,14 @@ async fn history_is_replayed_on_join_and_paged_by_id() {
 
 #[tokio::test]
 async fn a_json_flooder_is_slowed_then_disconnected_and_others_carry_on() {
-    let server = Server::start(
-        &[
-            "--flood-rate",
-            "20",
-            "--flood-burst",
-            "5",
-            "--flood-patience",
-            "1s",
-        ],
-        &["line", "json", "web"],
-    )
+    let server = Server::start(&[
+        "--flood-rate",
+        "20",
+        "--flood-burst",
+        "5",
+        "--flood-patience",
+        "1s",
+    ])
     .await;
     let json = server.addr("json");
     let (mut watcher, _) = Lines::json_login(json, "watcher").await;

@@ -5,7 +5,8 @@
 mod support;
 
 use serde_json::json;
-use support::web::{http_get, metric, Lines, Server, Ws};
+use support::inproc::InProcess as Server;
+use support::web::{http_get, metric, Lines, Ws};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -26,7 +27,7 @@ async fn get(server: &Server, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn messages_cross_every_door_in_both_directions() {
-    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let server = Server::start(&[]).await;
     let mut netcat = Lines::line_login(server.addr("line"), "nc").await;
     let (mut program, _) = Lines::json_login(server.addr("json"), "prog").await;
     let (mut browser, welcome) = Ws::login(&ws_url(&server), "web").await;
@@ -91,7 +92,7 @@ async fn messages_cross_every_door_in_both_directions() {
 
 #[tokio::test]
 async fn websocket_errors_carry_ids_and_the_socket_stays_open() {
-    let server = Server::start(&["--max-json-bytes", "256"], &["line", "json", "web"]).await;
+    let server = Server::start(&["--max-json-bytes", "256"]).await;
     let url = ws_url(&server);
     let (_taken, _) = Ws::login(&url, "taken").await;
     let mut ws = Ws::connect(&url).await;
@@ -168,7 +169,7 @@ async fn websocket_errors_carry_ids_and_the_socket_stays_open() {
 
 #[tokio::test]
 async fn page_health_and_metrics_are_served() {
-    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let server = Server::start(&[]).await;
     assert!(server.url("web").starts_with("http://127.0.0.1:"));
     let (status, page) = get(&server, "/").await;
     assert_eq!(status, 200);
@@ -246,7 +247,7 @@ async fn page_health_and_metrics_are_served() {
 
 #[tokio::test]
 async fn shutdown_sends_the_goodbye_then_a_1001_close_frame() {
-    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let server = Server::start(&[]).await;
     let (mut ws, _) = Ws::login(&ws_url(&server), "stayer").await;
     let stopping = tokio::spawn(server.stop());
     let mut saw_notice = false;
@@ -273,7 +274,7 @@ async fn shutdown_sends_the_goodbye_then_a_1001_close_frame() {
 async fn a_socket_that_never_answers_pings_is_closed_as_idle() {
     // Long enough that the awake client below, which answers pings only as it reads,
     // is never late by three intervals on a loaded machine.
-    let server = Server::start(&["--ws-ping-interval", "500ms"], &["line", "json", "web"]).await;
+    let server = Server::start(&["--ws-ping-interval", "500ms"]).await;
     let mut watcher = Lines::line_login(server.addr("line"), "watcher").await;
     let (mut ws, _) = Ws::login(&ws_url(&server), "sleepy").await;
     // Not reading means not answering pings: after three silent intervals, it is closed.
@@ -307,7 +308,7 @@ async fn a_socket_that_never_answers_pings_is_closed_as_idle() {
 
 #[tokio::test]
 async fn smuggled_newlines_and_bad_utf8_over_websocket_are_neutralised() {
-    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let server = Server::start(&[]).await;
     let mut netcat = Lines::line_login(server.addr("line"), "nc").await;
     let (mut ws, _) = Ws::login(&ws_url(&server), "web").await;
     let (mut json_client, _) = Lines::json_login(server.addr("json"), "prog").await;
@@ -359,11 +360,7 @@ async fn smuggled_newlines_and_bad_utf8_over_websocket_are_neutralised() {
 
 #[tokio::test]
 async fn slowloris_is_cut_off_while_pages_and_websockets_are_served() {
-    let server = Server::start(
-        &["--http-header-timeout", "500ms"],
-        &["line", "json", "web"],
-    )
-    .await;
+    let server = Server::start(&["--http-header-timeout", "500ms"]).await;
     let addr = server.addr("web");
     // One connection trickles a request head, a header byte every 100 ms; another
     // opens and sends nothing at all.
@@ -411,17 +408,14 @@ async fn slowloris_is_cut_off_while_pages_and_websockets_are_served() {
 
 #[tokio::test]
 async fn a_websocket_ping_flood_is_throttled_then_closed() {
-    let server = Server::start(
-        &[
-            "--flood-rate",
-            "20",
-            "--flood-burst",
-            "5",
-            "--flood-patience",
-            "1s",
-        ],
-        &["line", "json", "web"],
-    )
+    let server = Server::start(&[
+        "--flood-rate",
+        "20",
+        "--flood-burst",
+        "5",
+        "--flood-patience",
+        "1s",
+    ])
     .await;
     let mut netcat = Lines::line_login(server.addr("line"), "nc").await;
     let (mut ws, _) = Ws::login(&ws_url(&server), "pinger").await;
@@ -457,7 +451,7 @@ async fn a_websocket_ping_flood_is_throttled_then_closed() {
 #[tokio::test]
 async fn websocket_compression_is_never_negotiated() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let server = Server::start(&[]).await;
     let addr = server.addr("web");
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!(
@@ -608,7 +602,7 @@ fn client_frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> 
 
 #[tokio::test]
 async fn hand_made_frames_pipelined_fragmented_and_broken() {
-    let server = Server::start(&[], &["line", "web"]).await;
+    let server = Server::start(&[]).await;
     let mut netcat = Lines::line_login(server.addr("line"), "nc").await;
 
     // The name comes in the same packet as the upgrade request, in three fragments with
@@ -740,7 +734,7 @@ async fn upgrade_status_as(
 
 #[tokio::test]
 async fn pages_from_other_sites_cannot_open_websockets_unless_allowed() {
-    let server = Server::start(&[], &["web"]).await;
+    let server = Server::start(&[]).await;
     let addr = server.addr("web");
     // The server's own page, and programs that send no Origin, get in.
     let own = format!("Origin: http://{addr}\r\n");
@@ -755,7 +749,7 @@ async fn pages_from_other_sites_cannot_open_websockets_unless_allowed() {
     );
     server.stop().await;
 
-    let server = Server::start(&["--ws-origin", "https://friend.example"], &["web"]).await;
+    let server = Server::start(&["--ws-origin", "https://friend.example"]).await;
     let addr = server.addr("web");
     let friend = "Origin: https://friend.example\r\n";
     assert_eq!(upgrade_status(addr, friend).await.0, 101);
@@ -768,7 +762,7 @@ async fn pages_from_other_sites_cannot_open_websockets_unless_allowed() {
 async fn a_page_under_a_dns_name_is_refused_unless_listed() {
     // A page whose Host and Origin agree on a name may be a hostile site that pointed
     // its name here (DNS rebinding).
-    let server = Server::start(&[], &["web"]).await;
+    let server = Server::start(&[]).await;
     let addr = server.addr("web");
     let port = addr.port();
     let named = "Origin: http://chat.example\r\n";
@@ -785,7 +779,7 @@ async fn a_page_under_a_dns_name_is_refused_unless_listed() {
     server.stop().await;
 
     // The operator names it as the server's own (the default port as browsers drop it).
-    let server = Server::start(&["--ws-origin", "http://chat.example:80"], &["web"]).await;
+    let server = Server::start(&["--ws-origin", "http://chat.example:80"]).await;
     let addr = server.addr("web");
     assert_eq!(upgrade_status_as(addr, "chat.example", named).await.0, 101);
     server.stop().await;
@@ -797,7 +791,7 @@ async fn a_page_under_a_dns_name_is_refused_unless_listed() {
 async fn history_saves_are_counted_and_timed_in_metrics() {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_str().unwrap();
-    let server = Server::start(&["--data", data_dir], &["line", "web"]).await;
+    let server = Server::start(&["--data", data_dir]).await;
     let mut netcat = Lines::line_login(server.addr("line"), "nc").await;
     for text in ["one", "two", "three"] {
         netcat.send_line(text).await;

@@ -18,7 +18,10 @@ use super::PATIENCE;
 
 /// A running in-process server.
 pub struct InProcess {
-    doors: HashMap<&'static str, SocketAddr>,
+    /// Each listening door by name, as the binary would print them.
+    pub doors: HashMap<&'static str, SocketAddr>,
+    /// The web door's URL as the server gives it (`http://127.0.0.1:PORT/`).
+    web_url: Option<String>,
     shutdown: CancellationToken,
     running: JoinHandle<Result<(), switchboard::store::StoreError>>,
 }
@@ -38,13 +41,15 @@ impl InProcess {
         let config = Config::from_args(serve).expect("a valid configuration");
         let server = Server::bind(config).await.expect("bound on port 0");
         let mut doors: HashMap<&'static str, SocketAddr> = server.listening().into_iter().collect();
-        if let Some(web) = server.web_url().as_deref().and_then(super::socket_addr) {
+        let web_url = server.web_url();
+        if let Some(web) = web_url.as_deref().and_then(super::socket_addr) {
             doors.insert("web", web);
         }
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(server.run(shutdown.clone()));
         InProcess {
             doors,
+            web_url,
             shutdown,
             running,
         }
@@ -56,6 +61,12 @@ impl InProcess {
             .doors
             .get(door)
             .unwrap_or_else(|| panic!("no {door} door in {:?}", self.doors))
+    }
+
+    /// The web door's URL (the only door with one).
+    pub fn url(&self, door: &str) -> String {
+        assert_eq!(door, "web", "only the web door has a URL");
+        self.web_url.clone().expect("the web door is on")
     }
 
     /// Shut down as on SIGTERM and wait for the server to finish cleanly.
