@@ -618,7 +618,7 @@ impl Hub {
         refuse_moderation_data(&data)?;
         let from = self.clients[&id].nick.clone().unwrap_or_default();
         let message = ChatMessage {
-            id: self.history.next_room_id(&key),
+            id: history::UNDECIDED,
             time: SystemTime::now(),
             target: Target::Room(self.rooms[&key].name.clone()),
             from,
@@ -753,7 +753,7 @@ impl Hub {
             _ => None,
         };
         let message = ChatMessage {
-            id: self.history.next_private_id(),
+            id: history::UNDECIDED,
             time: SystemTime::now(),
             target: Target::Private(name.clone()),
             from: self.clients[&id].nick.clone().unwrap_or_default(),

@@ -283,7 +283,7 @@ impl Hub {
             record["error"] = serde_json::Value::from(&**error);
         }
         let message = ChatMessage {
-            id: self.history.next_private_id(),
+            id: super::history::UNDECIDED,
             time: SystemTime::now(),
             target: Target::Private(sender_nick),
             from: pending.target_nick.clone(),

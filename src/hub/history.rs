@@ -29,6 +29,9 @@ pub fn tail_per_room(replay: usize, stored: bool) -> usize {
     base.max(replay)
 }
 
+/// The id of a message the hub has built and [`History::record`] has not yet placed.
+pub(super) const UNDECIDED: u64 = 0;
+
 /// Where a committed message goes.
 pub(super) enum Delivery {
     /// Everyone in the room (folded key) at the time it is committed.
@@ -165,25 +168,30 @@ impl History {
         }
     }
 
-    /// The id the next message in room `key` will get.
-    pub fn next_room_id(&self, key: &str) -> u64 {
-        self.rooms.get(key).map_or(0, |room| room.last_id) + 1
+    /// The id the next message for `delivery` will get: the room's next, or the next
+    /// of the one sequence of private messages.
+    fn next_id(&self, delivery: &Delivery) -> u64 {
+        match delivery {
+            Delivery::Room(key) => self.rooms.get(key).map_or(0, |room| room.last_id) + 1,
+            Delivery::Private { .. } => self.last_private_id + 1,
+        }
     }
 
-    pub fn next_private_id(&self) -> u64 {
-        self.last_private_id + 1
-    }
-
-    /// Take a message whose id came from [`History::next_room_id`] or
-    /// [`History::next_private_id`]. With a store it is handed to the writer and
-    /// [`Recorded::Pending`]; in memory it is kept and returned for delivery now.
+    /// Decide a drafted message's place: give it its id (the hub builds it with
+    /// [`UNDECIDED`]) and take it toward commit. With a store it is handed to the
+    /// writer and [`Recorded::Pending`]; in memory it is kept and returned for
+    /// delivery now. Deciding here, and applying only what comes back committed
+    /// (`Hub::deliver_committed`), is the seam where another sequencer (a replicated
+    /// log's acknowledgements, for several nodes) would take this one's place.
     pub fn record(
         &mut self,
-        message: ChatMessage,
+        mut message: ChatMessage,
         delivery: Delivery,
         sender: ClientId,
         tag: Option<Tag>,
     ) -> Recorded {
+        debug_assert_eq!(message.id, UNDECIDED, "ids are decided here");
+        message.id = self.next_id(&delivery);
         let message = Arc::new(message);
         let conversation = match &delivery {
             Delivery::Room(key) => Some(Conversation::Room(key.clone())),

@@ -475,7 +475,7 @@ impl Hub {
         detail["action"] = json!(done.kind);
         detail["by"] = json!(&*actor);
         let message = ChatMessage {
-            id: self.history.next_room_id(key),
+            id: super::history::UNDECIDED,
             time: SystemTime::now(),
             target: Target::Room(name.clone()),
             from: actor,
