@@ -598,9 +598,7 @@ async fn extended_join_and_away_notify_tell_accounts_and_absences() {
         .line_containing(":plain!plain@switchboard JOIN #den * :plain")
         .await;
 
-    let mut bob = Lines::line_login(server.addr("line"), "bob").await;
-    bob.send_line("/register bob's password").await;
-    bob.line_containing("is registered to you").await;
+    let mut bob = Lines::line_account(server.addr("line"), "bob").await;
     bob.send_line("/join #den").await;
     bob.line_containing("*** bob joined #den").await;
     watcher
@@ -631,12 +629,23 @@ async fn extended_join_and_away_notify_tell_accounts_and_absences() {
     server.stop().await;
 }
 
-/// Read the lines of one CHATHISTORY answer, from `BATCH +` to `BATCH -`; the
-/// messages' texts, and the msgid and time of each.
-async fn chathistory_batch(
-    irc: &mut Lines<TcpStream>,
-    target: &str,
-) -> Vec<(String, String, String)> {
+/// One message of a CHATHISTORY answer.
+struct Paged {
+    text: String,
+    msgid: String,
+    time: String,
+}
+
+fn texts(page: &[Paged]) -> Vec<&str> {
+    page.iter().map(|message| message.text.as_str()).collect()
+}
+
+/// Send `command` (a CHATHISTORY request) and read its answer, from `BATCH +` to
+/// `BATCH -`: every message bob said, tagged with the batch, its time, msgid and
+/// account.
+async fn history_page(irc: &mut Lines<TcpStream>, command: &str) -> Vec<Paged> {
+    irc.send_line(&format!("{command}\r")).await;
+    let target = command.split(' ').nth(2).unwrap();
     let opened = irc.line().await.unwrap();
     assert_eq!(
         opened,
@@ -650,19 +659,19 @@ async fn chathistory_batch(
         }
         let (tags, rest) = line.split_once(' ').unwrap();
         assert!(tags.starts_with("@batch=chathistory;time="), "{line}");
-        let msgid = tags
-            .split(';')
-            .find_map(|tag| tag.strip_prefix("msgid="))
-            .unwrap_or_else(|| panic!("no msgid: {line}"))
-            .to_owned();
-        let time = tags
-            .split(';')
-            .find_map(|tag| tag.strip_prefix("time="))
-            .unwrap()
-            .to_owned();
         assert!(tags.ends_with(";account=bob"), "{line}");
         assert!(rest.starts_with(&format!(":bob!bob@switchboard PRIVMSG {target} :")));
-        messages.push((rest.rsplit(':').next().unwrap().to_owned(), msgid, time));
+        let tag = |name: &str| {
+            tags.split(';')
+                .find_map(|tag| tag.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .to_owned()
+        };
+        messages.push(Paged {
+            text: rest.rsplit(':').next().unwrap().to_owned(),
+            msgid: tag("msgid="),
+            time: tag("time="),
+        });
     }
 }
 
@@ -674,9 +683,7 @@ async fn chathistory_batch(
 #[tokio::test]
 async fn chathistory_pages_by_msgid_and_messages_carry_their_tags() {
     let server = start().await;
-    let mut bob = Lines::line_login(server.addr("line"), "bob").await;
-    bob.send_line("/register bob's password").await;
-    bob.line_containing("is registered to you").await;
+    let mut bob = Lines::line_account(server.addr("line"), "bob").await;
     bob.send_line("/join #log").await;
     bob.line_containing("*** bob joined #log").await;
     for n in 1..=5 {
@@ -707,67 +714,36 @@ async fn chathistory_pages_by_msgid_and_messages_carry_their_tags() {
         .line_containing(":plain!plain@switchboard JOIN #log")
         .await;
 
-    reader.send_line("CHATHISTORY LATEST #log * 3\r").await;
-    let latest = chathistory_batch(&mut reader, "#log").await;
-    let texts = |page: &[(String, String, String)]| {
-        page.iter()
-            .map(|(text, ..)| text.clone())
-            .collect::<Vec<_>>()
-    };
+    let latest = history_page(&mut reader, "CHATHISTORY LATEST #log * 3").await;
     assert_eq!(texts(&latest), ["m3", "m4", "m5"]);
-    let m3 = latest[0].1.clone();
-    reader
-        .send_line(&format!("CHATHISTORY BEFORE #log msgid={m3} 10\r"))
-        .await;
-    let before = chathistory_batch(&mut reader, "#log").await;
+    let m3 = &latest[0].msgid;
+    let before = history_page(
+        &mut reader,
+        &format!("CHATHISTORY BEFORE #log msgid={m3} 10"),
+    )
+    .await;
     assert_eq!(texts(&before), ["m1", "m2"]);
-    let (m1, m5) = (before[0].1.clone(), latest[2].1.clone());
-    reader
-        .send_line(&format!("CHATHISTORY AFTER #log msgid={m1} 2\r"))
-        .await;
-    assert_eq!(
-        texts(&chathistory_batch(&mut reader, "#log").await),
-        ["m2", "m3"]
-    );
-    // LATEST with a reference: the newest, down to (not including) it.
-    reader
-        .send_line(&format!("CHATHISTORY LATEST #log msgid={m1} 2\r"))
-        .await;
-    assert_eq!(
-        texts(&chathistory_batch(&mut reader, "#log").await),
-        ["m4", "m5"]
-    );
-    reader
-        .send_line(&format!(
-            "CHATHISTORY BETWEEN #log msgid={m1} msgid={m5} 10\r"
-        ))
-        .await;
-    assert_eq!(
-        texts(&chathistory_batch(&mut reader, "#log").await),
-        ["m2", "m3", "m4"]
-    );
-    // The same by time, as server-time wrote it.
-    let (t1, t3) = (before[0].2.clone(), latest[0].2.clone());
-    reader
-        .send_line(&format!("CHATHISTORY BEFORE #log timestamp={t3} 10\r"))
-        .await;
-    assert_eq!(
-        texts(&chathistory_batch(&mut reader, "#log").await),
-        ["m1", "m2"]
-    );
-    reader
-        .send_line(&format!("CHATHISTORY LATEST #log timestamp={t1} 2\r"))
-        .await;
-    assert_eq!(
-        texts(&chathistory_batch(&mut reader, "#log").await),
-        ["m4", "m5"]
-    );
-    reader
-        .send_line(&format!(
-            "CHATHISTORY BETWEEN #log timestamp={t3} timestamp={t1} 5\r"
-        ))
-        .await;
-    assert_eq!(texts(&chathistory_batch(&mut reader, "#log").await), ["m2"]);
+    let (m1, m5) = (&before[0].msgid, &latest[2].msgid);
+    let (t1, t3) = (&before[0].time, &latest[0].time);
+    for (command, expected) in [
+        (format!("AFTER #log msgid={m1} 2"), &["m2", "m3"][..]),
+        // LATEST with a reference: the newest, down to (not including) it.
+        (format!("LATEST #log msgid={m1} 2"), &["m4", "m5"]),
+        (
+            format!("BETWEEN #log msgid={m1} msgid={m5} 10"),
+            &["m2", "m3", "m4"],
+        ),
+        // The same by time, as server-time wrote it.
+        (format!("BEFORE #log timestamp={t3} 10"), &["m1", "m2"]),
+        (format!("LATEST #log timestamp={t1} 2"), &["m4", "m5"]),
+        (
+            format!("BETWEEN #log timestamp={t3} timestamp={t1} 5"),
+            &["m2"],
+        ),
+    ] {
+        let page = history_page(&mut reader, &format!("CHATHISTORY {command}")).await;
+        assert_eq!(texts(&page), expected, "{command}");
+    }
     // Refusals say why, as IRCv3 standard replies.
     reader
         .send_line("CHATHISTORY LATEST #log timestamp=yesterday 5\r")
@@ -788,8 +764,9 @@ async fn chathistory_pages_by_msgid_and_messages_carry_their_tags() {
         .line_containing("FAIL CHATHISTORY INVALID_TARGET LATEST #b@d :")
         .await;
     // A room nobody spoke in: an empty batch.
-    reader.send_line("CHATHISTORY LATEST #quiet * 5\r").await;
-    assert!(chathistory_batch(&mut reader, "#quiet").await.is_empty());
+    assert!(history_page(&mut reader, "CHATHISTORY LATEST #quiet * 5")
+        .await
+        .is_empty());
 
     // Live messages carry the same tags; a guest's have no account.
     bob.send_line("m6").await;

@@ -20,24 +20,6 @@ async fn connect_from(addr: SocketAddr, from: &str) -> Lines<TcpStream> {
     Lines::new(socket.connect(addr).await.unwrap())
 }
 
-/// A line-door user who registers `nick` (and is signed in when this returns).
-async fn line_account(addr: SocketAddr, nick: &str) -> Lines<TcpStream> {
-    let mut client = Lines::line_login(addr, nick).await;
-    client
-        .send_line(&format!("/register {nick}'s password"))
-        .await;
-    client.line_containing("is registered to you").await;
-    client
-}
-
-/// A line-door user who logs in to `nick`'s account.
-async fn line_login(addr: SocketAddr, nick: &str) -> Lines<TcpStream> {
-    let mut client = Lines::connect(addr).await;
-    client.send_line(&format!("{nick} {nick}'s password")).await;
-    client.line_containing("you are logged in as").await;
-    client
-}
-
 #[tokio::test]
 async fn an_owner_and_its_operators_moderate_over_the_line_door_and_it_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -47,10 +29,10 @@ async fn an_owner_and_its_operators_moderate_over_the_line_door_and_it_survives_
     let line = server.addr("line");
 
     // alice, signed in, makes #den: she owns it.
-    let mut alice = line_account(line, "alice").await;
+    let mut alice = Lines::line_account(line, "alice").await;
     alice.send_line("/join #den").await;
     alice.line_containing("alice joined #den").await;
-    let mut bob = line_account(line, "bob").await;
+    let mut bob = Lines::line_account(line, "bob").await;
     bob.send_line("/join #den").await;
     alice.line_containing("bob joined #den").await;
     let mut mallory = connect_from(line, "127.0.0.2").await;
@@ -145,7 +127,7 @@ async fn an_owner_and_its_operators_moderate_over_the_line_door_and_it_survives_
 
     // The server operator, from the command line: sees addresses, moderates a room it
     // is not in, and disconnects people.
-    let mut root = line_account(line, "root").await;
+    let mut root = Lines::line_account(line, "root").await;
     root.send_line("/whois mallory").await;
     root.line_containing("; from 127.0.0.2").await;
     bob.send_line("/whois mallory").await;
@@ -191,7 +173,7 @@ async fn an_owner_and_its_operators_moderate_over_the_line_door_and_it_survives_
     // After a restart: the same rules, and the actions are in the room's history.
     let server = Server::start(&args, &["line"]).await;
     let line = server.addr("line");
-    let mut alice = line_login(line, "alice").await;
+    let mut alice = Lines::account_login(line, "alice").await;
     alice.send_line("/rules #den").await;
     alice
         .line_containing("*** #den: owned by alice; operators bob; accounts only")
@@ -533,7 +515,7 @@ async fn irc_sasl(
 #[tokio::test]
 async fn an_irc_user_logs_in_with_sasl_owns_a_room_and_kicks_from_it() {
     let server = Server::start(&["--memory"], &["line", "irc"]).await;
-    let mut alice = line_account(server.addr("line"), "alice").await;
+    let mut alice = Lines::line_account(server.addr("line"), "alice").await;
     alice.send_line("/quit").await;
     while alice.line().await.is_some() {}
 

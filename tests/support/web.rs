@@ -216,6 +216,25 @@ impl Lines<TcpStream> {
         client
     }
 
+    /// A line-door user who registers `nick` (password `NICK's password`) and is
+    /// signed in when this returns.
+    pub async fn line_account(addr: SocketAddr, nick: &str) -> Lines<TcpStream> {
+        let mut client = Lines::line_login(addr, nick).await;
+        client
+            .send_line(&format!("/register {nick}'s password"))
+            .await;
+        client.line_containing("is registered to you").await;
+        client
+    }
+
+    /// A line-door user who logs in to `nick`'s account (made by `line_account`).
+    pub async fn account_login(addr: SocketAddr, nick: &str) -> Lines<TcpStream> {
+        let mut client = Lines::connect(addr).await;
+        client.send_line(&format!("{nick} {nick}'s password")).await;
+        client.line_containing("you are logged in as").await;
+        client
+    }
+
     /// Log in on the JSON door; returns the client and its welcome.
     pub async fn json_login(addr: SocketAddr, nick: &str) -> (Lines<TcpStream>, Value) {
         let mut client = Lines::connect(addr).await;
