@@ -34,7 +34,13 @@ pub enum NickError {
     /// Registered to an account (or looks like a registered name): only its owner,
     /// logged in, may use it.
     Registered,
+    /// A name the server itself answers as ([`RESERVED_NICKS`]).
+    Reserved,
 }
+
+/// Names nobody may take: the server answers to them itself (IRC users register and
+/// log in by writing to NickServ), so whoever held one could collect passwords.
+pub const RESERVED_NICKS: [&str; 1] = ["NickServ"];
 
 impl fmt::Display for NickError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,6 +61,7 @@ impl fmt::Display for NickError {
                 f,
                 "the name is registered; log in to use it, or choose another"
             ),
+            NickError::Reserved => write!(f, "the name is the server's own; choose another"),
         }
     }
 }
@@ -107,6 +114,14 @@ pub fn validate_nick(raw: &str) -> Result<&str, NickError> {
         if !nick_char_allowed(c) {
             return Err(NickError::Disallowed(c));
         }
+    }
+    // Compared as names are (case and look-alike letters folded).
+    let key = nick_key(raw);
+    if RESERVED_NICKS
+        .iter()
+        .any(|reserved| nick_key(reserved) == key)
+    {
+        return Err(NickError::Reserved);
     }
     Ok(raw)
 }
@@ -331,6 +346,15 @@ mod tests {
             })
         );
         assert!(validate_nick(&"가".repeat(MAX_NICK_CHARS)).is_ok());
+        // The server's own names, however spelled.
+        for reserved in ["NickServ", "nickserv", "NICKSERV", "N\u{0456}ckServ"] {
+            assert_eq!(
+                validate_nick(reserved),
+                Err(NickError::Reserved),
+                "{reserved}"
+            );
+        }
+        assert!(validate_nick("NickServ_").is_ok());
     }
 
     #[test]

@@ -816,12 +816,25 @@ async fn chathistory_pages_by_msgid_and_messages_carry_their_tags() {
 }
 
 /// Accounts from IRC: `REGISTER` (draft/account-registration) and NickServ's
-/// `REGISTER` and `IDENTIFY`, answered in each one's words; what is said to NickServ
-/// never reaches a user who took that nick on another door.
+/// `REGISTER` and `IDENTIFY`, answered in each one's words. NickServ is the server:
+/// nobody may take that name (in any case or look-alike letters), so what is said to
+/// it reaches no user.
 #[tokio::test]
 async fn irc_users_register_and_identify_without_another_door() {
     let server = start().await;
-    let mut impostor = Lines::line_login(server.addr("line"), "NickServ").await;
+    let mut impostor = Lines::connect(server.addr("line")).await;
+    impostor.send_line("nickserv").await;
+    impostor
+        .line_containing("the name is the server's own; choose another")
+        .await;
+    let mut irc_impostor = Lines::connect(server.addr("irc")).await;
+    irc_impostor
+        .send_line("NICK NICKSERV\r\nUSER n 0 * :n\r")
+        .await;
+    irc_impostor
+        .line_containing(" 432 * NICKSERV :Erroneous nickname: the name is the server's own")
+        .await;
+    let mut impostor = Lines::line_login(server.addr("line"), "NickServ_").await;
 
     let mut carl = Lines::connect(server.addr("irc")).await;
     carl.send_line("CAP LS 302\r").await;
@@ -876,7 +889,7 @@ async fn irc_users_register_and_identify_without_another_door() {
     back.line_containing(" 330 dora dora dora :is logged in as")
         .await;
 
-    // Nothing said to NickServ reached the user called NickServ.
+    // Nothing said to NickServ reached anyone.
     carl.send_line("PRIVMSG #general :done\r").await;
     loop {
         let line = impostor
