@@ -65,7 +65,11 @@ async fn metric_reaches(server: &Server, series: &str, at_least: f64) -> f64 {
 
 #[tokio::test]
 async fn telemetry_reaches_every_door_and_commands_come_back_answered() {
-    let server = Server::start(&["--operator", "carol"], &["line", "json", "web", "udp"]).await;
+    let server = Server::start(
+        &["--operator", "carol"],
+        &["line", "json", "web", "udp", "irc"],
+    )
+    .await;
     let (mut alice, token) = alice_with_device(&server, "drone7").await;
     let mut bob = Lines::line_login(server.addr("line"), "bob").await;
     bob.send_line("/join #drones").await;
@@ -121,6 +125,13 @@ async fn telemetry_reaches_every_door_and_commands_come_back_answered() {
         (&whois["device"], &whois["door"]),
         (&json!(true), &json!("udp"))
     );
+    // IRC's WHOIS says so too.
+    let mut irc = Lines::connect(server.addr("irc")).await;
+    irc.send_line("NICK erin\r\nUSER e 0 * :e\r\nWHOIS drone7\r")
+        .await;
+    irc.line_containing(" 311 erin drone7 drone7 switchboard * :client")
+        .await;
+    irc.line_containing(" 320 erin drone7 :is a device").await;
 
     // A device obeys its owner and the server operators only.
     bob.send_line("/command drone7 land").await;

@@ -774,6 +774,14 @@ impl IrcRender {
                     info.door
                 );
                 lines.end();
+                if info.device {
+                    // RPL_WHOISSPECIAL: what no other numeric says.
+                    let _ = write!(
+                        lines.reply(320),
+                        "{nick} :is a device (its owner and server operators command it)"
+                    );
+                    lines.end();
+                }
                 if let Some(away) = &info.away {
                     let _ = write!(lines.reply(301), "{nick} :{away}");
                     lines.end();
