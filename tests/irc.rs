@@ -963,3 +963,27 @@ async fn irc_floods_are_delayed_in_order_and_a_persistent_flooder_is_cut_off() {
     nc.line_containing("[nc] after").await;
     server.stop().await;
 }
+
+/// With history on disk a topic outlives the room's last member, and anyone may read
+/// it with TOPIC before joining.
+#[tokio::test]
+async fn a_stored_topic_is_read_while_the_room_is_empty() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data", data.path().to_str().unwrap()]).await;
+    let mut alice = irc_login(&server, "alice").await;
+    alice.send_line("JOIN #empty\r").await;
+    alice.line_containing(" 366 alice #empty ").await;
+    alice.send_line("TOPIC #empty :quiet here\r").await;
+    alice
+        .line_containing(":alice!alice@switchboard TOPIC #empty :quiet here")
+        .await;
+    alice.send_line("PART #empty\r").await;
+    alice.line_containing("PART #empty").await;
+    let mut carol = irc_login(&server, "carol").await;
+    carol.send_line("TOPIC #empty\r").await;
+    carol.line_containing(" 332 carol #empty :quiet here").await;
+    carol
+        .line_containing(" 333 carol #empty alice!alice@switchboard ")
+        .await;
+    server.stop().await;
+}

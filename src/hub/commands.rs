@@ -655,13 +655,15 @@ impl Hub {
         room: Option<String>,
         text: Option<String>,
     ) -> Outcome {
-        let key = self.resolve_room(id, room)?;
-        let name = self.rooms[&key].name.clone();
         let Some(text) = text else {
-            let topic = self.topic_of(&key);
+            // A stored topic is there to read while the room is empty, too.
+            let key = self.moderated_room(id, room)?;
+            let (name, topic) = (self.room_name(&key), self.topic_of(&key));
             self.reply(id, tag, Reply::Topic { room: name, topic });
             return Ok(());
         };
+        let key = self.resolve_room(id, room)?;
+        let name = self.rooms[&key].name.clone();
         self.require_member(id, &key)?;
         self.may_set_topic(id, &key)?;
         let text: Arc<str> = sanitize_text(text.trim()).into();

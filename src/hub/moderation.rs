@@ -266,7 +266,11 @@ impl Hub {
     }
 
     /// The room a moderation request is about: one with members, or one with rules.
-    fn moderated_room(&self, id: ClientId, room: Option<String>) -> Result<String, Refusal> {
+    pub(super) fn moderated_room(
+        &self,
+        id: ClientId,
+        room: Option<String>,
+    ) -> Result<String, Refusal> {
         let key = match room {
             Some(name) => {
                 let name = normalize_room(&name)
@@ -283,7 +287,7 @@ impl Hub {
         }
     }
 
-    fn room_name(&self, key: &str) -> Arc<str> {
+    pub(super) fn room_name(&self, key: &str) -> Arc<str> {
         match (self.rooms.get(key), self.rules.get(key)) {
             (Some(room), _) => room.name.clone(),
             (None, Some(rules)) => rules.name.as_str().into(),
