@@ -290,12 +290,16 @@ pub enum Moderation {
     Invite {
         nick: String,
     },
-    /// Change who may join; `None` leaves that setting as it is. `key`: `Some(Some(k))`
-    /// sets the room's key (`+k`), `Some(None)` takes it off.
+    /// Change who may join, speak and set the topic; `None` leaves that setting as it
+    /// is. `key`: `Some(Some(k))` sets the room's key (`+k`), `Some(None)` takes it
+    /// off. `moderated` (`+m`): only the owner and operators speak. `topic_locked`
+    /// (`+t`): only they set the topic.
     Mode {
         invite_only: Option<bool>,
         registered_only: Option<bool>,
         key: Option<Option<String>>,
+        moderated: Option<bool>,
+        topic_locked: Option<bool>,
     },
     /// Show the room's owner, operators, bans, mutes and modes.
     Rules,
@@ -646,6 +650,11 @@ pub struct RulesView {
     pub has_key: bool,
     /// The key itself: only in the view an operator of the room is given.
     pub key: Option<Arc<str>>,
+    /// Only the owner and operators speak (`+m`).
+    pub moderated: bool,
+    /// Only the owner and operators set the topic (`+t`), as it stands: an owned room
+    /// is locked unless its operators opened it.
+    pub topic_locked: bool,
     pub bans: Vec<RestrictionView>,
     pub mutes: Vec<RestrictionView>,
 }

@@ -96,8 +96,8 @@ async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
 }
 
 /// Moderation from the page: `tests/browser/moderate.mjs` signs in as alice, makes a
-/// room (she owns it), and mutes, lists the rules for, kicks and bans bob, a guest on
-/// the line door, who sees each of it.
+/// room (she owns it), and mutes, lists the rules for, sets the modes of (`+m-t`),
+/// kicks and bans bob, a guest on the line door, who sees each of it.
 #[tokio::test]
 async fn the_page_moderates_a_room_it_owns() {
     let server = Server::start(&[], &["line", "web"]).await;
@@ -116,6 +116,11 @@ async fn the_page_moderates_a_room_it_owns() {
     bob.line_containing("error: you are muted in #den").await;
     go_on(&mut node).await;
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("RULES"));
+    assert_eq!(next_step(&mut steps).await.as_deref(), Some("MODES"));
+    bob.line_containing(
+        "* alice made the room moderated (only its operators speak) and let members set the topic",
+    )
+    .await;
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("BANNED"));
     bob.line_containing("*** bob left #den (kicked by alice: bye now)")
         .await;

@@ -3,7 +3,9 @@
 //! line, JSON and IRC doors (475 on IRC, `JOIN #a,#b k1,k2` pairing keys with
 //! channels by position), is shown only to operators, and survives a restart; a
 //! topic outlives the room emptying and a restart, and its stored row goes when it
-//! is cleared.
+//! is cleared; a moderated room (`+m`) hears only its owner and operators (404 on
+//! IRC), and its topic lock (`+t`, on by default in an owned room) is a mode that
+//! `-t` opens to members (482 on IRC when locked), both kept across a restart.
 
 mod support;
 
@@ -143,7 +145,7 @@ async fn irc_joins_give_keys_by_position_and_get_475_without_them() {
 
     let mut irc = irc_guest(server.addr("irc"), "ircguest").await;
     let isupport = irc_isupport(server.addr("irc")).await;
-    assert!(isupport.contains(" CHANMODES=b,k,,iR "), "{isupport}");
+    assert!(isupport.contains(" CHANMODES=b,k,,imRt "), "{isupport}");
     irc.send_raw(b"JOIN #a\r\n").await;
     let refused = irc.line_containing(" 475 ").await;
     assert!(
@@ -159,10 +161,11 @@ async fn irc_joins_give_keys_by_position_and_get_475_without_them() {
     irc.send_raw(b"JOIN #b k2\r\n").await;
     irc.line_containing(":ircguest!ircguest@switchboard JOIN #b")
         .await;
-    // MODE shows +k, with a * for the key: ircguest is no operator.
+    // MODE shows +k, with a * for the key: ircguest is no operator (and +t: only
+    // operators set an owned room's topic).
     irc.send_raw(b"MODE #b\r\n").await;
     let modes = irc.line_containing(" 324 ").await;
-    assert!(modes.ends_with(" #b +k *"), "{modes}");
+    assert!(modes.ends_with(" #b +tk *"), "{modes}");
     // Nor may it change the key.
     irc.send_raw(b"MODE #b -k k2\r\n").await;
     let refused = irc.line_containing(" 482 ").await;
@@ -172,7 +175,7 @@ async fn irc_joins_give_keys_by_position_and_get_475_without_them() {
     let mut owner = irc_sasl(server.addr("irc"), "alice", "alice's password").await;
     owner.send_raw(b"MODE #b +k New-Key\r\nMODE #b\r\n").await;
     let modes = owner.line_containing(" 324 ").await;
-    assert!(modes.ends_with(" #b +k New-Key"), "{modes}");
+    assert!(modes.ends_with(" #b +tk New-Key"), "{modes}");
     // (Signing in over IRC took alice's name from her line session.)
     drop(alice);
     irc.line_containing("changed the room's key").await;
@@ -306,6 +309,137 @@ async fn a_kept_topic_does_not_keep_an_account_from_owning_the_room_it_makes_ane
     ann.line_containing("*** ann joined #cafe").await;
     ann.send_line("/topic #cafe closed").await;
     ann.line_containing("error: only #cafe's owner and operators set its topic")
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_moderated_room_hears_only_its_operators_and_its_topic_lock_is_a_mode_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let args = ["--data", data.as_str()];
+    let server = Server::start(&args, &["line", "irc"]).await;
+    let line = server.addr("line");
+
+    // alice owns #den and makes carol an operator; bob (line) and ircguest are guests.
+    let mut alice = line_account(line, "alice").await;
+    alice.send_line("/join #den").await;
+    alice.line_containing("alice joined #den").await;
+    let mut carol = line_account(line, "carol").await;
+    carol.send_line("/join #den").await;
+    alice.line_containing("carol joined #den").await;
+    alice.send_line("/op #den carol").await;
+    alice
+        .line_containing("* alice made carol an operator")
+        .await;
+    let mut bob = Lines::line_login(line, "bob").await;
+    bob.send_line("/join #den").await;
+    bob.line_containing("*** bob joined #den").await;
+    let mut irc = irc_guest(server.addr("irc"), "ircguest").await;
+    irc.send_raw(b"JOIN #den\r\n").await;
+    irc.line_containing(":ircguest!ircguest@switchboard JOIN #den")
+        .await;
+
+    // +m: the guests are refused (muted: IRC's 404, with the channel), the operator
+    // and the owner still speak.
+    alice.send_line("/mode #den +m").await;
+    bob.line_containing("* alice made the room moderated (only its operators speak)")
+        .await;
+    bob.send_line("may I?").await;
+    bob.line_containing(
+        "error: #den is moderated (+m): only its owner and operators (or a server operator) \
+         may speak there",
+    )
+    .await;
+    irc.send_raw(b"PRIVMSG #den :and I?\r\n").await;
+    let refused = irc.line_containing(" 404 ").await;
+    assert!(
+        refused.contains(" 404 ircguest #den :#den is moderated (+m)"),
+        "{refused}"
+    );
+    carol.send_line("operators still speak").await;
+    bob.line_containing("[carol] operators still speak").await;
+    irc.line_containing("PRIVMSG #den :operators still speak")
+        .await;
+    alice.send_line("/rules #den").await;
+    alice
+        .line_containing(
+            "*** #den: owned by alice; operators carol; open to all; moderated (+m); topic \
+             locked (+t)",
+        )
+        .await;
+    irc.send_raw(b"MODE #den\r\n").await;
+    let modes = irc.line_containing(" 324 ").await;
+    assert!(modes.ends_with(" #den +mt"), "{modes}");
+
+    // -m: the guest speaks again. The topic is still the operators' (+t, the default
+    // in an owned room) until -t opens it to members.
+    alice.send_line("/mode #den -m").await;
+    bob.line_containing("* alice let everyone speak again")
+        .await;
+    bob.send_line("thanks").await;
+    alice.line_containing("[bob] thanks").await;
+    bob.send_line("/topic #den bob's topic").await;
+    bob.line_containing("error: only #den's owner and operators set its topic (+t)")
+        .await;
+    alice.send_line("/mode #den -t").await;
+    bob.line_containing("* alice let members set the topic")
+        .await;
+    bob.send_line("/topic #den bob's topic").await;
+    alice
+        .line_containing("*** bob set the topic of #den: bob's topic")
+        .await;
+    irc.send_raw(b"MODE #den\r\n").await;
+    let modes = irc.line_containing(" 324 ").await;
+    assert!(modes.ends_with(" #den +"), "{modes}");
+    // Kept moderated with an open topic, over the restart.
+    irc.send_raw(b"MODE #den +m\r\n").await;
+    irc.line_containing(" 482 ").await;
+    alice.send_line("/mode #den +m").await;
+    bob.line_containing("* alice made the room moderated").await;
+    server.stop().await;
+
+    let server = Server::start(&args, &["line", "irc"]).await;
+    let line = server.addr("line");
+    let mut alice = line_login(line, "alice").await;
+    alice.send_line("/join #den").await;
+    alice.line_containing("alice joined #den").await;
+    alice.send_line("/rules #den").await;
+    let rules = alice
+        .line_containing("*** #den: owned by alice; operators carol; open to all; moderated (+m)")
+        .await;
+    assert!(!rules.contains("topic locked"), "{rules}");
+    let mut bob = Lines::line_login(line, "bob").await;
+    bob.send_line("/join #den").await;
+    bob.line_containing("*** bob joined #den").await;
+    bob.send_line("still moderated?").await;
+    bob.line_containing("error: #den is moderated (+m)").await;
+    alice.send_line("/mode #den -m").await;
+    bob.line_containing("* alice let everyone speak again")
+        .await;
+    bob.send_line("/topic #den an open topic").await;
+    alice
+        .line_containing("*** bob set the topic of #den: an open topic")
+        .await;
+
+    // +t locks it again: IRC's TOPIC is refused with 482 and the channel.
+    let mut irc = irc_guest(server.addr("irc"), "ircguest").await;
+    irc.send_raw(b"JOIN #den\r\n").await;
+    irc.line_containing(":ircguest!ircguest@switchboard JOIN #den")
+        .await;
+    alice.send_line("/mode #den +t").await;
+    irc.line_containing("locked the topic (only operators set it)")
+        .await;
+    irc.send_raw(b"TOPIC #den :mine now\r\nMODE #den\r\n").await;
+    let refused = irc.line_containing(" 482 ").await;
+    assert!(
+        refused.contains(" 482 ircguest #den :only #den's owner and operators set its topic (+t)"),
+        "{refused}"
+    );
+    let modes = irc.line_containing(" 324 ").await;
+    assert!(modes.ends_with(" #den +t"), "{modes}");
+    bob.send_line("/topic #den bob again").await;
+    bob.line_containing("error: only #den's owner and operators set its topic (+t)")
         .await;
     server.stop().await;
 }

@@ -267,7 +267,9 @@
     const ops = (message.operators || []).length ? `; operators ${message.operators.join(', ')}` : '';
     const key = message.key ? `key ${message.key}` : message.has_key && 'needs a key';
     const modes = [message.invite_only && 'invite-only', message.registered_only && 'accounts only', key].filter(Boolean).join(', ') || 'open to all';
-    addNotice(current, `${message.room}: ${who}${ops}; ${modes}`);
+    // Who may speak and set the topic, only where it is not everyone (as the line door says it).
+    const speech = (message.moderated ? '; moderated (+m)' : '') + (message.topic_locked ? '; topic locked (+t)' : '');
+    addNotice(current, `${message.room}: ${who}${ops}; ${modes}${speech}`);
     const until = (item) => item.expires ? ` until ${new Date(item.expires).toLocaleString()}` : '';
     const why = (item) => item.reason ? ` (${item.reason})` : '';
     for (const ban of message.bans || []) addNotice(current, `banned: ${ban.target} by ${ban.by}${until(ban)}${why(ban)}`);
@@ -597,19 +599,25 @@
           request = { type: 'moderate', action, room };
           const changes = rest.split(' ').filter(Boolean);
           while (changes.length) {
-            const change = changes.shift();
-            const on = !change.startsWith('-');
-            if (change.includes('i')) request.invite_only = on;
-            if (/[rR]/.test(change)) request.registered_only = on;
-            // +k KEY sets the room's key, -k takes it off.
-            if (change.includes('k')) request.key = on ? (changes.shift() || '') : null;
+            // Letter by letter, as the line door and IRC read them: `+mt`, `+k-t KEY`.
+            let on = true;
+            for (const letter of changes.shift()) {
+              if (letter === '+' || letter === '-') on = letter === '+';
+              else if (letter === 'i') request.invite_only = on;
+              else if (letter === 'r' || letter === 'R') request.registered_only = on;
+              // +k KEY sets the room's key, -k takes it off.
+              else if (letter === 'k') request.key = on ? (changes.shift() || '') : null;
+              // +m: only operators speak; +t: only operators set the topic.
+              else if (letter === 'm') request.moderated = on;
+              else if (letter === 't') request.topic_locked = on;
+            }
           }
         } else if (first) {
           request = { type: 'moderate', action, room, nick: first };
           if (action === 'kick' && words.length) request.reason = words.join(' ');
         }
         if (request) send(request);
-        else addItem(current, { kind: 'error', text: `usage: /${action} NAME (see /rules, /ban TARGET [DURATION] [reason], /mode +i -r +k KEY)` });
+        else addItem(current, { kind: 'error', text: `usage: /${action} NAME (see /rules, /ban TARGET [DURATION] [reason], /mode +i -r +k KEY +m -t)` });
         return;
       }
       case 'kill': {

@@ -1539,6 +1539,123 @@ mod tests {
     }
 
     #[test]
+    fn a_moderated_room_hears_only_its_moderators_and_an_open_topic_is_any_speakers() {
+        let mut test = TestHub::settled(&["ann", "bob", "cat"]);
+        // ann owns the room and cat operates it (accounts both); bob is a guest.
+        let named = |name: &str| rules::Named {
+            key: name.into(),
+            name: name.into(),
+        };
+        for (id, name) in [(1, "ann"), (3, "cat")] {
+            test.hub.clients.get_mut(&id).unwrap().account = Some(crate::chat::Account {
+                key: name.into(),
+                name: name.into(),
+            });
+        }
+        test.hub.rules.insert(
+            "#lobby".into(),
+            rules::RoomRules {
+                name: "#lobby".into(),
+                owner: Some(named("ann")),
+                operators: vec![named("cat")],
+                ..rules::RoomRules::default()
+            },
+        );
+        let mode = |moderated: Option<bool>, topic_locked: Option<bool>| Request::Moderate {
+            room: None,
+            action: crate::chat::Moderation::Mode {
+                invite_only: None,
+                registered_only: None,
+                key: None,
+                moderated,
+                topic_locked,
+            },
+        };
+        let topic = |text: &str| Request::Topic {
+            room: None,
+            text: Some(text.into()),
+        };
+
+        test.request(1, mode(Some(true), None));
+        test.say(2, "may I?");
+        test.say(3, "operators may");
+        test.say(1, "and owners");
+        test.flush();
+        let heard = test.take(2).concat();
+        assert!(
+            heard.contains("#lobby ann: made the room moderated (only its operators speak)\n"),
+            "{heard}"
+        );
+        assert!(
+            heard.contains(
+                "error #lobby is moderated (+m): only its owner and operators (or a server \
+                 operator) may speak there\n"
+            ),
+            "{heard}"
+        );
+        assert!(!heard.contains("may I?"), "{heard}");
+        assert!(heard.contains("#lobby cat: operators may\n"), "{heard}");
+        assert!(heard.contains("#lobby ann: and owners\n"), "{heard}");
+        assert!(test.hub.rules["#lobby"].moderated);
+
+        // The topic is locked by default in an owned room (+t)...
+        test.request(1, mode(Some(false), None));
+        test.request(2, topic("bob's topic"));
+        test.flush();
+        let refused = test.take(2).concat();
+        assert!(
+            refused.contains("error only #lobby's owner and operators set its topic (+t)\n"),
+            "{refused}"
+        );
+        // ...-t opens it to members who may speak, and +m closes it again for them...
+        test.request(1, mode(None, Some(false)));
+        test.request(2, topic("bob's topic"));
+        test.flush();
+        let opened = test.take(2).concat();
+        assert!(
+            opened.contains("#lobby ann: let members set the topic\n"),
+            "{opened}"
+        );
+        assert!(
+            opened.contains("bob topic #lobby: bob's topic\n"),
+            "{opened}"
+        );
+        test.request(1, mode(Some(true), None));
+        test.request(2, topic("again"));
+        test.flush();
+        assert!(test
+            .take(2)
+            .concat()
+            .contains("error #lobby is moderated (+m)"));
+        // ...and +t locks it again (the default: nothing kept for it).
+        test.request(1, mode(Some(false), Some(true)));
+        test.request(2, topic("again"));
+        test.request(3, topic("cat's topic"));
+        test.flush();
+        let locked = test.take(2).concat();
+        assert!(
+            locked.contains(
+                "#lobby ann: let everyone speak again and locked the topic (only operators \
+                 set it)\n"
+            ),
+            "{locked}"
+        );
+        assert!(locked.contains("error only #lobby's owner and operators set its topic (+t)"));
+        assert!(
+            locked.contains("cat topic #lobby: cat's topic\n"),
+            "{locked}"
+        );
+        assert_eq!(test.hub.rules["#lobby"].topic_lock, None);
+        // A guest cannot change either mode.
+        test.request(2, mode(None, Some(false)));
+        test.flush();
+        assert!(test
+            .take(2)
+            .concat()
+            .contains("error only #lobby's owner and operators"));
+    }
+
+    #[test]
     fn joiners_and_leavers_get_exactly_the_lines_of_their_membership() {
         let mut test = TestHub::settled(&["ann", "bob"]);
         test.say(1, "before cat");

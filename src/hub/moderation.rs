@@ -1,7 +1,7 @@
 //! Moderation on the hub: who may join, speak and set a topic in a moderated room,
 //! and the owner's, operators' and server operators' requests (kick, ban, mute, op,
-//! invite, modes and keys, kill). Every change is announced to the room as an action message
-//! from the moderator (kept in history like any message, with the details under
+//! invite, modes and keys, kill). Every change is announced to the room as an action
+//! message from the moderator (kept in history like any message, with the details under
 //! `data.moderation`), counted, and handed to the store so it survives restarts.
 
 use std::net::IpAddr;
@@ -112,20 +112,29 @@ impl Hub {
         Ok(())
     }
 
-    /// May `id`, a member, speak in room `key`?
+    /// May `id`, a member, speak in room `key` (say, act, notice, send telemetry)? Not
+    /// if it is muted there, nor in a moderated room (`+m`) unless it moderates it;
+    /// both are `muted`, the refusal a client already knows for "you may not speak".
     pub(super) fn may_speak(&self, id: ClientId, key: &str) -> Outcome {
         let Some(rules) = self.rules.get(key) else {
             return Ok(());
         };
         let client = &self.clients[&id];
         let account = client.account.as_ref().map(|a| &*a.key);
-        match rules.mute_of(account, client.address) {
-            Some(mute) if self.rank(id, key) < Rank::Operator => {
-                let why = format!("you are muted in {}{}", rules.name, mute.explain());
-                Err(Refusal::new(ErrorCode::Muted, why).about(&rules.name))
-            }
-            _ => Ok(()),
+        let mute = rules.mute_of(account, client.address);
+        // The rank is looked up only when something would hold the speaker back.
+        if (mute.is_none() && !rules.moderated) || self.rank(id, key) >= Rank::Operator {
+            return Ok(());
         }
+        let why = match mute {
+            Some(mute) => format!("you are muted in {}{}", rules.name, mute.explain()),
+            None => format!(
+                "{} is moderated (+m): only its owner and operators (or a server operator) \
+                 may speak there",
+                rules.name
+            ),
+        };
+        Err(Refusal::new(ErrorCode::Muted, why).about(&rules.name))
     }
 
     /// `id` just joined room `key`: an invitation it came in with is used up (as on
@@ -190,13 +199,18 @@ impl Hub {
         }
     }
 
-    /// In a room with an owner only its operators set the topic; elsewhere any member.
+    /// In a room whose topic is locked (`+t`: by default, a room with an owner) only
+    /// its operators set the topic; elsewhere any member who may speak.
     pub(super) fn may_set_topic(&self, id: ClientId, key: &str) -> Outcome {
-        // The muted may not speak through the topic either.
+        // The muted may not speak through the topic either, nor anyone in a moderated
+        // room who may not speak there.
         self.may_speak(id, key)?;
         match self.rules.get(key) {
-            Some(rules) if rules.owner.is_some() && self.rank(id, key) < Rank::Operator => {
-                let why = format!("only {}'s owner and operators set its topic", rules.name);
+            Some(rules) if rules.topic_locked() && self.rank(id, key) < Rank::Operator => {
+                let why = format!(
+                    "only {}'s owner and operators set its topic (+t)",
+                    rules.name
+                );
                 Err(Refusal::new(ErrorCode::NotOperator, why).about(&rules.name))
             }
             _ => Ok(()),
@@ -446,7 +460,16 @@ impl Hub {
                 invite_only,
                 registered_only,
                 key: room_key,
-            } => self.set_modes(&key, invite_only, registered_only, room_key),
+                moderated,
+                topic_locked,
+            } => self.set_modes(
+                &key,
+                invite_only,
+                registered_only,
+                room_key,
+                moderated,
+                topic_locked,
+            ),
         };
         let done = match done {
             Ok(done) => done,
@@ -766,10 +789,17 @@ impl Hub {
         invite_only: Option<bool>,
         registered_only: Option<bool>,
         room_key: Option<Option<String>>,
+        moderated: Option<bool>,
+        topic_locked: Option<bool>,
     ) -> Result<Done, Refusal> {
-        if invite_only.is_none() && registered_only.is_none() && room_key.is_none() {
-            let why = "say which: invite-only (+i/-i), accounts-only (+r/-r) and/or a key \
-                       (+k KEY/-k)";
+        if invite_only.is_none()
+            && registered_only.is_none()
+            && room_key.is_none()
+            && moderated.is_none()
+            && topic_locked.is_none()
+        {
+            let why = "say which: invite-only (+i/-i), accounts-only (+r/-r), a key \
+                       (+k KEY/-k), moderated (+m/-m) and/or the topic lock (+t/-t)";
             return Err(Refusal::new(ErrorCode::BadRequest, why));
         }
         if let Some(problem) = room_key
@@ -806,10 +836,28 @@ impl Hub {
             });
             rules.key = room_key;
         }
+        if let Some(on) = moderated {
+            rules.moderated = on;
+            said.push(if on {
+                "made the room moderated (only its operators speak)"
+            } else {
+                "let everyone speak again"
+            });
+        }
+        if let Some(on) = topic_locked {
+            rules.lock_topic(on);
+            said.push(if on {
+                "locked the topic (only operators set it)"
+            } else {
+                "let members set the topic"
+            });
+        }
         let detail = json!({
             "invite_only": rules.invite_only,
             "registered_only": rules.registered_only,
             "has_key": rules.key.is_some(),
+            "moderated": rules.moderated,
+            "topic_locked": rules.topic_locked(),
         });
         Ok(Done::new("mode", said.join(" and "), detail))
     }

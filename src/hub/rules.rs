@@ -1,8 +1,9 @@
 //! A room's stored settings, pure: who owns it and operates it, who is banned or
 //! muted (by account or address mask, with an optional expiry), who is invited, who
-//! may join (invite-only, accounts-only, a key), and its topic. The hub keeps one per
-//! moderated room or room with a topic (it outlives the room's members) and the
-//! history store keeps it as JSON, so settings survive restarts.
+//! may join (invite-only, accounts-only, a key), who may speak (moderated) and set the
+//! topic (topic lock), and its topic. The hub keeps one per moderated room or room
+//! with a topic (it outlives the room's members) and the history store keeps it as
+//! JSON, so settings survive restarts.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -232,6 +233,16 @@ pub struct RoomRules {
     /// the room's operators, and never logged. Older rows have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Only the owner, operators and server operators speak (`+m`). Older rows: off.
+    #[serde(default)]
+    pub moderated: bool,
+    /// Who sets the topic (`+t`), where it differs from the default
+    /// ([`RoomRules::topic_locked`]): `Some(false)` opens an owned room's topic to its
+    /// members, `Some(true)` locks a room without an owner. Kept as a difference, not
+    /// as the setting, so rows stored before the mode existed (none) behave as they
+    /// did, and a room back at its defaults has nothing to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_lock: Option<bool>,
     /// Accounts let into an invite-only room.
     pub invited: Vec<Named>,
     /// Guests let in, for as long as they are connected (a guest's name is anyone's
@@ -311,6 +322,18 @@ impl RoomRules {
         self.mutes
             .iter()
             .find(|mute| mute.live(now) && mute.mask.matches(account, address))
+    }
+
+    /// Only the owner and operators set the topic (`+t`): by default in a room with an
+    /// owner (it was always so there), not in one without (anyone sets the topic of a
+    /// guest's room), unless an operator chose otherwise.
+    pub fn topic_locked(&self) -> bool {
+        self.topic_lock.unwrap_or(self.owner.is_some())
+    }
+
+    /// Lock (`+t`) or open (`-t`) the topic, kept as a difference from the default.
+    pub fn lock_topic(&mut self, locked: bool) {
+        self.topic_lock = (locked != self.owner.is_some()).then_some(locked);
     }
 
     /// Does `given` open the room? Any key opens a room without one.
@@ -419,6 +442,8 @@ impl RoomRules {
             && !self.invite_only
             && !self.registered_only
             && self.key.is_none()
+            && !self.moderated
+            && self.topic_lock.is_none()
             && self.invited.is_empty()
     }
 
@@ -443,6 +468,8 @@ impl RoomRules {
             registered_only: self.registered_only,
             has_key: self.key.is_some(),
             key: self.key.as_deref().filter(|_| show_key).map(Into::into),
+            moderated: self.moderated,
+            topic_locked: self.topic_locked(),
             bans: live(&self.bans),
             mutes: live(&self.mutes),
         }
@@ -587,6 +614,61 @@ mod tests {
         assert_eq!(old.key, None);
         assert_eq!(old.topic, None);
         assert!(old.registered_only);
+        // ... and, stored before +m and +t, is not moderated and keeps the topic as it
+        // was: locked in an owned room, open in one without an owner.
+        assert!(!old.moderated && !old.topic_locked());
+        let owned: RoomRules = serde_json::from_str(
+            r##"{"name":"#den","owner":{"key":"allce","name":"alice"},"operators":[],
+                "bans":[],"mutes":[],"invite_only":false,"registered_only":false,
+                "key":"sesame","invited":[]}"##,
+        )
+        .unwrap();
+        assert!(!owned.moderated && owned.topic_locked());
+        assert_eq!(owned.topic_lock, None);
+    }
+
+    #[test]
+    fn moderated_and_topic_lock_are_kept_and_the_lock_as_a_difference_from_the_default() {
+        let mut rules = RoomRules {
+            name: "#den".into(),
+            owner: Some(Named {
+                key: "allce".into(),
+                name: "alice".into(),
+            }),
+            moderated: true,
+            ..RoomRules::default()
+        };
+        assert!(rules.topic_locked() && rules.view(false).topic_locked);
+        assert!(rules.view(false).moderated);
+        // -t opens an owned room's topic; +t is its default again, nothing to keep.
+        rules.lock_topic(false);
+        assert_eq!(rules.topic_lock, Some(false));
+        assert!(!rules.topic_locked() && !rules.view(false).topic_locked);
+        let text = serde_json::to_string(&rules).unwrap();
+        assert!(text.contains(r#""moderated":true"#), "{text}");
+        assert!(text.contains(r#""topic_lock":false"#), "{text}");
+        let back: RoomRules = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, rules);
+        rules.lock_topic(true);
+        assert_eq!(rules.topic_lock, None);
+        assert!(rules.topic_locked());
+        assert!(!serde_json::to_string(&rules)
+            .unwrap()
+            .contains("topic_lock"));
+
+        // A room without an owner: open by default, +t locks it (for server operators),
+        // and either mode alone is moderation worth keeping.
+        let mut guests = RoomRules {
+            name: "#cafe".into(),
+            ..RoomRules::default()
+        };
+        assert!(!guests.topic_locked() && guests.is_empty());
+        guests.lock_topic(true);
+        assert!(guests.topic_locked() && !guests.is_unmoderated());
+        guests.lock_topic(false);
+        assert!(guests.is_empty());
+        guests.moderated = true;
+        assert!(!guests.is_unmoderated());
     }
 
     #[test]

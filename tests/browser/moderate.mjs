@@ -3,8 +3,9 @@
 // SCREENSHOT_DIR`. The Rust side has registered `alice`; this script signs in as
 // her, makes #den (she owns it), waits for bob (a line-door guest) to join, mutes
 // him for 10 minutes, waits for GO on stdin (the Rust side has seen bob refused),
-// shows the room's rules, kicks him and bans his address. It
-// prints OWNER, MUTED, RULES and BANNED as it goes; the Rust side checks what bob saw.
+// shows the room's rules, makes the room moderated with an open topic (/mode +m-t),
+// kicks him and bans his address. It prints OWNER, MUTED, RULES, MODES and BANNED as
+// it goes; the Rust side checks what bob saw.
 import { join } from 'node:path';
 import { WAIT, say as sayOn, signIn, waitForGo, withPage } from './launch.mjs';
 
@@ -29,6 +30,15 @@ await withPage('moderate.mjs', async (page, url, screenshots, problems) => {
   await page.locator('#messages li', { hasText: '#den: owned by alice; open to all' }).waitFor(WAIT);
   await page.locator('#messages li', { hasText: 'muted: bob (guest) by alice' }).waitFor(WAIT);
   console.log('RULES');
+
+  // The room's modes from the page's /mode, letter by letter: moderated, topic open.
+  await say('/mode +m-t');
+  await page.locator('#messages li.moderation', { hasText: 'made the room moderated (only its operators speak) and let members set the topic' }).waitFor(WAIT);
+  await say('/rules');
+  const modes = page.locator('#messages li', { hasText: '#den: owned by alice; open to all; moderated (+m)' });
+  await modes.waitFor(WAIT);
+  if (/topic locked/.test(await modes.textContent())) throw new Error('the topic is still locked');
+  console.log('MODES');
 
   await say('/kick bob bye now');
   await page.locator('#messages li', { hasText: 'kicked bob (bye now)' }).waitFor(WAIT);

@@ -261,8 +261,9 @@ impl Default for IrcProtocol {
 
 /// `:switchboard NUMERIC * rest` as one line.
 /// The moderation a channel `MODE` asks for, in order: `+i`/`-i` (invite-only),
-/// `+R`/`-R` (accounts only), `+k KEY`/`-k` (a key to join), `+b MASK`/`-b MASK`,
-/// `+o NICK`/`-o NICK`, combined as in `+ikb-o KEY MASK NICK`. `-k` takes an argument
+/// `+R`/`-R` (accounts only), `+k KEY`/`-k` (a key to join), `+m`/`-m` (moderated:
+/// only operators speak), `+t`/`-t` (only operators set the topic), `+b MASK`/`-b
+/// MASK`, `+o NICK`/`-o NICK`, combined as in `+ikb-o KEY MASK NICK` or `+ik-t KEY`. `-k` takes an argument
 /// too (CHANMODES type B: clients send the old key), which is skipped; `+k` without
 /// one does nothing, as `+b` without one. `Err`: a mode letter this server does not
 /// know.
@@ -270,12 +271,15 @@ fn channel_modes(modes: &str, arguments: &[&str]) -> Result<Vec<Moderation>, cha
     let mut arguments = arguments.iter();
     let (mut on, mut actions) = (true, Vec::new());
     let (mut invite_only, mut registered_only, mut key) = (None, None, None);
+    let (mut moderated, mut topic_locked) = (None, None);
     for letter in modes.chars() {
         match letter {
             '+' => on = true,
             '-' => on = false,
             'i' => invite_only = Some(on),
             'R' | 'r' => registered_only = Some(on),
+            'm' => moderated = Some(on),
+            't' => topic_locked = Some(on),
             'k' => match arguments.next() {
                 Some(given) if on => key = Some(Some((*given).to_owned())),
                 None if on => {}
@@ -308,13 +312,20 @@ fn channel_modes(modes: &str, arguments: &[&str]) -> Result<Vec<Moderation>, cha
             other => return Err(other),
         }
     }
-    if invite_only.is_some() || registered_only.is_some() || key.is_some() {
+    if invite_only.is_some()
+        || registered_only.is_some()
+        || key.is_some()
+        || moderated.is_some()
+        || topic_locked.is_some()
+    {
         actions.insert(
             0,
             Moderation::Mode {
                 invite_only,
                 registered_only,
                 key,
+                moderated,
+                topic_locked,
             },
         );
     }
@@ -889,7 +900,7 @@ impl IrcProtocol {
                     }
                     Err(mode) => steps.push(numeric(
                         472,
-                        &format!("{mode} :is not a mode this server knows (i, R, k, b, o)"),
+                        &format!("{mode} :is not a mode this server knows (i, m, R, t, k, b, o)"),
                     )),
                 },
                 [] => steps.push(numeric(461, "MODE :Not enough parameters")),
@@ -1159,7 +1170,9 @@ mod tests {
                 Moderation::Mode {
                     invite_only: Some(true),
                     registered_only: None,
-                    key: None
+                    key: None,
+                    moderated: None,
+                    topic_locked: None
                 },
                 Moderation::Ban {
                     target: "account:mallory".into(),
@@ -1174,14 +1187,52 @@ mod tests {
             Ok(vec![Moderation::Mode {
                 invite_only: None,
                 registered_only: Some(false),
-                key: None
+                key: None,
+                moderated: None,
+                topic_locked: None
             }])
+        );
+        // +m and +t are flags, combined with the others: `+ik-t KEY`.
+        assert_eq!(
+            channel_modes("+mt", &[]),
+            Ok(vec![Moderation::Mode {
+                invite_only: None,
+                registered_only: None,
+                key: None,
+                moderated: Some(true),
+                topic_locked: Some(true)
+            }])
+        );
+        assert_eq!(
+            channel_modes("+ik-t", &["Sesame"]),
+            Ok(vec![Moderation::Mode {
+                invite_only: Some(true),
+                registered_only: None,
+                key: Some(Some("Sesame".into())),
+                moderated: None,
+                topic_locked: Some(false)
+            }])
+        );
+        assert_eq!(
+            channel_modes("-m+o", &["bob"]),
+            Ok(vec![
+                Moderation::Mode {
+                    invite_only: None,
+                    registered_only: None,
+                    key: None,
+                    moderated: Some(false),
+                    topic_locked: None
+                },
+                Moderation::Op { nick: "bob".into() }
+            ])
         );
         // +k takes the key; -k takes (and skips) one; +k without one does nothing.
         let key = |key: Option<Option<&str>>| Moderation::Mode {
             invite_only: None,
             registered_only: None,
             key: key.map(|key| key.map(Into::into)),
+            moderated: None,
+            topic_locked: None,
         };
         assert_eq!(
             channel_modes("+ko", &["Sesame", "bob"]),

@@ -288,7 +288,7 @@ fn isupport_tokens() -> String {
     use crate::text::MAX_KEY_CHARS;
     format!(
         "CASEMAPPING=ascii CHANTYPES=# NICKLEN={MAX_NICK_CHARS} CHANNELLEN={MAX_ROOM_CHARS} \
-         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} KEYLEN={MAX_KEY_CHARS} PREFIX=() CHANMODES=b,k,,iR TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard \
+         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} KEYLEN={MAX_KEY_CHARS} PREFIX=() CHANMODES=b,k,,imRt TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard \
          CHATHISTORY={CHATHISTORY_LIMIT} MSGREFTYPES=timestamp,msgid"
     )
 }
@@ -475,7 +475,7 @@ impl IrcRender {
                 lines.end();
                 let _ = write!(
                     lines.numeric(4, nick),
-                    "{SERVER_NAME} switchboard-{version} i bikRo bko"
+                    "{SERVER_NAME} switchboard-{version} i bikmoRt bko"
                 );
                 lines.end();
                 let _ = write!(
@@ -835,11 +835,19 @@ impl IrcRender {
             Reply::Rules(rules) => {
                 let room = &rules.room;
                 let mut modes = String::from("+");
+                // Flags in CHANMODES' order (imRt), then the key, whose argument
+                // follows.
                 if rules.invite_only {
                     modes.push('i');
                 }
+                if rules.moderated {
+                    modes.push('m');
+                }
                 if rules.registered_only {
                     modes.push('R');
+                }
+                if rules.topic_locked {
+                    modes.push('t');
                 }
                 // The key only for the room's operators (the hub leaves it out of
                 // anyone else's view); others see that there is one.
@@ -1237,6 +1245,47 @@ mod tests {
         assert!(welcome.starts_with(":switchboard 001 bob :Welcome"));
         assert!(welcome.contains(&format!(":switchboard 372 bob :- {BUILT_IN_MOTD}\r\n")));
         assert!(welcome.contains("CASEMAPPING=ascii CHANTYPES=# NICKLEN=32"));
+        // The channel modes: 004 lists them all (and those with a parameter), 005's
+        // CHANMODES sorts them by kind, in at most 13 tokens.
+        assert!(welcome.contains(" i bikmoRt bko\r\n"), "{welcome}");
+        let isupport = welcome.lines().find(|line| line.contains(" 005 ")).unwrap();
+        assert!(isupport.contains(" CHANMODES=b,k,,imRt "), "{isupport}");
+        let (tokens, _trailing) = isupport.split_once(" :").unwrap();
+        assert!(tokens.split(' ').skip(3).count() <= 13, "{isupport}");
+    }
+
+    #[test]
+    fn channel_modes_come_in_324_in_a_stable_order_with_the_key_last() {
+        let rules = |moderated, topic_locked, key: Option<&str>| {
+            render(&Event::Reply {
+                tag: None,
+                reply: Reply::Rules(Arc::new(crate::chat::RulesView {
+                    room: "#den".into(),
+                    owner: None,
+                    operators: Vec::new(),
+                    invite_only: true,
+                    registered_only: true,
+                    has_key: true,
+                    key: key.map(Into::into),
+                    moderated,
+                    topic_locked,
+                    bans: Vec::new(),
+                    mutes: Vec::new(),
+                })),
+            })
+        };
+        assert_eq!(
+            rules(true, true, Some("Sesame")),
+            ":switchboard 324 * #den +imRtk Sesame\r\n"
+        );
+        assert_eq!(
+            rules(false, true, None),
+            ":switchboard 324 * #den +iRtk *\r\n"
+        );
+        assert_eq!(
+            rules(true, false, None),
+            ":switchboard 324 * #den +imRk *\r\n"
+        );
     }
 
     #[test]

@@ -119,7 +119,6 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// `true`, `false`, or absent (`None`).
     /// A setting that can be cleared: absent leaves it (`None`), `null` clears it
     /// (`Some(None)`), a string sets it.
     fn set_or_clear(&self, name: &str) -> Result<Option<Option<String>>, Refusal> {
@@ -134,6 +133,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// `true`, `false`, or absent (`None`).
     fn maybe_bool(&self, name: &str) -> Result<Option<bool>, Refusal> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -448,6 +448,8 @@ fn moderation(fields: &Fields<'_>) -> Result<crate::chat::Moderation, Refusal> {
             invite_only: fields.maybe_bool("invite_only")?,
             registered_only: fields.maybe_bool("registered_only")?,
             key: fields.set_or_clear("key")?,
+            moderated: fields.maybe_bool("moderated")?,
+            topic_locked: fields.maybe_bool("topic_locked")?,
         },
         "rules" => Moderation::Rules,
         other => {
@@ -752,6 +754,8 @@ impl JsonRender {
                             "has_key": rules.has_key,
                             // Only in an operator's answer.
                             "key": rules.key.as_deref(),
+                            "moderated": rules.moderated,
+                            "topic_locked": rules.topic_locked,
                             "bans": list(&rules.bans),
                             "mutes": list(&rules.mutes),
                         })
@@ -1086,6 +1090,8 @@ mod tests {
                         invite_only: None,
                         registered_only: None,
                         key: Some(Some("Sesame".into())),
+                        moderated: None,
+                        topic_locked: None,
                     },
                 }),
             ),
@@ -1097,6 +1103,21 @@ mod tests {
                         invite_only: Some(false),
                         registered_only: None,
                         key: Some(None),
+                        moderated: None,
+                        topic_locked: None,
+                    },
+                }),
+            ),
+            (
+                r##"{"type":"moderate","action":"mode","moderated":true,"topic_locked":false}"##,
+                ClientMessage::Hub(Request::Moderate {
+                    room: None,
+                    action: crate::chat::Moderation::Mode {
+                        invite_only: None,
+                        registered_only: None,
+                        key: None,
+                        moderated: Some(true),
+                        topic_locked: Some(false),
                     },
                 }),
             ),

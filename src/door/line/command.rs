@@ -95,8 +95,9 @@ pub const HELP: &[(&str, &str)] = &[
         "let NAME into an invite-only room",
     ),
     (
-        "/mode [#room] +i|-i|+r|-r|+k KEY|-k",
-        "invite-only on/off, accounts-only on/off, a key to join on/off",
+        "/mode [#room] +i|-i|+r|-r|+k KEY|-k|+m|-m|+t|-t",
+        "invite-only, accounts-only, a key to join, moderated (only operators speak), \
+         topic lock (only operators set it): on/off",
     ),
     (
         "/rules [#room]",
@@ -343,11 +344,13 @@ fn moderate(command: &str, rest: &str) -> LineInput {
     }
 }
 
-/// `+i`, `-r`, `+ir`, `+i -r`, `+k KEY`, `-k`, `+ik KEY`: invite-only, accounts-only
-/// and the room's key on or off (the word after a `+k` is the key).
+/// `+i`, `-r`, `+ir`, `+i -r`, `+k KEY`, `-k`, `+ik KEY`, `+m`, `-t`, `+mt`:
+/// invite-only, accounts-only, the room's key, moderated and the topic lock on or off
+/// (the word after a `+k` is the key).
 fn modes(text: &str) -> Result<Moderation, LineInput> {
-    let usage = "usage: /mode [#room] +i|-i|+r|-r|+k KEY|-k";
+    let usage = "usage: /mode [#room] +i|-i|+r|-r|+k KEY|-k|+m|-m|+t|-t";
     let (mut invite_only, mut registered_only, mut key) = (None, None, None);
+    let (mut moderated, mut topic_locked) = (None, None);
     let mut words = text.split_whitespace();
     while let Some(word) = words.next() {
         let mut on = None;
@@ -362,21 +365,30 @@ fn modes(text: &str) -> Result<Moderation, LineInput> {
                     None => return Err(LineInput::Invalid(format!("{usage} (+k needs the key)"))),
                 },
                 ('k', Some(false)) => key = Some(None),
+                ('m', Some(on)) => moderated = Some(on),
+                ('t', Some(on)) => topic_locked = Some(on),
                 _ => {
                     return Err(LineInput::Invalid(format!(
-                    "unknown mode {word:?}: use +i or -i (invite-only), +r or -r (accounts only), +k KEY or -k (a key to join)"
+                    "unknown mode {word:?}: use +i or -i (invite-only), +r or -r (accounts only), +k KEY or -k (a key to join), +m or -m (moderated: only operators speak), +t or -t (only operators set the topic)"
                 )))
                 }
             }
         }
     }
-    if invite_only.is_none() && registered_only.is_none() && key.is_none() {
+    if invite_only.is_none()
+        && registered_only.is_none()
+        && key.is_none()
+        && moderated.is_none()
+        && topic_locked.is_none()
+    {
         return Err(LineInput::Invalid(usage.into()));
     }
     Ok(Moderation::Mode {
         invite_only,
         registered_only,
         key,
+        moderated,
+        topic_locked,
     })
 }
 
@@ -524,7 +536,9 @@ mod tests {
                 Moderation::Mode {
                     invite_only: Some(true),
                     registered_only: Some(false),
-                    key: None
+                    key: None,
+                    moderated: None,
+                    topic_locked: None
                 }
             )
         );
@@ -535,7 +549,9 @@ mod tests {
                 Moderation::Mode {
                     invite_only: Some(true),
                     registered_only: Some(false),
-                    key: Some(Some("Sesame".into()))
+                    key: Some(Some("Sesame".into())),
+                    moderated: None,
+                    topic_locked: None
                 }
             )
         );
@@ -546,7 +562,35 @@ mod tests {
                 Moderation::Mode {
                     invite_only: None,
                     registered_only: None,
-                    key: Some(None)
+                    key: Some(None),
+                    moderated: None,
+                    topic_locked: None
+                }
+            )
+        );
+        assert_eq!(
+            request("/mode #den +m -t"),
+            moderate(
+                Some("#den"),
+                Moderation::Mode {
+                    invite_only: None,
+                    registered_only: None,
+                    key: None,
+                    moderated: Some(true),
+                    topic_locked: Some(false)
+                }
+            )
+        );
+        assert_eq!(
+            request("/mode +tk-m Sesame"),
+            moderate(
+                None,
+                Moderation::Mode {
+                    invite_only: None,
+                    registered_only: None,
+                    key: Some(Some("Sesame".into())),
+                    moderated: Some(false),
+                    topic_locked: Some(true)
                 }
             )
         );
@@ -567,6 +611,7 @@ mod tests {
             ("/ban bob 5x", "unknown duration unit"),
             ("/ban 1.2.3.4 9300000000000000000", "longer than 100 years"),
             ("/mode +x", "unknown mode"),
+            ("/mode m", "unknown mode"),
             ("/mode", "usage: /mode"),
             ("/mode +k", "+k needs the key"),
             ("/kill", "usage: /kill"),

@@ -350,6 +350,13 @@ fn write_rules(out: &mut String, rules: &crate::chat::RulesView) {
     } else {
         let _ = write!(out, "; {}", who_may_join.join(", "));
     }
+    // Who may speak and set the topic, only where it is not everyone.
+    if rules.moderated {
+        out.push_str("; moderated (+m)");
+    }
+    if rules.topic_locked {
+        out.push_str("; topic locked (+t)");
+    }
     for (what, list) in [("banned", &rules.bans), ("muted", &rules.mutes)] {
         for item in list.iter() {
             let _ = write!(out, "\n*** {what}: {} by {}", item.target, item.by);
