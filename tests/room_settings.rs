@@ -15,24 +15,6 @@ use serde_json::json;
 use support::web::{Lines, Server};
 use tokio::net::TcpStream;
 
-/// A line-door user who registers `nick` (and is signed in when this returns).
-async fn line_account(addr: SocketAddr, nick: &str) -> Lines<TcpStream> {
-    let mut client = Lines::line_login(addr, nick).await;
-    client
-        .send_line(&format!("/register {nick}'s password"))
-        .await;
-    client.line_containing("is registered to you").await;
-    client
-}
-
-/// A line-door user who logs in to `nick`'s account.
-async fn line_login(addr: SocketAddr, nick: &str) -> Lines<TcpStream> {
-    let mut client = Lines::connect(addr).await;
-    client.send_line(&format!("{nick} {nick}'s password")).await;
-    client.line_containing("you are logged in as").await;
-    client
-}
-
 /// An IRC guest through registration and the default room's NAMES.
 async fn irc_guest(addr: SocketAddr, nick: &str) -> Lines<TcpStream> {
     let mut irc = Lines::connect(addr).await;
@@ -52,7 +34,7 @@ async fn a_keyed_room_refuses_without_its_key_on_the_line_and_json_doors_and_aft
     let line = server.addr("line");
 
     // alice makes #vault (she owns it) and gives it a key.
-    let mut alice = line_account(line, "alice").await;
+    let mut alice = Lines::line_account(line, "alice").await;
     alice.send_line("/join #vault").await;
     alice.line_containing("alice joined #vault").await;
     alice.send_line("/mode #vault +k Sesame").await;
@@ -113,7 +95,7 @@ async fn a_keyed_room_refuses_without_its_key_on_the_line_and_json_doors_and_aft
     // owner takes it off.
     let server = Server::start(&args, &["line"]).await;
     let line = server.addr("line");
-    let mut alice = line_login(line, "alice").await;
+    let mut alice = Lines::account_login(line, "alice").await;
     alice.send_line("/rules #vault").await;
     alice
         .line_containing("*** #vault: owned by alice; key Sesame")
@@ -135,7 +117,7 @@ async fn a_keyed_room_refuses_without_its_key_on_the_line_and_json_doors_and_aft
 async fn irc_joins_give_keys_by_position_and_get_475_without_them() {
     let server = Server::start(&["--memory"], &["line", "irc"]).await;
     let line = server.addr("line");
-    let mut alice = line_account(line, "alice").await;
+    let mut alice = Lines::line_account(line, "alice").await;
     for (room, key) in [("#a", "k1"), ("#b", "k2")] {
         alice.send_line(&format!("/join {room}")).await;
         alice.line_containing(&format!("alice joined {room}")).await;
@@ -296,7 +278,7 @@ async fn a_kept_topic_does_not_keep_an_account_from_owning_the_room_it_makes_ane
     ann.line_containing("*** ann left #cafe").await;
 
     // alice makes #cafe again: she owns it, topic and all, and only she may change it.
-    let mut alice = line_account(line, "alice").await;
+    let mut alice = Lines::line_account(line, "alice").await;
     alice.send_line("/join #cafe").await;
     alice
         .line_containing("*** topic of #cafe: open late (set by ann)")
@@ -322,10 +304,10 @@ async fn a_moderated_room_hears_only_its_operators_and_its_topic_lock_is_a_mode_
     let line = server.addr("line");
 
     // alice owns #den and makes carol an operator; bob (line) and ircguest are guests.
-    let mut alice = line_account(line, "alice").await;
+    let mut alice = Lines::line_account(line, "alice").await;
     alice.send_line("/join #den").await;
     alice.line_containing("alice joined #den").await;
-    let mut carol = line_account(line, "carol").await;
+    let mut carol = Lines::line_account(line, "carol").await;
     carol.send_line("/join #den").await;
     alice.line_containing("carol joined #den").await;
     alice.send_line("/op #den carol").await;
@@ -401,7 +383,7 @@ async fn a_moderated_room_hears_only_its_operators_and_its_topic_lock_is_a_mode_
 
     let server = Server::start(&args, &["line", "irc"]).await;
     let line = server.addr("line");
-    let mut alice = line_login(line, "alice").await;
+    let mut alice = Lines::account_login(line, "alice").await;
     alice.send_line("/join #den").await;
     alice.line_containing("alice joined #den").await;
     alice.send_line("/rules #den").await;

@@ -259,7 +259,6 @@ impl Default for IrcProtocol {
     }
 }
 
-/// `:switchboard NUMERIC * rest` as one line.
 /// The moderation a channel `MODE` asks for, in order: `+i`/`-i` (invite-only),
 /// `+R`/`-R` (accounts only), `+k KEY`/`-k` (a key to join), `+m`/`-m` (moderated:
 /// only operators speak), `+t`/`-t` (only operators set the topic), `+b MASK`/`-b
