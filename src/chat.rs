@@ -172,6 +172,12 @@ pub enum Request {
         nick: String,
     },
     Rooms,
+    /// The member list of a room just joined, as [`Request::Who`], or nothing at all
+    /// if the client is not in it (its join was refused, and the refusal said so):
+    /// IRC sends NAMES after every JOIN without waiting to hear how it went.
+    JoinedNames {
+        room: String,
+    },
     /// Members of a room (`None`: the current room).
     Who {
         room: Option<String>,
@@ -568,6 +574,9 @@ pub enum Reply {
         devices: Vec<Arc<str>>,
         /// Those of `members` that are away (sorted like `members`).
         away: Vec<Arc<str>>,
+        /// Those of `members` that own or operate the room (sorted like `members`);
+        /// IRC shows them with `@`.
+        operators: Vec<Arc<str>>,
     },
     Whois(WhoisInfo),
     /// The answer to [`Request::Counts`].
@@ -692,6 +701,9 @@ pub enum Event {
         nick: Arc<str>,
         client: ClientId,
         reason: Option<Arc<str>>,
+        /// The moderator who put them out (a kick or a ban), if one did: IRC says
+        /// that as a KICK, not a PART.
+        removed_by: Option<Arc<str>>,
     },
     Message(Arc<ChatMessage>),
     /// To a client that just joined a room, right after its `Joined` and before any live
@@ -709,6 +721,12 @@ pub enum Event {
         nick: Arc<str>,
         client: ClientId,
         away: Option<Arc<str>>,
+    },
+    /// To whoever was invited: `by` invited them into `room` (past invite-only and the
+    /// key, once). IRC has a command for it, so it is not just a notice.
+    Invited {
+        room: Arc<str>,
+        by: Arc<str>,
     },
     /// To the sender of a private message whose recipient is away.
     IsAway {

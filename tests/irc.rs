@@ -987,3 +987,131 @@ async fn a_stored_topic_is_read_while_the_room_is_empty() {
         .await;
     server.stop().await;
 }
+
+/// The commands and error numerics the other tests do not reach: VERSION, TIME, NAMES
+/// and LIST asked for by name, INVITE into an invite-only channel (an INVITE line to
+/// the invitee), and 403, 404, 431, 461, 472, 473, 474, 477 and 482, each naming what
+/// it is about; the connection keeps serving after every one.
+#[tokio::test]
+async fn the_remaining_commands_and_their_error_numerics() {
+    let server = start().await;
+    let mut olga = irc_login(&server, "olga").await;
+    olga.send_line("PRIVMSG NickServ :REGISTER olgas-password\r")
+        .await;
+    olga.line_containing(" 900 olga ").await;
+    let mut gus = irc_login(&server, "gus").await;
+
+    gus.send_line("VERSION\r").await;
+    let version = gus.line_containing(" 351 gus ").await;
+    assert!(
+        version.contains(&format!(
+            "switchboard-{} switchboard",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{version}"
+    );
+    gus.send_line("TIME\r").await;
+    let time = gus.line_containing(" 391 gus switchboard ").await;
+    let fields: Vec<&str> = time.split(' ').collect();
+    let secs: u64 = fields[4].parse().expect("seconds since the epoch");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(secs.abs_diff(now) < 60, "{time}");
+    assert_eq!(fields[5], "0", "UTC: {time}");
+    assert!(
+        fields[6].starts_with(':') && fields[6].ends_with('Z') && fields[6].contains('T'),
+        "{time}"
+    );
+
+    gus.send_line("NICK\r").await;
+    gus.line_containing(" 431 gus :No nickname given").await;
+    gus.send_line("JOIN\r").await;
+    gus.line_containing(" 461 gus JOIN :Not enough parameters")
+        .await;
+    gus.send_line("MODE #general +z\r").await;
+    let unknown = gus.line_containing(" 472 gus ").await;
+    assert!(unknown.contains("z :is not a mode"), "{unknown}");
+    gus.send_line("PART #nowhere\r").await;
+    gus.line_containing(" 403 gus #nowhere ").await;
+
+    // Olga has an account, so the channel she makes is hers.
+    olga.send_line("JOIN #club\r").await;
+    olga.line_containing(":olga!olga@switchboard JOIN #club")
+        .await;
+    gus.send_line("MODE #club +i\r").await;
+    gus.line_containing(" 482 gus #club ").await;
+    olga.send_line("MODE #club +m\r").await;
+    gus.send_line("JOIN #club\r").await;
+    gus.line_containing(":gus!gus@switchboard JOIN #club").await;
+    gus.send_line("PRIVMSG #club :may I?\r").await;
+    gus.line_containing(" 404 gus #club ").await;
+
+    gus.send_line("NAMES #club\r").await;
+    let names = gus.line_containing(" 353 gus ").await;
+    assert!(names.ends_with("#club :gus @olga"), "{names}");
+    gus.line_containing(" 366 gus #club :End of /NAMES list")
+        .await;
+    gus.send_line("WHO #club\r").await;
+    gus.line_containing(" 352 gus #club gus switchboard switchboard gus H :0 gus")
+        .await;
+    gus.line_containing(" 352 gus #club olga switchboard switchboard olga H@ :0 olga")
+        .await;
+    gus.send_line("LIST\r").await;
+    gus.line_containing(" 322 gus #club 2 :").await;
+    gus.line_containing(" 323 gus :End of /LIST").await;
+
+    // Invite-only: refused with 473 until invited; the invitation is an INVITE line.
+    olga.send_line("MODE #club -m+i\r").await;
+    let mut hal = irc_login(&server, "hal").await;
+    hal.send_line("JOIN #club\r").await;
+    hal.line_containing(" 473 hal #club ").await;
+    olga.send_line("INVITE hal #club\r").await;
+    assert_eq!(
+        hal.line().await.unwrap(),
+        ":olga!olga@switchboard INVITE hal #club"
+    );
+    hal.send_line("JOIN #club\r").await;
+    hal.line_containing(":hal!hal@switchboard JOIN #club").await;
+
+    // Operators are accounts; making one is a MODE line, and NAMES shows the @.
+    hal.send_line("PRIVMSG NickServ :REGISTER hals-password\r")
+        .await;
+    hal.line_containing(" 900 hal ").await;
+    olga.send_line("MODE #club +o hal\r").await;
+    gus.line_containing(":olga!olga@switchboard MODE #club +o hal")
+        .await;
+    hal.send_line("NAMES #club\r").await;
+    let names = hal.line_containing(" 353 hal ").await;
+    assert!(names.ends_with("#club :gus @hal @olga"), "{names}");
+
+    // A kick is a KICK line to the channel, with the reason alone as its comment.
+    olga.send_line("KICK #club hal :not today\r").await;
+    hal.line_containing(":olga!olga@switchboard KICK #club hal :not today")
+        .await;
+    gus.line_containing(":olga!olga@switchboard KICK #club hal :not today")
+        .await;
+    olga.send_line("KICK #club gus\r").await;
+    gus.line_containing(":olga!olga@switchboard KICK #club gus :olga")
+        .await;
+
+    // Banned: 474 (a guest is banned by its address). Accounts only: 477 for a guest.
+    let mut ivy = irc_login(&server, "ivy").await;
+    olga.send_line("MODE #club -i+b ivy!*@*\r").await;
+    olga.line_containing("banned").await;
+    ivy.send_line("JOIN #club\r").await;
+    ivy.line_containing(" 474 ivy #club ").await;
+    olga.send_line("MODE #club -b+R ivy!*@*\r").await;
+    ivy.send_line("JOIN #club\r").await;
+    ivy.line_containing(" 477 ivy #club ").await;
+
+    // Still serving every one of them.
+    for (client, nick) in [(&mut gus, "gus"), (&mut hal, "hal"), (&mut ivy, "ivy")] {
+        client.send_line(&format!("PING :{nick}\r")).await;
+        client
+            .line_containing(&format!("PONG switchboard :{nick}"))
+            .await;
+    }
+    server.stop().await;
+}

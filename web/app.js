@@ -160,6 +160,7 @@
         }
         return addNotice(key, `topic: ${message.text} (set by ${message.set_by})`);
       }
+      case 'invited': return addNotice(current, `${message.by} invited you to ${message.room}; /join ${message.room} to go in`);
       case 'is_away': return addNotice(current, `${message.nick} is away: ${message.text}`);
       case 'away': return addNotice(current, message.away ? 'you are marked as away' : 'you are back');
       case 'topic_changed':
@@ -167,7 +168,7 @@
           ? `${message.nick} set the topic: ${message.text}`
           : `${message.nick} cleared the topic`);
       case 'rooms': roomList = message.rooms || []; return renderSidebar();
-      case 'members': return renderMembers(message.room, message.members || [], message.devices || [], message.away || []);
+      case 'members': return renderMembers(message.room, message.members || [], message.devices || [], message.away || [], message.operators || []);
       case 'whois': {
         const rooms = (message.rooms || []).join(' ') || 'no rooms';
         const from = message.address ? `, from ${message.address}` : '';
@@ -432,7 +433,7 @@
     }
   }
 
-  function renderMembers(room, members, devices = [], away = []) {
+  function renderMembers(room, members, devices = [], away = [], operators = []) {
     const conversation = current && conversations.get(current);
     if (room !== null && (!conversation || roomKey(room) !== current)) return;
     ui.membersTitle.textContent = room ? `Members (${members.length})` : 'Members';
@@ -441,7 +442,7 @@
       const button = document.createElement('button');
       button.type = 'button';
       button.className = 'name';
-      button.textContent = nick + (devices.includes(nick) ? ' (device)' : '') + (away.includes(nick) ? ' (away)' : '');
+      button.textContent = (operators.includes(nick) ? '@' : '') + nick + (devices.includes(nick) ? ' (device)' : '') + (away.includes(nick) ? ' (away)' : '');
       button.title = 'Private message ' + nick;
       button.addEventListener('click', () => {
         if (fold(nick) === fold(myNick)) return;

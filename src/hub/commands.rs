@@ -2,7 +2,7 @@
 //! makes (say, whisper, join, part, nick, topic, away, who, whois, quit), each
 //! checking what it needs and answering in events, never in any door's words.
 
-use super::rules::RoomRules;
+use super::rules::{Rank, RoomRules};
 use super::*;
 
 /// Why the hub will not do what a client asked: told to that client as an error
@@ -418,6 +418,12 @@ impl Hub {
                 rooms.sort_by(|a, b| a.name.cmp(&b.name));
                 self.reply(id, tag, Reply::Rooms(rooms));
             }
+            Request::JoinedNames { room } => {
+                let key = self.resolve_room(id, Some(room.clone()));
+                if key.is_ok_and(|key| self.clients[&id].in_room(&key)) {
+                    return self.dispatch(id, tag, Request::Who { room: Some(room) });
+                }
+            }
             Request::Who { room } => {
                 let key = self.resolve_room(id, room)?;
                 let room = &self.rooms[&key];
@@ -443,12 +449,20 @@ impl Hub {
                     .filter_map(|client| client.nick.clone())
                     .collect();
                 away.sort_by_key(|nick| fold_case(nick));
+                let mut operators: Vec<Arc<str>> = room
+                    .members
+                    .iter()
+                    .filter(|m| matches!(self.rank(m.client, &key), Rank::Owner | Rank::Operator))
+                    .filter_map(|m| self.clients.get(&m.client).and_then(|c| c.nick.clone()))
+                    .collect();
+                operators.sort_by_key(|nick| fold_case(nick));
                 let room = room.name.clone();
                 let who = Reply::Who {
                     room,
                     members,
                     devices,
                     away,
+                    operators,
                 };
                 self.reply(id, tag, who);
             }
@@ -898,6 +912,7 @@ impl Hub {
             nick,
             client: id,
             reason,
+            removed_by: None,
         };
         self.broadcast(&key, &event);
         self.remove_membership(id, &key);
@@ -1038,6 +1053,7 @@ impl Hub {
                         nick: nick.clone(),
                         client: id,
                         reason: Some(shown_reason.clone()),
+                        removed_by: None,
                     };
                     self.broadcast(key, &event);
                 }

@@ -582,6 +582,7 @@ mod tests {
                 Event::NickChanged { old, new, .. } => format!("{old}={new}"),
                 Event::TopicChanged { room, nick, text } => format!("{nick} topic {room}: {text}"),
                 Event::IsAway { nick, text } => format!("{nick} away: {text}"),
+                Event::Invited { room, by } => format!("{by} invites to {room}"),
                 Event::Reply { .. } => "ok".into(),
                 Event::Notice { text } => format!("notice {text}"),
                 Event::Error { text, .. } => format!("error {text}"),

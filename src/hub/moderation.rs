@@ -169,12 +169,13 @@ impl Hub {
         let rooms: Vec<String> = client.rooms.iter().map(|m| m.key.clone()).collect();
         for key in rooms {
             let banned = self.rules.get(&key).and_then(|rules| {
-                rules
-                    .ban_of(account.as_deref(), address)
-                    .map(|ban| format!("banned by {}{}", ban.by, ban.explain()))
+                rules.ban_of(account.as_deref(), address).map(|ban| {
+                    let why = format!("banned by {}{}", ban.by, ban.explain());
+                    (why, Arc::<str>::from(ban.by.as_str()))
+                })
             });
-            if let Some(why) = banned.filter(|_| self.rank(id, &key) < Rank::Operator) {
-                self.put_out(id, &key, &why);
+            if let Some((why, by)) = banned.filter(|_| self.rank(id, &key) < Rank::Operator) {
+                self.put_out(id, &key, &why, &by);
             }
         }
     }
@@ -522,7 +523,7 @@ impl Hub {
     }
 
     /// `target` leaves room `key`, told why like everyone there.
-    fn put_out(&mut self, target: ClientId, key: &str, why: &str) {
+    fn put_out(&mut self, target: ClientId, key: &str, why: &str, by: &Arc<str>) {
         let Some(room) = self.rooms.get(key) else {
             return;
         };
@@ -531,6 +532,7 @@ impl Hub {
             nick: self.clients[&target].nick.clone().unwrap_or_default(),
             client: target,
             reason: Some(why.into()),
+            removed_by: Some(by.clone()),
         };
         self.broadcast(key, &event);
         self.remove_membership(target, key);
@@ -569,7 +571,7 @@ impl Hub {
             Some(reason) => format!("kicked by {actor}: {reason}"),
             None => format!("kicked by {actor}"),
         };
-        self.put_out(target, key, &why);
+        self.put_out(target, key, &why, &actor);
         let text = match &reason {
             Some(reason) => format!("kicked {target_nick} ({reason})"),
             None => format!("kicked {target_nick}"),
@@ -656,7 +658,7 @@ impl Hub {
                 None => format!("banned by {actor}"),
             };
             for member in covered {
-                self.put_out(member, key, &why);
+                self.put_out(member, key, &why, &actor);
             }
         }
         let mut text = format!("{noun} {shown}");
@@ -772,9 +774,8 @@ impl Hub {
             None if !rules.invited_guests.contains(&target) => rules.invited_guests.push(target),
             None => {}
         }
-        let actor = self.clients[&id].nick.clone().unwrap_or_default();
-        let text = format!("{actor} invited you to {name}; /join {name} to go in").into();
-        self.send_to(target, &Event::Notice { text });
+        let by = self.clients[&id].nick.clone().unwrap_or_default();
+        self.send_to(target, &Event::Invited { room: name, by });
         let text = format!("invited {target_nick}");
         Ok(Done::new(
             "invite",

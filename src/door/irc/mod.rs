@@ -168,7 +168,7 @@ fn render_caps(enabled: [bool; CAPS.len()]) -> Caps {
 
 /// The IRCv3 capabilities offered, in `CAP LS` order. `cap-notify` is there for
 /// clients that ask (the list never changes, so there is never a NEW or DEL to
-/// notify); `multi-prefix` costs nothing, as no channel has member prefixes yet.
+/// notify); `multi-prefix` costs nothing, as the one member prefix is `@`.
 /// `message-tags` lets a client send tags (accepted, not relayed: client-only tags
 /// reach nobody) and gives it each message's `msgid`. `draft/account-registration`
 /// without values: REGISTER after connecting, the account named as the nick.
@@ -704,9 +704,10 @@ impl IrcProtocol {
                         room: room.to_owned(),
                         key: key.filter(|key| !key.is_empty()).map(str::to_owned),
                     }));
-                    // The member list a client expects right after its JOIN.
-                    steps.push(request(Request::Who {
-                        room: Some(room.to_owned()),
+                    // The member list a client expects right after its JOIN (none
+                    // after a refusal: its numeric is the whole answer).
+                    steps.push(request(Request::JoinedNames {
+                        room: room.to_owned(),
                     }));
                 }
             }
@@ -955,10 +956,13 @@ impl IrcProtocol {
                 ),
             )),
             "TIME" => {
-                let now = std::time::SystemTime::now()
+                // Modern clients read the timestamp and offset; people read the text.
+                let now = std::time::SystemTime::now();
+                let secs = now
                     .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |now| now.as_secs());
-                steps.push(numeric(391, &format!("{SERVER_NAME} :{now}")));
+                    .map_or(0, |since| since.as_secs());
+                let readable = render::time_tag(now);
+                steps.push(numeric(391, &format!("{SERVER_NAME} {secs} 0 :{readable}")));
             }
             "QUIT" => steps.push(request(Request::Quit {
                 reason: params.first().map(|reason| (*reason).to_owned()),

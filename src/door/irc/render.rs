@@ -187,8 +187,9 @@ impl Default for IrcRenders {
     }
 }
 
-/// `YYYY-MM-DDThh:mm:ss.sssZ` (UTC, milliseconds), as `server-time` writes it.
-fn time_tag(time: SystemTime) -> String {
+/// `YYYY-MM-DDThh:mm:ss.sssZ` (UTC, milliseconds), as `server-time` writes it (and
+/// `TIME` answers).
+pub fn time_tag(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (hours, minutes, seconds) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
@@ -288,7 +289,7 @@ fn isupport_tokens() -> String {
     use crate::text::MAX_KEY_CHARS;
     format!(
         "CASEMAPPING=ascii CHANTYPES=# NICKLEN={MAX_NICK_CHARS} CHANNELLEN={MAX_ROOM_CHARS} \
-         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} KEYLEN={MAX_KEY_CHARS} PREFIX=() CHANMODES=b,k,,imRt TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard \
+         TOPICLEN={MAX_TOPIC_CHARS} AWAYLEN={MAX_AWAY_CHARS} KEYLEN={MAX_KEY_CHARS} PREFIX=(o)@ CHANMODES=b,k,,imRt TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART: NETWORK=Switchboard \
          CHATHISTORY={CHATHISTORY_LIMIT} MSGREFTYPES=timestamp,msgid"
     )
 }
@@ -349,6 +350,32 @@ impl<'to> Lines<'to> {
         let _ = write!(self.out, ":{SERVER_NAME} {numeric:03} {} ", self.recipient);
         &mut self.out
     }
+}
+
+/// A moderation announcement IRC has its own line for.
+enum Native<'message> {
+    /// Someone was made an operator (`'+'`) or stopped being one (`'-'`): `MODE #room
+    /// +o nick`.
+    Operator(char, &'message str),
+    /// A kick: the member's `Left` already came as a KICK line.
+    Kick,
+}
+
+/// What IRC says instead of a live moderation announcement, if anything; `None` for
+/// every other message (one comparison on the hot path: people's messages have a
+/// sender).
+fn irc_native(message: &ChatMessage) -> Option<Native<'_>> {
+    if message.from_client != 0 || !matches!(message.target, Target::Room(_)) {
+        return None;
+    }
+    let moderation = message.data.as_ref()?.get(crate::chat::MODERATION_DATA)?;
+    let sign = match moderation.get("action")?.as_str()? {
+        "op" => '+',
+        "deop" => '-',
+        "kick" => return Some(Native::Kick),
+        _ => return None,
+    };
+    Some(Native::Operator(sign, moderation.get("target")?.as_str()?))
 }
 
 fn write_message(lines: &mut Lines<'_>, message: &ChatMessage) {
@@ -510,6 +537,31 @@ impl IrcRender {
                 }
             }
             Event::Left {
+                room,
+                nick,
+                reason,
+                removed_by: Some(by),
+                ..
+            } => {
+                // A KICK names its kicker already: the comment is the reason alone
+                // (the kicker's nick when none was given, as IRC servers do). A ban
+                // keeps its whole text, which says it was a ban and until when.
+                let reason = reason.as_deref().unwrap_or_default();
+                let comment = match reason
+                    .strip_prefix("kicked by ")
+                    .and_then(|rest| rest.strip_prefix(&**by))
+                {
+                    Some("") => by,
+                    Some(rest) => rest.strip_prefix(": ").unwrap_or(rest),
+                    None => reason,
+                };
+                let _ = write!(
+                    lines.out,
+                    ":{by}!{by}@{SERVER_NAME} KICK {room} {nick} :{comment}"
+                );
+                lines.end();
+            }
+            Event::Left {
                 room, nick, reason, ..
             } => {
                 let _ = write!(lines.out, ":{nick}!{nick}@{SERVER_NAME} PART {room}");
@@ -518,7 +570,23 @@ impl IrcRender {
                 }
                 lines.end();
             }
-            Event::Message(message) => write_message(lines, message),
+            Event::Message(message) => match irc_native(message) {
+                // The KICK line said it all.
+                Some(Native::Kick) => {}
+                // IRC clients keep their nick lists' `@` from MODE lines.
+                Some(Native::Operator(sign, target)) => {
+                    let from = &message.from;
+                    let room = &message.target;
+                    if let Target::Room(room) = room {
+                        let _ = write!(
+                            lines.out,
+                            ":{from}!{from}@{SERVER_NAME} MODE {room} {sign}o {target}"
+                        );
+                        lines.end();
+                    }
+                }
+                None => write_message(lines, message),
+            },
             Event::Replay(page) => write_history(self, lines, page),
             Event::NickChanged { old, new, .. } => {
                 let _ = write!(lines.out, ":{old}!{old}@{SERVER_NAME} NICK {new}");
@@ -528,6 +596,14 @@ impl IrcRender {
             Event::Command(_) => {}
             Event::Notice { text } => {
                 let _ = write!(lines.out, ":{SERVER_NAME} NOTICE * :{text}");
+                lines.end();
+            }
+            Event::Invited { room, by } => {
+                let _ = write!(
+                    lines.out,
+                    ":{by}!{by}@{SERVER_NAME} INVITE {} {room}",
+                    lines.recipient
+                );
                 lines.end();
             }
             Event::IsAway { nick, text } => {
@@ -548,18 +624,22 @@ impl IrcRender {
                         room,
                         members,
                         away,
+                        operators,
                         ..
                     },
             } if &**tag == WHO_TAG => {
                 // Hosts and real names are not kept: the nick stands in for both.
                 let away: std::collections::HashSet<&str> =
                     away.iter().map(|nick| &**nick).collect();
+                let operators: std::collections::HashSet<&str> =
+                    operators.iter().map(|nick| &**nick).collect();
                 for nick in members {
-                    // H: here, G: gone (away).
+                    // H: here, G: gone (away); then @ for the room's operators.
                     let here = if away.contains(&**nick) { 'G' } else { 'H' };
+                    let prefix = if operators.contains(&**nick) { "@" } else { "" };
                     let _ = write!(
                         lines.reply(352),
-                        "{room} {nick} {SERVER_NAME} {SERVER_NAME} {nick} {here} :0 {nick}"
+                        "{room} {nick} {SERVER_NAME} {SERVER_NAME} {nick} {here}{prefix} :0 {nick}"
                     );
                     lines.end();
                 }
@@ -756,9 +836,14 @@ impl IrcRender {
                 let _ = write!(lines.reply(323), ":End of /LIST");
                 lines.end();
             }
-            Reply::Who { room, members, .. } => {
+            Reply::Who {
+                room,
+                members,
+                operators,
+                ..
+            } => {
                 // One 353 per ~400 bytes of names keeps each line under 512.
-                for chunk in name_chunks(members) {
+                for chunk in name_chunks(members, operators) {
                     let _ = write!(lines.reply(353), "= {room} :{chunk}");
                     lines.end();
                 }
@@ -923,7 +1008,8 @@ fn signon_time(connected_for_secs: u64) -> u64 {
 }
 
 /// Space-separated names in chunks short enough for one 353 line each.
-fn name_chunks(members: &[Arc<str>]) -> Vec<String> {
+fn name_chunks(members: &[Arc<str>], operators: &[Arc<str>]) -> Vec<String> {
+    let operators: std::collections::HashSet<&str> = operators.iter().map(|nick| &**nick).collect();
     let mut chunks = vec![String::new()];
     for member in members {
         let current = chunks.last_mut().expect("never empty");
@@ -933,6 +1019,9 @@ fn name_chunks(members: &[Arc<str>]) -> Vec<String> {
         let current = chunks.last_mut().expect("never empty");
         if !current.is_empty() {
             current.push(' ');
+        }
+        if operators.contains(&**member) {
+            current.push('@');
         }
         current.push_str(member);
     }
@@ -1061,6 +1150,7 @@ mod tests {
                 members: members.clone(),
                 devices: Vec::new(),
                 away: Vec::new(),
+                operators: Vec::new(),
             },
         };
         assert_eq!(
@@ -1077,6 +1167,7 @@ mod tests {
                 members,
                 devices: Vec::new(),
                 away: Vec::new(),
+                operators: Vec::new(),
             },
         };
         assert!(render(&names).starts_with(":switchboard 353 * = #general :alice bob\r\n"));
@@ -1298,6 +1389,7 @@ mod tests {
                 members,
                 devices: Vec::new(),
                 away: Vec::new(),
+                operators: Vec::new(),
             },
         });
         let lines: Vec<&str> = names.split("\r\n").filter(|l| !l.is_empty()).collect();

@@ -613,12 +613,16 @@ impl JsonRender {
                 nick,
                 client,
                 reason,
+                removed_by,
             } => {
                 let mut value = json!({
                     "type": "left", "room": &**room, "nick": &**nick, "client": client,
                 });
                 if let Some(reason) = reason {
                     value["reason"] = json!(&**reason);
+                }
+                if let Some(by) = removed_by {
+                    value["removed_by"] = json!(&**by);
                 }
                 value
             }
@@ -630,6 +634,9 @@ impl JsonRender {
             }
             Event::NickChanged { old, new, client } => json!({
                 "type": "nick", "old": &**old, "new": &**new, "client": client,
+            }),
+            Event::Invited { room, by } => json!({
+                "type": "invited", "room": &**room, "by": &**by,
             }),
             Event::IsAway { nick, text } => json!({
                 "type": "is_away", "nick": &**nick, "text": &**text,
@@ -654,12 +661,14 @@ impl JsonRender {
                         members,
                         devices,
                         away,
+                        operators,
                     } => json!({
                         "type": "members",
                         "room": &**room,
                         "members": members.iter().map(|m| &**m).collect::<Vec<_>>(),
                         "devices": devices.iter().map(|m| &**m).collect::<Vec<_>>(),
                         "away": away.iter().map(|m| &**m).collect::<Vec<_>>(),
+                        "operators": operators.iter().map(|m| &**m).collect::<Vec<_>>(),
                     }),
                     Reply::CommandResult(outcome) => {
                         let mut value = json!({

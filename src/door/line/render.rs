@@ -148,6 +148,9 @@ impl LineRender {
             Event::Notice { text } => {
                 let _ = write!(out, "*** {text}");
             }
+            Event::Invited { room, by } => {
+                let _ = write!(out, "*** {by} invited you to {room}; /join {room} to go in");
+            }
             Event::IsAway { nick, text } => {
                 let _ = write!(out, "*** {nick} is away: {text}");
             }
@@ -228,6 +231,7 @@ impl LineRender {
                     members,
                     devices,
                     away,
+                    operators,
                 } => {
                     let _ = write!(
                         out,
@@ -239,9 +243,14 @@ impl LineRender {
                         devices.iter().map(|nick| &**nick).collect();
                     let away: std::collections::HashSet<&str> =
                         away.iter().map(|nick| &**nick).collect();
+                    let operators: std::collections::HashSet<&str> =
+                        operators.iter().map(|nick| &**nick).collect();
                     for (index, nick) in members.iter().enumerate() {
                         let separator = if index == 0 { " " } else { ", " };
                         let _ = write!(out, "{separator}{nick}");
+                        if operators.contains(&**nick) {
+                            out.push_str(" (operator)");
+                        }
                         if devices.contains(&**nick) {
                             out.push_str(" (device)");
                         }
@@ -493,7 +502,8 @@ mod tests {
                 room: "#general".into(),
                 nick: "bob".into(),
                 client: 2,
-                reason: Some("quit".into())
+                reason: Some("quit".into()),
+                removed_by: None,
             }),
             "*** bob left #general (quit)\n"
         );
