@@ -107,6 +107,7 @@ impl<K: Hash + Eq + Clone> FailureLimiter<K> {
     }
 
     /// Keys remembered now (for tests of the sweep).
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.debts.len()
     }

@@ -12,8 +12,8 @@
 //! [`limit`]), and each address has a budget of hashes, spent by registrations and
 //! password changes as well as logins.
 
-pub mod db;
-pub mod limit;
+pub(crate) mod db;
+pub(crate) mod limit;
 
 use std::net::IpAddr;
 use std::path::Path;

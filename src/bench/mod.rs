@@ -2,23 +2,23 @@
 //! WebSocket) and, for comparison, other chat servers (`ncat --chat`, the seed, a
 //! WebSocket broadcast peer), loopback only.
 //!
-//! Scenarios: [`fanout`] (N clients in one room, S senders, closed loop or paced,
-//! latency and loss accounting), [`idle`] (memory per registered connection) and
-//! [`connect`] (connect+register rate) and [`telemetry`] (devices over the UDP door
+//! Scenarios: `fanout` (N clients in one room, S senders, closed loop or paced,
+//! latency and loss accounting), `idle` (memory per registered connection) and
+//! `connect` (connect+register rate) and `telemetry` (devices over the UDP door
 //! against the JSON door). Every payload carries sender, sequence number
-//! and send time ([`payload`]). How a server is spoken to is a [`door::Door`] adapter.
+//! and send time ([`payload`]). How a server is spoken to is a `door::Door` adapter.
 //! Each run prints a one-line JSON summary on stdout; a progress bar goes to stderr
 //! when it is a terminal.
 
-pub mod connect;
-pub mod door;
-pub mod fanout;
-pub mod idle;
+pub(crate) mod connect;
+pub(crate) mod door;
+pub(crate) mod fanout;
+pub(crate) mod idle;
 pub mod payload;
-pub mod progress;
-pub mod stats;
-pub mod system;
-pub mod telemetry;
+pub(crate) mod progress;
+pub(crate) mod stats;
+pub(crate) mod system;
+pub(crate) mod telemetry;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

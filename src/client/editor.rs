@@ -59,6 +59,7 @@ impl LineEditor {
     }
 
     /// Cursor position in characters.
+    #[cfg(test)]
     pub fn cursor(&self) -> usize {
         self.cursor
     }

@@ -1,12 +1,12 @@
 //! The `chat` terminal client: connects to the line door, signs in, then carries lines
 //! both ways at once: typed (or piped) lines to the server, server lines to the screen.
 //! Owns connecting, the sign-in conversation, quitting, and reconnecting with backoff;
-//! the screen and keyboard live in [`terminal`] (interactive) and [`pipe`] (scripts).
+//! the screen and keyboard live in `terminal` (interactive) and `pipe` (scripts).
 
-pub mod editor;
-pub mod pipe;
-pub mod protocol;
-pub mod terminal;
+pub(crate) mod editor;
+pub(crate) mod pipe;
+pub(crate) mod protocol;
+pub(crate) mod terminal;
 
 use std::io::IsTerminal as _;
 use std::time::Duration;

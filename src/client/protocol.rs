@@ -57,6 +57,7 @@ pub struct ServerParser {
 }
 
 impl ServerParser {
+    #[cfg(test)]
     pub fn new() -> Self {
         Self::default()
     }

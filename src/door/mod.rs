@@ -3,15 +3,15 @@
 //! on (`session`), flood control, the door list and accept path (`listen`), and the
 //! connection limits.
 
-pub mod conn;
-pub mod flood;
+pub(crate) mod conn;
+pub(crate) mod flood;
 pub mod irc;
 pub mod json;
 pub mod line;
-pub mod listen;
+pub(crate) mod listen;
 pub mod session;
 pub mod udp;
-pub mod web;
+pub(crate) mod web;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

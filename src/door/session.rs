@@ -1,6 +1,6 @@
 //! The one session driver every stream door runs on. A door is a pure [`Framing`]
 //! (bytes in, [`Unit`]s out) and a pure [`Protocol`] (units in, [`Step`]s out); this
-//! module drives the pair over a [`Conn`] and owns everything doors share: flood
+//! module drives the pair over a `Conn` and owns everything doors share: flood
 //! control (which pauses reading, never output), the register and idle deadlines,
 //! hub sends, metrics, and the one log line per connection.
 //!

@@ -76,7 +76,7 @@ pub enum Command {
         /// The devices it owned, deleted with it.
         devices: Vec<Account>,
     },
-    /// The client's account added `device` (see [`crate::accounts::Accounts::add_device`]):
+    /// The client's account added `device` (see `crate::accounts::Accounts::add_device`):
     /// its name is protected from now on; the client gets the token.
     DeviceAdded {
         client: ClientId,

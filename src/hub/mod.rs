@@ -9,7 +9,7 @@
 //! client can slow it down; a client whose outbox overflows is removed as a slow
 //! consumer and everyone else carries on.
 //!
-//! History ([`history`]): with a stored history a message is handed to the store's
+//! History (`history`): with a stored history a message is handed to the store's
 //! writer thread and fanned out only when it reports the batch committed
 //! ([`Command::Persisted`]), so whatever anyone received survives a crash; with
 //! `--memory` it is kept in RAM and fanned out at once. Joins replay the room's last
@@ -19,12 +19,12 @@ mod commands;
 mod devices;
 mod event;
 mod fanout;
-pub mod history;
+pub(crate) mod history;
 mod mailbox;
 mod moderation;
 mod persist;
 mod rounds;
-pub mod rules;
+pub(crate) mod rules;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,11 +1,11 @@
 //! `switchboard echo`: the classic socket services (echo per RFC 862, uppercase, random
 //! reply) over TCP and UDP at once, inside one shutdown scope.
 //!
-//! [`mode`] decides what a message's answer is, [`tcp`] and [`udp`] move the bytes.
+//! [`mode`] decides what a message's answer is, `tcp` and `udp` move the bytes.
 
 pub mod mode;
-pub mod tcp;
-pub mod udp;
+pub(crate) mod tcp;
+pub(crate) mod udp;
 
 use std::io::Write as _;
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@
 //! `docs/history.md` states the guarantee and the fsync policy.
 
 mod sqlite;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -323,7 +323,7 @@ impl Store {
 }
 
 /// A pair of ends that tell the server when the writer has committed everything and
-/// stopped: the hub hands [`writer::DoneSignal`] to the thread, the server awaits
+/// stopped: the hub hands `writer::DoneSignal` to the thread, the server awaits
 /// [`StoreDone`].
 pub fn done_pair() -> (writer::DoneSignal, StoreDone) {
     writer::done_pair()
