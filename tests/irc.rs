@@ -1104,7 +1104,10 @@ async fn the_remaining_commands_and_their_error_numerics() {
     ivy.line_containing(" 474 ivy #club ").await;
     olga.send_line("MODE #club -b+R ivy!*@*\r").await;
     ivy.send_line("JOIN #club\r").await;
-    ivy.line_containing(" 477 ivy #club ").await;
+    ivy.line_containing(
+        " 477 ivy #club :#club is for accounts only: sign in first (SASL, or /msg NickServ IDENTIFY PASSWORD)",
+    )
+    .await;
 
     // Still serving every one of them.
     for (client, nick) in [(&mut gus, "gus"), (&mut hal, "hal"), (&mut ivy, "ivy")] {

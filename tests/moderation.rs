@@ -112,7 +112,9 @@ async fn an_owner_and_its_operators_moderate_over_the_line_door_and_it_survives_
     let mut guest = Lines::line_login(line, "guest").await;
     guest.send_line("/join #den").await;
     guest
-        .line_containing("error: #den is for accounts only: /register PASSWORD")
+        .line_containing(
+            "error: #den is for accounts only: sign in first (/register PASSWORD, or /login NAME PASSWORD)",
+        )
         .await;
     alice.send_line("/rules #den").await;
     alice

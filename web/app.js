@@ -335,7 +335,9 @@
       showNickDialog(message.text);
       return;
     }
-    addItem(current, { kind: 'error', text: message.text });
+    // The server's words are every door's; the page's own commands are ours to add.
+    const hint = message.code === 'registered_only' ? ' (/register PASSWORD, or /login NAME PASSWORD)' : '';
+    addItem(current, { kind: 'error', text: message.text + hint });
   }
 
   // ---- conversations ----------------------------------------------------------------

@@ -91,9 +91,8 @@ impl Hub {
             return Err(Refusal::new(ErrorCode::Banned, why).about(name));
         }
         if rules.registered_only && account.is_none() {
-            let why = format!(
-                "{name} is for accounts only: /register PASSWORD or /login NAME PASSWORD first"
-            );
+            // Each door's renderer adds how to sign in, in its own commands.
+            let why = format!("{name} is for accounts only: sign in first");
             return Err(Refusal::new(ErrorCode::RegisteredOnly, why).about(name));
         }
         let invited = rules.is_invited(account, id);
@@ -557,7 +556,7 @@ impl Hub {
         let reason = reason_text(reason)?;
         let target = self.online(nick)?;
         if target == id {
-            let why = "you cannot kick yourself; /part leaves the room";
+            let why = "you cannot kick yourself; leave the room instead";
             return Err(Refusal::new(ErrorCode::BadRequest, why));
         }
         if !self.clients[&target].in_room(key) {
@@ -696,7 +695,7 @@ impl Hub {
         let rules = self.rules.get_mut(key).expect("made by moderate");
         let Some(found) = rules.list(ban).iter().find(|item| item.mask == mask) else {
             let why = format!(
-                "{target} is not {what} in {}; /rules lists what is",
+                "{target} is not {what} in {}; the room's rules list what is",
                 rules.name
             );
             return Err(Refusal::new(ErrorCode::BadRequest, why));

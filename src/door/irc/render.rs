@@ -771,6 +771,10 @@ impl IrcRender {
                         let _ = write!(out, "{about} ");
                     }
                     let _ = write!(out, ":{text}");
+                    // How to sign in, in IRC's words (the hub's are every door's).
+                    if *code == ErrorCode::RegisteredOnly {
+                        out.push_str(" (SASL, or /msg NickServ IDENTIFY PASSWORD)");
+                    }
                     lines.end();
                 }
             },

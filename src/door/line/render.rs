@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::hub::{ChatMessage, Event, HistoryPage, HistoryScope, Reply, Target};
+use crate::hub::{ChatMessage, ErrorCode, Event, HistoryPage, HistoryScope, Reply, Target};
 use crate::text::same_folded;
 
 /// Renders events for netcat, telnet, the seed clients and `switchboard chat`.
@@ -307,8 +307,12 @@ impl LineRender {
             Event::Command(_) => return false,
             // Said when someone writes to them (`is away`), not to every room.
             Event::AwayChanged { .. } => return false,
-            Event::Error { text, .. } => {
+            Event::Error { text, code, .. } => {
                 let _ = write!(out, "error: {text}");
+                // The hub's words are the same for every door; the commands are ours.
+                if *code == ErrorCode::RegisteredOnly {
+                    out.push_str(" (/register PASSWORD, or /login NAME PASSWORD)");
+                }
             }
         }
         true
