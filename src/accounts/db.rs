@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS mailbox (
     text        TEXT    NOT NULL,
     data        TEXT,
     action      INTEGER NOT NULL,
-    message_id  INTEGER NOT NULL
+    message_id  INTEGER NOT NULL,
+    notice      INTEGER NOT NULL DEFAULT 0,
+    from_account TEXT
 );
 CREATE INDEX IF NOT EXISTS mailbox_by_account ON mailbox (account_key, id);
 CREATE TABLE IF NOT EXISTS devices (
@@ -46,6 +48,28 @@ CREATE TABLE IF NOT EXISTS devices (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS devices_by_owner ON devices (owner_key);
 ";
+
+/// Create the tables, and add to a mailbox made by an older version the columns it
+/// lacks (a NOTICE kept as one, the sender's account), in place.
+pub fn create(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch(SCHEMA)?;
+    for (column, definition) in [
+        ("notice", "INTEGER NOT NULL DEFAULT 0"),
+        ("from_account", "TEXT"),
+    ] {
+        let present: bool = db.query_row(
+            "SELECT count(*) FROM pragma_table_info('mailbox') WHERE name = ?1",
+            [column],
+            |row| row.get::<_, i64>(0).map(|count| count > 0),
+        )?;
+        if !present {
+            db.execute_batch(&format!(
+                "ALTER TABLE mailbox ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
 
 /// What a device account has instead of a password hash: no password matches it, so
 /// a device signs in with its token only.
@@ -324,8 +348,9 @@ pub fn deposit(db: &mut Connection, key: &str, message: &ChatMessage) -> rusqlit
     let data = message.data.as_ref().map(|data| data.to_string());
     let transaction = db.transaction()?;
     let kept = transaction.execute(
-        "INSERT INTO mailbox (account_key, time_ms, from_nick, to_nick, text, data, action, message_id) \
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 \
+        "INSERT INTO mailbox (account_key, time_ms, from_nick, to_nick, text, data, action, message_id, \
+         notice, from_account) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 \
          WHERE EXISTS (SELECT 1 FROM accounts WHERE key = ?1 AND created_ms <= ?2)",
         params![
             key,
@@ -336,6 +361,8 @@ pub fn deposit(db: &mut Connection, key: &str, message: &ChatMessage) -> rusqlit
             data,
             message.action,
             i64::try_from(message.id).unwrap_or(i64::MAX),
+            message.notice,
+            message.account.as_deref(),
         ],
     )? == 1;
     if kept {
@@ -359,7 +386,8 @@ pub struct KeptMessage {
 /// Everything kept for `key`, oldest first. Nothing is deleted.
 pub fn read_mailbox(db: &mut Connection, key: &str) -> rusqlite::Result<Vec<KeptMessage>> {
     let mut statement = db.prepare(
-        "SELECT id, time_ms, from_nick, to_nick, text, data, action, message_id FROM mailbox \
+        "SELECT id, time_ms, from_nick, to_nick, text, data, action, message_id, notice, \
+         from_account FROM mailbox \
          WHERE account_key = ?1 ORDER BY id",
     )?;
     let rows = statement.query_map([key], |row| {
@@ -376,8 +404,8 @@ pub fn read_mailbox(db: &mut Connection, key: &str) -> rusqlite::Result<Vec<Kept
                 .and_then(|text| serde_json::from_str(&text).ok())
                 .map(Arc::new),
             action: row.get(6)?,
-            notice: false,
-            account: None,
+            notice: row.get(8)?,
+            account: row.get::<_, Option<String>>(9)?.map(Arc::from),
         };
         Ok(KeptMessage {
             row: row.get(0)?,
@@ -399,6 +427,27 @@ pub fn clear_mailbox(db: &mut Connection, key: &str, upto: i64) -> rusqlite::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_mailbox_gains_its_new_columns_in_place() {
+        let db = Connection::open_in_memory().unwrap();
+        // The mailbox as schema 3 made it, with a message in it.
+        db.execute_batch(
+            "CREATE TABLE mailbox (id INTEGER PRIMARY KEY, account_key TEXT NOT NULL, \
+             time_ms INTEGER NOT NULL, from_nick TEXT NOT NULL, to_nick TEXT NOT NULL, \
+             text TEXT NOT NULL, data TEXT, action INTEGER NOT NULL, message_id INTEGER NOT NULL); \
+             INSERT INTO mailbox VALUES (1, 'frank', 0, 'gina', 'frank', 'old note', NULL, 0, 9);",
+        )
+        .unwrap();
+        create(&db).unwrap();
+        create(&db).unwrap();
+        let mut db = db;
+        let kept = read_mailbox(&mut db, "frank").unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(&*kept[0].message.text, "old note");
+        assert!(!kept[0].message.notice);
+        assert_eq!(kept[0].message.account, None);
+    }
 
     #[test]
     fn keys_made_by_an_older_nick_key_are_brought_up_to_date() {

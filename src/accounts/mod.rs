@@ -245,7 +245,7 @@ impl Accounts {
                     // As the history's: a registration or a kept message is on disk
                     // once its answer is sent.
                     db.pragma_update(None, "synchronous", "FULL")?;
-                    db.execute_batch(db::SCHEMA)?;
+                    db::create(&db)?;
                     let mut db = db;
                     let rekeyed = db::rekey(&mut db)?;
                     if rekeyed > 0 {
@@ -259,7 +259,7 @@ impl Accounts {
                 .map_err(|error| format!("cannot open accounts in {}: {error}", path.display()))?,
             None => rusqlite::Connection::open_in_memory()
                 .and_then(|db| {
-                    db.execute_batch(db::SCHEMA)?;
+                    db::create(&db)?;
                     Ok(db)
                 })
                 .map_err(|error| format!("cannot create the in-memory accounts: {error}"))?,
@@ -955,8 +955,9 @@ mod tests {
                 text: format!("note {n}").into(),
                 data: Some(Arc::new(serde_json::json!({"n": n}))),
                 action: false,
-                notice: false,
-                account: None,
+                // A NOTICE stays one, and the sender's account is kept with it.
+                notice: n == 2,
+                account: (n == 3).then(|| "gina".into()),
             })
         };
         for n in 1..=3 {
@@ -972,6 +973,13 @@ mod tests {
             kept[2].message.data.as_deref(),
             Some(&serde_json::json!({"n": 3}))
         );
+        let notices: Vec<bool> = kept.iter().map(|kept| kept.message.notice).collect();
+        assert_eq!(notices, [false, true, false]);
+        let accounts_kept: Vec<Option<&str>> = kept
+            .iter()
+            .map(|kept| kept.message.account.as_deref())
+            .collect();
+        assert_eq!(accounts_kept, [None, None, Some("gina")]);
         // Reading takes nothing; clearing takes only what was read.
         accounts
             .deposit(frank.key.clone(), message(4))
