@@ -69,6 +69,15 @@ impl InProcess {
         self.web_url.clone().expect("the web door is on")
     }
 
+    /// `/metrics` from the web door, checked to be a 200 (as [`super::web::Server::metrics`]).
+    pub async fn metrics(&self) -> String {
+        let addr = self.addr("web");
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (status, text) = super::web::http_get(stream, &addr.to_string(), "/metrics").await;
+        assert_eq!(status, 200);
+        text
+    }
+
     /// Shut down as on SIGTERM and wait for the server to finish cleanly.
     pub async fn stop(self) {
         self.shutdown.cancel();
