@@ -142,7 +142,7 @@ async fn the_page_commands_a_device_over_udp() {
     let token = step
         .strip_prefix("TOKEN ")
         .expect("the script printed the token");
-    let mut drone = Device::new(&server, token).await;
+    let mut drone = Device::new(server.addr("udp"), token).await;
     drone
         .send(
             json!({"type": "say", "room": "#devices", "text": "battery 97",
