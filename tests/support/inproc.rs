@@ -14,6 +14,7 @@ use switchboard::server::Server;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::blocking::LineClient;
 use super::PATIENCE;
 
 /// A running in-process server.
@@ -86,5 +87,58 @@ impl InProcess {
             .expect("the server stopped in time")
             .expect("the server task did not panic")
             .expect("the server stopped cleanly");
+    }
+}
+
+/// [`InProcess`] for blocking tests (std sockets): the server runs on a runtime of its
+/// own, on two worker threads, so a test's blocking reads never stall it; dropped, it
+/// shuts down cleanly.
+pub struct Background {
+    server: Option<InProcess>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Background {
+    /// [`InProcess::start`] on a runtime of its own.
+    pub fn start(args: &[&str]) -> Background {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the server");
+        let server = runtime.block_on(InProcess::start(args));
+        Background {
+            server: Some(server),
+            runtime,
+        }
+    }
+
+    pub fn line_addr(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").addr("line")
+    }
+
+    /// Connect a raw line client.
+    pub fn connect(&self) -> LineClient {
+        LineClient::connect(self.line_addr())
+    }
+
+    /// Connect and register `nick`, waiting for the join notice.
+    pub fn join(&self, nick: &str) -> LineClient {
+        let mut client = self.connect();
+        client.register(nick);
+        client
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        // A failing test is already panicking: a second panic here would abort and
+        // hide its message, so only a passing test checks the shutdown.
+        if !std::thread::panicking() {
+            self.runtime.block_on(server.stop());
+        }
     }
 }
