@@ -117,6 +117,9 @@ impl Background {
         self.server.as_ref().expect("running").addr("line")
     }
 
+    /// Shut down and wait for a clean stop, as dropping does.
+    pub fn stop(self) {}
+
     /// Connect a raw line client.
     pub fn connect(&self) -> LineClient {
         LineClient::connect(self.line_addr())
