@@ -1,8 +1,8 @@
 //! The server inside the test's own process: the library's `Server::bind` on port 0
 //! and `Server::run` on the test's runtime, for tests that need no separate process
-//! (no signals, no restart, no stdout to read). Flags are the same as for
-//! [`super::serve_command`]: every chat door the test does not name on 127.0.0.1
-//! port 0, history in memory.
+//! (no signals or kill, no output to read; a clean restart is `stop` then `start`).
+//! Flags are the same as for [`super::serve_command`]: every chat door the test does
+//! not name on 127.0.0.1 port 0, history in memory.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
