@@ -1,4 +1,4 @@
-//! Accounts against the real binary, over the line, JSON and WebSocket doors: a
+//! Accounts against the real server, over the line, JSON and WebSocket doors: a
 //! registered name is its owner's (look-alikes included), private history is read
 //! only by its owners, messages wait for an offline account, sign-in tokens, and every
 //! kind of bad account input refused with a clear error.
@@ -6,7 +6,8 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::web::{metric, Lines, Server, Ws};
+use support::inproc::InProcess as Server;
+use support::web::{metric, Lines, Ws};
 use tokio::net::TcpStream;
 
 fn ws_url(server: &Server) -> String {
@@ -28,7 +29,7 @@ async fn alice_owns_her_name_and_her_private_messages() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
     let args = ["--data", data.as_str()];
-    let server = Server::start(&args, &["line", "json", "web", "irc"]).await;
+    let server = Server::start(&args).await;
     let (line, json_door) = (server.addr("line"), server.addr("json"));
 
     // alice registers her name on the line door; bob his over JSON.
@@ -161,7 +162,7 @@ async fn alice_owns_her_name_and_her_private_messages() {
 
     // After a restart: the token still signs her in, the name is still protected,
     // her history is still there, and nothing is delivered twice.
-    let server = Server::start(&args, &["line", "json", "web"]).await;
+    let server = Server::start(&args).await;
     let mut guest = Lines::connect(server.addr("line")).await;
     guest.send_line("alice").await;
     guest.line_containing("that name is registered").await;
@@ -203,7 +204,7 @@ async fn alice_owns_her_name_and_her_private_messages() {
 
 #[tokio::test]
 async fn bad_account_input_gets_clear_errors_and_changes_nothing() {
-    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let server = Server::start(&[]).await;
     let line = server.addr("line");
 
     // Account commands need an account, or a name first.
@@ -374,7 +375,7 @@ async fn a_dropped_account_takes_its_private_history_with_it_in_memory() {
 }
 
 async fn dropped_account_forgotten(args: &[&str]) {
-    let server = Server::start(args, &["json"]).await;
+    let server = Server::start(args).await;
     let mut alice = json_register(&server, "alice", "alice's password").await;
     let mut bob = json_register(&server, "bob", "bob's password!").await;
     let mut carol = json_register(&server, "carol", "carol's password").await;
@@ -414,7 +415,7 @@ async fn dropped_account_forgotten(args: &[&str]) {
     }
 
     // Not on disk either.
-    let server = Server::start(args, &["json"]).await;
+    let server = Server::start(args).await;
     let (mut newcomer, _) = Lines::json_login(server.addr("json"), "x").await;
     newcomer
         .send_json(json!({"type": "auth", "action": "login", "nick": "alice", "password": "a different one"}))

@@ -1,8 +1,8 @@
 //! End to end in a real browser: Debian's headless Chromium, driven by
 //! `tests/browser/chat.mjs` (playwright-core), opens the page served by the real
-//! binary, picks a nickname, receives a message from a TCP line client and sends one
-//! back, then survives a server restart by reconnecting on its own. Screenshots land
-//! in `test-output/`.
+//! server (in the test's process), picks a nickname, receives a message from a TCP
+//! line client and sends one back, then survives a server restart by reconnecting on
+//! its own. Screenshots land in `test-output/`.
 //!
 //! Needs `/usr/bin/chromium` (apt-get install chromium) and
 //! `npm ci --prefix tests/browser`; missing either is a failure, not a skip.
@@ -14,14 +14,15 @@ use std::process::Stdio;
 
 use serde_json::json;
 use support::device::Device;
-use support::web::{Lines, Server, WAIT};
+use support::inproc::InProcess as Server;
+use support::web::{Lines, WAIT};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test]
 async fn browser_and_netcat_user_chat_in_general() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
 
-    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let server = Server::start(&[]).await;
     let mut tcp = Lines::line_login(server.addr("line"), "tcpuser").await;
 
     let (mut node, mut steps) = browser_script("chat.mjs", &server.url("web"));
@@ -43,7 +44,7 @@ async fn browser_and_netcat_user_chat_in_general() {
     drop(tcp);
     server.stop().await;
     assert_eq!(next_step(&mut steps).await.as_deref(), Some("OFFLINE"));
-    let server = Server::start(&["--web", &web], &["line", "json", "web"]).await;
+    let server = Server::start(&["--web", &web]).await;
     let mut tcp = Lines::line_login(server.addr("line"), "tcpuser").await;
     // The page may reconnect before or after this client: ask until it is there (its
     // backoff between attempts grows to about 15 s).
@@ -75,7 +76,7 @@ async fn browser_and_netcat_user_chat_in_general() {
 /// again by its token after a reload, and logs out.
 #[tokio::test]
 async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
-    let server = Server::start(&[], &["line", "json", "web"]).await;
+    let server = Server::start(&[]).await;
     register_alice(&server).await;
     let mut bob = Lines::line_login(server.addr("line"), "bob").await;
     // Messages are kept for offline accounts from accounts only.
@@ -100,7 +101,7 @@ async fn the_page_signs_in_sees_what_was_kept_and_logs_out() {
 /// kicks and bans bob, a guest on the line door, who sees each of it.
 #[tokio::test]
 async fn the_page_moderates_a_room_it_owns() {
-    let server = Server::start(&[], &["line", "web"]).await;
+    let server = Server::start(&[]).await;
     register_alice(&server).await;
 
     let (mut node, mut steps) = browser_script("moderate.mjs", &server.url("web"));
@@ -135,14 +136,14 @@ async fn the_page_moderates_a_room_it_owns() {
 /// the command the page sends arrives by datagram, is answered, and the answer shows.
 #[tokio::test]
 async fn the_page_commands_a_device_over_udp() {
-    let server = Server::start(&[], &["line", "web", "udp"]).await;
+    let server = Server::start(&[]).await;
     register_alice(&server).await;
     let (mut node, mut steps) = browser_script("command.mjs", &server.url("web"));
     let step = next_step(&mut steps).await.unwrap_or_default();
     let token = step
         .strip_prefix("TOKEN ")
         .expect("the script printed the token");
-    let mut drone = Device::new(&server, token).await;
+    let mut drone = Device::new(server.addr("udp"), token).await;
     drone
         .send(
             json!({"type": "say", "room": "#devices", "text": "battery 97",

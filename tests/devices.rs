@@ -1,4 +1,4 @@
-//! Devices against the real binary, over real UDP sockets: an account adds a device
+//! Devices against the real server, over real UDP sockets: an account adds a device
 //! and gets its token; the device's telemetry datagrams reach line, JSON and WebSocket
 //! users in its room; commands from users reach it by datagram (resent until
 //! answered), and its answer (sent twice) comes back once; a command nobody answers
@@ -9,17 +9,19 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::device::Device;
-use support::web::{metric, Lines, Server, Ws, WAIT};
+use support::inproc::InProcess as Server;
+use support::web::{metric, Lines, Ws, WAIT};
 use tokio::net::{TcpStream, UdpSocket};
 
-/// `alice` registers on the line door and adds device `name`; returns her connection
-/// and the device's token.
-async fn alice_with_device(server: &Server, name: &str) -> (Lines<TcpStream>, String) {
-    let mut alice = Lines::line_login(server.addr("line"), "alice").await;
+/// `alice` registers on the line door at `line` and adds device `name`; returns her
+/// connection and the device's token.
+async fn alice_with_device(line: SocketAddr, name: &str) -> (Lines<TcpStream>, String) {
+    let mut alice = Lines::line_login(line, "alice").await;
     alice.send_line("/register alice's password").await;
     alice.line_containing("is registered to you").await;
     alice.send_line(&format!("/device add {name}")).await;
@@ -65,12 +67,8 @@ async fn metric_reaches(server: &Server, series: &str, at_least: f64) -> f64 {
 
 #[tokio::test]
 async fn telemetry_reaches_every_door_and_commands_come_back_answered() {
-    let server = Server::start(
-        &["--operator", "carol"],
-        &["line", "json", "web", "udp", "irc"],
-    )
-    .await;
-    let (mut alice, token) = alice_with_device(&server, "drone7").await;
+    let server = Server::start(&["--operator", "carol"]).await;
+    let (mut alice, token) = alice_with_device(server.addr("line"), "drone7").await;
     let mut bob = Lines::line_login(server.addr("line"), "bob").await;
     bob.send_line("/join #drones").await;
     bob.line_containing("*** bob joined #drones").await;
@@ -86,7 +84,7 @@ async fn telemetry_reaches_every_door_and_commands_come_back_answered() {
     dave.of_type("ok").await;
 
     // Telemetry: the device's first datagram signs it in and joins it to the room.
-    let mut drone = Device::new(&server, &token).await;
+    let mut drone = Device::new(server.addr("udp"), &token).await;
     drone
         .send(json!({"type": "say", "room": "#drones", "text": "alt 12", "data": {"alt": 12}}))
         .await;
@@ -231,13 +229,9 @@ async fn telemetry_reaches_every_door_and_commands_come_back_answered() {
 
 #[tokio::test]
 async fn a_command_nobody_answers_times_out_and_a_leaving_device_fails_it_at_once() {
-    let server = Server::start(
-        &["--command-timeout", "1s", "--operator", "carol"],
-        &["line", "json", "udp"],
-    )
-    .await;
-    let (_alice, token) = alice_with_device(&server, "probe").await;
-    let mut probe = Device::new(&server, &token).await;
+    let server = Server::start(&["--command-timeout", "1s", "--operator", "carol"]).await;
+    let (_alice, token) = alice_with_device(server.addr("line"), "probe").await;
+    let mut probe = Device::new(server.addr("udp"), &token).await;
     probe.send(json!({"type": "ping", "id": 1})).await;
     probe.receive_of_type("pong").await;
     let mut carol = json_account(&server, "carol").await;
@@ -295,11 +289,11 @@ async fn expect_error(client: &mut Lines<TcpStream>, code: &str, id: Value, word
 
 #[tokio::test]
 async fn bad_datagrams_are_dropped_counted_and_never_answered() {
-    let server = Server::start(&[], &["line", "web", "udp"]).await;
-    let (mut alice, token) = alice_with_device(&server, "drone8").await;
+    let server = Server::start(&[]).await;
+    let (mut alice, token) = alice_with_device(server.addr("line"), "drone8").await;
     alice.send_line("/join #drones").await;
     alice.line_containing("*** alice joined #drones").await;
-    let mut drone = Device::new(&server, &token).await;
+    let mut drone = Device::new(server.addr("udp"), &token).await;
     drone
         .send(json!({"type": "say", "room": "#drones", "text": "first"}))
         .await;
@@ -472,11 +466,11 @@ async fn alice_saw_any(client: &mut Lines<TcpStream>, needles: &[&str]) -> bool 
 
 #[tokio::test]
 async fn devices_are_an_account_s_own_and_need_one() {
-    let server = Server::start(&[], &["line", "json", "udp"]).await;
+    let server = Server::start(&[]).await;
     let mut guest = Lines::line_login(server.addr("line"), "guest").await;
     guest.send_line("/device add sneaky").await;
     guest.line_containing("error:").await;
-    let (mut alice, _token) = alice_with_device(&server, "drone9").await;
+    let (mut alice, _token) = alice_with_device(server.addr("line"), "drone9").await;
     // The name is protected like an account's.
     let mut taker = Lines::connect(server.addr("line")).await;
     taker.send_line("drone9").await;
@@ -542,11 +536,12 @@ async fn devices_are_an_account_s_own_and_need_one() {
 }
 
 /// The README's walk-through: `switchboard device` with a token from `/device add`
-/// sends telemetry into its room and answers commands.
+/// sends telemetry into its room and answers commands. Both ends are the binary, as a
+/// user runs them: the simulator is one of its subcommands.
 #[tokio::test]
 async fn the_device_simulator_sends_telemetry_and_answers_commands() {
-    let server = Server::start(&[], &["line", "udp"]).await;
-    let (mut alice, token) = alice_with_device(&server, "drone1").await;
+    let server = support::web::Server::start(&[], &["line", "udp"]).await;
+    let (mut alice, token) = alice_with_device(server.addr("line"), "drone1").await;
     alice.send_line("/join #devices").await;
     alice.line_containing("*** alice joined #devices").await;
     let udp = server.addr("udp").to_string();
@@ -581,9 +576,9 @@ async fn the_device_simulator_sends_telemetry_and_answers_commands() {
 /// cache, signs nobody in, not even a person who took the name since.
 #[tokio::test]
 async fn a_removed_device_s_token_signs_in_nobody_later() {
-    let server = Server::start(&[], &["line", "web", "udp"]).await;
-    let (mut alice, token) = alice_with_device(&server, "gadget").await;
-    let mut gadget = Device::new(&server, &token).await;
+    let server = Server::start(&[]).await;
+    let (mut alice, token) = alice_with_device(server.addr("line"), "gadget").await;
+    let mut gadget = Device::new(server.addr("udp"), &token).await;
     gadget.send(json!({"type": "ping", "id": 1})).await;
     gadget.receive_of_type("pong").await;
     gadget.send(json!({"type": "quit"})).await;

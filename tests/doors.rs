@@ -1,7 +1,9 @@
-//! What every door shares, against the real binary: flood control that delays a
+//! What every door shares, against the real server: flood control that delays a
 //! client's input without holding back its output (JSON and WebSocket as on the line
 //! door), and the one accept path: connection limits taken before a TLS handshake,
 //! the handshake's deadline, and refusals logged once and counted on every listener.
+//! Tests that read the server's log start the binary (`Server`); the others run it in
+//! process.
 
 mod support;
 
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
 use serde_json::json;
+use support::inproc::InProcess;
 use support::web::{certificate, http_get, metric, Lines, Server, Ws, WAIT};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -168,10 +171,10 @@ async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
         .unwrap()
 }
 
-/// A line connection from 127.0.0.2, once the server has taken it in (its prompt
-/// arrived): with `--max-clients-per-ip 1` that address is now full.
-async fn hold_a_slot(server: &Server) -> TcpStream {
-    let mut holder = connect_from("127.0.0.2", server.addr("line")).await;
+/// A connection from 127.0.0.2 to the line door at `line`, once the server has taken
+/// it in (its prompt arrived): with `--max-clients-per-ip 1` that address is now full.
+async fn hold_a_slot(line: SocketAddr) -> TcpStream {
+    let mut holder = connect_from("127.0.0.2", line).await;
     let mut prompt = [0u8; 17];
     holder.read_exact(&mut prompt).await.unwrap();
     assert_eq!(&prompt, b"Enter your name: ");
@@ -187,9 +190,9 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     )
 }
 
-/// `/metrics` over HTTPS from 127.0.0.1.
-async fn scrape(server: &Server, connector: &TlsConnector) -> String {
-    let tcp = TcpStream::connect(server.addr("web")).await.unwrap();
+/// `/metrics` over HTTPS from 127.0.0.1, from the web door at `web`.
+async fn scrape(web: SocketAddr, connector: &TlsConnector) -> String {
+    let tcp = TcpStream::connect(web).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let tls = connector.connect(name, tcp).await.unwrap();
     let (status, body) = http_get(tls, "localhost", "/metrics").await;
@@ -209,7 +212,7 @@ async fn a_tls_handshake_flood_is_held_by_the_limits_and_the_deadline() {
     // Long enough that the fifth connection's refusal, on a loaded machine, still
     // comes well before the deadline it must not be mistaken for.
     flags.extend(["--tls-handshake-timeout", "4s"]);
-    let server = Server::start(&flags, &["line-tls", "web"]).await;
+    let server = InProcess::start(&flags).await;
     let door = server.addr("line-tls");
     let opened = Instant::now();
     let mut silent = Vec::new();
@@ -263,7 +266,7 @@ async fn a_tls_handshake_flood_is_held_by_the_limits_and_the_deadline() {
     bob.line_containing("welcome, bob").await;
     alice.line_containing("bob joined").await;
 
-    let metrics = scrape(&server, &tls.connector).await;
+    let metrics = scrape(server.addr("web"), &tls.connector).await;
     let refused = |reason: &str| {
         metric(
             &metrics,
@@ -289,7 +292,7 @@ async fn refusals_on_every_door_are_told_logged_and_counted() {
         "info",
     )
     .await;
-    let holder = hold_a_slot(&server).await;
+    let holder = hold_a_slot(server.addr("line")).await;
 
     let refusal = "too many connections from your address (limit 1); close one and retry";
     let mut said = std::collections::HashMap::new();
@@ -317,7 +320,7 @@ async fn refusals_on_every_door_are_told_logged_and_counted() {
         );
     }
 
-    let metrics = scrape(&server, &tls.connector).await;
+    let metrics = scrape(server.addr("web"), &tls.connector).await;
     let log = server.log();
     for listener in ["line", "json", "web", "line-tls", "json-tls"] {
         let series = format!(
@@ -340,8 +343,8 @@ async fn refusals_on_every_door_are_told_logged_and_counted() {
 /// A plain-HTTP connection over the limit is answered 503 with the reason, and closed.
 #[tokio::test]
 async fn a_refused_web_connection_is_answered_503() {
-    let server = Server::start(&["--max-clients-per-ip", "1"], &["line", "web"]).await;
-    let holder = hold_a_slot(&server).await;
+    let server = InProcess::start(&["--max-clients-per-ip", "1"]).await;
+    let holder = hold_a_slot(server.addr("line")).await;
     let mut refused = connect_from("127.0.0.2", server.addr("web")).await;
     let mut answer = Vec::new();
     tokio::time::timeout(WAIT, refused.read_to_end(&mut answer))

@@ -1,6 +1,9 @@
-//! History end to end: the real binary, real SQLite files in temp dirs, real sockets.
+//! History end to end: the real server, real SQLite files in temp dirs, real sockets.
 //! Crash safety under SIGKILL, replay on join, paging, ids across restarts, retention,
-//! clear startup errors, runtime write failures, and `--memory`.
+//! clear startup errors, runtime write failures, and `--memory`. Paging and retention
+//! run the server in process; the rest need the binary (killed, failing to start,
+//! in a working directory of its own, or locked out of its database by another
+//! process, which a lock taken in the server's own process would not be).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -12,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod support;
+
+use support::inproc::Background;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -81,6 +86,13 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The server in process, flood control off as `Server::start` has it.
+fn in_process(args: &[&str]) -> Background {
+    let mut named = vec!["--flood-rate", "0"];
+    named.extend(args);
+    Background::start(&named)
 }
 
 /// Run the server expecting it to refuse to start: (exit success?, stderr).
@@ -453,8 +465,8 @@ fn joining_replays_the_last_messages_before_live_traffic_and_after_restart() {
 #[test]
 fn paging_backwards_and_forwards_from_memory_and_from_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&args(&data_args(dir.path())));
-    let mut alice = Client::connect(server.addr, "alice");
+    let server = in_process(&args(&data_args(dir.path())));
+    let mut alice = Client::connect(server.line_addr(), "alice");
     // More than the in-memory tail (200) so deep pages come from the database.
     for i in 1..=250 {
         alice.send(&format!("m{i}"));
@@ -486,8 +498,8 @@ fn paging_backwards_and_forwards_from_memory_and_from_disk() {
     assert!(lines.is_empty() && end.contains("no messages"), "{end}");
 
     // Private messages between accounts: kept, and shown only to the two owners.
-    let mut bob = Client::connect(server.addr, "bob");
-    let mut carol = Client::connect(server.addr, "carol");
+    let mut bob = Client::connect(server.line_addr(), "bob");
+    let mut carol = Client::connect(server.line_addr(), "carol");
     for client in [&mut alice, &mut bob] {
         client.send("/register a long password");
         client.expect(|line| line.contains("is registered to you"));
@@ -557,8 +569,8 @@ fn retention_trims_by_count_and_by_age() {
     let dir = tempfile::tempdir().unwrap();
     let mut flags = data_args(dir.path());
     flags.extend(["--retain-messages".into(), "5".into()]);
-    let server = Server::start(&args(&flags));
-    let mut alice = Client::connect(server.addr, "alice");
+    let server = in_process(&args(&flags));
+    let mut alice = Client::connect(server.line_addr(), "alice");
     for i in 1..=20 {
         alice.say(&format!("m{i}"));
     }
@@ -575,14 +587,14 @@ fn retention_trims_by_count_and_by_age() {
     // A lower limit after a restart is enforced in the background.
     let mut lower = data_args(dir.path());
     lower.extend(["--retain-messages".into(), "2".into()]);
-    let server = Server::start(&args(&lower));
+    let server = in_process(&args(&lower));
     wait_until(|| stored(dir.path(), "#general").len() == 2);
     server.stop();
 
     let mut aged = data_args(dir.path());
     aged.extend(["--retain-age".into(), "1s".into()]);
-    let server = Server::start(&args(&aged));
-    let mut alice = Client::connect(server.addr, "alice");
+    let server = in_process(&args(&aged));
+    let mut alice = Client::connect(server.line_addr(), "alice");
     alice.say("soon gone");
     wait_until(|| stored(dir.path(), "#general").is_empty());
     let (lines, _) = alice.history("");

@@ -1,12 +1,15 @@
 //! Hostile clients against the line door: floods, endless lines, other protocols,
 //! idle and never-registering connections, per-address limits and churn. Each case
-//! uses the real binary and checks that everyone else keeps being served.
+//! checks that everyone else keeps being served. The server runs in process
+//! (`Background`) except where a test measures its memory or descriptors: those are
+//! the whole process's, so it needs one of its own (`Server`, the binary).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use support::blocking::*;
+use support::inproc::Background;
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -22,7 +25,7 @@ fn open_fds(pid: u32) -> usize {
 
 #[test]
 fn a_flooder_is_throttled_then_disconnected_while_others_chat_on() {
-    let server = Server::start(&[
+    let server = Background::start(&[
         "--flood-rate",
         "20",
         "--flood-burst",
@@ -97,7 +100,7 @@ fn an_endless_line_is_discarded_with_bounded_memory() {
 
 #[test]
 fn http_or_tls_at_the_line_port_gets_an_explanation_and_a_close() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let mut browser = server.connect();
     browser.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let said = browser.expect_closed();
@@ -120,12 +123,12 @@ fn http_or_tls_at_the_line_port_gets_an_explanation_and_a_close() {
 fn idle_and_nameless_connections_are_closed_with_a_reason() {
     // Two servers: a register timeout short enough to test quickly would also catch the
     // idler before it had sent its name on a loaded machine.
-    let strict = Server::start(&["--register-timeout", "300ms"]);
+    let strict = Background::start(&["--register-timeout", "300ms"]);
     let mut nameless = strict.connect();
     assert!(nameless
         .expect_closed()
         .contains("error: no name chosen within 0.3s"));
-    let server = Server::start(&["--idle-timeout", "500ms"]);
+    let server = Background::start(&["--idle-timeout", "500ms"]);
     let mut idle = server.join("idler");
     let said = idle.expect_closed();
     assert!(said.contains("error: nothing received for 0.5s"), "{said}");
@@ -133,7 +136,7 @@ fn idle_and_nameless_connections_are_closed_with_a_reason() {
 
 #[test]
 fn per_address_limit_refuses_with_a_reason() {
-    let server = Server::start(&["--max-clients-per-ip", "2"]);
+    let server = Background::start(&["--max-clients-per-ip", "2"]);
     let mut one = server.connect();
     one.expect("Enter your name: ");
     let mut two = server.connect();
@@ -159,7 +162,7 @@ fn per_address_limit_refuses_with_a_reason() {
 
 #[test]
 fn bidi_overrides_and_zero_width_tricks_are_neutralised() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let mut alice = server.join("alice");
     let mut mallory = server.join("mallory");
     alice.expect("*** mallory joined #general\n");

@@ -1,4 +1,4 @@
-//! The IRC door over raw sockets against the real binary: registration, the welcome,
+//! The IRC door over raw sockets against the real server: registration, the welcome,
 //! channels shared with the line and WebSocket doors, private messages, error
 //! numerics, and text from other doors that cannot forge IRC lines.
 

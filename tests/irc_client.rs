@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::web::{Lines, Server, Ws, WAIT};
+use support::inproc::InProcess as Server;
+use support::web::{Lines, Ws, WAIT};
 
 /// A tmux server on a socket of its own, so the test touches no other tmux session;
 /// killed (with irssi in it) when dropped.
@@ -100,7 +101,7 @@ async fn irssi_joins_general_and_talks_with_netcat_and_browser_users() {
             "{program} is missing: run `apt-get install -y --no-install-recommends irssi tmux` (.ci/run does)"
         );
     }
-    let server = Server::start(&["--irc", "127.0.0.1:0"], &["irc", "line", "web"]).await;
+    let server = Server::start(&[]).await;
     let irc = server.addr("irc");
     let home = tempfile::tempdir().unwrap();
     let irssi = format!(
@@ -154,7 +155,7 @@ async fn irssi_logs_in_with_sasl_and_moderates_its_room() {
             "{program} is missing: run `apt-get install -y --no-install-recommends irssi tmux` (.ci/run does)"
         );
     }
-    let server = Server::start(&["--irc", "127.0.0.1:0", "--memory"], &["irc", "line"]).await;
+    let server = Server::start(&["--memory"]).await;
     let line = server.addr("line");
     let mut alice = Lines::line_login(line, "alice").await;
     alice.send_line("/register alice's password").await;

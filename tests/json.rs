@@ -1,4 +1,4 @@
-//! The JSON protocol over TCP against the real binary: every request type, every
+//! The JSON protocol over TCP against the real server: every request type, every
 //! error path (each carrying its request id back), and the connection staying usable.
 
 mod support;

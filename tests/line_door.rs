@@ -1,5 +1,7 @@
-//! The plain-text door end to end: the real binary on 127.0.0.1 port 0, raw TCP
+//! The plain-text door end to end: the real server on 127.0.0.1 port 0, raw TCP
 //! clients (as netcat or telnet would be), and the seed Python clients unmodified.
+//! The server runs in process (`Background`) unless a test signals it, sets its
+//! environment, measures its memory or reads what it prints (`Server`, the binary).
 
 mod support;
 
@@ -8,10 +10,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::blocking::*;
+use support::inproc::Background;
 
 #[test]
 fn asks_for_a_name_and_refuses_taken_or_invalid_ones() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let _alice = server.join("alice");
     let mut bob = server.connect();
     let prompt = bob.expect("Enter your name: ");
@@ -42,7 +45,7 @@ fn asks_for_a_name_and_refuses_taken_or_invalid_ones() {
 
 #[test]
 fn joins_messages_and_leaves_are_seen_by_everyone() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let mut alice = server.join("alice");
     let mut bob = server.join("bob");
     alice.expect("*** bob joined #general\n");
@@ -59,7 +62,7 @@ fn joins_messages_and_leaves_are_seen_by_everyone() {
 
 #[test]
 fn broadcast_reaches_many_clients_in_order() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let mut clients: Vec<LineClient> = (0..20).map(|i| server.join(&format!("user{i}"))).collect();
     // Let every client see the last join so the streams below hold only messages.
     for client in clients.iter_mut().take(19) {
@@ -79,7 +82,7 @@ fn broadcast_reaches_many_clients_in_order() {
 
 #[test]
 fn both_quit_words_and_abrupt_disconnects_are_announced() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let mut watcher = server.join("watcher");
     for (nick, goodbye) in [("ender", "end"), ("quitter", "/q")] {
         let mut client = server.join(nick);
@@ -106,7 +109,7 @@ fn both_quit_words_and_abrupt_disconnects_are_announced() {
 
 #[test]
 fn private_messages_reach_only_the_recipient() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let mut alice = server.join("alice");
     let mut bob = server.join("bob");
     let mut carol = server.join("carol");
@@ -122,7 +125,7 @@ fn private_messages_reach_only_the_recipient() {
 
 #[test]
 fn rooms_are_separate_and_listed_with_counts() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let mut alice = server.join("alice");
     let mut bob = server.join("bob");
     alice.expect("*** bob joined #general\n");
@@ -156,7 +159,7 @@ fn rooms_are_separate_and_listed_with_counts() {
 
 #[test]
 fn commands_whois_nick_help_and_errors() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let mut alice = server.join("alice");
     let mut bob = server.join("bob");
     alice.expect("*** bob joined #general\n");
@@ -205,7 +208,7 @@ fn commands_whois_nick_help_and_errors() {
 
 #[test]
 fn overlong_lines_get_an_error_and_the_connection_keeps_working() {
-    let server = Server::start(&["--max-line-bytes", "100"]);
+    let server = Background::start(&["--max-line-bytes", "100"]);
     let mut alice = server.join("alice");
     let mut bob = server.join("bob");
     alice.expect("*** bob joined #general\n");
@@ -226,7 +229,7 @@ fn overlong_lines_get_an_error_and_the_connection_keeps_working() {
 
 #[test]
 fn control_characters_cannot_forge_lines() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let mut alice = server.join("alice");
     let mut mallory = server.join("mallory");
     alice.expect("*** mallory joined #general\n");
@@ -303,7 +306,7 @@ fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer() {
 
 #[test]
 fn connections_over_the_limit_are_refused_with_a_reason() {
-    let server = Server::start(&["--max-clients", "2"]);
+    let server = Background::start(&["--max-clients", "2"]);
     let _one = server.join("one");
     let mut two = server.connect();
     two.expect("Enter your name: ");
@@ -314,7 +317,7 @@ fn connections_over_the_limit_are_refused_with_a_reason() {
 
 #[test]
 fn a_connection_that_never_picks_a_name_is_dropped() {
-    let server = Server::start(&["--register-timeout", "300ms"]);
+    let server = Background::start(&["--register-timeout", "300ms"]);
     let mut idle = server.connect();
     idle.expect("Enter your name: ");
     let said = idle.expect_closed();
@@ -462,7 +465,7 @@ fn run_seed(script: &str, port: u16, stdin_lines: &[&str]) -> std::process::Chil
 
 #[test]
 fn the_seed_thread_client_works_unmodified() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let mut alice = server.join("alice");
     let port = server.line_addr().port();
     // thread_client.py sends its name and each message with no newline at all.
@@ -490,7 +493,7 @@ fn the_seed_thread_client_works_unmodified() {
 
 #[test]
 fn seed_client_refused_name_then_retries() {
-    let server = Server::start(&[]);
+    let server = Background::start(&[]);
     let mut alice = server.join("alice");
     let port = server.line_addr().port();
     let seed = run_seed("thread_client.py", port, &["Alice", "bob", "hi", "end"]);

@@ -1,4 +1,4 @@
-//! Moderation against the real binary: a room's owner and the operators it appoints
+//! Moderation against the real server: a room's owner and the operators it appoints
 //! kick, ban (by account and by address, with expiry), mute, invite and set modes over
 //! the line, JSON, WebSocket and IRC doors; a server operator from the command line
 //! moderates anywhere, sees addresses and disconnects people; refusals say why and
@@ -10,7 +10,8 @@ mod support;
 use std::net::SocketAddr;
 
 use serde_json::{json, Value};
-use support::web::{metric, Lines, Server, Ws};
+use support::inproc::InProcess as Server;
+use support::web::{metric, Lines, Ws};
 use tokio::net::TcpStream;
 
 /// A client on `addr` whose connection comes from `from` (a loopback address).
@@ -25,7 +26,7 @@ async fn an_owner_and_its_operators_moderate_over_the_line_door_and_it_survives_
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
     let args = ["--data", data.as_str(), "--operator", "root"];
-    let server = Server::start(&args, &["line", "web"]).await;
+    let server = Server::start(&args).await;
     let line = server.addr("line");
 
     // alice, signed in, makes #den: she owns it.
@@ -173,7 +174,7 @@ async fn an_owner_and_its_operators_moderate_over_the_line_door_and_it_survives_
     server.stop().await;
 
     // After a restart: the same rules, and the actions are in the room's history.
-    let server = Server::start(&args, &["line"]).await;
+    let server = Server::start(&args).await;
     let line = server.addr("line");
     let mut alice = Lines::account_login(line, "alice").await;
     alice.send_line("/rules #den").await;
@@ -243,7 +244,7 @@ async fn moderation_of(page: &mut Ws) -> Value {
 
 #[tokio::test]
 async fn moderation_over_json_and_websocket_with_expiry_and_invitations() {
-    let server = Server::start(&["--memory"], &["json", "web", "irc"]).await;
+    let server = Server::start(&["--memory"]).await;
     let json_door = server.addr("json");
     let mut alice = json_account(json_door, "alice").await;
     alice
@@ -517,7 +518,7 @@ async fn irc_sasl(
 
 #[tokio::test]
 async fn an_irc_user_logs_in_with_sasl_owns_a_room_and_kicks_from_it() {
-    let server = Server::start(&["--memory"], &["line", "irc"]).await;
+    let server = Server::start(&["--memory"]).await;
     let mut alice = Lines::line_account(server.addr("line"), "alice").await;
     alice.send_line("/quit").await;
     while alice.line().await.is_some() {}

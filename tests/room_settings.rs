@@ -1,4 +1,4 @@
-//! A room's settings against the real binary over real sockets: a key (`+k`) set by
+//! A room's settings against the real server over real sockets: a key (`+k`) set by
 //! the room's owner refuses a missing or wrong key and admits the right one on the
 //! line, JSON and IRC doors (475 on IRC, `JOIN #a,#b k1,k2` pairing keys with
 //! channels by position), is shown only to operators, and survives a restart; a
@@ -12,7 +12,8 @@ mod support;
 use std::net::SocketAddr;
 
 use serde_json::json;
-use support::web::{Lines, Server};
+use support::inproc::InProcess as Server;
+use support::web::Lines;
 use tokio::net::TcpStream;
 
 /// An IRC guest through registration and the default room's NAMES.
@@ -30,7 +31,7 @@ async fn a_keyed_room_refuses_without_its_key_on_the_line_and_json_doors_and_aft
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
     let args = ["--data", data.as_str()];
-    let server = Server::start(&args, &["line", "json"]).await;
+    let server = Server::start(&args).await;
     let line = server.addr("line");
 
     // alice makes #vault (she owns it) and gives it a key.
@@ -93,7 +94,7 @@ async fn a_keyed_room_refuses_without_its_key_on_the_line_and_json_doors_and_aft
 
     // After a restart: the same key, refused and admitted the same way, until the
     // owner takes it off.
-    let server = Server::start(&args, &["line"]).await;
+    let server = Server::start(&args).await;
     let line = server.addr("line");
     let mut alice = Lines::account_login(line, "alice").await;
     alice.send_line("/rules #vault").await;
@@ -115,7 +116,7 @@ async fn a_keyed_room_refuses_without_its_key_on_the_line_and_json_doors_and_aft
 
 #[tokio::test]
 async fn irc_joins_give_keys_by_position_and_get_475_without_them() {
-    let server = Server::start(&["--memory"], &["line", "irc"]).await;
+    let server = Server::start(&["--memory"]).await;
     let line = server.addr("line");
     let mut alice = Lines::line_account(line, "alice").await;
     for (room, key) in [("#a", "k1"), ("#b", "k2")] {
@@ -213,7 +214,7 @@ async fn a_topic_outlives_its_room_and_a_restart_and_goes_when_cleared() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
     let args = ["--data", data.as_str()];
-    let server = Server::start(&args, &["line", "irc"]).await;
+    let server = Server::start(&args).await;
     let line = server.addr("line");
 
     // A guest's room (no owner, no moderation): only its topic is kept.
@@ -234,7 +235,7 @@ async fn a_topic_outlives_its_room_and_a_restart_and_goes_when_cleared() {
     assert!(stored.contains("release on Friday"), "{stored}");
 
     // After a restart: the 332/333 on an IRC join, TOPIC, and the line door's /topic.
-    let server = Server::start(&args, &["line", "irc"]).await;
+    let server = Server::start(&args).await;
     let mut irc = irc_guest(server.addr("irc"), "ircguest").await;
     irc.send_raw(b"JOIN #news\r\n").await;
     let topic = irc.line_containing(" 332 ").await;
@@ -266,7 +267,7 @@ async fn a_topic_outlives_its_room_and_a_restart_and_goes_when_cleared() {
 async fn a_kept_topic_does_not_keep_an_account_from_owning_the_room_it_makes_anew() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
-    let server = Server::start(&["--data", data.as_str()], &["line"]).await;
+    let server = Server::start(&["--data", data.as_str()]).await;
     let line = server.addr("line");
     let mut ann = Lines::line_login(line, "ann").await;
     ann.send_line("/join #cafe").await;
@@ -300,7 +301,7 @@ async fn a_moderated_room_hears_only_its_operators_and_its_topic_lock_is_a_mode_
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
     let args = ["--data", data.as_str()];
-    let server = Server::start(&args, &["line", "irc"]).await;
+    let server = Server::start(&args).await;
     let line = server.addr("line");
 
     // alice owns #den and makes carol an operator; bob (line) and ircguest are guests.
@@ -381,7 +382,7 @@ async fn a_moderated_room_hears_only_its_operators_and_its_topic_lock_is_a_mode_
     bob.line_containing("* alice made the room moderated").await;
     server.stop().await;
 
-    let server = Server::start(&args, &["line", "irc"]).await;
+    let server = Server::start(&args).await;
     let line = server.addr("line");
     let mut alice = Lines::account_login(line, "alice").await;
     alice.send_line("/join #den").await;

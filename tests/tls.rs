@@ -1,4 +1,4 @@
-//! TLS against the real binary, with a certificate made in the test (rcgen): the
+//! TLS against the real server, with a certificate made in the test (rcgen): the
 //! TLS-only line and JSON listeners, HTTPS and WSS on the web listener, and clear
 //! startup errors for unusable certificate files.
 
@@ -8,7 +8,8 @@ use std::path::Path;
 
 use rustls_pki_types::ServerName;
 use serde_json::json;
-use support::web::{certificate, http_get, Lines, Server, Ws};
+use support::inproc::InProcess as Server;
+use support::web::{certificate, http_get, Lines, Ws};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -26,19 +27,16 @@ fn path(p: &Path) -> &str {
 #[tokio::test]
 async fn tls_line_json_https_and_wss_reach_the_same_room() {
     let tls = certificate(&["localhost", "127.0.0.1", "chat.test"]);
-    let server = Server::start(
-        &[
-            "--tls-cert",
-            path(&tls.cert),
-            "--tls-key",
-            path(&tls.key),
-            "--line-tls",
-            "127.0.0.1:0",
-            "--json-tls",
-            "127.0.0.1:0",
-        ],
-        &["line", "json", "web", "line-tls", "json-tls"],
-    )
+    let server = Server::start(&[
+        "--tls-cert",
+        path(&tls.cert),
+        "--tls-key",
+        path(&tls.key),
+        "--line-tls",
+        "127.0.0.1:0",
+        "--json-tls",
+        "127.0.0.1:0",
+    ])
     .await;
     assert!(
         server.url("web").starts_with("https://"),
@@ -116,11 +114,7 @@ async fn tls_line_json_https_and_wss_reach_the_same_room() {
 async fn over_wss_pages_under_the_certificates_names_are_the_servers_own() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tls = certificate(&["localhost", "127.0.0.1", "chat.test"]);
-    let server = Server::start(
-        &["--tls-cert", path(&tls.cert), "--tls-key", path(&tls.key)],
-        &["web"],
-    )
-    .await;
+    let server = Server::start(&["--tls-cert", path(&tls.cert), "--tls-key", path(&tls.key)]).await;
     let web = server.addr("web");
     // chat.test is on the certificate; evil.test could be anyone's name pointed here.
     for (name, status) in [("chat.test", &b"101"[..]), ("evil.test", b"403")] {
@@ -138,6 +132,7 @@ async fn over_wss_pages_under_the_certificates_names_are_the_servers_own() {
     server.stop().await;
 }
 
+/// The binary itself: what it says on stderr and its exit status are the point.
 #[tokio::test]
 async fn unusable_certificate_files_are_named_at_startup() {
     let tls = certificate(&["localhost", "127.0.0.1", "chat.test"]);

@@ -1,4 +1,4 @@
-//! The web door against the real binary: the JSON protocol over WebSocket, delivery
+//! The web door against the real server: the JSON protocol over WebSocket, delivery
 //! across line, JSON and WebSocket doors, the page, /healthz, /metrics, keepalive and
 //! the shutdown close frame.
 

@@ -1,6 +1,6 @@
-//! Blocking clients and a server handle for plain (non-async) tests: start the real
-//! binary, talk to it over std sockets, signal it, and always stop it (by PID) when
-//! the test ends.
+//! Blocking clients (std sockets) for plain (non-async) tests, and a handle on the
+//! real binary for those that need one: start it, signal it, and always stop it (by
+//! PID) when the test ends.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,10 +1,12 @@
 //! A device on the UDP door, as the tests drive it: a real UDP socket that sends the
 //! door's datagrams (token, growing seq) and reads what the server sends back.
 
+use std::net::SocketAddr;
+
 use serde_json::{json, Value};
 use tokio::net::UdpSocket;
 
-use super::web::{Server, WAIT};
+use super::web::WAIT;
 
 /// A simulated device's socket: sends datagrams with its token and growing seq.
 pub struct Device {
@@ -14,9 +16,10 @@ pub struct Device {
 }
 
 impl Device {
-    pub async fn new(server: &Server, token: &str) -> Device {
+    /// A device with `token`, talking to the UDP door at `udp` (in process or not).
+    pub async fn new(udp: SocketAddr, token: &str) -> Device {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        socket.connect(server.addr("udp")).await.unwrap();
+        socket.connect(udp).await.unwrap();
         Device {
             socket,
             token: token.to_owned(),

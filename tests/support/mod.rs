@@ -1,9 +1,12 @@
-//! The one test support module: how every integration test starts the real
-//! `switchboard` binary (every chat door on 127.0.0.1 port 0 or off, history in
-//! memory), reads where it listens, and talks to it. `blocking` has std clients for
-//! plain tests, `web` tokio clients (line, JSON, WebSocket, HTTP) for async ones, and
-//! `inproc` the same server run inside the test process, for tests that need no
-//! separate one.
+//! The one test support module: how every integration test starts the server (every
+//! chat door on 127.0.0.1 port 0 or off, history in memory) and talks to it. `inproc`
+//! runs it in the test's process (`InProcess` on the test's runtime, `Background` on
+//! threads of its own for blocking clients), as every test does unless it needs a
+//! process of its own: signals or a kill, stdout, stderr or logs, the exit status,
+//! another subcommand, or process-wide state (environment, working directory, memory,
+//! descriptors). Those start the `switchboard` binary and read where it listens:
+//! `blocking::Server`, beside the std clients, or `web::Server`, beside the tokio ones
+//! (line, JSON, WebSocket, HTTP). Any client talks to either kind of server.
 #![allow(dead_code, unused_imports)]
 
 pub mod blocking;

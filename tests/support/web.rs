@@ -1,6 +1,6 @@
-//! Async (tokio) clients and a server handle for the JSON, web, TLS, IRC and browser
-//! tests: start the real binary with every door on port 0, read the addresses it
-//! prints, and talk to it as line, JSON and WebSocket clients.
+//! Async (tokio) clients (line, JSON, WebSocket, HTTP) for either kind of server, and
+//! a handle on the real binary for async tests that need one: start it with every
+//! door on port 0, read the addresses it prints (and its log, if asked), stop it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
