@@ -877,7 +877,7 @@ impl Hub {
         let reason = reason_text(reason)?;
         let target = self.online(nick)?;
         if target == id {
-            let why = "you cannot disconnect yourself this way; /quit";
+            let why = "you cannot disconnect yourself this way; quit instead";
             return Err(Refusal::new(ErrorCode::BadRequest, why));
         }
         let actor = self.clients[&id].nick.clone().unwrap_or_default();
