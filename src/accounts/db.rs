@@ -53,22 +53,13 @@ CREATE INDEX IF NOT EXISTS devices_by_owner ON devices (owner_key);
 /// lacks (a NOTICE kept as one, the sender's account), in place.
 pub fn create(db: &Connection) -> rusqlite::Result<()> {
     db.execute_batch(SCHEMA)?;
-    for (column, definition) in [
-        ("notice", "INTEGER NOT NULL DEFAULT 0"),
-        ("from_account", "TEXT"),
-    ] {
-        let present: bool = db.query_row(
-            "SELECT count(*) FROM pragma_table_info('mailbox') WHERE name = ?1",
-            [column],
-            |row| row.get::<_, i64>(0).map(|count| count > 0),
-        )?;
-        if !present {
-            db.execute_batch(&format!(
-                "ALTER TABLE mailbox ADD COLUMN {column} {definition}"
-            ))?;
-        }
-    }
-    Ok(())
+    crate::store::add_missing_columns(
+        db,
+        &[
+            ("mailbox", "notice", "INTEGER NOT NULL DEFAULT 0"),
+            ("mailbox", "from_account", "TEXT"),
+        ],
+    )
 }
 
 /// What a device account has instead of a password hash: no password matches it, so

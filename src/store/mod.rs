@@ -11,6 +11,7 @@
 //! `docs/history.md` states the guarantee and the fsync policy.
 
 mod sqlite;
+pub(crate) use sqlite::add_missing_columns;
 pub(crate) mod writer;
 
 use std::fs::File;

@@ -94,7 +94,7 @@ pub(super) fn open(path: &Path) -> rusqlite::Result<Connection> {
         ));
     }
     connection.execute_batch(SCHEMA)?;
-    add_missing_columns(&connection)?;
+    add_missing_columns(&connection, &ADDED_COLUMNS)?;
     connection.execute_batch(crate::accounts::db::SCHEMA)?;
     if version != SCHEMA_VERSION {
         connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -105,16 +105,22 @@ pub(super) fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(connection)
 }
 
-/// Columns added after a table was first made: a file from an older version gets
-/// them (with their defaults) when it is opened.
-fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
-    const ADDED: [(&str, &str, &str); 4] = [
-        ("room_messages", "notice", "INTEGER NOT NULL DEFAULT 0"),
-        ("room_messages", "from_account", "TEXT"),
-        ("private_messages", "notice", "INTEGER NOT NULL DEFAULT 0"),
-        ("private_messages", "from_account", "TEXT"),
-    ];
-    for (table, column, definition) in ADDED {
+/// Columns added to the history's tables after they were first made.
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+    ("room_messages", "notice", "INTEGER NOT NULL DEFAULT 0"),
+    ("room_messages", "from_account", "TEXT"),
+    ("private_messages", "notice", "INTEGER NOT NULL DEFAULT 0"),
+    ("private_messages", "from_account", "TEXT"),
+];
+
+/// Columns `(table, column, definition)` added after a table was first made: a file
+/// from an older version gets them (with their defaults) when it is opened. The
+/// accounts' mailbox uses it too.
+pub(crate) fn add_missing_columns(
+    connection: &Connection,
+    added: &[(&str, &str, &str)],
+) -> rusqlite::Result<()> {
+    for &(table, column, definition) in added {
         let present: bool = connection.query_row(
             "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
             params![table, column],
